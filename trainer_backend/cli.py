@@ -1,0 +1,155 @@
+"""`python -m trainer_backend validate|doctor|train|schema SPEC.yaml` — friendly output, meaningful exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .spec import load_spec
+
+    overrides = list(args.set or [])
+    if getattr(args, "output_dir", None):
+        overrides.append(f"output_dir={args.output_dir}")
+    spec, warnings = load_spec(args.spec, overrides)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return spec
+
+
+def _print_report(report: dict) -> None:
+    fmt = report["format"]
+    print(f"format:        {fmt['format']} — {fmt['reason']}")
+    print(f"chat template: {report['chat_template']} (turn ends with {report['end_of_turn']!r})")
+    print(f"block size:    {report['block_size']}  packing: {report['packing']}")
+    for name, s in report["splits"].items():
+        line = f"split {name:<6} rows read {s['rows_read']}, valid {s['rows_valid']}, used {s['rows_used']}"
+        if "tokens" in s:
+            t = s["tokens"]
+            line += (f"; tokens min/median/p95/max {t['min']}/{t['median']}/{t['p95']}/{t['max']}; "
+                     f"{s['pct_longer_than_block_size']}% longer than block_size")
+        print(line)
+    for note in report["notes"]:
+        print(f"note: {note}")
+    for w in report["warnings"]:
+        print(f"warning: {w}")
+    if "sample" in report:
+        s = report["sample"]
+        print(f"\nsample training string ({s['file']} row {s['row']}, {s['tokens']} tokens, "
+              f"{s['tokens_with_loss']} with loss; [[no loss: ...]] marks masked spans):")
+        print("-" * 80 + f"\n{s['rendered']}\n" + "-" * 80)
+
+
+def cmd_validate(args: argparse.Namespace, report_only: bool = False) -> int:
+    from .data import DataError
+    from .training.run import prepare_job
+    from .training.trainers import TrainerNotAvailable
+
+    spec = _load(args)
+    try:
+        _, prepared = prepare_job(spec)
+    except (DataError, TrainerNotAvailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    report = prepared.report(sample_row=getattr(args, "row", 0) or 0)
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_report(report)
+        print("\nOK: the data is valid for this spec." if not report_only else "")
+    return EXIT_OK
+
+
+def _console(record: dict) -> None:
+    ev = record["event"]
+    if ev == "log":
+        pct = f"{100 * (record.get('progress') or 0):5.1f}%"
+        eta = record.get("eta_seconds")
+        eta_s = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "?"
+        bar = "#" * int(20 * (record.get("progress") or 0))
+        print(f"[{bar:<20}] {pct} step {record['step']}/{record['max_steps']} loss {record.get('loss') or 0:.4f} "
+              f"lr {record.get('learning_rate') or 0:.2e} {record.get('tokens_per_second') or 0:.0f} tok/s "
+              f"ETA {eta_s}", flush=True)
+    elif ev == "eval":
+        print(f"eval at step {record['step']}: loss {record.get('eval_loss')}", flush=True)
+    elif ev == "start":
+        print(f"training: {record['max_steps']} steps on {record.get('device')}, "
+              f"{record.get('train_rows')} train / {record.get('valid_rows')} valid rows", flush=True)
+    elif ev == "checkpoint":
+        print(f"checkpoint saved: {record['path']}", flush=True)
+    elif ev in ("finished", "stopped"):
+        print(f"{ev} at step {record['step']}", flush=True)
+    elif ev == "failed":
+        print(f"FAILED: {record['error']}", file=sys.stderr, flush=True)
+        for issue in record.get("issues", []):
+            print(f"  - {issue}", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .training.run import run_training
+    from .training.trainers import TrainerNotAvailable
+
+    spec = _load(args)
+    try:
+        result = run_training(spec, echo=_console)
+    except (DataError, TrainerNotAvailable):
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return EXIT_STOPPED
+    except Exception:
+        return EXIT_FAILED
+    if result.status == "stopped":
+        print(f"stopped; resume with --set training.resume_from_checkpoint=latest ({result.checkpoint})")
+        return EXIT_STOPPED
+    print(f"adapter saved to {result.adapter_dir}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .spec import JobSpec
+
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer_backend", description="LoRA Studio command line")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_spec(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("spec", help="job spec YAML (LoRA Studio or AutoTrain Advanced LLM config)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a spec value, e.g. --set training.learning_rate=1e-4 (repeatable)")
+        sp.add_argument("--output-dir", help="job directory (default: ./<project_name>)")
+        return sp
+
+    with_spec("validate", "check the spec and every data row; print the dataset report; exit 2 on errors")
+    doctor = with_spec("doctor", "dataset report: format, lengths, truncation, a rendered training sample")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--row", type=int, default=0, help="which training row to render (0-based)")
+    with_spec("train", "train in the foreground (Ctrl-C stops gracefully and saves a checkpoint)")
+    sub.add_parser("schema", help="print the job spec's JSON schema")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from .spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "doctor":
+            return cmd_validate(args, report_only=True)
+        if args.command == "train":
+            return cmd_train(args)
+        return cmd_schema(args)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID

@@ -1,0 +1,281 @@
+"""Detect a dataset's format (explaining why) and normalise rows to a few canonical shapes.
+
+Canonical examples:
+  text:        {"text": str}
+  pair:        {"prompt": str, "completion": str, "system": str | None}   (alpaca, question/answer, ...)
+  messages:    {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+  preference:  {"prompt": [messages], "chosen": [messages], "rejected": [messages]}
+  tokenized:   {"input_ids": [int], "labels": [int] | None}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..spec import ColumnMapping
+from .issues import RowError
+
+ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant",
+                "prompter": "user"}
+FORMAT_KIND = {"text": "text", "alpaca": "pair", "qa": "pair", "messages": "messages", "sharegpt": "messages",
+               "preference": "preference", "tokenized": "tokenized"}
+
+# Column names each role is recognised by, most specific first.
+_CANDIDATES = {
+    "messages": ("messages", "conversations", "conversation", "chat", "dialog", "dialogue"),
+    "text": ("text", "content", "document", "sentence", "body"),
+    "alpaca_prompt": ("instruction",),
+    "alpaca_response": ("output", "response"),
+    "qa_prompt": ("question", "prompt", "query", "input", "problem", "instruction"),
+    "qa_response": ("answer", "response", "completion", "output", "solution", "target"),
+    "chosen": ("chosen", "preferred_output", "chosen_response", "preferred"),
+    "rejected": ("rejected", "non_preferred_output", "rejected_response", "dispreferred"),
+    "system": ("system", "system_prompt"),
+}
+
+
+@dataclass
+class Detection:
+    format: str
+    mapping: ColumnMapping
+    reason: str
+    kind: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = FORMAT_KIND[self.format]
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "kind": self.kind, "reason": self.reason,
+                "mapping": self.mapping.model_dump(exclude_none=True, exclude_defaults=True)}
+
+
+def _first(columns: list[str], names: tuple[str, ...]) -> Optional[str]:
+    lower = {c.lower(): c for c in columns}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def _maybe_json(value: Any) -> Any:
+    """CSV cells may hold a conversation as a JSON string."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def detect_format(columns: list[str], sample: list[dict], requested: str, user: ColumnMapping) -> Detection:
+    """Pick the format from column names (user mapping wins) and say why."""
+    given = user.model_dump(exclude_none=True, exclude={"roles"})
+    m = dict(given)
+
+    def col(role: str, cands: str) -> Optional[str]:
+        return m.get(role) or _first(columns, _CANDIDATES[cands])
+
+    fmt, why = requested, "set in the spec"
+    if requested == "auto":
+        if "input_ids" in columns:
+            fmt, why = "tokenized", "column 'input_ids' holds token ids"
+        elif (m.get("chosen") or _first(columns, _CANDIDATES["chosen"])) and \
+                (m.get("rejected") or _first(columns, _CANDIDATES["rejected"])):
+            fmt, why = "preference", f"columns '{col('chosen', 'chosen')}' and '{col('rejected', 'rejected')}' found"
+        elif col("messages", "messages") and not m.get("text") and not m.get("prompt"):
+            c = col("messages", "messages")
+            first = next((_maybe_json(r.get(c)) for r in sample if r.get(c)), None)
+            turn = first[0] if isinstance(first, list) and first and isinstance(first[0], dict) else {}
+            fmt = "sharegpt" if "from" in turn or "value" in turn else "messages"
+            why = f"column '{c}' holds a list of " + ("{from, value} turns (ShareGPT)" if fmt == "sharegpt"
+                                                      else "{role, content} messages")
+        elif (m.get("prompt") or _first(columns, _CANDIDATES["alpaca_prompt"])) and \
+                (m.get("response") or _first(columns, _CANDIDATES["alpaca_response"])) and \
+                _first(columns, _CANDIDATES["alpaca_prompt"]):
+            fmt = "alpaca"
+            why = "columns 'instruction'" + (", 'input'" if _first(columns, ("input",)) else "") + \
+                  f" and '{col('response', 'alpaca_response')}' found (instruction + optional input -> output)"
+        elif col("prompt", "qa_prompt") and col("response", "qa_response") and \
+                col("prompt", "qa_prompt") != col("response", "qa_response"):
+            fmt = "qa"
+            why = f"columns '{col('prompt', 'qa_prompt')}' -> '{col('response', 'qa_response')}' found (prompt -> answer)"
+        elif col("text", "text"):
+            fmt, why = "text", f"column '{col('text', 'text')}' holds plain text"
+        else:
+            strings = [c for c in columns if sample and all(isinstance(r.get(c), str) for r in sample[:20])]
+            if len(strings) == 1:
+                fmt, why, m["text"] = "text", f"'{strings[0]}' is the only text column", strings[0]
+            else:
+                raise RowError(f"cannot tell the format from columns {columns}", fix=(
+                    "set data.format (text, alpaca, qa, messages, sharegpt, preference, tokenized) and "
+                    "data.column_mapping, e.g. {prompt: question, response: answer}"))
+    kind = FORMAT_KIND[fmt]
+    if kind == "text":
+        m.setdefault("text", col("text", "text") or "text")
+    elif fmt == "alpaca":
+        m.setdefault("prompt", col("prompt", "alpaca_prompt") or "instruction")
+        m.setdefault("response", col("response", "alpaca_response") or "output")
+        if "input" not in m and _first(columns, ("input",)) and m["prompt"].lower() != "input":
+            m["input"] = _first(columns, ("input",))
+    elif fmt == "qa":
+        m.setdefault("prompt", col("prompt", "qa_prompt") or "prompt")
+        m.setdefault("response", col("response", "qa_response") or "response")
+    elif kind == "messages":
+        m.setdefault("messages", col("messages", "messages") or "messages")
+    elif kind == "preference":
+        m.setdefault("chosen", col("chosen", "chosen") or "chosen")
+        m.setdefault("rejected", col("rejected", "rejected") or "rejected")
+        if "prompt" not in m and _first(columns, ("prompt", "input", "question")):
+            m["prompt"] = _first(columns, ("prompt", "input", "question"))
+    if kind in ("pair", "messages", "preference") and "system" not in m and _first(columns, _CANDIDATES["system"]):
+        m["system"] = _first(columns, _CANDIDATES["system"])
+    if given:
+        why += f"; column mapping from the spec: {given}"
+    return Detection(fmt, ColumnMapping(**m, roles=user.roles), why)
+
+
+# ---- normalisation ----------------------------------------------------------------------------------
+
+
+def _text(row: dict, column: Optional[str], what: str, required: bool = True) -> str:
+    if column is None:
+        return ""
+    if column not in row:
+        if not required:
+            return ""
+        raise RowError(f"missing column '{column}' ({what})", column,
+                       f"add the column or map another one with data.column_mapping")
+    value = row[column]
+    if value is None:
+        value = ""
+    if isinstance(value, (int, float, bool)) and not isinstance(value, bool):
+        value = str(value)  # a CSV label like 3 or a numeric answer
+    if not isinstance(value, str):
+        raise RowError(f"{what} must be text, got {type(value).__name__}", column)
+    if required and not value.strip():
+        raise RowError(f"{what} is empty", column, "fill it in or remove the row")
+    return value
+
+
+def _content(value: Any, where: str, column: str) -> str:
+    if isinstance(value, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
+        parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type", "text") == "text"]
+        if len(parts) == len(value) and all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    if isinstance(value, str):
+        return value
+    raise RowError(f"{where} has content of type {type(value).__name__}, expected text", column)
+
+
+def normalize_messages(value: Any, column: str, roles: dict[str, str], system: Optional[str] = None,
+                       need_assistant: bool = True) -> list[dict[str, str]]:
+    value = _maybe_json(value)
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        value = value["messages"]  # {"messages": [...]} (OpenAI DPO input)
+    if isinstance(value, str):
+        raise RowError("expected a list of messages, got a plain string", column,
+                       "use data.format: text/qa for plain strings, or store the conversation as a JSON list")
+    if not isinstance(value, list) or not value:
+        raise RowError("conversation is empty" if isinstance(value, list) else
+                       f"expected a list of messages, got {type(value).__name__}", column)
+    aliases = {**ROLE_ALIASES, **{k.lower(): v for k, v in roles.items()}}
+    out: list[dict[str, str]] = []
+    for i, msg in enumerate(value, 1):
+        if not isinstance(msg, dict):
+            raise RowError(f"message {i} is a {type(msg).__name__}, expected an object", column)
+        role = msg.get("role", msg.get("from"))
+        content = msg["content"] if "content" in msg else msg.get("value")
+        if role is None or ("content" not in msg and "value" not in msg):
+            raise RowError(f"message {i} needs 'role' and 'content' (or ShareGPT 'from' and 'value'); "
+                           f"it has keys {sorted(msg)}", column)
+        mapped = aliases.get(str(role).lower())
+        if mapped is None:
+            raise RowError(f"message {i} has role '{role}'; expected one of user/assistant/system", column,
+                           f"map it with data.column_mapping.roles: {{{role}: assistant}} (or user/system)")
+        text = _content(content, f"message {i}", column)
+        if mapped == "system" and i != 1:
+            raise RowError(f"message {i} is a system message; only the first message may be one", column)
+        if mapped != "system" and not text.strip():
+            raise RowError(f"message {i} ({mapped}) is empty", column, "fill it in or remove the row")
+        out.append({"role": mapped, "content": text})
+    if system and out[0]["role"] != "system":
+        out.insert(0, {"role": "system", "content": system})
+    if need_assistant and not any(m["role"] == "assistant" for m in out):
+        raise RowError("conversation has no assistant turn, so there is nothing to learn", column,
+                       "add an assistant reply or remove the row")
+    return out
+
+
+def _as_turns(value: Any, column: str, roles: dict[str, str]) -> list[dict[str, str]]:
+    """A chosen/rejected answer: a string, or messages whose last assistant turn is the answer."""
+    value = _maybe_json(value)
+    if isinstance(value, str):
+        if not value.strip():
+            raise RowError("answer is empty", column, "fill it in or remove the row")
+        return [{"role": "assistant", "content": value}]
+    return normalize_messages(value, column, roles)
+
+
+def _split_preference(prompt: list, chosen: list, rejected: list) -> tuple[list, list, list]:
+    """Message-list chosen/rejected that repeat the prompt: the shared prefix becomes the prompt."""
+    if not prompt:
+        k = 0
+        while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
+            k += 1
+        prompt, chosen, rejected = chosen[:k], chosen[k:], rejected[k:]
+    return prompt, chosen, rejected
+
+
+def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None) -> dict:
+    """One raw row -> one canonical example; raises RowError naming the column."""
+    m = det.mapping
+    if det.kind == "text":
+        return {"text": _text(row, m.text, "text")}
+    if det.kind == "pair":
+        prompt = _text(row, m.prompt, "prompt")
+        extra = _text(row, m.input, "input", required=False) if m.input else ""
+        if extra.strip():
+            prompt = f"{prompt}\n\n{extra}"
+        system = _text(row, m.system, "system", required=False) or system_prompt
+        return {"prompt": prompt, "completion": _text(row, m.response, "response"), "system": system or None}
+    if det.kind == "messages":
+        if m.messages not in row:
+            raise RowError(f"missing column '{m.messages}'", m.messages, "map the conversation column with "
+                                                                        "data.column_mapping.messages")
+        system = _text(row, m.system, "system", required=False) or system_prompt
+        return {"messages": normalize_messages(row[m.messages], m.messages, m.roles, system)}
+    if det.kind == "preference":
+        if m.prompt and m.prompt in row:
+            raw_prompt = _maybe_json(row[m.prompt])
+            prompt = ([{"role": "user", "content": _text(row, m.prompt, "prompt")}] if isinstance(raw_prompt, str)
+                      else normalize_messages(raw_prompt, m.prompt, m.roles, need_assistant=False))
+        else:
+            prompt = []
+        for c in (m.chosen, m.rejected):
+            if c not in row:
+                raise RowError(f"missing column '{c}'", c, "map it with data.column_mapping.chosen/rejected")
+        chosen = _as_turns(row[m.chosen], m.chosen, m.roles)
+        rejected = _as_turns(row[m.rejected], m.rejected, m.roles)
+        prompt, chosen, rejected = _split_preference(prompt, chosen, rejected)
+        if chosen == rejected:
+            raise RowError("chosen and rejected answers are identical, so there is no preference to learn",
+                           m.chosen, "remove the row or fix one of the answers")
+        system = _text(row, m.system, "system", required=False) or system_prompt
+        if system and (not prompt or prompt[0]["role"] != "system"):
+            prompt = [{"role": "system", "content": system}] + prompt
+        if not any(t["role"] == "user" for t in prompt):
+            raise RowError("no prompt: neither a prompt column nor a shared conversation prefix",
+                           m.prompt or m.chosen, "map the prompt column with data.column_mapping.prompt")
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return _normalize_tokenized(row)
+
+
+def _normalize_tokenized(row: dict) -> dict:
+    ids = row.get("input_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise RowError("input_ids must be a non-empty list of integers", "input_ids")
+    labels = row.get("labels")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(ids)):
+        raise RowError(f"labels must be a list as long as input_ids ({len(ids)})", "labels")
+    mask = row.get("attention_mask")
+    if mask is not None and (not isinstance(mask, list) or len(mask) != len(ids)):
+        raise RowError(f"attention_mask must be a list as long as input_ids ({len(ids)})", "attention_mask")
+    return {"input_ids": ids, "labels": labels}

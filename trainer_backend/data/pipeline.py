@@ -1,0 +1,253 @@
+"""spec -> rows -> detected format -> canonical examples -> validated, templated, tokenised splits + a report."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..spec import JobSpec
+from .encode import Encoded, EncodeSettings, encode_examples, render_masked
+from .formats import Detection, detect_format, normalize_row
+from .issues import DataIssue, IssueCollector, RowError
+from .loading import RawSplit, load_split
+from .templates import end_of_turn, render_prompt_template, resolve_chat_template
+
+
+@dataclass
+class SplitData:
+    name: str
+    raw: RawSplit
+    examples: list[dict] = field(default_factory=list)
+    refs: list[tuple[str, int]] = field(default_factory=list)
+    encoded: Optional[Encoded] = None
+
+    def summary(self, block_size: int) -> dict[str, Any]:
+        import numpy as np
+
+        enc = self.encoded
+        lengths = np.asarray(enc.full_lengths if enc else [], dtype=np.int64)
+        info: dict[str, Any] = {"rows_read": len(self.raw.rows), "rows_valid": len(self.examples),
+                                "rows_used": len(enc.input_ids) if enc else 0}
+        if enc and len(lengths):
+            over = int((lengths > block_size).sum())
+            info.update({
+                "tokens": {"min": int(lengths.min()), "median": int(np.median(lengths)),
+                           "p95": int(np.percentile(lengths, 95)), "max": int(lengths.max()),
+                           "total": int(lengths.sum())},
+                "longer_than_block_size": over, "pct_longer_than_block_size": round(100 * over / len(lengths), 2),
+                "truncated": enc.truncated, "dropped_too_long": enc.dropped_too_long,
+                "dropped_no_loss": enc.dropped_no_loss})
+        return info
+
+
+@dataclass
+class PreparedData:
+    spec: JobSpec
+    detection: Optional[Detection]
+    splits: dict[str, SplitData]
+    warnings: list[DataIssue]
+    notes: list[str]
+    end_of_turn: Optional[str]
+    tokenizer: Any = None
+
+    @property
+    def train(self) -> SplitData:
+        return self.splits["train"]
+
+    @property
+    def valid(self) -> Optional[SplitData]:
+        return self.splits.get("valid")
+
+    def to_datasets(self) -> tuple[Any, Optional[Any]]:
+        from datasets import Dataset
+
+        def ds(s: Optional[SplitData]) -> Optional[Dataset]:
+            if s is None or s.encoded is None:
+                return None
+            return Dataset.from_dict({"input_ids": s.encoded.input_ids, "labels": s.encoded.labels})
+        return ds(self.train), ds(self.valid)
+
+    def report(self, sample_row: int = 0) -> dict[str, Any]:
+        """The dataset report ("doctor"): format, counts, token lengths, truncation, a rendered sample."""
+        block = self.spec.lengths.block_size
+        out: dict[str, Any] = {
+            "format": self.detection.to_dict() if self.detection else {"format": "template",
+                                                                        "reason": "data.prompt_template is set"},
+            "chat_template": self.spec.data.chat_template if not self.spec.data.prompt_template else "prompt_template",
+            "end_of_turn": self.end_of_turn,
+            "splits": {name: s.summary(block) for name, s in self.splits.items()},
+            "block_size": block, "packing": self.spec.packing,
+            "warnings": [str(w) for w in self.warnings], "notes": self.notes,
+        }
+        enc = self.train.encoded
+        if enc and enc.input_ids:
+            i = min(sample_row, len(enc.input_ids) - 1)
+            ids, labels = enc.input_ids[i], enc.labels[i]
+            file, row = self.train.refs[enc.source_index[i]]
+            out["sample"] = {"file": file, "row": row, "tokens": len(ids),
+                             "tokens_with_loss": sum(l != -100 for l in labels),
+                             "rendered": render_masked(ids, labels, self.tokenizer)}
+        return out
+
+
+def _resolve_valid(spec: JobSpec, issues: IssueCollector) -> Optional[RawSplit]:
+    d = spec.data
+    if d.valid_split in (None, "auto"):
+        return None
+    if Path(d.valid_split).expanduser().is_file():  # valid_split may name a file of its own
+        return load_split(d.valid_split, "train", issues, text_split=d.text_split)
+    return load_split(d.path, d.valid_split, issues, d.config_name, d.text_split)
+
+
+def _normalize(split: SplitData, det: Optional[Detection], spec: JobSpec, issues: IssueCollector) -> None:
+    d = spec.data
+    roles = det.mapping.model_dump(exclude_none=True, exclude={"roles"}) if det else {}
+    for row, ref in zip(split.raw.rows, split.raw.refs):
+        try:
+            if d.prompt_template is not None:
+                prompt, completion = render_prompt_template(d.prompt_template, row, roles)
+                ex = {"prompt": prompt, "completion": completion}
+            else:
+                ex = normalize_row(row, det, d.system_prompt)
+        except RowError as exc:
+            issues.error(DataIssue(exc.message, ref[0], ref[1], exc.column, exc.fix))
+            if issues.full:
+                continue
+            continue
+        split.examples.append(ex)
+        split.refs.append(ref)
+
+
+def _carve_valid(train: SplitData, fraction: float, seed: int, issues: IssueCollector) -> Optional[SplitData]:
+    n = len(train.examples)
+    k = max(1, round(n * fraction))
+    if n < 2:
+        issues.error(DataIssue(f"valid_split: auto needs at least 2 valid training rows, found {n}",
+                               train.raw.refs[0][0] if train.raw.refs else None,
+                               fix="add rows, or leave valid_split empty"))
+        return None
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:k])
+    valid = SplitData("valid", RawSplit("valid"))
+    keep_ex, keep_refs = [], []
+    for i, (ex, ref) in enumerate(zip(train.examples, train.refs)):
+        (valid.examples if i in held else keep_ex).append(ex)
+        (valid.refs if i in held else keep_refs).append(ref)
+        if i in held:
+            valid.raw.rows.append(train.raw.rows[i] if i < len(train.raw.rows) else {})
+    train.examples, train.refs = keep_ex, keep_refs
+    return valid
+
+
+def encode_settings(spec: JobSpec, kind: str, template: Optional[str]) -> EncodeSettings:
+    generic = spec.training.trainer == "generic"
+    return EncodeSettings(kind=kind, chat_template=template,
+                          completion_only_loss=spec.training.completion_only_loss and not generic,
+                          block_size=spec.lengths.block_size, too_long=spec.data.too_long,
+                          max_prompt_length=spec.lengths.max_prompt_length,
+                          max_completion_length=spec.lengths.max_completion_length, cap_length=not generic)
+
+
+def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
+    """Load, detect, normalise, validate and tokenise every split. Raises DataError listing every problem."""
+    d = spec.data
+    issues = IssueCollector(d.max_errors)
+    notes: list[str] = []
+    raw_train = load_split(d.path, d.train_split, issues, d.config_name, d.text_split)
+    raw_valid = _resolve_valid(spec, issues)
+    if raw_train is not None and not raw_train.rows and not issues.errors:
+        issues.error(DataIssue("the dataset is empty (no rows)", d.path, fix="check the file and the split name"))
+    issues.raise_if_errors() if raw_train is None or not raw_train.rows else None
+    if d.max_rows:
+        raw_train = raw_train.head(d.max_rows)
+        raw_valid = raw_valid.head(d.max_rows) if raw_valid else None
+
+    det: Optional[Detection] = None
+    if d.prompt_template is None or d.prompt_template.preset:
+        try:
+            det = detect_format(raw_train.columns, raw_train.rows[:50], d.format, d.column_mapping)
+        except RowError as exc:
+            issues.error(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix))
+            issues.raise_if_errors()
+    kind = "template" if d.prompt_template is not None else det.kind
+
+    splits = {"train": SplitData("train", raw_train)}
+    if raw_valid is not None:
+        splits["valid"] = SplitData("valid", raw_valid)
+        if not raw_valid.rows:
+            issues.error(DataIssue(f"validation split '{d.valid_split}' has no rows", d.valid_split,
+                                   fix="fill it, use valid_split: auto, or leave it empty"))
+    for split in splits.values():
+        _normalize(split, det, spec, issues)
+    if d.valid_split == "auto" and splits["train"].examples:
+        carved = _carve_valid(splits["train"], d.valid_fraction, spec.training.seed, issues)
+        if carved:
+            splits["valid"] = carved
+            notes.append(f"valid_split auto: held out {len(carved.examples)} of "
+                         f"{len(carved.examples) + len(splits['train'].examples)} rows (seed {spec.training.seed})")
+    if "valid" not in splits and spec.training.eval_strategy != "no":
+        notes.append("no validation split: evaluation is off (set data.valid_split, e.g. 'auto')")
+
+    template: Optional[str] = None
+    eot: Optional[str] = tokenizer.eos_token
+    needs_chat = kind in ("messages", "preference") or (kind == "pair" and d.chat_template != "none"
+                                                        and d.prompt_template is None)
+    if needs_chat:
+        if d.chat_template == "none":
+            issues.error(DataIssue(f"{det.format} data needs a chat template, but data.chat_template is 'none'",
+                                   d.path, column=det.mapping.messages,
+                                   fix="set data.chat_template to tokenizer, chatml, zephyr, llama3 or alpaca"))
+        else:
+            try:
+                template = resolve_chat_template(tokenizer, d.chat_template)
+                eot = end_of_turn(tokenizer, d.chat_template)
+            except RowError as exc:
+                issues.error(DataIssue(exc.message, fix=exc.fix))
+    if issues.errors:
+        issues.raise_if_errors()
+
+    settings = encode_settings(spec, kind, template)
+    for split in splits.values():
+        def on_error(i: int, exc: RowError, split: SplitData = split) -> None:
+            issues.error(DataIssue(exc.message, *split.refs[i], exc.column, exc.fix))
+        split.encoded = encode_examples(split.examples, tokenizer, settings, on_error)
+        _check_vocab(split, tokenizer, issues) if kind == "tokenized" else None
+        _length_warnings(split, spec, issues)
+        if not split.encoded.input_ids and not issues.errors:
+            issues.error(DataIssue(f"no usable rows left in the {split.name} split after length limits",
+                                   split.refs[0][0] if split.refs else d.path,
+                                   fix="raise lengths.block_size or set data.too_long: truncate"))
+    issues.raise_if_errors()
+    return PreparedData(spec, det, splits, issues.warnings, notes, eot, tokenizer)
+
+
+def _check_vocab(split: SplitData, tokenizer: Any, issues: IssueCollector) -> None:
+    vocab = len(tokenizer)
+    for ex, ref in zip(split.examples, split.refs):
+        bad = [t for t in ex["input_ids"] if t < 0 or t >= vocab]
+        if bad:
+            issues.error(DataIssue(f"token id {bad[0]} is outside the tokenizer's vocabulary (size {vocab})",
+                                   ref[0], ref[1], "input_ids", "tokenize with the base model's own tokenizer"))
+        labels = ex.get("labels") or []
+        if any(l != -100 and (l < 0 or l >= vocab) for l in labels):
+            issues.error(DataIssue(f"labels must be -100 or a token id below {vocab}", ref[0], ref[1], "labels"))
+
+
+def _length_warnings(split: SplitData, spec: JobSpec, issues: IssueCollector) -> None:
+    enc = split.encoded
+    n = len(split.examples)
+    where = split.refs[0][0] if split.refs else None
+    block = spec.lengths.block_size
+    if enc.truncated:
+        issues.warn(DataIssue(f"{enc.truncated} of {n} {split.name} rows are longer than the limits and were "
+                              f"truncated (block_size {block})", where,
+                              fix="raise lengths.block_size, or set data.too_long: drop"))
+    if enc.dropped_too_long:
+        issues.warn(DataIssue(f"{enc.dropped_too_long} of {n} {split.name} rows are longer than block_size "
+                              f"{block} and were dropped", where, fix="raise lengths.block_size"))
+    if enc.dropped_no_loss:
+        issues.warn(DataIssue(f"{enc.dropped_no_loss} of {n} {split.name} rows had no trainable tokens left "
+                              f"(prompt fills the limit) and were dropped", where,
+                              fix="raise lengths.block_size or set lengths.max_prompt_length"))

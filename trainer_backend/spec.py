@@ -1,0 +1,322 @@
+"""JobSpec: the single typed description of a training job.
+
+UI widgets, CLI overrides, YAML files, the API schema and validation are all derived from these models.
+Field metadata (`ui`: "basic" | "advanced", ranges via ge/le, `description`) is what the UI renders.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]
+AVAILABLE_TRAINERS: set[str] = {"sft", "generic"}
+ChatTemplateName = Literal["tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none"]
+FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized"]
+
+
+def _f(default: Any, description: str, ui: str = "advanced", **kw: Any) -> Any:
+    """A Field whose description doubles as UI help text and CLI/YAML docs."""
+    return Field(default, description=description, json_schema_extra={"ui": ui}, **kw)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(_Section):
+    base_model: str = _f(..., "Hub model id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local folder.", "basic")
+    revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit) of the base model.")
+    trust_remote_code: bool = _f(False, "Run model code shipped in the repo. Only enable for repos you trust.")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = _f(
+        "auto", "Attention kernel. 'auto' picks flash-attention when installed on GPU, else SDPA.")
+
+
+class ColumnMapping(_Section):
+    """Which dataset column plays which role. Unset fields are filled by format detection."""
+    text: Optional[str] = _f(None, "Column with plain text (text format).")
+    prompt: Optional[str] = _f(None, "Instruction / question / prompt column.")
+    input: Optional[str] = _f(None, "Optional extra input column appended to the prompt (alpaca 'input').")
+    response: Optional[str] = _f(None, "Answer / output / completion column.")
+    messages: Optional[str] = _f(None, "Column holding a conversation (list of messages or a JSON string).")
+    system: Optional[str] = _f(None, "Optional system prompt column.")
+    chosen: Optional[str] = _f(None, "Preferred answer column (preference data).")
+    rejected: Optional[str] = _f(None, "Rejected answer column (preference data).")
+    roles: dict[str, str] = _f({}, "Extra role names to map, e.g. {bot: assistant}. Targets: system/user/assistant.")
+
+    @field_validator("roles")
+    @classmethod
+    def _role_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: t for k, t in v.items() if t not in ("system", "user", "assistant")}
+        if bad:
+            raise ValueError(f"roles must map to system/user/assistant, got {bad}")
+        return v
+
+
+class PromptTemplate(_Section):
+    """A user-written template: `{column}` placeholders for the prompt part and the response part."""
+    preset: Optional[Literal["alpaca", "qa"]] = _f(None, "Built-in template; fills prompt/response below.")
+    prompt: Optional[str] = _f(None, "Prompt part, e.g. '### Question:\\n{question}\\n\\n### Answer:'.")
+    prompt_if_empty: Optional[str] = _f(
+        None, "Variant used when a column that only `prompt` mentions is empty (Alpaca without input).")
+    response: Optional[str] = _f(None, "Response part, e.g. ' {answer}'.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "PromptTemplate":
+        if self.preset is None and (not self.prompt or not self.response):
+            raise ValueError("prompt_template needs `preset`, or both `prompt` and `response`")
+        return self
+
+
+class DataSpec(_Section):
+    path: str = _f(..., "File, list of files (comma-separated), folder with train.*/valid.*, or Hub dataset id.",
+                   "basic")
+    config_name: Optional[str] = _f(None, "Hub dataset configuration (subset) name.")
+    train_split: str = _f("train", "Name of the training split.", "basic")
+    valid_split: Optional[str] = _f(
+        None, "Validation split name, 'auto' to carve `valid_fraction` out of train, or empty for none.", "basic")
+    valid_fraction: float = _f(0.05, "Fraction of train held out when valid_split is 'auto'.", gt=0, lt=0.9)
+    format: FormatName = _f("auto", "Dataset format; 'auto' detects it and explains why.", "basic")
+    column_mapping: ColumnMapping = Field(default_factory=ColumnMapping)
+    chat_template: ChatTemplateName = _f(
+        "tokenizer", "Chat template: the tokenizer's own, a shipped one, or 'none' (plain text).", "basic")
+    prompt_template: Optional[PromptTemplate] = _f(None, "Render rows with a custom prompt template.")
+    system_prompt: Optional[str] = _f(None, "System message added to conversations that have none.")
+    text_split: Literal["auto", "file", "paragraph"] = _f(
+        "auto", "For .txt files: one document per file, or per blank-line separated block.")
+    too_long: Literal["truncate", "drop"] = _f("truncate", "What to do with samples longer than block_size.")
+    max_errors: int = _f(20, "Stop collecting data errors after this many.", ge=1, le=10000)
+    max_rows: Optional[int] = _f(None, "Use only the first N rows of each split (quick experiments).", ge=1)
+
+    @field_validator("valid_split", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: Any) -> Any:
+        return None if v in ("", "none", "None") else v
+
+
+class LoraSpec(_Section):
+    enabled: bool = _f(True, "Train a LoRA adapter (off = full fine-tuning).", "basic")
+    r: int = _f(16, "LoRA rank.", "basic", ge=1, le=1024)
+    alpha: int = _f(32, "LoRA alpha (scaling numerator).", ge=1, le=4096)
+    dropout: float = _f(0.05, "LoRA dropout.", ge=0, lt=1)
+    target_modules: str = _f("all-linear", "'all-linear' or a comma-separated list of module names.")
+    use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = _f(False, "Rank-stabilised scaling (alpha / sqrt(r)).")
+
+    def target_list(self) -> str | list[str]:
+        if self.target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+
+class LengthSpec(_Section):
+    block_size: int = _f(1024, "Training sequence length: packed block size, and the cap for one sample.",
+                         "basic", ge=8)
+    model_max_length: int = _f(2048, "Longest context the model is used with.", ge=8)
+    max_prompt_length: Optional[int] = _f(None, "Prompt tokens kept (older tokens cut from the left).", ge=1)
+    max_completion_length: Optional[int] = _f(None, "Completion tokens kept (cut from the right).", ge=1)
+
+
+class TrainingSpec(_Section):
+    trainer: TrainerName = _f("sft", "sft, generic (continued pre-training), reward, dpo or orpo.", "basic")
+    quantization: Literal["none", "int8", "int4"] = _f("none", "Load the base in 8/4-bit (QLoRA).", "basic")
+    learning_rate: float = _f(2e-4, "Peak learning rate.", "basic", gt=0, le=1)
+    epochs: float = _f(1.0, "Training epochs.", "basic", gt=0, le=1000)
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use epochs).", ge=-1)
+    batch_size: int = _f(2, "Per-device batch size.", "basic", ge=1, le=4096)
+    gradient_accumulation: int = _f(4, "Batches accumulated per optimizer step.", ge=1, le=4096)
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up the learning rate.", ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = _f(
+        "cosine", "Learning-rate schedule.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] = _f(
+        "adamw_torch", "Optimizer.")
+    weight_decay: float = _f(0.0, "Weight decay.", ge=0, le=1)
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).", ge=0)
+    seed: int = _f(42, "Random seed (data split, shuffling, init).")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = _f(
+        "auto", "'auto': bf16 where the GPU supports it, else fp16 on GPU, none on CPU.")
+    gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
+    packing: Optional[bool] = _f(None, "Pack samples into full blocks (no cross-sample attention). "
+                                       "Default: on for sft/generic.")
+    completion_only_loss: bool = _f(True, "Loss only on responses / assistant turns (not on prompts).", "basic")
+    logging_steps: int = _f(10, "Log metrics every N steps.", ge=1)
+    eval_strategy: Literal["no", "steps", "epoch"] = _f("epoch", "When to evaluate (needs a valid split).")
+    eval_steps: Optional[int] = _f(None, "Evaluate every N steps when eval_strategy is 'steps'.", ge=1)
+    save_strategy: Literal["no", "steps", "epoch"] = _f("epoch", "When to save checkpoints.")
+    save_steps: Optional[int] = _f(None, "Save every N steps when save_strategy is 'steps'.", ge=1)
+    save_total_limit: int = _f(2, "Checkpoints kept on disk.", ge=1)
+    resume_from_checkpoint: Optional[str] = _f(None, "Checkpoint folder to resume from, or 'latest'.")
+    use_cpu: Optional[bool] = _f(None, "Force CPU training (default: CPU only when no GPU is visible).")
+    log: Literal["none", "tensorboard", "trackio"] = _f("none", "Extra metrics tracker (events.jsonl is always written).")
+    beta: float = _f(0.1, "DPO/ORPO beta.", gt=0)
+    dpo_loss_type: str = _f("sigmoid", "DPO loss type (sigmoid, ipo, hinge, ...).")
+
+
+class HubSpec(_Section):
+    push_to_hub: bool = _f(False, "Push the adapter to the Hub after training.", "basic")
+    repo_id: Optional[str] = _f(None, "Target repo 'user/name' (default: <user>/<project_name>).")
+    private: bool = _f(True, "Create the repo private.")
+    token: Optional[SecretStr] = _f(None, "HF token; use '${HF_TOKEN}'. Never written to disk or logs.")
+
+
+class JobSpec(_Section):
+    project_name: str = _f("lora-studio-run", "Run name; also the default output folder.", "basic")
+    output_dir: Optional[str] = _f(None, "Job directory (default: ./<project_name>).")
+    model: ModelSpec
+    data: DataSpec
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    lengths: LengthSpec = Field(default_factory=LengthSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    hub: HubSpec = Field(default_factory=HubSpec)
+
+    @field_validator("project_name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", v):
+            raise ValueError("project_name may use letters, digits, '.', '_' and '-' (max 96, no leading symbol)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "JobSpec":
+        ln, tr = self.lengths, self.training
+        problems = []
+        if ln.block_size > ln.model_max_length:
+            problems.append(f"lengths.block_size ({ln.block_size}) must be <= lengths.model_max_length "
+                            f"({ln.model_max_length}); lower block_size or raise model_max_length")
+        if ln.max_prompt_length and ln.max_prompt_length >= ln.block_size:
+            problems.append(f"lengths.max_prompt_length ({ln.max_prompt_length}) must be < lengths.block_size "
+                            f"({ln.block_size}) so the answer still fits")
+        if ln.max_prompt_length and ln.max_completion_length and \
+                ln.max_prompt_length + ln.max_completion_length > ln.block_size:
+            problems.append("lengths.max_prompt_length + max_completion_length must be <= block_size")
+        if tr.quantization != "none" and not self.lora.enabled:
+            problems.append(f"training.quantization={tr.quantization} needs lora.enabled=true "
+                            "(a quantized base can only be trained through an adapter)")
+        if tr.eval_strategy == "steps" and not tr.eval_steps:
+            problems.append("training.eval_strategy='steps' needs training.eval_steps")
+        if tr.save_strategy == "steps" and not tr.save_steps:
+            problems.append("training.save_strategy='steps' needs training.save_steps")
+        if tr.trainer in ("dpo", "orpo", "reward") and self.data.format not in ("auto", "preference"):
+            problems.append(f"trainer '{tr.trainer}' needs preference data (prompt/chosen/rejected); "
+                            f"data.format is '{self.data.format}'")
+        if tr.trainer in ("dpo", "orpo", "reward") and self.data.prompt_template is not None:
+            problems.append(f"trainer '{tr.trainer}' does not use data.prompt_template; remove it")
+        if self.hub.push_to_hub and self.hub.repo_id and not re.fullmatch(
+                r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", self.hub.repo_id):
+            problems.append(f"hub.repo_id '{self.hub.repo_id}' must look like 'user/name'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- derived values -------------------------------------------------------------------------
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path.cwd() / self.project_name
+
+    @property
+    def packing(self) -> bool:
+        if self.training.packing is not None:
+            return self.training.packing
+        return self.training.trainer in ("sft", "generic")
+
+    # ---- YAML -------------------------------------------------------------------------------------
+    def to_public_dict(self) -> dict[str, Any]:
+        """The spec as plain data with every secret removed (safe for job files, logs, API output)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data.get("hub", {}).pop("token", None)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_public_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml(), encoding="utf-8")
+        return path
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string of a YAML tree."""
+    if isinstance(value, str):
+        def repl(m: re.Match) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise SpecError(f"environment variable {var} is not set (referenced as ${{{var}}})")
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    return value
+
+
+class SpecError(ValueError):
+    """A spec that cannot be read or does not validate; the message says what to change."""
+
+
+def parse_spec(raw: dict[str, Any], source: str = "spec") -> tuple[JobSpec, list[str]]:
+    """Build a JobSpec from a YAML tree (ours or an AutoTrain config). Returns the spec and warnings."""
+    from pydantic import ValidationError
+
+    from .autotrain import is_autotrain_config, translate_autotrain
+
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    warnings: list[str] = []
+    if is_autotrain_config(raw):
+        raw, warnings = translate_autotrain(raw)
+    raw = expand_env(raw)
+    try:
+        return JobSpec.model_validate(raw), warnings
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source)) from None
+
+
+def format_validation_error(exc: Any, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the job spec:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `python -m trainer_backend schema` lists every key)"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[JobSpec, list[str]]:
+    """Read a YAML job file, apply `a.b=value` overrides, validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    for item in overrides or []:
+        apply_override(raw, item)
+    return parse_spec(raw, str(path))
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `section.key=value` override; the value is parsed as YAML (so 1e-4, true, [a, b] work)."""
+    if "=" not in item:
+        raise SpecError(f"override '{item}' must look like section.key=value")
+    dotted, value = item.split("=", 1)
+    node = raw
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"override '{item}': '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None

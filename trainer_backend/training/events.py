@@ -1,0 +1,134 @@
+"""events.jsonl: the machine-readable record of a run, and the trainer callbacks that write it.
+
+One JSON object per line, always with `event` and `time`. Events:
+  start       {max_steps, num_epochs, resumed_from, train_rows, valid_rows, device}
+  log         {step, max_steps, epoch, progress, loss, learning_rate, grad_norm, tokens_per_second,
+               elapsed_seconds, eta_seconds}
+  eval        {step, eval_loss, ...}
+  checkpoint  {step, path}
+  stopped     {step, checkpoint}          (graceful stop on SIGTERM/SIGINT)
+  finished    {step, metrics, adapter_dir}
+  failed      {error, traceback}
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from transformers import TrainerCallback
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventLog:
+    """Append-only JSONL writer; each line is flushed so readers in other processes see it at once."""
+
+    def __init__(self, job_dir: str | Path, echo: Optional[Callable[[dict], None]] = None):
+        self.path = Path(job_dir) / EVENTS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.echo = echo  # e.g. the CLI's progress printer
+
+    def write(self, event: str, **fields: Any) -> dict:
+        record = {"event": event, "time": round(time.time(), 3), **_clean(fields)}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+        if self.echo:
+            self.echo(record)
+        return record
+
+
+def _clean(fields: dict) -> dict:
+    out = {}
+    for k, v in fields.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[k] = v
+    return out
+
+
+def read_events(job_dir: str | Path) -> list[dict]:
+    path = Path(job_dir) / EVENTS_FILE
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            continue
+    return out
+
+
+class StopRequest:
+    """SIGTERM/SIGINT -> stop at the next step boundary, after saving a checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.requested = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+
+class EventsCallback(TrainerCallback):
+    """Writes start/log/eval/checkpoint events, and turns a stop request into save-and-stop."""
+
+    def __init__(self, log: EventLog, stop: Optional[StopRequest] = None, info: Optional[dict] = None):
+        self.log, self.stop, self.info = log, stop or StopRequest(), info or {}
+        self.t0 = time.time()
+        self.last_time, self.last_tokens, self.start_step = self.t0, 0, 0
+        self.crash_at = int(os.environ.get("LORA_STUDIO_FAULT_AT_STEP", "0"))  # fault injection for tests
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.t0 = self.last_time = time.time()
+        self.start_step = state.global_step
+        self.last_tokens = state.num_input_tokens_seen or 0
+        self.log.write("start", max_steps=state.max_steps, num_epochs=args.num_train_epochs,
+                       start_step=state.global_step, **self.info)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.crash_at and state.global_step >= self.crash_at:
+            raise RuntimeError(f"injected fault at step {state.global_step} (LORA_STUDIO_FAULT_AT_STEP)")
+        if self.stop.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kw: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        now, step = time.time(), state.global_step
+        if any(k.startswith("eval_") for k in logs):
+            self.log.write("eval", **{**logs, "step": step, "epoch": state.epoch})
+            return
+        if "loss" not in logs:
+            return  # the final train summary; reported in `finished`
+        tokens = state.num_input_tokens_seen or 0
+        elapsed = now - self.t0
+        steps_run = step - self.start_step  # steps taken in this process (a resumed run starts mid-way)
+        eta = elapsed / steps_run * max(state.max_steps - step, 0) if steps_run > 0 else None
+        self.log.write("log", step=step, max_steps=state.max_steps, epoch=state.epoch,
+                       progress=round(step / state.max_steps, 4) if state.max_steps else None,
+                       loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
+                       grad_norm=logs.get("grad_norm"), tokens_seen=tokens,
+                       tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
+                       elapsed_seconds=round(elapsed, 2), eta_seconds=round(eta, 1) if eta is not None else None)
+        self.last_time, self.last_tokens = now, tokens
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self.log.write("checkpoint", step=state.global_step, path=str(path))

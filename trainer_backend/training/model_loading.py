@@ -1,0 +1,131 @@
+"""The one place that loads tokenizers and base models, builds quantization and LoRA configs."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from ..spec import JobSpec, ModelSpec
+
+# Pad tokens to try before falling back to EOS (pad == eos hides the EOS in some collators).
+_PAD_CANDIDATES = ("<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<|endoftext|>", "<unk>")
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def use_cpu(spec: JobSpec) -> bool:
+    return spec.training.use_cpu if spec.training.use_cpu is not None else not has_gpu()
+
+
+def precision(spec: JobSpec) -> str:
+    """'bf16' | 'fp16' | 'no' after resolving 'auto' against the hardware."""
+    mp = spec.training.mixed_precision
+    if mp != "auto":
+        return mp
+    if use_cpu(spec):
+        return "no"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def compute_dtype(spec: JobSpec) -> Any:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(spec), torch.float32)
+
+
+def _hub_kwargs(model: ModelSpec) -> dict[str, Any]:
+    kw: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    if model.revision:
+        kw["revision"] = model.revision
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        kw["token"] = token
+    return kw
+
+
+def load_tokenizer(model: ModelSpec) -> Any:
+    """Tokenizer ready for training: a pad token that is not EOS where possible, right padding."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model.base_model, **_hub_kwargs(model))
+    if tok.pad_token is None or tok.pad_token == tok.eos_token:
+        vocab = tok.get_vocab()
+        pad = next((t for t in _PAD_CANDIDATES if t in vocab and t != tok.eos_token), None)
+        tok.pad_token = pad or tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def quantization_config(spec: JobSpec) -> Optional[Any]:
+    """bitsandbytes config for int8/int4 (QLoRA: nf4, double quantization, compute in the training dtype)."""
+    q = spec.training.quantization
+    if q == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if q == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype(spec), bnb_4bit_quant_storage=compute_dtype(spec))
+
+
+def attn_implementation(spec: JobSpec) -> Optional[str]:
+    choice = spec.model.attn_implementation
+    if choice != "auto":
+        return choice
+    if not use_cpu(spec):
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def load_base_model(spec: JobSpec, task: str = "causal", tokenizer: Any = None) -> Any:
+    """Load the base model for training. task: 'causal' or 'seq_cls' (reward models)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {**_hub_kwargs(spec.model), "dtype": compute_dtype(spec)}
+    quant = quantization_config(spec)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        kwargs["device_map"] = {"": "cpu" if use_cpu(spec) else f"cuda:{local_rank}"}
+    impl = attn_implementation(spec)
+    if impl:
+        kwargs["attn_implementation"] = impl
+    if task == "seq_cls":
+        model = AutoModelForSequenceClassification.from_pretrained(spec.model.base_model, num_labels=1, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.model.base_model, **kwargs)
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    if torch.cuda.is_available() and quant is None and not use_cpu(spec):
+        model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return model
+
+
+def lora_config(spec: JobSpec, task_type: str = "CAUSAL_LM") -> Optional[Any]:
+    if not spec.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lo = spec.lora
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_list(),
+                      use_dora=lo.use_dora, use_rslora=lo.use_rslora, bias="none", task_type=task_type,
+                      modules_to_save=["score"] if task_type == "SEQ_CLS" else None)

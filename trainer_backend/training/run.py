@@ -1,0 +1,100 @@
+"""Run one training job end to end: spec -> data -> model -> TRL trainer -> adapter, recorded in events.jsonl."""
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from transformers import PrinterCallback
+
+from ..data import DataError, prepare_data
+from ..spec import JobSpec
+from .common import ADAPTER_DIR, TrainContext, resolve_checkpoint
+from .events import EventLog, EventsCallback, StopRequest
+from .model_loading import load_base_model, load_tokenizer, lora_config, use_cpu
+from .trainers import trainer_module
+
+SPEC_FILE = "spec.yaml"
+REPORT_FILE = "data_report.json"
+META_FILE = "lora_studio.json"
+
+
+@dataclass
+class RunResult:
+    status: str  # succeeded | stopped
+    job_dir: Path
+    metrics: dict
+    adapter_dir: Optional[Path] = None
+    checkpoint: Optional[str] = None
+
+
+def prepare_job(spec: JobSpec) -> tuple[Any, Any]:
+    """Everything that can fail before the model is loaded: trainer availability, tokenizer, data."""
+    trainer_module(spec.training.trainer)
+    tokenizer = load_tokenizer(spec.model)
+    return tokenizer, prepare_data(spec, tokenizer)
+
+
+def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
+                 stop: Optional[StopRequest] = None) -> RunResult:
+    job_dir = spec.job_dir
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec.save(job_dir / SPEC_FILE)  # secrets are never part of the saved spec
+    events = EventLog(job_dir, echo)
+    if stop is None:
+        stop = StopRequest()
+        stop.install()
+    try:
+        return _run(spec, events, stop)
+    except DataError as exc:
+        events.write("failed", error="data validation failed", kind="data",
+              issues=[str(i) for i in exc.issues], truncated=exc.truncated)
+        raise
+    except BaseException as exc:
+        tb = traceback.format_exc()
+        last = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1] if str(exc) else type(exc).__name__
+        events.write("failed", error=last, traceback=tb[-8000:])
+        raise
+
+
+def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
+    job_dir = spec.job_dir
+    module = trainer_module(spec.training.trainer)
+    tokenizer, prepared = prepare_job(spec)
+    (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
+    train_ds, eval_ds = prepared.to_datasets()
+    if eval_ds is None and spec.training.eval_strategy != "no":
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"eval_strategy": "no"})})
+    checkpoint = resolve_checkpoint(spec)
+
+    model = load_base_model(spec, "causal", tokenizer)
+    info = {"train_rows": len(train_ds), "valid_rows": len(eval_ds) if eval_ds is not None else 0,
+            "device": "cpu" if use_cpu(spec) else "cuda", "resumed_from": checkpoint}
+    ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds, lora_config(spec), [EventsCallback(events, stop, info)])
+    trainer = module.build(ctx)
+    trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(output.metrics)
+    step = trainer.state.global_step
+
+    if stop.requested:
+        ckpt = job_dir / "checkpoints" / f"checkpoint-{step}"
+        events.write("stopped", step=step, checkpoint=str(ckpt) if ckpt.exists() else None)
+        return RunResult("stopped", job_dir, metrics, checkpoint=str(ckpt))
+
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if eval_ds is not None:  # final eval numbers belong in the summary; reuse the one just run if any
+        metrics.update(evals[-1] if evals and evals[-1].get("step") == step else trainer.evaluate())
+    adapter_dir = job_dir / ADAPTER_DIR
+    trainer.save_model(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    meta = {"base_model": spec.model.base_model, "trainer": spec.training.trainer,
+            "chat_template": spec.data.chat_template, "end_of_turn": prepared.end_of_turn,
+            "prompt_template": spec.data.prompt_template.model_dump(exclude_none=True)
+            if spec.data.prompt_template else None, "lora": spec.lora.enabled,
+            "format": prepared.detection.format if prepared.detection else "template", "metrics": metrics}
+    (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
+    return RunResult("succeeded", job_dir, metrics, adapter_dir)
