@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--row", type=int, default=0, help="which training row to render (0-based)")
     with_spec("train", "train in the foreground (Ctrl-C stops gracefully and saves a checkpoint)")
     sub.add_parser("schema", help="print the job spec's JSON schema")
+    tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
+    tiny.add_argument("out_dir")
     return p
 
 
@@ -149,6 +151,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_validate(args, report_only=True)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "tiny-model":
+            from .tiny_model import build_tiny_model
+
+            print(build_tiny_model(args.out_dir))
+            return EXIT_OK
         return cmd_schema(args)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -162,6 +162,11 @@ class HubSpec(_Section):
     private: bool = _f(True, "Create the repo private.")
     token: Optional[SecretStr] = _f(None, "HF token; use '${HF_TOKEN}'. Never written to disk or logs.")
 
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
 
 class JobSpec(_Section):
     project_name: str = _f("lora-studio-run", "Run name; also the default output folder.", "basic")

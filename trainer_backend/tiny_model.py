@@ -24,7 +24,7 @@ _BUILTIN_CORPUS = (
 
 def build_tiny_model(out_dir: str | Path, corpus: Optional[Iterable[str]] = None, vocab_size: int = 1024,
                      hidden_size: int = 64, num_layers: int = 2, chat_template: Optional[str] = TOKENIZER_CHAT_TEMPLATE,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, initializer_range: float = 0.1) -> Path:
     """Write a tiny causal LM + tokenizer to `out_dir` and return the path. Idempotent if already built."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -50,9 +50,11 @@ def build_tiny_model(out_dir: str | Path, corpus: Optional[Iterable[str]] = None
     fast.save_pretrained(out)
 
     torch.manual_seed(seed)
+    # A wider init than the usual 0.02: with tied 0.02-scale embeddings a 64-wide model's logits stay near
+    # uniform whatever LoRA learns, so loss could not fall far enough to show learning.
     config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                          num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=initializer_range,
                          eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None)
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = [fast.eos_token_id, fast.convert_tokens_to_ids("<|im_end|>")]

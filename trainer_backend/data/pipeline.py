@@ -112,8 +112,6 @@ def _normalize(split: SplitData, det: Optional[Detection], spec: JobSpec, issues
                 ex = normalize_row(row, det, d.system_prompt)
         except RowError as exc:
             issues.error(DataIssue(exc.message, ref[0], ref[1], exc.column, exc.fix))
-            if issues.full:
-                continue
             continue
         split.examples.append(ex)
         split.refs.append(ref)
@@ -159,7 +157,8 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
     raw_valid = _resolve_valid(spec, issues)
     if raw_train is not None and not raw_train.rows and not issues.errors:
         issues.error(DataIssue("the dataset is empty (no rows)", d.path, fix="check the file and the split name"))
-    issues.raise_if_errors() if raw_train is None or not raw_train.rows else None
+    if raw_train is None or not raw_train.rows:
+        issues.raise_if_errors()
     if d.max_rows:
         raw_train = raw_train.head(d.max_rows)
         raw_valid = raw_valid.head(d.max_rows) if raw_valid else None
@@ -205,15 +204,20 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
                 eot = end_of_turn(tokenizer, d.chat_template)
             except RowError as exc:
                 issues.error(DataIssue(exc.message, fix=exc.fix))
-    if issues.errors:
-        issues.raise_if_errors()
+    if eot and template and len(tokenizer(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
+        issues.warn(DataIssue(f"the end-of-turn marker {eot!r} is not a single token for this tokenizer; the model "
+                              "learns it as several pieces and generation stops on the text",
+                              fix="prefer the tokenizer's own template or one whose markers it knows (chatml for "
+                                  "Qwen-style vocabularies, llama3 for Llama 3)"))
+    issues.raise_if_errors()
 
     settings = encode_settings(spec, kind, template)
     for split in splits.values():
         def on_error(i: int, exc: RowError, split: SplitData = split) -> None:
             issues.error(DataIssue(exc.message, *split.refs[i], exc.column, exc.fix))
         split.encoded = encode_examples(split.examples, tokenizer, settings, on_error)
-        _check_vocab(split, tokenizer, issues) if kind == "tokenized" else None
+        if kind == "tokenized":
+            _check_vocab(split, tokenizer, issues)
         _length_warnings(split, spec, issues)
         if not split.encoded.input_ids and not issues.errors:
             issues.error(DataIssue(f"no usable rows left in the {split.name} split after length limits",

@@ -130,7 +130,7 @@ def render_chat(tokenizer: Any, template: str, messages: list[dict]) -> tuple[st
                 raise RowError("the tokenizer's chat template renders earlier turns differently as the conversation "
                                "grows, so assistant turns cannot be located", fix="choose a shipped template "
                                "(data.chat_template: chatml) or set training.completion_only_loss: false")
-            spans.append((len(before), len(upto)))
+            spans.append((len(before), len(upto.rstrip())))  # the separator after a turn is not the answer
         return text, spans
     except RowError:
         raise

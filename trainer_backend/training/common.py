@@ -23,12 +23,13 @@ class TrainContext:
     callbacks: list = field(default_factory=list)
 
 
-def common_args(spec: JobSpec) -> dict[str, Any]:
+def common_args(ctx: TrainContext) -> dict[str, Any]:
     """Keyword arguments for any TRL *Config (they all extend transformers.TrainingArguments)."""
+    spec = ctx.spec
     tr, job_dir = spec.training, spec.job_dir
     prec = precision(spec)
     report_to = {"none": "none", "tensorboard": "tensorboard", "trackio": "trackio"}[tr.log]
-    has_eval = tr.eval_strategy != "no"
+    has_eval = tr.eval_strategy != "no" and ctx.eval_dataset is not None  # the report notes when eval is off
     return dict(
         output_dir=str(job_dir / CHECKPOINTS_DIR),
         learning_rate=tr.learning_rate, num_train_epochs=tr.epochs, max_steps=tr.max_steps,

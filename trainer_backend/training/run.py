@@ -14,7 +14,7 @@ from ..spec import JobSpec
 from .common import ADAPTER_DIR, TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
 from .model_loading import load_base_model, load_tokenizer, lora_config, use_cpu
-from .trainers import trainer_module
+from .trainers import TrainerNotAvailable, trainer_module
 
 SPEC_FILE = "spec.yaml"
 REPORT_FILE = "data_report.json"
@@ -33,8 +33,16 @@ class RunResult:
 def prepare_job(spec: JobSpec) -> tuple[Any, Any]:
     """Everything that can fail before the model is loaded: trainer availability, tokenizer, data."""
     trainer_module(spec.training.trainer)
+    _check_tracker(spec.training.log)
     tokenizer = load_tokenizer(spec.model)
     return tokenizer, prepare_data(spec, tokenizer)
+
+
+def _check_tracker(name: str) -> None:
+    import importlib.util
+
+    if name != "none" and importlib.util.find_spec(name) is None:
+        raise TrainerNotAvailable(f"training.log={name} needs the '{name}' package: pip install {name}")
 
 
 def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
@@ -65,8 +73,6 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     tokenizer, prepared = prepare_job(spec)
     (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
     train_ds, eval_ds = prepared.to_datasets()
-    if eval_ds is None and spec.training.eval_strategy != "no":
-        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"eval_strategy": "no"})})
     checkpoint = resolve_checkpoint(spec)
 
     model = load_base_model(spec, "causal", tokenizer)

@@ -1,0 +1,24 @@
+# LoRA Studio for a GPU box or a Docker Space. PyPI's torch==2.13.0 wheel brings its CUDA libraries,
+# so a slim Python base is enough; run with `--gpus all`.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860 \
+    LORA_STUDIO_DATA_DIR=/data/lora-studio \
+    HF_HOME=/data/hf-cache
+
+RUN useradd --create-home --uid 1000 user && mkdir -p /data && chown user:user /data
+WORKDIR /home/user/app
+
+COPY --chown=user:user requirements.txt .
+RUN pip install "$(grep -E '^torch==' requirements.txt)" && pip install -r requirements.txt
+
+COPY --chown=user:user . .
+RUN pip install --no-deps -e .
+
+USER user
+VOLUME ["/data"]
+EXPOSE 7860
+CMD ["python", "app.py"]

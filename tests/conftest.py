@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny local model (no downloads) and the real datasets in ../shared/data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer_backend.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def make_spec(tiny_model_dir: Path, tmp_path: Path):
+    """Build a validated JobSpec from a few sections; the job dir is under tmp_path."""
+    from trainer_backend.spec import parse_spec
+
+    def make(data: dict, **sections: Any):
+        raw = {"project_name": "test-run", "output_dir": str(tmp_path / "job"),
+               "model": {"base_model": str(tiny_model_dir)}, "data": data,
+               "lengths": {"block_size": 256, "model_max_length": 512}}
+        for key, value in sections.items():
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        return parse_spec(raw)[0]
+    return make

@@ -1,0 +1,81 @@
+"""JobSpec: defaults, cross-field validation with clear messages, YAML round trip, secrets, env expansion."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainer_backend.spec import JobSpec, SpecError, load_spec, parse_spec
+
+BASE = {"model": {"base_model": "Qwen/Qwen2.5-0.5B-Instruct"}, "data": {"path": "train.jsonl"}}
+
+
+def _spec(**sections) -> JobSpec:
+    raw = {**BASE}
+    for k, v in sections.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return parse_spec(raw)[0]
+
+
+def test_defaults_suit_a_small_model_on_one_gpu() -> None:
+    spec = _spec()
+    assert spec.training.trainer == "sft" and spec.lora.enabled and spec.lora.target_modules == "all-linear"
+    assert spec.packing is True and spec.training.completion_only_loss
+    assert spec.job_dir == Path.cwd() / "lora-studio-run"
+    assert spec.model.trust_remote_code is False
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"lengths": {"block_size": 4096, "model_max_length": 2048}}, "block_size (4096) must be <= lengths.model_max_length"),
+    ({"lengths": {"block_size": 256, "max_prompt_length": 300}}, "max_prompt_length (300) must be < lengths.block_size"),
+    ({"training": {"quantization": "int4"}, "lora": {"enabled": False}}, "needs lora.enabled=true"),
+    ({"training": {"trainer": "dpo"}, "data": {"path": "x.jsonl", "format": "alpaca"}}, "needs preference data"),
+    ({"training": {"eval_strategy": "steps"}}, "needs training.eval_steps"),
+    ({"training": {"learning_rate": -1}}, "training.learning_rate"),
+    ({"training": {"trainer": "ppo"}}, "training.trainer"),
+    ({"lora": {"rank": 8}}, "lora.rank: unknown key"),
+    ({"project_name": "../escape"}, "project_name"),
+])
+def test_invalid_specs_say_what_to_change(sections: dict, message: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        _spec(**sections)
+    assert message in str(exc.value)
+
+
+def test_yaml_round_trip_without_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+    raw = {**BASE, "hub": {"push_to_hub": True, "token": "${HF_TOKEN}"}, "training": {"learning_rate": 1e-4}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec, _ = load_spec(path)
+    assert spec.hub.token.get_secret_value() == "hf_secretvalue123"
+    assert "hf_secretvalue123" not in repr(spec) and "hf_secretvalue123" not in spec.to_yaml()
+    saved = spec.save(tmp_path / "out/spec.yaml")
+    again, _ = load_spec(saved)
+    assert again.hub.token is None and again.training.learning_rate == 1e-4
+    assert again.model_dump(exclude={"hub"}) == spec.model_dump(exclude={"hub"})
+
+
+def test_env_expansion_defaults_and_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_MODEL", "org/model")
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    spec, _ = parse_spec({"model": {"base_model": "${MY_MODEL}"}, "data": {"path": "${DATA:-d.jsonl}"}})
+    assert spec.model.base_model == "org/model" and spec.data.path == "d.jsonl"
+    with pytest.raises(SpecError, match="NOT_SET_ANYWHERE is not set"):
+        parse_spec({"model": {"base_model": "${NOT_SET_ANYWHERE}"}, "data": {"path": "x"}})
+
+
+def test_cli_style_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    spec, _ = load_spec(path, ["training.learning_rate=5e-5", "lora.target_modules=q_proj,v_proj",
+                               "data.valid_split=auto", "training.packing=false"])
+    assert spec.training.learning_rate == 5e-5 and spec.lora.target_list() == ["q_proj", "v_proj"]
+    assert spec.data.valid_split == "auto" and spec.packing is False
+
+
+def test_schema_carries_ui_metadata() -> None:
+    schema = JobSpec.model_json_schema()
+    lr = schema["$defs"]["TrainingSpec"]["properties"]["learning_rate"]
+    assert lr["ui"] == "basic" and lr["description"] and lr["exclusiveMinimum"] == 0
