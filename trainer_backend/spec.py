@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]
-AVAILABLE_TRAINERS: set[str] = {"sft", "generic"}
+AVAILABLE_TRAINERS: set[str] = {"sft", "generic", "reward", "dpo", "orpo"}
 ChatTemplateName = Literal["tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none"]
 FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized"]
 
@@ -153,7 +153,9 @@ class TrainingSpec(_Section):
     use_cpu: Optional[bool] = _f(None, "Force CPU training (default: CPU only when no GPU is visible).")
     log: Literal["none", "tensorboard", "trackio"] = _f("none", "Extra metrics tracker (events.jsonl is always written).")
     beta: float = _f(0.1, "DPO/ORPO beta.", gt=0)
-    dpo_loss_type: str = _f("sigmoid", "DPO loss type (sigmoid, ipo, hinge, ...).")
+    dpo_loss_type: Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+                           "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = _f(
+        "sigmoid", "DPO loss: sigmoid (original DPO), ipo, hinge, robust, ...")
 
 
 class HubSpec(_Section):

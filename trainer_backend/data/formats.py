@@ -141,15 +141,16 @@ def _text(row: dict, column: Optional[str], what: str, required: bool = True) ->
     if column not in row:
         if not required:
             return ""
-        raise RowError(f"missing column '{column}' ({what})", column,
-                       f"add the column or map another one with data.column_mapping")
+        raise RowError(f"missing column '{column}' ({what}); this row has columns {sorted(row)}", column,
+                       f"add the column, or map one of the row's columns with data.column_mapping.{what}")
     value = row[column]
     if value is None:
         value = ""
     if isinstance(value, (int, float, bool)) and not isinstance(value, bool):
         value = str(value)  # a CSV label like 3 or a numeric answer
     if not isinstance(value, str):
-        raise RowError(f"{what} must be text, got {type(value).__name__}", column)
+        raise RowError(f"{what} must be text, got {type(value).__name__}", column,
+                       f"store text in this column, or map another column with data.column_mapping.{what}")
     if required and not value.strip():
         raise RowError(f"{what} is empty", column, "fill it in or remove the row")
     return value
@@ -167,7 +168,13 @@ def _content(value: Any, where: str, column: str) -> str:
 
 def normalize_messages(value: Any, column: str, roles: dict[str, str], system: Optional[str] = None,
                        need_assistant: bool = True) -> list[dict[str, str]]:
-    value = _maybe_json(value)
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:  # a CSV/Parquet cell holding a conversation as (broken) JSON
+            raise RowError(f"cell holds invalid JSON: {exc.msg} at character {exc.pos + 1}", column,
+                           "write the conversation as a JSON list like [{\"role\": \"user\", \"content\": \"...\"}] "
+                           "(in a CSV cell, wrap the cell in quotes and double every quote inside it)") from None
     if isinstance(value, dict) and isinstance(value.get("messages"), list):
         value = value["messages"]  # {"messages": [...]} (OpenAI DPO input)
     if isinstance(value, str):
@@ -175,7 +182,9 @@ def normalize_messages(value: Any, column: str, roles: dict[str, str], system: O
                        "use data.format: text/qa for plain strings, or store the conversation as a JSON list")
     if not isinstance(value, list) or not value:
         raise RowError("conversation is empty" if isinstance(value, list) else
-                       f"expected a list of messages, got {type(value).__name__}", column)
+                       f"expected a list of messages, got {type(value).__name__}", column,
+                       "store the conversation as a list like [{\"role\": \"user\", \"content\": \"...\"}, ...] "
+                       "or remove the row")
     aliases = {**ROLE_ALIASES, **{k.lower(): v for k, v in roles.items()}}
     out: list[dict[str, str]] = []
     for i, msg in enumerate(value, 1):
@@ -185,14 +194,16 @@ def normalize_messages(value: Any, column: str, roles: dict[str, str], system: O
         content = msg["content"] if "content" in msg else msg.get("value")
         if role is None or ("content" not in msg and "value" not in msg):
             raise RowError(f"message {i} needs 'role' and 'content' (or ShareGPT 'from' and 'value'); "
-                           f"it has keys {sorted(msg)}", column)
+                           f"it has keys {sorted(msg)}", column,
+                           "write each message as {\"role\": ..., \"content\": ...}")
         mapped = aliases.get(str(role).lower())
         if mapped is None:
             raise RowError(f"message {i} has role '{role}'; expected one of user/assistant/system", column,
                            f"map it with data.column_mapping.roles: {{{role}: assistant}} (or user/system)")
         text = _content(content, f"message {i}", column)
         if mapped == "system" and i != 1:
-            raise RowError(f"message {i} is a system message; only the first message may be one", column)
+            raise RowError(f"message {i} is a system message; only the first message may be one", column,
+                           "move the system message to the start of the conversation, or remove it")
         if mapped != "system" and not text.strip():
             raise RowError(f"message {i} ({mapped}) is empty", column, "fill it in or remove the row")
         out.append({"role": mapped, "content": text})
@@ -271,11 +282,15 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
 def _normalize_tokenized(row: dict) -> dict:
     ids = row.get("input_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-        raise RowError("input_ids must be a non-empty list of integers", "input_ids")
+        raise RowError("input_ids must be a non-empty list of integers", "input_ids",
+                       "store the token ids of each sample as a list of integers")
     labels = row.get("labels")
     if labels is not None and (not isinstance(labels, list) or len(labels) != len(ids)):
-        raise RowError(f"labels must be a list as long as input_ids ({len(ids)})", "labels")
+        got = f"{len(labels)} labels" if isinstance(labels, list) else f"a {type(labels).__name__}"
+        raise RowError(f"labels must be a list as long as input_ids ({len(ids)} ids), got {got}", "labels",
+                       "give one label per input id (-100 where no loss), or drop the labels column")
     mask = row.get("attention_mask")
     if mask is not None and (not isinstance(mask, list) or len(mask) != len(ids)):
-        raise RowError(f"attention_mask must be a list as long as input_ids ({len(ids)})", "attention_mask")
+        raise RowError(f"attention_mask must be a list as long as input_ids ({len(ids)})", "attention_mask",
+                       "give one mask value per input id, or drop the attention_mask column")
     return {"input_ids": ids, "labels": labels}

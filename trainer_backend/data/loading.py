@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -45,6 +46,10 @@ def _decode(path: Path, issues: IssueCollector) -> Optional[str]:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # Windows tools ("Unicode" in Notepad/Excel) save UTF-16
+            issues.error(DataIssue("file is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8", str(path),
+                                   1, fix="re-save the file as UTF-8 (e.g. `iconv -f utf-16 -t utf-8 in > out`)"))
+            return None
         line = data[: exc.start].count(b"\n") + 1
         issues.error(DataIssue(f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
                                str(path), line,
@@ -54,7 +59,9 @@ def _decode(path: Path, issues: IssueCollector) -> Optional[str]:
 
 def _read_jsonl(path: Path, text: str, issues: IssueCollector) -> RawSplit:
     split = RawSplit("")
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # Split on '\n' only: str.splitlines() also breaks at U+2028, U+0085, \x0c, ... which JSON strings may hold
+    # raw, and would shift every later line number.
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -78,7 +85,8 @@ def _read_json(path: Path, text: str, issues: IssueCollector) -> RawSplit:
     except json.JSONDecodeError as exc:
         if "\n{" in text and text.lstrip().startswith("{"):  # JSON Lines saved with a .json name
             return _read_jsonl(path, text, issues)
-        issues.error(DataIssue(f"invalid JSON: {exc.msg}", str(path), exc.lineno, fix="fix the JSON syntax"))
+        issues.error(DataIssue(f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", str(path),
+                               exc.lineno, fix="fix the JSON syntax (or save one object per line as .jsonl)"))
         return RawSplit("")
     if isinstance(obj, dict):
         list_keys = [k for k, v in obj.items() if isinstance(v, list)]
@@ -92,12 +100,14 @@ def _read_json(path: Path, text: str, issues: IssueCollector) -> RawSplit:
                                    fix="write [{\"col\": ...}, ...] or {\"col\": [...], ...}"))
             return RawSplit("")
     if not isinstance(obj, list):
-        issues.error(DataIssue(f"expected an array of objects, got {type(obj).__name__}", str(path)))
+        issues.error(DataIssue(f"expected an array of objects, got {type(obj).__name__}", str(path),
+                               fix="write [{\"col\": ...}, ...] or {\"col\": [...], ...}"))
         return RawSplit("")
     split = RawSplit("")
     for i, item in enumerate(obj, 1):
         if not isinstance(item, dict):
-            issues.error(DataIssue(f"record {i} is a {type(item).__name__}, expected an object", str(path), i))
+            issues.error(DataIssue(f"record {i} is a {type(item).__name__}, expected an object", str(path), i,
+                                   fix="every element of the array must be an object like {\"text\": \"...\"}"))
             continue
         split.rows.append(item)
         split.refs.append((str(path), i))
@@ -105,21 +115,38 @@ def _read_json(path: Path, text: str, issues: IssueCollector) -> RawSplit:
 
 
 def _read_csv(path: Path, text: str, issues: IssueCollector) -> RawSplit:
-    delimiter = "\t" if path.suffix == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    header_line = text.lstrip("\r\n").split("\n", 1)[0]
+    if delimiter == "," and "," not in header_line:  # spreadsheet exports in many locales use ';' (or tabs)
+        delimiter = next((d for d in (";", "\t", "|") if d in header_line), ",")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents in one cell are normal training data
+    # strict: a quote that is never closed is an error, instead of silently swallowing the rest of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     split = RawSplit("")
-    if not reader.fieldnames:
-        return split
-    for record in reader:
-        # reader.line_num is the physical line of the record's end; users look up the record's data row.
-        row_number = len(split.rows) + 2  # +1 header, +1 one-based (what a spreadsheet shows)
-        if None in record:
-            issues.error(DataIssue(f"row has {len(reader.fieldnames) + len(record[None])} fields but the header "
-                                   f"has {len(reader.fieldnames)}", str(path), row_number,
-                                   fix="quote cells that contain the delimiter"))
-            continue
-        split.rows.append({k: v for k, v in record.items()})
-        split.refs.append((str(path), row_number))
+    header: Optional[list[str]] = None
+    # Rows are numbered like a spreadsheet shows them: one per record (a quoted cell may span several lines),
+    # the header is row 1, blank lines count. Rows we reject still count, so later numbers stay right.
+    row_number = 0
+    try:
+        for record in reader:
+            row_number += 1
+            if not record:
+                continue  # blank line
+            if header is None:
+                header = record
+                continue
+            if len(record) > len(header):
+                issues.error(DataIssue(f"row has {len(record)} fields but the header has {len(header)}", str(path),
+                                       row_number, fix="quote cells that contain the delimiter (\"a, b\"), or "
+                                                       "add the missing column names to the header"))
+                continue
+            split.rows.append({k: (record[i] if i < len(record) else None) for i, k in enumerate(header)})
+            split.refs.append((str(path), row_number))
+    except csv.Error as exc:
+        why = "a quoted cell is never closed (the file ends inside quotes)" if "end of data" in str(exc) else str(exc)
+        issues.error(DataIssue(f"cannot parse CSV from this row on: {why}", str(path), row_number + 1,
+                               fix='check the quotes in this row: a cell that contains quotes must be wrapped in '
+                                   'quotes with every quote inside doubled ("say ""hi""")'))
     return split
 
 
@@ -144,7 +171,8 @@ def _read_txt(path: Path, text: str, mode: str) -> RawSplit:
             split.refs.append((str(path), 1))
         return split
     lineno, block_start, block = 0, 1, []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):  # '\n' only, so row numbers are editor lines
+        line = line.removesuffix("\r")
         if line.strip():
             if not block:
                 block_start = lineno
@@ -181,12 +209,16 @@ def read_file(path: Path, issues: IssueCollector, text_split: str = "auto") -> R
 
 def _split_files(folder: Path, split: str) -> list[Path]:
     """Files in `folder` that hold `split`: train.jsonl, train-00000.parquet, validation.csv, ..."""
-    names = SPLIT_ALIASES["valid"] if split in SPLIT_ALIASES["valid"] else (split,)
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in DATA_EXTENSIONS
-             and any(re.fullmatch(rf"{re.escape(n)}([-_.].*)?", p.stem, re.I) for n in names)]
+    candidates = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in DATA_EXTENSIONS]
+
+    def named(n: str) -> list[Path]:
+        return [p for p in candidates if re.fullmatch(rf"{re.escape(n)}([-_.].*)?", p.stem, re.I)]
+
+    # The exact name first; otherwise the first alias that has files (so 'validation' never also pulls in test.*).
+    aliases = next((names for names in SPLIT_ALIASES.values() if split.lower() in names), ())
+    files = next((found for n in (split, *aliases) if (found := named(n))), [])
     if not files and split in SPLIT_ALIASES["train"]:
-        everything = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in DATA_EXTENSIONS
-                      and p.name.lower() not in ("readme.md",)]
+        everything = [p for p in candidates if p.name.lower() not in ("readme.md",)]
         if len(everything) == 1:
             files = everything
     return files
@@ -200,6 +232,12 @@ def looks_local(path: str) -> bool:
 def load_split(path: str, split: str, issues: IssueCollector, config_name: Optional[str] = None,
                text_split: str = "auto") -> Optional[RawSplit]:
     """Load one split. Returns None (with an error recorded) when it cannot be found."""
+    if (Path(split).suffix.lower() in DATA_EXTENSIONS or "/" in split or "\\" in split) \
+            and not Path(split).expanduser().exists():  # meant as a path, not a split name
+        issues.error(DataIssue(f"split '{split}' looks like a file path, but there is no such file", split,
+                               fix=f"check the path (relative paths are from {Path.cwd()}), or give a split name "
+                                   f"such as validation"))
+        return None
     parts = [p.strip() for p in path.split(",") if p.strip()]
     local = [Path(p).expanduser() for p in parts]
     if all(p.exists() for p in local):
@@ -242,8 +280,11 @@ def _load_hub_split(repo_id: str, split: str, config_name: Optional[str], issues
             issues.error(DataIssue(f"cannot load Hub dataset: {exc}", repo_id))
         return None
     except Exception as exc:  # network, gated repo, missing repo: say which, don't crash
-        issues.error(DataIssue(f"cannot load Hub dataset: {type(exc).__name__}: {exc}", repo_id,
-                               fix="check the id, your access (gated datasets need a token) and the network"))
+        issues.error(DataIssue(f"no local file or folder '{repo_id}', and cannot load it as a Hub dataset: "
+                               f"{type(exc).__name__}: {exc}", repo_id,
+                               fix=f"for a local path, check it (relative paths are from {Path.cwd()}); for a Hub "
+                                   "dataset, check the id, your access (gated datasets need a token) and the "
+                                   "network"))
         return None
     rows = ds.to_list()
     label = f"{repo_id}[{split}]"

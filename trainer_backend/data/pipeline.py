@@ -8,6 +8,9 @@ from typing import Any, Optional
 
 from ..spec import JobSpec
 from .encode import Encoded, EncodeSettings, encode_examples, render_masked
+from .preference import EncodedPreference, encode_preferences
+
+PREFERENCE_TRAINERS = ("dpo", "orpo", "reward")
 from .formats import Detection, detect_format, normalize_row
 from .issues import DataIssue, IssueCollector, RowError
 from .loading import RawSplit, load_split
@@ -20,7 +23,7 @@ class SplitData:
     raw: RawSplit
     examples: list[dict] = field(default_factory=list)
     refs: list[tuple[str, int]] = field(default_factory=list)
-    encoded: Optional[Encoded] = None
+    encoded: Optional[Encoded | EncodedPreference] = None
 
     def summary(self, block_size: int) -> dict[str, Any]:
         import numpy as np
@@ -28,7 +31,7 @@ class SplitData:
         enc = self.encoded
         lengths = np.asarray(enc.full_lengths if enc else [], dtype=np.int64)
         info: dict[str, Any] = {"rows_read": len(self.raw.rows), "rows_valid": len(self.examples),
-                                "rows_used": len(enc.input_ids) if enc else 0}
+                                "rows_used": len(enc.source_index) if enc else 0}
         if enc and len(lengths):
             over = int((lengths > block_size).sum())
             info.update({
@@ -65,6 +68,8 @@ class PreparedData:
         def ds(s: Optional[SplitData]) -> Optional[Dataset]:
             if s is None or s.encoded is None:
                 return None
+            if isinstance(s.encoded, EncodedPreference):
+                return Dataset.from_list(s.encoded.rows)
             return Dataset.from_dict({"input_ids": s.encoded.input_ids, "labels": s.encoded.labels})
         return ds(self.train), ds(self.valid)
 
@@ -81,7 +86,13 @@ class PreparedData:
             "warnings": [str(w) for w in self.warnings], "notes": self.notes,
         }
         enc = self.train.encoded
-        if enc and enc.input_ids:
+        if isinstance(enc, EncodedPreference) and enc.rows:
+            i = min(sample_row, len(enc.rows) - 1)
+            file, row = self.train.refs[enc.source_index[i]]
+            out["sample"] = {"file": file, "row": row, **{k: (v if isinstance(v, str) else
+                                                               self.tokenizer.decode(v)) for k, v in enc.rows[i].items()
+                                                           if k != "margin"}}
+        elif enc and enc.input_ids:
             i = min(sample_row, len(enc.input_ids) - 1)
             ids, labels = enc.input_ids[i], enc.labels[i]
             file, row = self.train.refs[enc.source_index[i]]
@@ -171,15 +182,23 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
             issues.error(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix))
             issues.raise_if_errors()
     kind = "template" if d.prompt_template is not None else det.kind
+    if spec.training.trainer in PREFERENCE_TRAINERS and kind != "preference":
+        issues.error(DataIssue(f"trainer '{spec.training.trainer}' needs preference data (prompt, chosen, rejected); "
+                               f"this dataset looks like {det.format if det else 'prompt-template'} data", d.path,
+                               fix="map the columns with data.column_mapping {prompt, chosen, rejected}"))
+        issues.raise_if_errors()
 
     splits = {"train": SplitData("train", raw_train)}
     if raw_valid is not None:
         splits["valid"] = SplitData("valid", raw_valid)
         if not raw_valid.rows:
-            issues.error(DataIssue(f"validation split '{d.valid_split}' has no rows", d.valid_split,
+            source = d.valid_split if Path(d.valid_split).expanduser().is_file() else d.path
+            issues.error(DataIssue(f"validation split '{d.valid_split}' has no rows", source,
                                    fix="fill it, use valid_split: auto, or leave it empty"))
     for split in splits.values():
         _normalize(split, det, spec, issues)
+        if kind == "tokenized":
+            _check_vocab(split, tokenizer, issues)
     if d.valid_split == "auto" and splits["train"].examples:
         carved = _carve_valid(splits["train"], d.valid_fraction, spec.training.seed, issues)
         if carved:
@@ -215,14 +234,19 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
     for split in splits.values():
         def on_error(i: int, exc: RowError, split: SplitData = split) -> None:
             issues.error(DataIssue(exc.message, *split.refs[i], exc.column, exc.fix))
-        split.encoded = encode_examples(split.examples, tokenizer, settings, on_error)
-        if kind == "tokenized":
-            _check_vocab(split, tokenizer, issues)
+        if kind == "preference" and spec.training.trainer in PREFERENCE_TRAINERS:
+            split.encoded = encode_preferences(split.examples, tokenizer, settings, template,
+                                               as_ids=spec.training.trainer == "reward", on_error=on_error)
+        else:
+            split.encoded = encode_examples(split.examples, tokenizer, settings, on_error)
         _length_warnings(split, spec, issues)
-        if not split.encoded.input_ids and not issues.errors:
+        if not split.encoded.source_index and not issues.errors:
+            enc = split.encoded
+            fix = "raise lengths.block_size" + (
+                " or set data.too_long: truncate" if enc.dropped_too_long else
+                " or set lengths.max_prompt_length so long prompts are cut from the left")
             issues.error(DataIssue(f"no usable rows left in the {split.name} split after length limits",
-                                   split.refs[0][0] if split.refs else d.path,
-                                   fix="raise lengths.block_size or set data.too_long: truncate"))
+                                   split.refs[0][0] if split.refs else d.path, fix=fix))
     issues.raise_if_errors()
     return PreparedData(spec, det, splits, issues.warnings, notes, eot, tokenizer)
 

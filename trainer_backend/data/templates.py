@@ -100,7 +100,7 @@ def end_of_turn(tokenizer: Any, chat_template: str) -> Optional[str]:
 # ---- chat rendering ---------------------------------------------------------------------------------
 
 
-def _render(tokenizer: Any, template: str, messages: list[dict], add_generation_prompt: bool = False,
+def render_template(tokenizer: Any, template: str, messages: list[dict], add_generation_prompt: bool = False,
             with_spans: bool = False) -> tuple[str, list[tuple[int, int]]]:
     from transformers.utils.chat_template_utils import render_jinja_template
 
@@ -117,15 +117,15 @@ def render_chat(tokenizer: Any, template: str, messages: list[dict]) -> tuple[st
     """Render a conversation; return the text and the character spans of assistant output (incl. end-of-turn)."""
     try:
         if has_generation_markers(template):
-            text, spans = _render(tokenizer, template, messages, with_spans=True)
+            text, spans = render_template(tokenizer, template, messages, with_spans=True)
             return text, [(s, e) for s, e in spans if e > s]
-        text, _ = _render(tokenizer, template, messages)
+        text, _ = render_template(tokenizer, template, messages)
         spans = []
         for i, msg in enumerate(messages):
             if msg["role"] != "assistant":
                 continue
-            before, _ = _render(tokenizer, template, messages[:i], add_generation_prompt=True)
-            upto, _ = _render(tokenizer, template, messages[: i + 1])
+            before, _ = render_template(tokenizer, template, messages[:i], add_generation_prompt=True)
+            upto, _ = render_template(tokenizer, template, messages[: i + 1])
             if not (upto.startswith(before) and text.startswith(upto)):
                 raise RowError("the tokenizer's chat template renders earlier turns differently as the conversation "
                                "grows, so assistant turns cannot be located", fix="choose a shipped template "

@@ -67,6 +67,9 @@ def read_events(job_dir: str | Path) -> list[dict]:
     return out
 
 
+_LOG_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen"}
+
+
 class StopRequest:
     """SIGTERM/SIGINT -> stop at the next step boundary, after saving a checkpoint."""
 
@@ -125,7 +128,8 @@ class EventsCallback(TrainerCallback):
                        loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
                        grad_norm=logs.get("grad_norm"), tokens_seen=tokens,
                        tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
-                       elapsed_seconds=round(elapsed, 2), eta_seconds=round(eta, 1) if eta is not None else None)
+                       elapsed_seconds=round(elapsed, 2), eta_seconds=round(eta, 1) if eta is not None else None,
+                       **{k: v for k, v in logs.items() if k not in _LOG_FIELDS})  # e.g. rewards/accuracies
         self.last_time, self.last_tokens = now, tokens
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

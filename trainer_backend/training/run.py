@@ -75,10 +75,12 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     train_ds, eval_ds = prepared.to_datasets()
     checkpoint = resolve_checkpoint(spec)
 
-    model = load_base_model(spec, "causal", tokenizer)
+    task = getattr(module, "MODEL_TASK", "causal")
+    model = load_base_model(spec, task, tokenizer)
     info = {"train_rows": len(train_ds), "valid_rows": len(eval_ds) if eval_ds is not None else 0,
             "device": "cpu" if use_cpu(spec) else "cuda", "resumed_from": checkpoint}
-    ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds, lora_config(spec), [EventsCallback(events, stop, info)])
+    ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds, lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"),
+                       [EventsCallback(events, stop, info)])
     trainer = module.build(ctx)
     trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
     output = trainer.train(resume_from_checkpoint=checkpoint)

@@ -1,0 +1,111 @@
+"""Preference rows -> what DPO / ORPO / reward trainers consume, with our prompt/completion limits applied.
+
+DPO and ORPO take text (prompt rendered up to the assistant header; chosen/rejected = the rendered assistant
+turn incl. end-of-turn and one EOS), because TRL 1.16 re-tokenises them itself and no longer enforces prompt
+or completion limits. The reward trainer takes token ids (`chosen_ids` / `rejected_ids`: prompt + answer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .encode import EncodeSettings
+from .issues import RowError
+from .templates import render_template
+
+
+@dataclass
+class EncodedPreference:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    source_index: list[int] = field(default_factory=list)
+    full_lengths: list[int] = field(default_factory=list)  # prompt + longer answer, in tokens, before limits
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_loss: int = 0
+
+
+def _plain(messages: list[dict]) -> str:
+    return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant") + "\n"
+
+
+def render_preference(example: dict, tokenizer: Any, template: Optional[str]) -> tuple[str, str, str]:
+    """(prompt_text, chosen_text, rejected_text); each completion ends with exactly one EOS."""
+    prompt, eos = example["prompt"], tokenizer.eos_token or ""
+    if template is None:
+        texts = [_plain(prompt)] + ["".join(m["content"] for m in example[k]) for k in ("chosen", "rejected")]
+    else:
+        try:
+            head, _ = render_template(tokenizer, template, prompt, add_generation_prompt=True)
+            texts = [head]
+            for key in ("chosen", "rejected"):
+                full, _ = render_template(tokenizer, template, prompt + example[key])
+                if not full.startswith(head):
+                    raise RowError("the chat template renders the prompt differently once an answer follows",
+                                   key, "choose a shipped template (data.chat_template: chatml)")
+                texts.append(full[len(head):].rstrip())
+        except RowError:
+            raise
+        except Exception as exc:  # the template's own raise_exception()
+            raise RowError(f"chat template rejected the conversation: {exc}") from None
+    out = [texts[0]] + [t if t.endswith(eos) else t + eos for t in texts[1:]]
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and out[0].startswith(bos) and _adds_bos(tokenizer):
+        out[0] = out[0][len(bos):]  # TRL tokenises the text with special tokens: keep one BOS, not two
+    return out[0], out[1], out[2]
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    ids = tokenizer("a", verbose=False)["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+def _keep_tokens(text: str, tokenizer: Any, limit: Optional[int], from_end: bool) -> tuple[str, int, bool]:
+    """Cut `text` to `limit` tokens at a token boundary (from the left when from_end). Returns text, n, cut?"""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    n = len(enc["input_ids"])
+    if not limit or n <= limit:
+        return text, n, False
+    offsets = enc["offset_mapping"]
+    if from_end:
+        return text[offsets[n - limit][0]:], limit, True
+    return text[: offsets[limit - 1][1]], limit, True
+
+
+def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
+                       as_ids: bool, on_error: Callable[[int, RowError], None]) -> EncodedPreference:
+    out = EncodedPreference()
+    for i, ex in enumerate(examples):
+        try:
+            prompt, chosen, rejected = render_preference(ex, tokenizer, template)
+        except RowError as exc:
+            on_error(i, exc)
+            continue
+        prompt, p_len, p_cut = _keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
+        chosen, c_len, c_cut = _keep_tokens(chosen, tokenizer, s.max_completion_length, from_end=False)
+        rejected, r_len, r_cut = _keep_tokens(rejected, tokenizer, s.max_completion_length, from_end=False)
+        total = p_len + max(c_len, r_len)
+        out.full_lengths.append(total)
+        cut = p_cut or c_cut or r_cut
+        if total > s.block_size:
+            if s.too_long == "drop":
+                out.dropped_too_long += 1
+                continue
+            if p_len >= s.block_size:
+                out.dropped_no_loss += 1
+                continue
+            room = s.block_size - p_len
+            chosen, _, _ = _keep_tokens(chosen, tokenizer, room, from_end=False)
+            rejected, _, _ = _keep_tokens(rejected, tokenizer, room, from_end=False)
+            cut = True
+        out.truncated += cut
+        if as_ids:
+            ids = [tokenizer(prompt + c, add_special_tokens=False, verbose=False)["input_ids"][: s.block_size]
+                   for c in (chosen, rejected)]
+            row: dict[str, Any] = {"chosen_ids": ids[0], "rejected_ids": ids[1]}
+        else:
+            row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if ex.get("margin") is not None:
+            row["margin"] = float(ex["margin"])
+        out.rows.append(row)
+        out.source_index.append(i)
+    return out
