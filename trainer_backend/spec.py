@@ -46,6 +46,7 @@ class ColumnMapping(_Section):
     system: Optional[str] = _f(None, "Optional system prompt column.")
     chosen: Optional[str] = _f(None, "Preferred answer column (preference data).")
     rejected: Optional[str] = _f(None, "Rejected answer column (preference data).")
+    margin: Optional[str] = _f(None, "Optional reward margin column (reward trainer).")
     roles: dict[str, str] = _f({}, "Extra role names to map, e.g. {bot: assistant}. Targets: system/user/assistant.")
 
     @field_validator("roles")

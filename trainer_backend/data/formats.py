@@ -10,6 +10,7 @@ Canonical examples:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -125,6 +126,8 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
         m.setdefault("rejected", col("rejected", "rejected") or "rejected")
         if "prompt" not in m and _first(columns, ("prompt", "input", "question")):
             m["prompt"] = _first(columns, ("prompt", "input", "question"))
+        if "margin" not in m and _first(columns, ("margin",)):
+            m["margin"] = _first(columns, ("margin",))
     if kind in ("pair", "messages", "preference") and "system" not in m and _first(columns, _CANDIDATES["system"]):
         m["system"] = _first(columns, _CANDIDATES["system"])
     if given:
@@ -215,24 +218,47 @@ def normalize_messages(value: Any, column: str, roles: dict[str, str], system: O
     return out
 
 
+# Anthropic HH-style transcripts: "\n\nHuman: ...\n\nAssistant: ..." (a single newline before a marker is tolerated).
+_HH_MARKER = re.compile(r"(?:^|\n)[ \t]*(Human|Assistant):[ \t]?")
+
+
+def parse_transcript(text: str) -> Optional[list[dict[str, str]]]:
+    """Turn an HH-style transcript into messages; None when the text is not one."""
+    parts = _HH_MARKER.split(text)
+    if len(parts) < 3 or parts[0].strip() or "Assistant" not in parts[1::2]:
+        return None
+    return [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+            for who, body in zip(parts[1::2], parts[2::2])]
+
+
 def _as_turns(value: Any, column: str, roles: dict[str, str]) -> list[dict[str, str]]:
-    """A chosen/rejected answer: a string, or messages whose last assistant turn is the answer."""
+    """A chosen/rejected answer: a string, an HH transcript, or messages whose last assistant turn is the answer."""
     value = _maybe_json(value)
     if isinstance(value, str):
         if not value.strip():
             raise RowError("answer is empty", column, "fill it in or remove the row")
-        return [{"role": "assistant", "content": value}]
+        return parse_transcript(value) or [{"role": "assistant", "content": value}]
     return normalize_messages(value, column, roles)
 
 
+def _last_assistant(messages: list[dict]) -> int:
+    return max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+
+
 def _split_preference(prompt: list, chosen: list, rejected: list) -> tuple[list, list, list]:
-    """Message-list chosen/rejected that repeat the prompt: the shared prefix becomes the prompt."""
-    if not prompt:
-        k = 0
-        while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
-            k += 1
-        prompt, chosen, rejected = chosen[:k], chosen[k:], rejected[k:]
-    return prompt, chosen, rejected
+    """Answers that repeat the conversation: split at the last assistant turn (the shared prefix is the prompt)."""
+    if prompt:  # an explicit prompt; answers may still repeat it (UltraFeedback-style)
+        n = len(prompt)
+        if chosen[:n] == prompt and rejected[:n] == prompt and len(chosen) > n and len(rejected) > n:
+            chosen, rejected = chosen[n:], rejected[n:]
+        return prompt, chosen, rejected
+    ic, ir = _last_assistant(chosen), _last_assistant(rejected)
+    if chosen[:ic] == rejected[:ir]:
+        return chosen[:ic], chosen[ic:], rejected[ir:]
+    k = 0  # transcripts that differ before the last turn: the common prefix is all they share
+    while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
+        k += 1
+    return chosen[:k], chosen[k:], rejected[k:]
 
 
 def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None) -> dict:
@@ -275,7 +301,14 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
         if not any(t["role"] == "user" for t in prompt):
             raise RowError("no prompt: neither a prompt column nor a shared conversation prefix",
                            m.prompt or m.chosen, "map the prompt column with data.column_mapping.prompt")
-        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        example = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if m.margin:
+            try:
+                example["margin"] = float(row[m.margin])
+            except (KeyError, TypeError, ValueError):
+                raise RowError(f"margin must be a number, got {row.get(m.margin)!r}", m.margin,
+                               "fill the margin column with numbers, or unmap it") from None
+        return example
     return _normalize_tokenized(row)
 
 

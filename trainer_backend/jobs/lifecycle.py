@@ -1,0 +1,152 @@
+"""How a run ends: turning an exit code and the run's events into a final job row, and restart recovery.
+
+Shared by the supervisor (which sees its children's exit codes) and by recovery (which only has the
+events.jsonl of a process it did not start, or that died while nobody was watching).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+from .procs import group_members, is_alive, process_start_time, signal_name
+from .progress import OUTCOME_EVENTS, EventsReader, events_in_range
+from .store import ACTIVE, FAILED, INTERRUPTED, STOPPED, SUCCEEDED, Job, JobStore
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3  # `python -m trainer_backend train`
+LOG_TAIL_LINES = 30
+
+
+def checkpoints(job_dir: str | Path) -> list[Path]:
+    """checkpoint-N folders of a job, oldest first (by step, not by name)."""
+    def step(p: Path) -> int:
+        tail = p.name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+    found = [p for p in (Path(job_dir) / "checkpoints").glob("checkpoint-*") if p.is_dir() and step(p) >= 0]
+    return sorted(found, key=step)
+
+
+def latest_checkpoint(job_dir: str | Path) -> Optional[Path]:
+    found = checkpoints(job_dir)
+    return found[-1] if found else None
+
+
+def collect_artifacts(job: Job) -> dict[str, Any]:
+    d = Path(job.job_dir)
+    ckpts = [str(p) for p in checkpoints(d)]
+    out: dict[str, Any] = {"job_dir": str(d), "spec": str(job.spec_path), "log": str(job.log_path),
+                           "events": str(job.events_path), "checkpoints": ckpts,
+                           "last_checkpoint": ckpts[-1] if ckpts else None}
+    if (d / "adapter" / "adapter_config.json").exists() or (d / "adapter" / "config.json").exists():
+        out["adapter"] = str(d / "adapter")
+    if (d / "data_report.json").exists():
+        out["data_report"] = str(d / "data_report.json")
+    return out
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64_000) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(size - max_bytes, 0))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    # Progress bars redraw with \r; keep only what a terminal would finally show on each line.
+    rows = [ln.rsplit("\r", 1)[-1].rstrip() for ln in text.split("\n")]
+    return [r for r in rows if r.strip()][-lines:]
+
+
+def decide(job: Job, exit_code: Optional[int], outcome: Optional[dict]) -> tuple[str, Optional[str], dict]:
+    """(status, one-line error, error details) from how the process ended and what it last recorded."""
+    kind = outcome.get("event") if outcome else None
+    stop_requested = job.stop_requested_at is not None
+    if kind == "finished" and exit_code in (EXIT_OK, None):
+        return SUCCEEDED, None, {}
+    if exit_code == EXIT_OK:
+        return SUCCEEDED, None, {}
+    if exit_code == EXIT_STOPPED or kind == "stopped":
+        return STOPPED, None, {}
+    if kind == "failed":
+        details: dict[str, Any] = {"kind": outcome.get("kind") or "exception"}
+        for key in ("issues", "truncated", "traceback"):
+            if outcome.get(key):
+                details[key] = outcome[key]
+        if details["kind"] == "data" and outcome.get("issues"):
+            return FAILED, f"{outcome.get('error')}: {outcome['issues'][0]}", details
+        return FAILED, outcome.get("error") or "training failed", details
+    tail = log_tail(job.log_path)
+    if exit_code == EXIT_INVALID:  # spec problems are printed (not recorded as events) by the CLI
+        first = next((i for i in range(len(tail) - 1, -1, -1) if tail[i].startswith("error:")), None)
+        message = "\n".join(tail[first:]) if first is not None else (tail[-1] if tail else "invalid spec")
+        return FAILED, message.splitlines()[0].removeprefix("error: "), {"kind": "validation", "log_tail": tail,
+                                                                           "message": message}
+    if exit_code is None or exit_code < 0:
+        if stop_requested:
+            return STOPPED, None, {}
+        if exit_code is None:
+            ckpt = latest_checkpoint(job.job_dir)
+            hint = f"; resume continues from {ckpt.name}" if ckpt else "; resume restarts it from the beginning"
+            return INTERRUPTED, f"training process {job.pid or '(not started)'} ended while no supervisor " \
+                                f"was watching, without recording an outcome{hint}", {"kind": "interrupted"}
+        return FAILED, f"training process was killed by {signal_name(exit_code)}" + \
+            (" (out of memory?)" if exit_code == -signal.SIGKILL else ""), {"kind": "killed", "log_tail": tail}
+    return FAILED, (tail[-1] if tail else f"training exited with code {exit_code}"), \
+        {"kind": "exit", "log_tail": tail}
+
+
+def finalize(store: JobStore, job: Job, exit_code: Optional[int]) -> Optional[Job]:
+    """Record how a run ended. Only an active row changes (a concurrent finalizer leaves it alone)."""
+    events = events_in_range(job.events_path, job.run_events_offset)
+    outcome = next((e for e in reversed(events) if e.get("event") in OUTCOME_EVENTS), None)
+    status, error, details = decide(job, exit_code, outcome)
+    snap = EventsReader(job.events_path, job.events_offset).snapshot()
+    metrics = outcome.get("metrics") if outcome and outcome.get("event") == "finished" else job.metrics
+    done = store.update(job.id, only_if_status=ACTIVE, status=status, finished_at=time.time(),
+                        exit_code=exit_code, error=error, error_details=details or None, metrics=metrics,
+                        progress=snap.summary(), artifacts=collect_artifacts(job))
+    return store.get(job.id) if done else None
+
+
+def kill_leftovers(job: Job) -> list[int]:
+    """SIGKILL whatever is left in a finished job's process group (ranks, helpers): no orphans, ever.
+
+    Only processes started after our leader count, so a recycled group id can never hit a stranger.
+    """
+    if not job.pid or not job.pid_start or job.pid_start < 0 or job.pid in (os.getpid(), os.getpgrp()):
+        return []
+    leader_start = process_start_time(job.pid)
+    if leader_start is not None and abs(leader_start - job.pid_start) > 0.05:
+        return []  # the pid now belongs to another live process: its group is not ours
+    killed = []
+    for pid in group_members(job.pid):
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() + 0.05 >= job.pid_start:
+                proc.kill()
+                killed.append(pid)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return killed
+
+
+def recover(store: JobStore) -> list[Job]:
+    """Restart recovery; the caller holds the supervisor lock, so no supervisor is watching anything.
+
+    A running/stopping job whose training process is gone (or whose pid now belongs to another process)
+    is finalized from its events: interrupted unless it recorded an outcome. One whose process is still
+    alive is returned, to be re-attached by the supervisor, never launched a second time.
+    """
+    alive = []
+    for job in store.active():
+        if job.pid and is_alive(job.pid, job.pid_start):
+            alive.append(job)
+        else:
+            kill_leftovers(job)
+            finalize(store, job, None)
+    return alive

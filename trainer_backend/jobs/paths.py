@@ -1,0 +1,33 @@
+"""Where the job store lives, and the settings every jobs process agrees on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+DATA_DIR_ENV = "LORA_STUDIO_DATA_DIR"
+MAX_CONCURRENT_ENV = "LORA_STUDIO_MAX_CONCURRENT_JOBS"
+SPACES_DATA_ROOT = Path("/data")  # Hugging Face Spaces mounts persistent storage here
+LOCAL_DATA_DIR = "lora-studio-data"
+JOBS_SUBDIR = "jobs"
+
+
+def default_data_dir(explicit: Optional[str | Path] = None) -> Path:
+    """--data-dir, else $LORA_STUDIO_DATA_DIR, else /data/lora-studio when persistent storage is mounted
+    (jobs then survive a Space restart), else ./lora-studio-data."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    if SPACES_DATA_ROOT.is_dir() and os.access(SPACES_DATA_ROOT, os.W_OK | os.X_OK):
+        return SPACES_DATA_ROOT / "lora-studio"
+    return (Path.cwd() / LOCAL_DATA_DIR).resolve()
+
+
+def default_max_concurrent() -> int:
+    """Training jobs run at once per data dir (default 1: one job owns the machine's GPUs)."""
+    try:
+        return max(1, int(os.environ.get(MAX_CONCURRENT_ENV, "1")))
+    except ValueError:
+        return 1

@@ -1,0 +1,105 @@
+"""Process plumbing: launching a training process in its own process group, telling our process from a
+reused pid, signalling whole groups, and choosing `python` vs `accelerate launch`."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Optional, Sequence
+
+import psutil  # a dependency of accelerate, so always installed with the training stack
+
+# Two processes started this close together cannot share a pid, so this tolerance only absorbs float noise.
+_START_TOLERANCE = 0.05
+
+
+def process_start_time(pid: Optional[int]) -> Optional[float]:
+    """Start time of a live (non-zombie) process, or None when there is no such process."""
+    if not pid or pid <= 0:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:  # exited, just not reaped yet
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def is_alive(pid: Optional[int], start_time: Optional[float] = None) -> bool:
+    """Is `pid` running, and (given its recorded start time) still the same process, not a reused pid?"""
+    started = process_start_time(pid)
+    if started is None:
+        return False
+    return start_time is None or abs(started - start_time) < _START_TOLERANCE
+
+
+def signal_group(pgid: Optional[int], sig: int) -> bool:
+    """Send `sig` to a whole process group (launcher, every rank, any helper). False if none was there."""
+    if not pgid or pgid <= 1:  # never signal our own group by accident (0) or init's (1)
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in a process group (used to prove nothing is left behind)."""
+    out = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
+                out.append(proc.info["pid"])
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return out
+
+
+def visible_gpu_count() -> int:
+    """GPUs a training process would see, without importing torch (the supervisor stays small).
+
+    LORA_STUDIO_NUM_PROCESSES wins; then CUDA_VISIBLE_DEVICES; then `nvidia-smi -L`.
+    """
+    forced = os.environ.get("LORA_STUDIO_NUM_PROCESSES")
+    if forced:
+        return max(int(forced), 0)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return len(ids)
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def training_command(spec_path: str | Path, num_processes: int, extra: Sequence[str] = ()) -> list[str]:
+    """`python -m trainer_backend train SPEC`, or the same under `accelerate launch` for several GPUs."""
+    train = ["trainer_backend", "train", str(spec_path), *extra]
+    if num_processes > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+                "--num_machines", "1", "--module", *train]
+    return [sys.executable, "-m", *train]
+
+
+def launch(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start `cmd` as the leader of a new session/process group (so one killpg reaches every rank, and a
+    Ctrl-C or hang-up in the launching terminal never reaches training)."""
+    return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=str(cwd), env=env, start_new_session=True, close_fds=True)
+
+
+def signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"

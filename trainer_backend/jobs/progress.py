@@ -1,0 +1,222 @@
+"""Incremental reader of a job's events.jsonl, and the typed progress snapshot built from it.
+
+The training process appends one JSON line per event. `EventsReader` remembers its byte offset and the
+state folded from every line so far, so a poll costs one `stat()` when nothing changed and reads only
+the new bytes when something did: cheap enough for many clients polling every second.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+OUTCOME_EVENTS = ("finished", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """Where a job's training stands. Frozen: one instance may be handed to many pollers at once."""
+    step: int = 0
+    total_steps: Optional[int] = None
+    percent: Optional[float] = None          # 0..100
+    epoch: Optional[float] = None
+    elapsed_seconds: float = 0.0             # training time over every run of the job (resumes add up)
+    eta_seconds: Optional[float] = None
+    loss: Optional[float] = None
+    learning_rate: Optional[float] = None
+    grad_norm: Optional[float] = None
+    tokens_per_second: Optional[float] = None
+    tokens_seen: Optional[int] = None
+    eval_loss: Optional[float] = None
+    loss_series: tuple[tuple[int, float], ...] = ()   # (step, loss), continuous across resumes
+    eval_series: tuple[tuple[int, float], ...] = ()   # (step, eval_loss)
+    runs: int = 0                            # `start` events seen (1 + number of resumes that got going)
+    last_event: Optional[str] = None
+    last_event_time: Optional[float] = None
+    last_checkpoint: Optional[str] = None
+    outcome: Optional[str] = None            # finished | stopped | failed, for the latest run
+    error: Optional[str] = None
+
+    def to_dict(self, series: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if series:
+            data["loss_series"] = [list(p) for p in self.loss_series]
+            data["eval_series"] = [list(p) for p in self.eval_series]
+        else:
+            data.pop("loss_series")
+            data.pop("eval_series")
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """The compact form stored in the job row (no series)."""
+        return {k: v for k, v in self.to_dict(series=False).items() if v is not None}
+
+
+class _State:
+    """Everything folded from the lines read so far."""
+
+    def __init__(self) -> None:
+        self.last_log: dict = {}
+        self.step = 0
+        self.total: Optional[int] = None
+        self.epoch: Optional[float] = None
+        self.eval_loss: Optional[float] = None
+        self.losses: list[tuple[int, float]] = []
+        self.evals: list[tuple[int, float]] = []
+        self.runs = 0
+        self.prior_elapsed = 0.0  # seconds trained by earlier runs
+        self.run_start: Optional[float] = None
+        self.last_event: Optional[str] = None
+        self.last_time: Optional[float] = None
+        self.last_checkpoint: Optional[str] = None
+        self.outcome: Optional[str] = None
+        self.error: Optional[str] = None
+
+    def apply(self, ev: dict) -> None:
+        kind, t = ev.get("event"), ev.get("time")
+        if kind == "start":
+            if self.run_start is not None and self.last_time is not None:
+                self.prior_elapsed += max(self.last_time - self.run_start, 0.0)
+            self.runs += 1
+            self.run_start, self.outcome, self.error = t, None, None
+            self.total = ev.get("max_steps", self.total)
+            start_step = int(ev.get("start_step") or 0)
+            # A resume restarts from the checkpoint's step: drop points logged after it by the run that
+            # died (they are re-done), so the series stays one continuous curve.
+            self.losses = [p for p in self.losses if p[0] <= start_step]
+            self.evals = [p for p in self.evals if p[0] <= start_step]
+            self.step = start_step
+        elif kind == "log":
+            self.last_log = ev
+            self.step = int(ev.get("step") or self.step)
+            self.total = ev.get("max_steps", self.total)
+            self.epoch = ev.get("epoch", self.epoch)
+            if ev.get("loss") is not None:
+                self.losses.append((self.step, float(ev["loss"])))
+        elif kind == "eval":
+            self.eval_loss = ev.get("eval_loss")
+            if self.eval_loss is not None:
+                self.evals.append((int(ev.get("step") or self.step), float(self.eval_loss)))
+        elif kind == "checkpoint":
+            self.last_checkpoint = ev.get("path")
+        elif kind in OUTCOME_EVENTS:
+            self.outcome = kind
+            if ev.get("step") is not None:
+                self.step = int(ev["step"])
+            if kind == "failed":
+                self.error = ev.get("error")
+            if kind == "stopped" and ev.get("checkpoint"):
+                self.last_checkpoint = ev["checkpoint"]
+        if kind is not None:
+            self.last_event = kind
+        if isinstance(t, (int, float)):
+            self.last_time = float(t)
+
+    def snapshot(self) -> ProgressSnapshot:
+        log = self.last_log
+        elapsed = self.prior_elapsed
+        if self.run_start is not None and self.last_time is not None:
+            elapsed += max(self.last_time - self.run_start, 0.0)
+        percent = round(100.0 * self.step / self.total, 2) if self.total else None
+        return ProgressSnapshot(
+            step=self.step, total_steps=self.total, percent=percent, epoch=self.epoch,
+            elapsed_seconds=round(elapsed, 2), eta_seconds=log.get("eta_seconds") if not self.outcome else None,
+            loss=log.get("loss"), learning_rate=log.get("learning_rate"), grad_norm=log.get("grad_norm"),
+            tokens_per_second=log.get("tokens_per_second"), tokens_seen=log.get("tokens_seen"),
+            eval_loss=self.eval_loss, loss_series=tuple(self.losses), eval_series=tuple(self.evals),
+            runs=self.runs, last_event=self.last_event, last_event_time=self.last_time,
+            last_checkpoint=self.last_checkpoint, outcome=self.outcome, error=self.error)
+
+
+class EventsReader:
+    """Follows one events.jsonl from `base_offset` (bytes before it belong to an older, unrelated run)."""
+
+    def __init__(self, path: str | Path, base_offset: int = 0):
+        self.path = Path(path)
+        self.base_offset = base_offset
+        self._lock = threading.Lock()  # the UI polls one job from many request threads
+        self._reset()
+
+    def _reset(self) -> None:
+        self._offset = self.base_offset
+        self._inode: Optional[int] = None
+        self._partial = b""
+        self._state = _State()
+        self._snapshot = ProgressSnapshot()
+
+    def poll(self) -> bool:
+        """Read whatever was appended since the last call. Returns True when the state changed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._inode is not None:  # the job dir was removed
+                self._reset()
+                return True
+            return False
+        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self._offset):
+            self._reset()  # replaced or truncated: start over
+        self._inode = st.st_ino
+        if st.st_size <= self._offset:
+            return False
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read(st.st_size - self._offset)
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()  # a line still being written has no newline yet
+        changed = False
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:  # a corrupt line (e.g. a crash mid-write): skip it, keep going
+                continue
+            if isinstance(event, dict):
+                self._state.apply(event)
+                changed = True
+        if changed:
+            self._snapshot = self._state.snapshot()
+        return changed
+
+    def snapshot(self, live: bool = False, now: Optional[float] = None) -> ProgressSnapshot:
+        """Current snapshot. `live` (a process is training right now) makes elapsed/ETA tick between events."""
+        with self._lock:
+            self.poll()
+            snap = self._snapshot
+        if not live or snap.last_event_time is None or snap.outcome or not snap.runs:
+            return snap
+        lag = max((now or time.time()) - snap.last_event_time, 0.0)
+        eta = max(snap.eta_seconds - lag, 0.0) if snap.eta_seconds is not None else None
+        return replace(snap, elapsed_seconds=round(snap.elapsed_seconds + lag, 2),
+                       eta_seconds=round(eta, 1) if eta is not None else None)
+
+
+def events_in_range(path: str | Path, start: int = 0) -> list[dict]:
+    """All complete events at or after byte `start` (used once per run end; not for polling)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in data.split(b"\n"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def file_size(path: str | Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
