@@ -110,6 +110,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    from .inference import GenerationSettings
+
+    return GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                              repetition_penalty=args.repetition_penalty)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """One prompt (--prompt) or an interactive session; answers stream as they are generated."""
+    from .inference import chat_stream, compare
+
+    history: list[dict] = []
+    prompts = [args.prompt] if args.prompt else None
+    while True:
+        if prompts is not None:
+            if not prompts:
+                return EXIT_OK
+            text = prompts.pop()
+        else:
+            try:
+                text = input("you> ")
+            except EOFError:
+                return EXIT_OK
+        history.append({"role": "user", "content": text})
+        if args.compare:
+            answers = compare(args.adapter, history, _settings(args), args.system)
+            print(f"base:       {answers['base']}\nfine-tuned: {answers['fine_tuned']}")
+            history.append({"role": "assistant", "content": answers["fine_tuned"]})
+            continue
+        shown = ""
+        for shown_now in chat_stream(args.adapter, history, _settings(args), args.system):
+            print(shown_now[len(shown):], end="", flush=True)
+            shown = shown_now
+        print()
+        history.append({"role": "assistant", "content": shown.strip()})
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    report = evaluate(args.adapter, args.data, args.max_examples, _settings(args))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{report.rows} held-out rows")
+    for key in report.fine_tuned:
+        print(f"{key:<20} base {report.base[key]:10.4f}   fine-tuned {report.fine_tuned[key]:10.4f}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .spec import JobSpec
 
@@ -135,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--row", type=int, default=0, help="which training row to render (0-based)")
     with_spec("train", "train in the foreground (Ctrl-C stops gracefully and saves a checkpoint)")
     sub.add_parser("schema", help="print the job spec's JSON schema")
+    def with_adapter(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("adapter", help="job folder, adapter folder or Hub repo id")
+        sp.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+        sp.add_argument("--top-p", type=float, default=0.9)
+        sp.add_argument("--max-new-tokens", type=int, default=256)
+        sp.add_argument("--repetition-penalty", type=float, default=1.0)
+        return sp
+
+    chat = with_adapter("chat", "chat with a trained adapter (same template as training, streams)")
+    chat.add_argument("--prompt", help="answer one prompt and exit (default: interactive)")
+    chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--compare", action="store_true", help="answer with the base model and the fine-tuned one")
+    ev = with_adapter("evaluate", "loss, perplexity, exact match and ROUGE-L: base vs fine-tuned")
+    ev.add_argument("--data", help="evaluate on this file instead of the job's validation split")
+    ev.add_argument("--max-examples", type=int, default=50)
+    ev.add_argument("--json", action="store_true")
     tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
     tiny.add_argument("out_dir")
     return p
@@ -151,6 +218,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_validate(args, report_only=True)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "chat":
+            return cmd_chat(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         if args.command == "tiny-model":
             from .tiny_model import build_tiny_model
 

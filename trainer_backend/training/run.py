@@ -102,6 +102,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
             "chat_template": spec.data.chat_template, "end_of_turn": prepared.end_of_turn,
             "prompt_template": spec.data.prompt_template.model_dump(exclude_none=True)
             if spec.data.prompt_template else None, "lora": spec.lora.enabled,
+            "quantization": spec.training.quantization,
             "format": prepared.detection.format if prepared.detection else "template", "metrics": metrics}
     (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))

@@ -1,0 +1,107 @@
+"""Chat and Evaluate: streaming that stops at end-of-turn, base vs fine-tuned, held-out metrics."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+POSITIVE = ["love", "great", "wonderful", "excellent", "enjoy"]
+NEGATIVE = ["hate", "awful", "terrible", "horrible", "dislike"]
+NOUNS = ["phone", "movie", "book", "pizza", "hotel", "song", "game", "car", "shoe", "laptop", "chair", "coffee",
+         "museum", "park", "bike", "camera"]
+
+
+def _rows(rng: random.Random, words: list[str], nouns: list[str], label: str, n: int) -> list[dict]:
+    forms = ["I {w} this {n}.", "The {n} is {w}.", "What a {w} {n}!", "This {n} feels {w}."]
+    out = []
+    for i in range(n):
+        text = rng.choice(forms).format(w=words[i % len(words)], n=nouns[i % len(nouns)])
+        out.append({"messages": [{"role": "user", "content": f"Review: {text}\nSentiment?"},
+                                 {"role": "assistant", "content": label}]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def sentiment_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny model fine-tuned on keyword sentiment; held-out reviews use nouns never seen in training."""
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.tiny_model import build_tiny_model
+    from trainer_backend.training.run import run_training
+
+    root = tmp_path_factory.mktemp("sentiment")
+    rng = random.Random(0)
+    train = _rows(rng, POSITIVE, NOUNS[:12], "positive", 24) + _rows(rng, NEGATIVE, NOUNS[:12], "negative", 24)
+    held_out = _rows(rng, POSITIVE, NOUNS[12:], "positive", 10) + _rows(rng, NEGATIVE, NOUNS[12:], "negative", 10)
+    for name, rows in (("train.jsonl", train), ("held_out.jsonl", held_out)):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus = [" ".join(m["content"] for m in r["messages"]) for r in train + held_out] * 3
+    model = build_tiny_model(root / "model", corpus=corpus, vocab_size=400)
+    spec, _ = parse_spec({
+        "project_name": "sentiment", "output_dir": str(root / "job"), "model": {"base_model": str(model)},
+        "data": {"path": str(root / "train.jsonl"), "chat_template": "chatml", "valid_split": "auto",
+                 "valid_fraction": 0.15},
+        "lengths": {"block_size": 64}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        "training": {"max_steps": 80, "learning_rate": 3e-3, "batch_size": 8, "gradient_accumulation": 1,
+                     "logging_steps": 20, "save_strategy": "no", "eval_strategy": "no", "warmup_ratio": 0.0,
+                     "scheduler": "constant", "packing": False, "gradient_checkpointing": False}})
+    run_training(spec)
+    return {"job": str(root / "job"), "held_out": str(root / "held_out.jsonl")}
+
+
+def test_stream_yields_incrementally_and_stops_at_end_of_turn(sentiment_job: dict) -> None:
+    from trainer_backend.inference import GenerationSettings, chat_stream
+
+    question = [{"role": "user", "content": "Review: I love this bike.\nSentiment?"}]
+    chunks = list(chat_stream(sentiment_job["job"], question, GenerationSettings(max_new_tokens=40)))
+    assert len(chunks) >= 2 and all(b.startswith(a) for a, b in zip(chunks, chunks[1:])), "text grows token by token"
+    assert chunks[-1].strip() == "positive"
+    assert "<|im_end|>" not in chunks[-1] and len(chunks) < 40, "generation stopped at the end-of-turn token"
+
+
+def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict) -> None:
+    from trainer_backend.inference import _MODELS, GenerationSettings, compare
+
+    answers = compare(sentiment_job["job"], [{"role": "user", "content": "Review: The car is awful.\nSentiment?"}],
+                      GenerationSettings(max_new_tokens=8))
+    assert answers["fine_tuned"] == "negative" and answers["base"] != answers["fine_tuned"]
+    assert len(_MODELS) == 1, "base and fine-tuned share one loaded model"
+
+
+def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
+    from trainer_backend.evaluation import EVAL_FILE, evaluate
+    from trainer_backend.inference import GenerationSettings
+
+    seen: list[float] = []
+    report = evaluate(sentiment_job["job"], sentiment_job["held_out"], max_examples=20,
+                      settings=GenerationSettings(max_new_tokens=8), progress=lambda f, _: seen.append(f))
+    base, tuned = report.base, report.fine_tuned
+    print(f"\nheld-out exact match: base {base['exact_match']:.2f} vs fine-tuned {tuned['exact_match']:.2f}; "
+          f"perplexity {base['perplexity']:.1f} vs {tuned['perplexity']:.2f}")
+    assert tuned["exact_match"] >= base["exact_match"] + 0.6
+    assert tuned["perplexity"] < base["perplexity"] / 10
+    assert seen[-1] == 1.0 and len(report.examples) == 20
+    wrong_base = [e for e in report.examples if not e["base_correct"]]
+    assert wrong_base and all(e["base_failure"] in (None, "empty", "too_long", "repetitive") for e in wrong_base)
+    saved = json.loads((Path(sentiment_job["job"]) / EVAL_FILE).read_text())
+    assert saved["fine_tuned"]["exact_match"] == tuned["exact_match"]
+
+
+def test_evaluate_defaults_to_the_jobs_validation_split(sentiment_job: dict) -> None:
+    from trainer_backend.evaluation import evaluate
+    from trainer_backend.inference import GenerationSettings
+
+    report = evaluate(sentiment_job["job"], max_examples=5, settings=GenerationSettings(max_new_tokens=4))
+    assert report.rows == 5 and report.fine_tuned["eval_loss"] < report.base["eval_loss"]
+
+
+def test_metrics() -> None:
+    from trainer_backend.evaluation import failure_kind, normalize, rouge_l
+
+    assert normalize("The  Answer, is: Paris!") == "answer is paris"
+    assert rouge_l("the capital is Paris", "Paris is the capital") == pytest.approx(1 / 3)  # LCS of 3 words: 1
+    assert rouge_l("x", "y") == 0.0 and rouge_l("Paris", "paris.") == 1.0
+    assert failure_kind("", "a") == "empty"
+    assert failure_kind("po po po po po po po po po po", "a") == "repetitive"
+    assert failure_kind(" ".join(f"w{i}" for i in range(40)), "short answer") == "too_long"

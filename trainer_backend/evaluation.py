@@ -1,0 +1,161 @@
+"""Did it learn? Loss/perplexity and generation metrics for base vs fine-tuned on held-out data.
+
+Held-out data is the job's own validation split (re-derived from its spec, so exactly the rows training held
+out) or a file the user gives. Generation metrics need prompt -> reference rows (qa, alpaca, chat).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .inference import GenerationSettings, gpu_call, load_chat
+
+EVAL_FILE = "evaluation.json"
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize(text: str) -> str:
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 over whitespace tokens of the normalised strings."""
+    p, r = normalize(prediction).split(), normalize(reference).split()
+    if not p or not r:
+        return float(p == r)
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def failure_kind(prediction: str, reference: str) -> Optional[str]:
+    """Error-analysis category for a wrong answer: empty, too_long, repetitive, or None."""
+    words = prediction.split()
+    if not words:
+        return "empty"
+    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    if len(trigrams) >= 6 and len(set(trigrams)) / len(trigrams) < 0.5:
+        return "repetitive"
+    if len(words) > 3 * max(len(reference.split()), 1) + 20:
+        return "too_long"
+    return None
+
+
+@dataclass
+class EvalReport:
+    rows: int
+    base: dict[str, float] = field(default_factory=dict)
+    fine_tuned: dict[str, float] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
+    """PreparedData whose 'valid' split (or the given file as a whole) is what we evaluate on."""
+    from .data import prepare_data
+    from .spec import load_spec
+    from .training.model_loading import load_tokenizer
+
+    job_dir = adapter_path.parent
+    if not (job_dir / "spec.yaml").is_file():
+        raise FileNotFoundError(f"{job_dir}: no spec.yaml next to the adapter, so the training data is unknown; "
+                                "pass a data file to evaluate on")
+    spec, _ = load_spec(job_dir / "spec.yaml")
+    if data_path:
+        data = spec.data.model_copy(update={"path": data_path, "valid_split": None, "max_rows": None})
+        spec = spec.model_copy(update={"data": data})
+    tokenizer = load_tokenizer(spec.model)
+    prepared = prepare_data(spec, tokenizer)
+    split = prepared.train if data_path else prepared.valid
+    if split is None or not split.examples:
+        raise ValueError("the job has no validation split; pass a data file to evaluate on")
+    return split, tokenizer
+
+
+def _prompt_and_reference(example: dict) -> Optional[tuple[list[dict], str]]:
+    if "messages" in example:
+        msgs = example["messages"]
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        return msgs[:last], msgs[last]["content"]
+    if "completion" in example:
+        msgs = ([{"role": "system", "content": example["system"]}] if example.get("system") else [])
+        return msgs + [{"role": "user", "content": example["prompt"]}], example["completion"]
+    return None
+
+
+def _mean_loss(model: Any, ids: list[int], labels: list[int]) -> tuple[float, int]:
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids], device=model.device),
+                    labels=torch.tensor([labels], device=model.device))
+    n = sum(1 for l in labels[1:] if l != -100)
+    return out.loss.item() * n, n
+
+
+@gpu_call
+def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
+             settings: Optional[GenerationSettings] = None,
+             progress: Optional[Callable[[float, str], None]] = None) -> EvalReport:
+    """Evaluate base vs fine-tuned; saves evaluation.json in the job folder when there is one."""
+    from contextlib import nullcontext
+
+    chat, adapter = load_chat(ref)
+    split, _ = _load_eval_split(adapter.path, data_path)
+    settings = settings or GenerationSettings(temperature=0.0, max_new_tokens=128)
+    enc = split.encoded
+    n = min(max_examples, len(enc.source_index))
+    report = EvalReport(rows=n)
+    totals = {"base": [0.0, 0, 0, 0.0, 0], "fine_tuned": [0.0, 0, 0, 0.0, 0]}  # loss, tokens, em, rouge, contains
+    for k in range(n):
+        example = split.examples[enc.source_index[k]]
+        row: dict[str, Any] = {}
+        pair = _prompt_and_reference(example)
+        for side, use_adapter in (("base", False), ("fine_tuned", True)):
+            with chat.lock:
+                chat.model.set_adapter(adapter.name)
+                with nullcontext() if use_adapter else chat.model.disable_adapter():
+                    loss, tokens = _mean_loss(chat.model, enc.input_ids[k], enc.labels[k])
+            t = totals[side]
+            t[0], t[1] = t[0] + loss, t[1] + tokens
+            if pair:
+                rendered = example["prompt"] if adapter.meta.get("prompt_template") else None
+                answer = chat.generate(adapter, pair[0], settings, use_adapter=use_adapter, prompt_text=rendered)
+                em = normalize(answer) == normalize(pair[1])
+                t[2] += em
+                t[3] += rouge_l(answer, pair[1])
+                t[4] += normalize(pair[1]) in normalize(answer)
+                row[side] = answer
+                row[f"{side}_correct"] = em
+                row[f"{side}_failure"] = None if em else failure_kind(answer, pair[1])
+        if pair:
+            row.update(prompt=pair[0][-1]["content"], reference=pair[1])
+            report.examples.append(row)
+        if progress:
+            progress((k + 1) / n, f"evaluated {k + 1}/{n}")
+    for side, (loss, tokens, em, rouge, contains) in totals.items():
+        metrics = {"eval_loss": loss / max(tokens, 1), "perplexity": math.exp(min(loss / max(tokens, 1), 50))}
+        if report.examples:
+            m = len(report.examples)
+            metrics.update(exact_match=em / m, rouge_l=rouge / m, contains_reference=contains / m)
+        setattr(report, side, metrics)
+    job_dir = adapter.path.parent
+    if (job_dir / "spec.yaml").is_file():
+        (job_dir / EVAL_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    return report

@@ -1,0 +1,230 @@
+"""Chat with a trained adapter: the training template, streaming, stop at end-of-turn, base-vs-tuned compare.
+
+One base model is loaded per (base id, quantization) and kept; adapters are attached to it by name, so
+switching adapters or comparing with the base (adapter disabled) never loads a second copy.
+"""
+from __future__ import annotations
+
+import json
+import string
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+try:  # ZeroGPU Spaces grant a GPU per call to functions wrapped by spaces.GPU; elsewhere it is a no-op
+    import spaces
+
+    gpu_call = spaces.GPU
+except Exception:  # pragma: no cover - spaces is in requirements, but the app must not die without it
+    def gpu_call(fn: Any = None, **_: Any) -> Any:
+        return fn if fn is not None else (lambda f: f)
+
+META_FILE = "lora_studio.json"
+
+
+@dataclass
+class GenerationSettings:
+    temperature: float = 0.0        # 0 = greedy
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.0
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+        else:
+            kw.update(do_sample=False)
+        return kw
+
+
+@dataclass
+class AdapterRef:
+    """A trained adapter on disk: where it is, which base it needs, how it was trained."""
+    path: Path
+    base_model: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return "a" + str(abs(hash(str(self.path.resolve()))))  # a valid, stable adapter name
+
+
+def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
+    """A job dir (with adapter/), an adapter folder, or a Hub repo id -> AdapterRef."""
+    path = Path(ref).expanduser()
+    if (path / "adapter" / "adapter_config.json").is_file():
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        if path.exists() or ref.startswith((".", "/")):
+            raise FileNotFoundError(f"{ref}: no adapter here (expected adapter_config.json, or a job folder "
+                                    "with adapter/)")
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(ref, token=token))
+    config = json.loads((path / "adapter_config.json").read_text())
+    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
+    return AdapterRef(path, meta.get("base_model") or config["base_model_name_or_path"], meta)
+
+
+def _fill_prompt_template(tpl: dict, message: str) -> str:
+    """Single-turn prompt in the training prompt template: every placeholder takes the user's message."""
+    text = tpl.get("prompt_if_empty") or tpl.get("prompt")
+    if tpl.get("preset") and not tpl.get("prompt"):
+        from .data.templates import PROMPT_PRESETS
+
+        preset = PROMPT_PRESETS[tpl["preset"]]
+        text = preset.prompt_if_empty or preset.prompt
+    fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+    return text.format_map({f: message for f in fields})
+
+
+class ChatModel:
+    """A base model with any number of adapters attached; generation is serialised (adapter state is global)."""
+
+    def __init__(self, base_model: str, quantization: str = "none"):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        kwargs: dict[str, Any] = {}
+        if torch.cuda.is_available():
+            kwargs.update(device_map="auto", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+            if quantization != "none":
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=quantization == "int4",
+                                                                   load_in_8bit=quantization == "int8")
+        self.base_model = base_model
+        self.model: Any = AutoModelForCausalLM.from_pretrained(base_model, **kwargs).eval()
+        self.adapters: dict[str, AdapterRef] = {}
+        self.tokenizers: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def attach(self, adapter: AdapterRef) -> None:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        if adapter.name in self.adapters:
+            return
+        if not self.adapters:
+            self.model = PeftModel.from_pretrained(self.model, str(adapter.path), adapter_name=adapter.name).eval()
+        else:
+            self.model.load_adapter(str(adapter.path), adapter_name=adapter.name)
+        self.adapters[adapter.name] = adapter
+        self.tokenizers[adapter.name] = AutoTokenizer.from_pretrained(str(adapter.path))
+
+    # ---- prompting --------------------------------------------------------------------------------
+    def prompt_ids(self, adapter: AdapterRef, messages: list[dict], system: Optional[str] = None,
+                   prompt_text: Optional[str] = None) -> Any:
+        """Token ids of the prompt exactly as training rendered it (prompt_text: already rendered)."""
+        tok = self.tokenizers[adapter.name]
+        msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
+        tpl = adapter.meta.get("prompt_template")
+        if prompt_text is not None:
+            text = prompt_text
+        elif tpl:  # trained on a prompt template: single turn, in the same words
+            text = _fill_prompt_template(tpl, messages[-1]["content"])
+        elif adapter.meta.get("chat_template") == "none" or not tok.chat_template:
+            text = "\n\n".join(m["content"] for m in msgs) + "\n"
+        else:
+            return tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        return tok(text, return_tensors="pt")
+
+    def stop_settings(self, adapter: AdapterRef) -> tuple[list[int], list[str]]:
+        """Token ids and strings that end a turn: EOS, plus the template's end-of-turn marker."""
+        tok = self.tokenizers[adapter.name]
+        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        strings: list[str] = []
+        eot = adapter.meta.get("end_of_turn")
+        if eot:
+            eot_ids = tok(eot, add_special_tokens=False)["input_ids"]
+            if len(eot_ids) == 1:
+                ids.add(eot_ids[0])
+            else:
+                strings.append(eot)
+        return sorted(ids), strings
+
+    # ---- generation -------------------------------------------------------------------------------
+    def stream(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
+               system: Optional[str] = None, use_adapter: bool = True,
+               prompt_text: Optional[str] = None) -> Iterator[str]:
+        """Yield the answer so far, token by token, until end-of-turn or max_new_tokens."""
+        from contextlib import nullcontext
+
+        from transformers import TextIteratorStreamer
+
+        tok = self.tokenizers[adapter.name]
+        enc = self.prompt_ids(adapter, messages, system, prompt_text).to(self.model.device)
+        stop_ids, stop_strings = self.stop_settings(adapter)
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(**enc, **settings.kwargs(), eos_token_id=stop_ids, pad_token_id=tok.pad_token_id,
+                      streamer=streamer)
+        if stop_strings:
+            kwargs.update(stop_strings=stop_strings, tokenizer=tok)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                ctx = nullcontext() if use_adapter else self.model.disable_adapter()
+                with ctx:
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+                streamer.end()
+
+        with self.lock:
+            self.model.set_adapter(adapter.name)
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            text = ""
+            for piece in streamer:
+                text += piece
+                cut = next((text.index(s) for s in stop_strings if s in text), None)
+                if cut is not None:
+                    yield text[:cut]
+                    break
+                yield text
+            worker.join()
+        if errors:
+            raise errors[0]
+
+    def generate(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
+                 system: Optional[str] = None, use_adapter: bool = True, prompt_text: Optional[str] = None) -> str:
+        answer = ""
+        for answer in self.stream(adapter, messages, settings, system, use_adapter, prompt_text):
+            pass
+        return answer.strip()
+
+
+_MODELS: dict[tuple[str, str], ChatModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_chat(ref: str, token: Optional[str] = None) -> tuple[ChatModel, AdapterRef]:
+    """The cached base model for this adapter, with the adapter attached."""
+    adapter = resolve_adapter(ref, token)
+    key = (adapter.base_model, adapter.meta.get("quantization", "none"))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = ChatModel(*key)
+        chat = _MODELS[key]
+        chat.attach(adapter)
+    return chat, adapter
+
+
+@gpu_call
+def chat_stream(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
+                system: Optional[str] = None, use_adapter: bool = True) -> Iterator[str]:
+    chat, adapter = load_chat(ref)
+    yield from chat.stream(adapter, messages, settings or GenerationSettings(), system, use_adapter)
+
+
+@gpu_call
+def compare(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
+            system: Optional[str] = None) -> dict[str, str]:
+    """The same prompt answered by the base model (adapter disabled) and the fine-tuned one."""
+    chat, adapter = load_chat(ref)
+    settings = settings or GenerationSettings()
+    return {"base": chat.generate(adapter, messages, settings, system, use_adapter=False),
+            "fine_tuned": chat.generate(adapter, messages, settings, system, use_adapter=True)}
