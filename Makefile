@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install run test
+.PHONY: install run test browser
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) check
 	touch $@
 
+# Headless Chromium for the browser test comes from Debian (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "tests/test_browser.py needs Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 run: install
 	$(PY) app.py
 
-test: install
+test: install browser
 	$(PY) -m pytest

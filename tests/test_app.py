@@ -1,0 +1,173 @@
+"""The app over its named API with gradio_client: real server on 127.0.0.1, real uploads, real training."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from apphelpers import AppServer  # noqa: E402
+
+ENDPOINTS = {"/validate_dataset", "/dataset_report", "/start_training", "/list_jobs", "/job_status", "/job_events",
+             "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate"}
+QUICK = """
+project_name: {name}
+model: {{base_model: tiny-demo}}
+data: {{chat_template: chatml, max_rows: 30}}
+lengths: {{block_size: 128}}
+training: {{max_steps: {steps}, batch_size: 2, gradient_accumulation: 1, logging_steps: 1, save_strategy: steps,
+           save_steps: 2, eval_strategy: "no"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory):
+    server = AppServer(tmp_path_factory.mktemp("app") / "data")
+    print(f"\napp cold start (process start -> HTTP 200): {server.cold_start_seconds:.1f} s")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app: AppServer):
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+def _wait(client, job_id: str, statuses: set[str], timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.predict(job_id, False, api_name="/job_status")
+        if status["status"] in statuses:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} never reached {statuses}; last: {status['status']}")
+
+
+def test_named_endpoints_and_hidden_ui_helpers(client) -> None:
+    api = client.view_api(return_format="dict", print_info=False)
+    assert ENDPOINTS <= set(api["named_endpoints"])
+    assert not api["unnamed_endpoints"], "UI-only events must stay off the API page"
+
+
+def test_upload_validate_train_and_follow_a_job(client, shared_data: Path) -> None:
+    from gradio_client import handle_file
+
+    data = handle_file(str(shared_data / "chat/oasst_en100_messages.jsonl"))
+    spec = QUICK.format(name="api-run", steps=4)
+    report = client.predict(spec, data, api_name="/dataset_report")
+    assert report["ok"] and report["report"]["format"]["format"] == "messages"
+    started = client.predict(spec, data, api_name="/start_training")
+    assert started["status"] == "queued", started
+    job_id = started["job_id"]
+    snapshots = list(client.submit(job_id, 0.5, api_name="/job_events"))
+    assert snapshots[-1]["status"] == "succeeded"
+    done = client.predict(job_id, True, api_name="/job_status")
+    assert done["progress"]["step"] == 4 and [s for s, _ in done["progress"]["loss_series"]] == [1, 2, 3, 4]
+    assert Path(done["paths"]["adapter"], "adapter_config.json").is_file()
+    assert "uploads" in Path(done["paths"]["job_dir"]).parent.parent.joinpath("uploads").as_posix()
+    assert any(j["id"] == job_id for j in client.predict(50, api_name="/list_jobs"))
+    answer = ""
+    for answer in client.submit(job_id, "Hello", [], "", 0.0, 0.9, 8, 1.0, api_name="/chat"):
+        pass
+    assert isinstance(answer, str)
+    both = client.predict(job_id, "Hello", "", 0.0, 8, api_name="/compare")
+    assert set(both) == {"base", "fine_tuned"}
+
+
+def test_stop_and_resume_a_second_job(client, shared_data: Path) -> None:
+    from gradio_client import handle_file
+
+    data = handle_file(str(shared_data / "chat/msft_gsm8k_chat_train_messages.jsonl"))
+    job_id = client.predict(QUICK.format(name="long-run", steps=100000), data, api_name="/start_training")["job_id"]
+    deadline = time.monotonic() + 120
+    while client.predict(job_id, False, api_name="/job_status")["progress"]["step"] < 3:
+        assert time.monotonic() < deadline, "training never got going"
+        time.sleep(0.5)
+    client.predict(job_id, api_name="/stop_job")
+    stopped = _wait(client, job_id, {"stopped"}, 60)
+    assert stopped["paths"]["last_checkpoint"]
+    step_at_stop = stopped["progress"]["step"]
+    assert client.predict(job_id, api_name="/resume_job")["status"] in ("queued", "running")
+    deadline = time.monotonic() + 120
+    while client.predict(job_id, False, api_name="/job_status")["progress"]["step"] <= step_at_stop:
+        assert time.monotonic() < deadline, "resumed job did not continue"
+        time.sleep(0.5)
+    client.predict(job_id, api_name="/stop_job")
+    _wait(client, job_id, {"stopped"}, 60)
+
+
+@pytest.mark.parametrize("field, value", [("data", "{path: ../../../etc/passwd}"), ("data", "{path: /etc/passwd}"),
+                                          ("model", "{base_model: /etc}"),
+                                          ("training", "{resume_from_checkpoint: /tmp}")])
+def test_client_paths_outside_the_app_folders_are_refused(client, field: str, value: str) -> None:
+    spec = f"model: {{base_model: tiny-demo}}\ndata: {{path: examples/capitals.jsonl}}\n{field}: {value}\n"
+    result = client.predict(spec, None, api_name="/start_training")
+    assert result["job_id"] is None and result["status"] == "rejected"
+    assert "outside" in result["error"] or "only 'latest'" in result["error"]
+
+
+# ---- access control on a Space ---------------------------------------------------------------------------
+
+TOKENS = {"hf_owner_token_0001": ("space-owner", []), "hf_member_token_002": ("org-member", ["studio-org"]),
+          "hf_stranger_token_03": ("stranger", [])}
+
+
+class _WhoAmI(BaseHTTPRequestHandler):
+    """The Hub's whoami, the only Hub call access control makes."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        token = self.headers.get("authorization", "")[7:]
+        if self.path.startswith("/api/whoami") and token in TOKENS:
+            name, orgs = TOKENS[token]
+            body = json.dumps({"type": "user", "name": name, "orgs": [{"name": o} for o in orgs]}).encode()
+            self.send_response(200)
+        else:
+            body, _ = b'{"error": "Invalid credentials"}', self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def space_app(tmp_path_factory: pytest.TempPathFactory):
+    hub = ThreadingHTTPServer(("127.0.0.1", 0), _WhoAmI)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    server = AppServer(tmp_path_factory.mktemp("space") / "data", env={
+        # What a Space with `hf_oauth: true` sets (OAuth routes are registered, never called here):
+        "SYSTEM": "spaces", "OAUTH_CLIENT_ID": "test-client", "OAUTH_CLIENT_SECRET": "test-secret",
+        "OAUTH_SCOPES": "openid profile write-repos", "OPENID_PROVIDER_URL": "http://127.0.0.1:9",
+        "SPACE_ID": "space-owner/lora-studio", "SPACE_AUTHOR_NAME": "space-owner", "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "LORA_STUDIO_ALLOWED_USERS": "org-member"})
+    yield server
+    server.stop()
+    hub.shutdown()
+
+
+@pytest.mark.parametrize("token, allowed", [(None, False), ("hf_stranger_token_03", False),
+                                            ("hf_owner_token_0001", True), ("hf_member_token_002", True)])
+def test_on_a_space_only_the_owner_may_train(space_app: AppServer, token, allowed: bool) -> None:
+    from gradio_client import Client
+
+    client = Client(space_app.url, token=token, verbose=False)
+    spec = QUICK.format(name="space-run", steps=1).replace("data: {", "data: {path: examples/capitals.jsonl, ")
+    if allowed:
+        result = client.predict(spec, None, api_name="/start_training")
+        assert result["status"] == "queued" and token not in json.dumps(result)
+        client.predict(result["job_id"], api_name="/stop_job")
+    else:
+        with pytest.raises(Exception, match="log in|not the owner"):
+            client.predict(spec, None, api_name="/start_training")
+        with pytest.raises(Exception, match="log in|not the owner"):
+            client.predict("nope", api_name="/stop_job")
+    assert isinstance(client.predict(10, api_name="/list_jobs"), list), "everyone may look"

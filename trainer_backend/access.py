@@ -1,0 +1,112 @@
+"""Who may start, stop or resume training.
+
+Locally (no SPACE_ID) the app binds to 127.0.0.1 and everyone who can reach it may train. On a Space, only the
+Space owner, members of the owning org, or users in LORA_STUDIO_ALLOWED_USERS may; others get a read-only view
+and a "Duplicate this Space" hint. Browser users log in with Hugging Face OAuth; API clients send their token
+(`gradio_client.Client(url, token=...)`), which is checked with the Hub's whoami. Tokens are never returned.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class AccessDenied(PermissionError):
+    pass
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: Optional[str] = None
+    orgs: tuple[str, ...] = ()
+    token: Optional[str] = field(default=None, repr=False)  # the user's own token, for pushing to their account
+
+    @property
+    def anonymous(self) -> bool:
+        return self.username is None
+
+
+def on_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def on_zero_gpu() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+
+
+def space_owner() -> Optional[str]:
+    owner = os.environ.get("SPACE_AUTHOR_NAME")
+    if not owner and os.environ.get("SPACE_ID", "").count("/") == 1:
+        owner = os.environ["SPACE_ID"].split("/")[0]
+    return owner
+
+
+def allowed_users() -> set[str]:
+    return {u.strip().lower() for u in os.environ.get("LORA_STUDIO_ALLOWED_USERS", "").split(",") if u.strip()}
+
+
+_WHOAMI_CACHE: dict[str, tuple[float, Identity]] = {}
+_WHOAMI_LOCK = threading.Lock()
+_WHOAMI_TTL = 300.0
+
+
+def identity_from_token(token: str) -> Identity:
+    """Ask the Hub (HF_ENDPOINT) who owns this token; cached for a few minutes, keyed by the token itself."""
+    now = time.monotonic()
+    with _WHOAMI_LOCK:
+        hit = _WHOAMI_CACHE.get(token)
+        if hit and now - hit[0] < _WHOAMI_TTL:
+            return hit[1]
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi(endpoint=os.environ.get("HF_ENDPOINT")).whoami(token=token)
+    except Exception:
+        raise AccessDenied("the Hugging Face token was rejected; log in again or send a valid token") from None
+    ident = Identity(info.get("name"), tuple(o.get("name") for o in info.get("orgs", []) if o.get("name")), token)
+    with _WHOAMI_LOCK:
+        _WHOAMI_CACHE[token] = (now, ident)
+    return ident
+
+
+def identify(request: Any = None, profile: Any = None, oauth_token: Any = None) -> Identity:
+    """The caller: OAuth session (browser) first, else an `Authorization: Bearer` token (API clients)."""
+    if oauth_token is not None and getattr(oauth_token, "token", None):
+        ident = identity_from_token(oauth_token.token)
+        if profile is not None and getattr(profile, "username", None) and ident.username != profile.username:
+            return Identity(profile.username, ident.orgs, oauth_token.token)
+        return ident
+    if profile is not None and getattr(profile, "username", None):
+        return Identity(profile.username)
+    headers = getattr(request, "headers", None) or {}
+    # gradio_client sends the token as x-hf-authorization (the Spaces proxy keeps `authorization` for itself)
+    auth = headers.get("x-hf-authorization") or headers.get("authorization") or ""
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return identity_from_token(auth[7:].strip())
+    return Identity()
+
+
+def can_train(ident: Identity) -> tuple[bool, str]:
+    """(allowed, reason shown to the user)."""
+    if not on_space():
+        return True, "local app: training allowed"
+    if ident.anonymous:
+        return False, "log in with Hugging Face to train (only the Space owner may); or duplicate this Space"
+    owner = (space_owner() or "").lower()
+    user = ident.username.lower()
+    if user == owner or owner in {o.lower() for o in ident.orgs} or user in allowed_users():
+        return True, f"logged in as {ident.username}"
+    return False, (f"{ident.username} is not the owner of this Space ({owner}); duplicate the Space to train "
+                   "on your own hardware")
+
+
+def require_trainer(ident: Identity) -> None:
+    allowed, reason = can_train(ident)
+    if not allowed:
+        raise AccessDenied(reason)
+    if on_zero_gpu():
+        raise AccessDenied("training is not available on ZeroGPU hardware (GPU time is granted per call, a few "
+                           "minutes at most); duplicate the Space to a dedicated GPU to train. Chat works here.")

@@ -1,0 +1,176 @@
+"""What the UI and the named API do, without Gradio: parse a client's spec safely, validate, report, run jobs.
+
+Every public method takes plain values (YAML/JSON text, file paths, ids) and returns JSON-ready data, so the
+same code serves the browser, `gradio_client` and the tests. Access checks happen in ui/api.py, which knows
+the caller; nothing returned here ever contains a token.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+
+from ..data.issues import DataError, IssueCollector
+from ..spec import JobSpec, SpecError, parse_spec
+from ..uploads import EXAMPLES_DIR, sanitize_client_spec, store_upload
+
+TINY_DEMO = "tiny-demo"
+TERMINAL_EVENTS = ("succeeded", "failed", "stopped", "interrupted")
+
+
+def example_datasets() -> dict[str, str]:
+    """Sample datasets shipped in examples/ (name -> path) for the offline demo."""
+    return {p.name: str(p) for p in sorted(EXAMPLES_DIR.glob("*.jsonl"))}
+
+
+class StudioService:
+    def __init__(self, manager: Any):
+        self.jobs = manager
+        self.data_dir: Path = manager.data_dir
+        self._tiny_lock = threading.Lock()
+
+    # ---- specs from clients ---------------------------------------------------------------------------
+    def tiny_demo_model(self) -> Path:
+        """Built once per data dir, then reused (a few seconds, no download)."""
+        from ..tiny_model import build_tiny_model
+
+        corpus = []
+        for path in example_datasets().values():
+            corpus += [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        with self._tiny_lock:
+            return build_tiny_model(self.data_dir / "models" / TINY_DEMO, corpus=corpus * 3, vocab_size=2048)
+
+    def parse_client_spec(self, spec_text: str, dataset_file: Optional[str] = None) -> tuple[JobSpec, list[str]]:
+        """YAML or JSON from a client -> a JobSpec that only touches this app's folders."""
+        try:
+            raw = yaml.safe_load(spec_text or "") or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(f"spec is not valid YAML/JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise SpecError("spec must be a mapping (YAML or JSON object)")
+        raw.setdefault("data", {})
+        if dataset_file:
+            raw["data"]["path"] = str(self.store_dataset(dataset_file))
+        model = raw.setdefault("model", {})
+        if model.get("base_model") == TINY_DEMO:
+            model["base_model"] = str(self.tiny_demo_model())
+        raw.pop("output_dir", None)
+        spec, warnings = parse_spec(raw, "spec")
+        return sanitize_client_spec(spec, self.data_dir), warnings
+
+    def store_dataset(self, path: str) -> Path:
+        src = Path(path)
+        if src.resolve().is_relative_to(EXAMPLES_DIR.resolve()) or src.resolve().is_relative_to(self.data_dir.resolve()):
+            return src.resolve()
+        return store_upload(src, self.data_dir, src.name)
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def preview(self, path: str, split: str = "train", config_name: Optional[str] = None,
+                rows: int = 20) -> dict[str, Any]:
+        """First rows, columns and the detected format of a dataset (no tokenizer needed)."""
+        from ..data.formats import detect_format
+        from ..data.issues import RowError
+        from ..data.loading import load_split
+        from ..spec import ColumnMapping
+
+        issues = IssueCollector(20)
+        raw = load_split(path, split or "train", issues, config_name)
+        if raw is None or (issues.errors and not raw.rows):
+            return {"columns": [], "rows": [], "errors": [str(i) for i in issues.errors]}
+        try:
+            det = detect_format(raw.columns, raw.rows[:50], "auto", ColumnMapping()).to_dict()
+        except RowError as exc:
+            det = {"format": None, "reason": exc.message, "mapping": {}}
+        table = [[_cell(r.get(c)) for c in raw.columns] for r in raw.rows[:rows]]
+        return {"columns": raw.columns, "rows": table, "total_rows": len(raw.rows), "detected": det,
+                "errors": [str(i) for i in issues.errors]}
+
+    def validate(self, spec_text: str, dataset_file: Optional[str] = None) -> dict[str, Any]:
+        """Check the spec and every data row; the dataset report when valid, every problem when not."""
+        from ..training.run import prepare_job
+        from ..training.trainers import TrainerNotAvailable
+
+        try:
+            spec, warnings = self.parse_client_spec(spec_text, dataset_file)
+            _, prepared = prepare_job(spec)
+        except DataError as exc:
+            return {"ok": False, "errors": [str(i) for i in exc.issues] +
+                    ([f"... and {exc.truncated} more"] if exc.truncated else []), "warnings": []}
+        except (SpecError, TrainerNotAvailable, ValueError, OSError) as exc:
+            return {"ok": False, "errors": [str(exc)], "warnings": []}
+        report = prepared.report()
+        return {"ok": True, "errors": [], "warnings": warnings + report["warnings"], "report": report,
+                "yaml": spec.to_yaml()}
+
+    # ---- jobs ------------------------------------------------------------------------------------------
+    def start(self, spec_text: str, dataset_file: Optional[str], owner: Optional[str]) -> dict[str, Any]:
+        try:
+            spec, warnings = self.parse_client_spec(spec_text, dataset_file)
+        except (SpecError, ValueError, OSError) as exc:
+            return {"job_id": None, "status": "rejected", "error": str(exc)}
+        job = self.jobs.submit(spec, owner=owner)
+        out = {"job_id": job.id, "status": job.status, "error": job.error, "warnings": warnings}
+        if job.error_details and job.error_details.get("issues"):
+            out["issues"] = job.error_details["issues"]
+        return out
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = []
+        for job in self.jobs.list(limit=limit):
+            snap = self.jobs.snapshot(job.id)
+            rows.append({"id": job.id, "name": job.name, "status": job.status, "owner": job.owner,
+                         "percent": snap.percent, "step": snap.step, "total_steps": snap.total_steps,
+                         "loss": snap.loss, "created_at": job.created_at, "error": job.error})
+        return rows
+
+    def status(self, job_id: str, series: bool = True) -> dict[str, Any]:
+        data = self.jobs.describe(job_id, series=series)
+        data.pop("spec", None)
+        return data
+
+    def events(self, job_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> Iterator[dict]:
+        """Progress snapshots until the job ends (one per change, at most one per `interval`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            job = self.jobs.get(job_id)
+            snap = self.jobs.snapshot(job.id).to_dict(series=False)
+            current = (job.status, snap.get("step"), snap.get("last_event_time"))
+            if current != last:
+                yield {"id": job.id, "status": job.status, "progress": snap, "error": job.error}
+                last = current
+            if job.status in TERMINAL_EVENTS or (deadline and time.monotonic() > deadline):
+                return
+            time.sleep(interval)
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.stop(job_id)
+        return {"id": job.id, "status": job.status}
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.resume(job_id)
+        return {"id": job.id, "status": job.status}
+
+    def continue_training(self, job_id: str, epochs: float) -> dict[str, Any]:
+        job = self.jobs.continue_training(job_id, epochs)
+        return {"id": job.id, "status": job.status, "parent_id": job.parent_id}
+
+    def logs(self, job_id: str, tail: int = 200) -> str:
+        return self.jobs.logs(job_id, tail)
+
+    def finished_adapters(self) -> dict[str, str]:
+        """Finished jobs' adapters for the Chat tab: label -> job dir."""
+        out = {}
+        for job in self.jobs.list(status="succeeded"):
+            if (Path(job.job_dir) / "adapter" / "adapter_config.json").is_file():
+                out[f"{job.name} ({job.id})"] = job.job_dir
+        return out
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,127 @@
+"""Gradio widgets generated from the JobSpec fields: defaults, ranges, choices and help text come from spec.py.
+
+Nothing here restates a parameter: add a field to the spec and it appears in the form, the YAML, the CLI
+(`--set`), the API schema and validation at once.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import annotated_types as at
+import gradio as gr
+from pydantic.fields import FieldInfo
+
+from ..spec import JobSpec
+
+# Fields with a dedicated widget elsewhere on the Train tab, or never set from a browser.
+SPECIAL = {"output_dir", "model.base_model", "data.path", "data.column_mapping", "data.prompt_template",
+           "hub.token", "training.resume_from_checkpoint"}
+SECTIONS = ("model", "data", "lora", "lengths", "training", "hub")
+
+
+@dataclass
+class FormField:
+    key: str          # dotted spec path, e.g. "training.learning_rate"
+    kind: str         # bool | tristate | choice | int | float | text
+    optional: bool
+    component: Any
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
+            and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return annotation, False
+
+
+def _bounds(info: FieldInfo) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for m in info.metadata:
+        if isinstance(m, (at.Ge, at.Gt)):
+            out["minimum"] = float(getattr(m, "ge", getattr(m, "gt", 0)))
+        if isinstance(m, (at.Le, at.Lt)):
+            out["maximum"] = float(getattr(m, "le", getattr(m, "lt", 0)))
+    return out
+
+
+def _component(key: str, info: FieldInfo) -> FormField:
+    annotation, optional = _unwrap(info.annotation)
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    label = key.split(".", 1)[-1]
+    help_text = info.description or ""
+    if annotation is bool and optional:
+        comp = gr.Dropdown(["auto", "true", "false"], value="auto" if default is None else str(default).lower(),
+                           label=label, info=help_text)
+        return FormField(key, "tristate", True, comp)
+    if annotation is bool:
+        return FormField(key, "bool", False, gr.Checkbox(value=bool(default), label=label, info=help_text))
+    if typing.get_origin(annotation) is typing.Literal:
+        comp = gr.Dropdown(list(typing.get_args(annotation)), value=default, label=label, info=help_text)
+        return FormField(key, "choice", optional, comp)
+    if annotation in (int, float):
+        comp = gr.Number(value=default, label=label, info=help_text, precision=0 if annotation is int else None,
+                         **_bounds(info))
+        return FormField(key, annotation.__name__, optional, comp)
+    return FormField(key, "text", optional, gr.Textbox(value="" if default is None else str(default), label=label,
+                                                       info=help_text))
+
+
+def iter_fields(level: str) -> list[tuple[str, FieldInfo]]:
+    """(dotted key, FieldInfo) of every simple field at this UI level ('basic' or 'advanced')."""
+    out = []
+    for name, info in JobSpec.model_fields.items():
+        if name in SECTIONS:
+            section = info.annotation
+            for sub, sub_info in section.model_fields.items():
+                key = f"{name}.{sub}"
+                extra = sub_info.json_schema_extra or {}
+                if key not in SPECIAL and isinstance(extra, dict) and extra.get("ui") == level:
+                    out.append((key, sub_info))
+        elif name not in SPECIAL and isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("ui") == level:
+            out.append((name, info))
+    return out
+
+
+def build_fields(level: str) -> list[FormField]:
+    """Create the widgets (inside the caller's current Gradio layout context)."""
+    return [_component(key, info) for key, info in iter_fields(level)]
+
+
+def values_to_raw(fields: list[FormField], values: list[Any], raw: Optional[dict] = None) -> dict:
+    """Widget values -> nested spec dict (empty optional values are left out so spec defaults apply)."""
+    raw = raw if raw is not None else {}
+    for f, value in zip(fields, values):
+        if f.kind == "tristate":
+            value = None if value in (None, "auto") else value == "true"
+        elif f.kind == "int" and value is not None:
+            value = int(value)
+        elif f.kind == "text" and isinstance(value, str):
+            value = value.strip() or None
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = f.key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return raw
+
+
+def raw_to_values(fields: list[FormField], spec: JobSpec) -> list[Any]:
+    """A spec -> widget values (for 'load config')."""
+    data = spec.model_dump(mode="json")
+    out = []
+    for f in fields:
+        node: Any = data
+        for part in f.key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if f.kind == "tristate":
+            node = "auto" if node is None else str(node).lower()
+        elif f.kind == "text":
+            node = "" if node is None else str(node)
+        out.append(node)
+    return out

@@ -1,0 +1,210 @@
+"""Train tab: model, dataset (+ preview, detected format, column mapping), spec-generated settings,
+dataset report, YAML/CLI preview, save/load config, Start. Callbacks only gather inputs and call the service."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import gradio as gr
+import yaml
+
+from ..access import on_space
+from ..model_info import estimate_fit, gpu_memory
+from ..spec import ColumnMapping, SpecError, parse_spec
+from ..uploads import EXAMPLES_DIR
+from .service import TINY_DEMO, StudioService, example_datasets
+from .spec_form import FormField, build_fields, raw_to_values, values_to_raw
+
+SUGGESTED_MODELS = [TINY_DEMO, "Qwen/Qwen2.5-0.5B-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
+                    "Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-1B-Instruct", "google/gemma-3-1b-it"]
+MAPPING_ROLES = [r for r in ColumnMapping.model_fields if r != "roles"]
+PRIVATE = {"api_visibility": "private"}
+DEMO_SPEC = EXAMPLES_DIR / "sft-tiny.yaml"
+
+
+def dataset_source(sample: Optional[str], upload: Any, hub_id: str) -> Optional[str]:
+    """The dataset the user picked: an upload wins, then a Hub id, then a shipped sample."""
+    if upload:
+        return str(upload) if isinstance(upload, str) else str(upload.name)  # gradio passes a str subclass
+    if hub_id and hub_id.strip():
+        return hub_id.strip()
+    return example_datasets().get(sample) if sample else None
+
+
+def build_raw(base_model: str, source: Optional[str], mapping: list[str], fields: list[FormField],
+              values: list[Any]) -> dict:
+    raw: dict = {"model": {"base_model": base_model or TINY_DEMO}, "data": {}}
+    if source:
+        raw["data"]["path"] = source
+    chosen = {role: col for role, col in zip(MAPPING_ROLES, mapping) if col}
+    if chosen:
+        raw["data"]["column_mapping"] = chosen
+    return values_to_raw(fields, values, raw)
+
+
+def build_train_tab(service: StudioService) -> dict[str, Any]:
+    with gr.Tab("Train", id="train"):
+        if on_space() and gpu_memory()[0] is None:
+            gr.Markdown("⚠️ This Space runs on **CPU hardware**: training will be very slow. Duplicate it and pick "
+                        "a GPU (Settings → Hardware) to train real models.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                base_model = gr.Dropdown(SUGGESTED_MODELS, value=TINY_DEMO, allow_custom_value=True,
+                                         label="Base model", info="Hub id or local folder; 'tiny-demo' trains "
+                                                                  "offline in seconds")
+                model_fit = gr.Markdown()
+            with gr.Column(scale=3):
+                samples = list(example_datasets())
+                sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="Sample dataset")
+                upload = gr.File(label="...or upload a dataset (CSV, JSONL, JSON, Parquet, TXT)",
+                                 file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".ndjson"])
+                hub_id = gr.Textbox(label="...or a Hub dataset id", placeholder="HuggingFaceH4/no_robots")
+        detected = gr.Markdown(elem_id="detected-format")
+        preview = gr.Dataframe(label="Preview (first rows)", wrap=True, max_height=300, elem_id="preview")
+        with gr.Row():
+            mapping = [gr.Dropdown([""], value="", label=f"column: {role}", allow_custom_value=True)
+                       for role in MAPPING_ROLES]
+        with gr.Row():
+            demo_btn = gr.Button("Use demo settings (tiny model learns the sample in ~1 min on CPU)", size="sm")
+        with gr.Row(equal_height=False):
+            basic = build_fields("basic")
+        with gr.Accordion("Advanced settings", open=False):
+            with gr.Row(equal_height=False):
+                advanced = build_fields("advanced")
+        fields = basic + advanced
+        with gr.Row():
+            report_btn = gr.Button("Check data & show report")
+            start_btn = gr.Button("Start training", variant="primary", elem_id="start-training")
+        messages = gr.Markdown(elem_id="train-messages")
+        with gr.Accordion("Dataset report", open=False) as report_box:
+            report_md = gr.Markdown()
+            sample_text = gr.Textbox(label="Exact training string of a sample ([[no loss: ...]] = masked)",
+                                     lines=8, max_lines=20)
+        with gr.Accordion("Job spec as YAML / CLI command", open=False):
+            yaml_box = gr.Code(language="yaml", label="spec.yaml")
+            cli_box = gr.Textbox(label="Command line", lines=2)
+            with gr.Row():
+                save_btn = gr.DownloadButton("Save config")
+                load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"])
+        job_started = gr.Textbox(visible=False, elem_id="job-started")
+
+    widgets = [c.component for c in fields]
+    all_inputs = [base_model, sample, upload, hub_id, *mapping, *widgets]
+
+    def gather(base: str, sample_name: Optional[str], up: Any, hub: str, *rest: Any) -> dict:
+        maps, values = list(rest[: len(MAPPING_ROLES)]), list(rest[len(MAPPING_ROLES):])
+        return build_raw(base, dataset_source(sample_name, up, hub), maps, fields, values)
+
+    def show_yaml(*args: Any) -> tuple[str, str]:
+        raw = gather(*args)
+        text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+        return text, "python -m trainer_backend validate spec.yaml && python -m trainer_backend submit spec.yaml"
+
+    def on_dataset(sample_name: Optional[str], up: Any, hub: str) -> tuple:
+        source = dataset_source(sample_name, up, hub)
+        if not source:
+            return ("Pick a sample, upload a file or enter a Hub id.", gr.update(value=None),
+                    *[gr.update(choices=[""], value="") for _ in MAPPING_ROLES])
+        info = service.preview(source)
+        if info["errors"] and not info["rows"]:
+            return ("**Cannot read the dataset:**\n" + "\n".join(f"- {e}" for e in info["errors"]), None,
+                    *[gr.update(choices=[""], value="") for _ in MAPPING_ROLES])
+        det = info["detected"]
+        text = (f"**Detected format: {det['format']}** — {det['reason']}  \n{info['total_rows']} rows; "
+                f"columns: {', '.join(info['columns'])}")
+        import pandas as pd
+
+        frame = pd.DataFrame(info["rows"], columns=info["columns"])
+        choices = [""] + info["columns"]
+        return (text, frame, *[gr.update(choices=choices, value=det["mapping"].get(role, "")) for role in MAPPING_ROLES])
+
+    def on_model(base: str, *values: Any) -> str:
+        quant = next((v for f, v in zip(fields, values) if f.key == "training.quantization"), "none")
+        if base == TINY_DEMO:
+            return "**tiny-demo**: a 2-layer random-init model built locally (no download) — for trying the flow."
+        return estimate_fit(base, quant or "none").markdown()
+
+    def on_report(spec_text: str, up: Any) -> tuple:
+        out = service.validate(spec_text, _path(up))
+        if not out["ok"]:
+            return (_problems(out["errors"]), "", "", gr.update(open=False))
+        rep = out["report"]
+        return (_ok_message(out), _report_markdown(rep), rep.get("sample", {}).get("rendered", ""),
+                gr.update(open=True))
+
+    def on_start(spec_text: str, up: Any, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
+                 oauth_token: Optional[gr.OAuthToken] = None) -> tuple[str, str]:
+        from .api import _guard
+
+        ident = _guard(request, profile, oauth_token)
+        check = service.validate(spec_text, _path(up))
+        if not check["ok"]:
+            return _problems(check["errors"]), ""
+        out = service.start(spec_text, _path(up), ident.username)
+        if not out["job_id"] or out["status"] == "failed":
+            return _problems(out.get("issues") or [out.get("error") or "rejected"]), ""
+        return f"✅ Job **{out['job_id']}** queued — follow it in the Jobs tab.", out["job_id"]
+
+    def on_save(*args: Any) -> str:
+        raw = gather(*args)
+        path = Path(tempfile.mkdtemp()) / "lora-studio-spec.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+        return str(path)
+
+    def on_load(file: Any) -> list:
+        """Fill the widgets from a YAML/JSON config (nothing is opened or trained here)."""
+        path = Path(file if isinstance(file, str) else file.name)
+        text = path.read_text(encoding="utf-8")
+        if path == DEMO_SPEC:
+            text = text.replace("./tiny-model", TINY_DEMO)
+        try:
+            spec, _ = parse_spec(yaml.safe_load(text) or {}, path.name)
+        except (SpecError, ValueError, yaml.YAMLError) as exc:
+            raise gr.Error(f"cannot load this config: {exc}") from None
+        return [spec.model.base_model, *raw_to_values(fields, spec)]
+
+    for trigger in (sample.change, upload.change, hub_id.submit):
+        trigger(on_dataset, [sample, upload, hub_id], [detected, preview, *mapping], **PRIVATE)
+    gr.on([base_model.change] + [f.component.change for f in fields if f.key == "training.quantization"],
+          on_model, [base_model, *widgets], model_fit, **PRIVATE)
+    gr.on([c.change for c in all_inputs], show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE)
+    # The YAML box is refreshed first so that what is validated/started is exactly what the user sees.
+    report_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
+        on_report, [yaml_box, upload], [messages, report_md, sample_text, report_box], **PRIVATE)
+    start_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
+        on_start, [yaml_box, upload], [messages, job_started], **PRIVATE)
+    save_btn.click(on_save, all_inputs, save_btn, **PRIVATE)
+    load_btn.upload(on_load, load_btn, [base_model, *widgets], **PRIVATE)
+    demo_btn.click(lambda: on_load(str(DEMO_SPEC)), None, [base_model, *widgets], **PRIVATE)
+    return {"job_started": job_started, "on_dataset": (on_dataset, [sample, upload, hub_id], [detected, preview, *mapping])}
+
+
+def _path(up: Any) -> Optional[str]:
+    if up is None:
+        return None
+    return str(up) if isinstance(up, str) else str(getattr(up, "name", ""))
+
+
+def _problems(errors: list[str]) -> str:
+    return "**Fix these before training:**\n" + "\n".join(f"- {e}" for e in errors)
+
+
+def _ok_message(out: dict) -> str:
+    warn = "".join(f"\n- ⚠️ {w}" for w in out["warnings"])
+    return "✅ Spec and data are valid." + warn
+
+
+def _report_markdown(rep: dict) -> str:
+    lines = [f"**Format:** {rep['format']['format']} — {rep['format']['reason']}",
+             f"**Template:** {rep['chat_template']} (turn ends with `{rep['end_of_turn']}`); block size "
+             f"{rep['block_size']}, packing {rep['packing']}", "",
+             "| split | rows read | valid | used | tokens min / median / p95 / max | > block size |",
+             "|---|---|---|---|---|---|"]
+    for name, s in rep["splits"].items():
+        t = s.get("tokens", {})
+        lines.append(f"| {name} | {s['rows_read']} | {s['rows_valid']} | {s['rows_used']} | "
+                     f"{t.get('min')} / {t.get('median')} / {t.get('p95')} / {t.get('max')} | "
+                     f"{s.get('pct_longer_than_block_size', 0)}% |")
+    lines += [f"- {n}" for n in rep["notes"]]
+    return "\n".join(lines)
