@@ -28,22 +28,32 @@ def _write_spec(tmp_path: Path, model: Path, data: dict, **extra) -> Path:
     return path
 
 
-@pytest.mark.parametrize("relpath, detected", [
-    ("alpaca/self_instruct_seed_tasks.jsonl", "alpaca"),
-    ("chat/msft_gsm8k_chat_train_messages.jsonl", "messages"),
-    ("chat/oasst_en100_sharegpt.jsonl", "sharegpt"),
+@pytest.mark.parametrize("relpath, detected, subprocess_run", [
+    ("alpaca/self_instruct_seed_tasks.jsonl", "alpaca", True),
+    # the same entry point in-process (cli.main), to keep the suite fast
+    ("chat/msft_gsm8k_chat_train_messages.jsonl", "messages", False),
+    ("chat/oasst_en100_sharegpt.jsonl", "sharegpt", False),
 ])
-def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str, tiny_model_dir: Path,
-                                                     shared_data: Path, tmp_path: Path) -> None:
+def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str, subprocess_run: bool,
+                                                     tiny_model_dir: Path, shared_data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from trainer_backend.cli import main
+
     spec = _write_spec(tmp_path, tiny_model_dir, {"path": str(shared_data / relpath), "valid_split": "auto",
                                                   "chat_template": "chatml", "max_rows": 60})
-    proc = _run(["train", str(spec)], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "step 4/4" in proc.stdout and "adapter saved to" in proc.stdout
+    if subprocess_run:
+        proc = _run(["train", str(spec)], cwd=tmp_path)
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        monkeypatch.chdir(tmp_path)
+        code = main(["train", str(spec)])
+        stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr[-3000:]
+    assert "step 4/4" in stdout and "adapter saved to" in stdout
     job = tmp_path / "cli-run"  # AutoTrain's convention: ./<project_name>
     events = [json.loads(l) for l in (job / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]

@@ -81,8 +81,11 @@ class StopRequest:
             if self.requested:  # a second signal: stop now
                 raise KeyboardInterrupt
             self.requested = True
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, handler)
+        self.previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def uninstall(self) -> None:
+        for sig, previous in getattr(self, "previous", {}).items():
+            signal.signal(sig, previous)
 
 
 class EventsCallback(TrainerCallback):

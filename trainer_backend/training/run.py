@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,20 +52,24 @@ def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
     job_dir.mkdir(parents=True, exist_ok=True)
     spec.save(job_dir / SPEC_FILE)  # secrets are never part of the saved spec
     events = EventLog(job_dir, echo)
-    if stop is None:
-        stop = StopRequest()
+    owns_signals = stop is None and threading.current_thread() is threading.main_thread()
+    stop = stop or StopRequest()
+    if owns_signals:
         stop.install()
     try:
         return _run(spec, events, stop)
     except DataError as exc:
         events.write("failed", error="data validation failed", kind="data",
-              issues=[str(i) for i in exc.issues], truncated=exc.truncated)
+                     issues=[str(i) for i in exc.issues], truncated=exc.truncated)
         raise
     except BaseException as exc:
         tb = traceback.format_exc()
         last = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1] if str(exc) else type(exc).__name__
         events.write("failed", error=last, traceback=tb[-8000:])
         raise
+    finally:
+        if owns_signals:
+            stop.uninstall()
 
 
 def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
