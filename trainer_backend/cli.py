@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Any, Optional
 
+from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
 
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="evaluate on this file instead of the job's validation split")
     ev.add_argument("--max-examples", type=int, default=50)
     ev.add_argument("--json", action="store_true")
+    add_job_commands(sub)
     tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
     tiny.add_argument("out_dir")
     return p
@@ -211,6 +214,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .spec import SpecError
 
     args = build_parser().parse_args(argv)
+    if args.command in JOB_COMMANDS:
+        return run_job_command(args)
     try:
         if args.command == "validate":
             return cmd_validate(args)

@@ -159,6 +159,12 @@ class TrainingSpec(_Section):
         "sigmoid", "DPO loss: sigmoid (original DPO), ipo, hinge, robust, ...")
 
 
+    @field_validator("eval_strategy", "save_strategy", "mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
+
+
 class HubSpec(_Section):
     push_to_hub: bool = _f(False, "Push the adapter to the Hub after training.", "basic")
     repo_id: Optional[str] = _f(None, "Target repo 'user/name' (default: <user>/<project_name>).")
@@ -327,4 +333,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SpecError(f"override '{item}': '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    parsed = yaml.safe_load(value) if value.strip() else None
+    if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+        parsed = value.strip()  # YAML 1.1 reads no/yes/on/off as booleans; `save_strategy=no` means "no"
+    node[parts[-1]] = parsed

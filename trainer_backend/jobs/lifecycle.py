@@ -22,11 +22,16 @@ LOG_TAIL_LINES = 30
 
 
 def checkpoints(job_dir: str | Path) -> list[Path]:
-    """checkpoint-N folders of a job, oldest first (by step, not by name)."""
+    """Complete checkpoint-N folders of a job, oldest first (by step, not by name).
+
+    trainer_state.json is written after the weights and optimizer state, so a folder without it is a save
+    that a kill interrupted: resuming from it would fail, so it does not count.
+    """
     def step(p: Path) -> int:
         tail = p.name.rsplit("-", 1)[-1]
         return int(tail) if tail.isdigit() else -1
-    found = [p for p in (Path(job_dir) / "checkpoints").glob("checkpoint-*") if p.is_dir() and step(p) >= 0]
+    found = [p for p in (Path(job_dir) / "checkpoints").glob("checkpoint-*")
+             if step(p) >= 0 and (p / "trainer_state.json").is_file()]
     return sorted(found, key=step)
 
 
@@ -64,7 +69,8 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64_000) -
 
 def decide(job: Job, exit_code: Optional[int], outcome: Optional[dict]) -> tuple[str, Optional[str], dict]:
     """(status, one-line error, error details) from how the process ended and what it last recorded."""
-    kind = outcome.get("event") if outcome else None
+    outcome = outcome or {}
+    kind = outcome.get("event")
     stop_requested = job.stop_requested_at is not None
     if kind == "finished" and exit_code in (EXIT_OK, None):
         return SUCCEEDED, None, {}

@@ -6,7 +6,8 @@ and from the job folders, so any number of managers in any number of processes c
 """
 from __future__ import annotations
 
-import getpass
+import builtins
+import copy
 import json
 import signal
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..spec import JobSpec, SpecError, load_spec, parse_spec
-from . import lifecycle
+from . import intake, lifecycle
 from .paths import JOBS_SUBDIR, default_data_dir
 from .procs import is_alive, signal_group
 from .progress import EventsReader, ProgressSnapshot, file_size
@@ -23,7 +24,6 @@ from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPIN
 from .supervisor import SupervisorLock, ensure_supervisor
 
 DEFAULT_STOP_TIMEOUT = 60.0
-_SECRET_WORDS = ("token", "secret", "password", "api_key")
 
 
 class JobStateError(ValueError):
@@ -70,15 +70,16 @@ class JobManager:
         job_id = new_job_id()
         while self.store.exists(job_id):
             job_id = new_job_id()
-        owner = owner or _current_user()
+        owner = owner or intake.current_user()
         common = dict(owner=owner, cwd=str(cwd), env=env or None, parent_id=parent_id)
         try:
             job_spec, warnings = self._load(spec, overrides)
         except SpecError as exc:
-            return self._record_invalid(job_id, name or _name_of(spec), common, str(exc),
-                                        {"kind": "validation", "issues": _bullets(str(exc))}, _raw(spec))
+            details = {"kind": "validation", "issues": intake.bullets(str(exc))}
+            return self._record_invalid(job_id, name or intake.name_of(spec), common, str(exc), details,
+                                        intake.redacted(spec))
         job_dir = Path(job_spec.output_dir).expanduser().resolve() if job_spec.output_dir else self.jobs_dir / job_id
-        _absolutize_paths(job_spec, cwd)
+        intake.absolutize_paths(job_spec, cwd)
         job_spec.output_dir = str(job_dir)  # the trainer, resume and `train` all agree on the folder
         name = name or job_spec.project_name
         for other in self.store.list((*ACTIVE, QUEUED)):
@@ -86,7 +87,7 @@ class JobManager:
                 raise JobStateError(f"job {other.id} ({other.status}) already uses {job_dir}; "
                                     "choose another output_dir or wait for it")
         if validate_data:
-            problem = _validate_data(job_spec)
+            problem = intake.validate_data(job_spec)
             if problem is not None:
                 return self._record_invalid(job_id, name, common, problem[0], problem[1],
                                             job_spec.to_public_dict(), str(job_dir))
@@ -109,7 +110,7 @@ class JobManager:
             return spec.model_copy(deep=True), []
         if isinstance(spec, dict):
             from ..spec import apply_override
-            raw = json.loads(json.dumps(spec))
+            raw = copy.deepcopy(spec)  # overrides must not change the caller's dict
             for item in overrides or []:
                 apply_override(raw, item)
             return parse_spec(raw, "spec")
@@ -120,7 +121,8 @@ class JobManager:
         now = time.time()
         return self.store.create(job_id, name=name, status=FAILED, spec=spec,
                                  job_dir=job_dir or str(self.jobs_dir / job_id), created_at=now,
-                                 finished_at=now, error=_one_line(error, details), error_details=details, **common)
+                                 finished_at=now, error=intake.one_line(error, details), error_details=details,
+                                 **common)
 
     def _kick(self) -> None:
         if self.autostart:
@@ -205,7 +207,7 @@ class JobManager:
         self._kick()  # a supervisor enforces the deadline and records the outcome
         return self.wait(job.id, timeout=timeout + 30) if wait else self.store.get(job.id)
 
-    def resume(self, job_id: str, overrides: Optional[list[str]] = None) -> Job:
+    def resume(self, job_id: str, overrides: Optional[builtins.list[str]] = None) -> Job:
         """Run a stopped / failed / interrupted job again in place (same id and folder) from its latest
         checkpoint, so step count and loss series continue. Without a checkpoint it starts over."""
         job = self.store.get(job_id)
@@ -218,8 +220,12 @@ class JobManager:
         spec, _ = load_spec(job.spec_path, overrides)
         own = lifecycle.latest_checkpoint(job.job_dir)
         inherited = spec.training.resume_from_checkpoint  # a continued job's parent checkpoint
-        if own is not None:
-            spec.training.resume_from_checkpoint = "latest"
+        if own is not None:  # the newest *complete* checkpoint (a kill can interrupt a save)
+            done = int(own.name.rsplit("-", 1)[-1])
+            if 0 < spec.training.max_steps <= done:
+                raise JobStateError(f"job {job.id} is already at step {done}; resume with "
+                                    f"training.max_steps > {done} (it is {spec.training.max_steps})")
+            spec.training.resume_from_checkpoint = str(own)
         elif not (inherited and inherited != "latest" and Path(inherited).is_dir()):
             spec.training.resume_from_checkpoint = None
         spec.output_dir = job.job_dir
@@ -260,88 +266,3 @@ class JobManager:
         raw["training"].update(epochs=round(trained + epochs, 6), max_steps=-1, resume_from_checkpoint=str(ckpt))
         return self.submit(raw, name=name or f"{parent.name}+{epochs:g}ep", owner=owner or parent.owner,
                            validate_data=validate_data, env=parent.env, parent_id=parent.id)
-
-
-# ---- helpers -----------------------------------------------------------------------------------------
-def _validate_data(spec: JobSpec) -> Optional[tuple[str, dict]]:
-    """Run the trainer's own pre-model checks (tokenizer, every data row). None when all is well."""
-    from ..data import DataError
-    from ..training.run import prepare_job
-    from ..training.trainers import TrainerNotAvailable
-
-    try:
-        prepare_job(spec)
-    except DataError as exc:
-        issues = [str(i) for i in exc.issues]
-        return f"data validation failed: {issues[0] if issues else exc}", \
-            {"kind": "data", "issues": issues, "truncated": exc.truncated}
-    except TrainerNotAvailable as exc:
-        return str(exc), {"kind": "validation", "issues": [str(exc)]}
-    except Exception as exc:  # e.g. a base model that cannot be found: the job could never start
-        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]
-        return text, {"kind": "validation", "issues": [text]}
-    return None
-
-
-def _absolutize_paths(spec: JobSpec, cwd: Path) -> None:
-    """Relative local paths in the spec are relative to where the job was submitted; pin them down so the
-    trainer (and a resume days later, from anywhere) finds the same files."""
-    def fix(value: str) -> str:
-        p = Path(value).expanduser()
-        return str((cwd / p).resolve()) if not p.is_absolute() and (cwd / p).exists() else value
-    spec.data.path = ",".join(fix(part.strip()) for part in spec.data.path.split(","))
-    spec.model.base_model = fix(spec.model.base_model)
-    ckpt = spec.training.resume_from_checkpoint
-    if ckpt and ckpt != "latest":
-        spec.training.resume_from_checkpoint = fix(ckpt)
-
-
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (some containers)
-        return "local"
-
-
-def _name_of(spec: Any) -> str:
-    if isinstance(spec, (str, Path)):
-        return Path(spec).stem
-    if isinstance(spec, dict) and isinstance(spec.get("project_name"), str):
-        return spec["project_name"]
-    return "invalid-spec"
-
-
-def _raw(spec: Any) -> Optional[dict]:
-    """The submitted spec with anything secret-looking removed, to show next to its validation errors."""
-    raw: Any = spec
-    if isinstance(spec, (str, Path)):
-        try:
-            import yaml
-            raw = yaml.safe_load(Path(spec).read_text(encoding="utf-8"))
-        except Exception:
-            return None
-    if not isinstance(raw, dict):
-        return None
-
-    def scrub(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) else scrub(v))
-                    for k, v in node.items()}
-        if isinstance(node, list):
-            return [scrub(v) for v in node]
-        return node if isinstance(node, (str, int, float, bool, type(None))) else str(node)
-    return scrub(raw)
-
-
-def _one_line(error: str, details: dict) -> str:
-    """`jobs list` shows one line: the headline plus the first problems."""
-    head = error.splitlines()[0] if error else "validation failed"
-    issues = details.get("issues") or []
-    if details.get("kind") == "validation" and issues and issues[0] not in head:
-        head = f"{head} {'; '.join(issues[:3])}"
-    return head if len(head) <= 500 else head[:497] + "..."
-
-
-def _bullets(message: str) -> list[str]:
-    items = [ln.strip()[2:] for ln in message.splitlines() if ln.strip().startswith("- ")]
-    return items or [message]

@@ -121,7 +121,7 @@ class _State:
         elapsed = self.prior_elapsed
         if self.run_start is not None and self.last_time is not None:
             elapsed += max(self.last_time - self.run_start, 0.0)
-        percent = round(100.0 * self.step / self.total, 2) if self.total else None
+        percent = round(min(100.0 * self.step / self.total, 100.0), 2) if self.total else None
         return ProgressSnapshot(
             step=self.step, total_steps=self.total, percent=percent, epoch=self.epoch,
             elapsed_seconds=round(elapsed, 2), eta_seconds=log.get("eta_seconds") if not self.outcome else None,

@@ -6,6 +6,7 @@ needs to hold a transaction open while it does anything slow.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
@@ -189,11 +190,12 @@ class JobStore:
     # ---- rows <-> Job ------------------------------------------------------------------------------
     @staticmethod
     def _to_job(row: sqlite3.Row) -> Job:
-        data = dict(row)
+        data: dict[str, Any] = dict(row)
         for col in JSON_COLUMNS:
             if data.get(col) is not None:
                 data[col] = json.loads(data[col])
-        return Job(**{k: data.get(k) for k in _JOB_FIELDS if k in data})
+        values: dict[str, Any] = {k: data[k] for k in _JOB_FIELDS if k in data}
+        return Job(**values)
 
     @staticmethod
     def _encode(values: dict[str, Any]) -> dict[str, Any]:
@@ -289,13 +291,13 @@ class JobStore:
             sql += f" LIMIT {int(limit)}"
         return [self._to_job(r) for r in self._conn().execute(sql, params).fetchall()]
 
-    def queue(self) -> list[Job]:
+    def queue(self) -> builtins.list[Job]:
         """Queued jobs in the order they will start (a resumed job goes to the back of the line)."""
         rows = self._conn().execute(
             "SELECT * FROM jobs WHERE status = ? ORDER BY queued_at, seq", (QUEUED,)).fetchall()
         return [self._to_job(r) for r in rows]
 
-    def active(self) -> list[Job]:
+    def active(self) -> builtins.list[Job]:
         return self.list(ACTIVE, oldest_first=True)
 
     def count(self, statuses: Iterable[str]) -> int:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import IO, Optional
 
@@ -22,7 +23,7 @@ from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
 from .procs import is_alive, launch, process_start_time, signal_group, training_command, visible_gpu_count
 from .progress import EventsReader, file_size
-from .store import ACTIVE, FAILED, QUEUED, RUNNING, STOPPING, Job, JobStore
+from .store import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, STOPPING, Job, JobStore
 
 LOCK_FILE = "supervisor.lock"
 LOG_FILE = "supervisor.log"
@@ -121,7 +122,12 @@ class Supervisor:
         try:
             self._recover()
             while True:
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # e.g. a database locked for too long: log it, keep supervising
+                    self.log("error in the supervision loop (continuing):\n" + traceback.format_exc())
+                    time.sleep(1.0)
+                    continue
                 if self.children or self.store.count((*ACTIVE, QUEUED)):
                     time.sleep(self.poll_seconds)
                     continue
@@ -137,6 +143,7 @@ class Supervisor:
     def _recover(self) -> None:
         for job in lifecycle.recover(self.store):
             if job.id not in self.children:
+                self.store.update(job.id, supervisor_pid=os.getpid())
                 self.log(f"re-attached job {job.id} (pid {job.pid} still training)")
 
     def tick(self) -> None:
@@ -149,10 +156,10 @@ class Supervisor:
             if now - self.progress_at.get(job.id, 0.0) >= PROGRESS_EVERY_SECONDS:
                 self._store_progress(job, now)
         while self.store.count(ACTIVE) < self.max_concurrent:
-            job = self._claim_next()
-            if job is None:
+            claimed = self._claim_next()
+            if claimed is None:
                 break
-            self._start(job)
+            self._start(claimed)
 
     # ---- one job -----------------------------------------------------------------------------------
     def _ended(self, job: Job) -> bool:
@@ -165,7 +172,7 @@ class Supervisor:
             code: Optional[int] = proc.wait()
         elif job.pid and is_alive(job.pid, job.pid_start):
             return False  # re-attached process, still training
-        elif job.pid is None and job.status == RUNNING and job.supervisor_pid == os.getpid():
+        elif job.pid is None and job.supervisor_pid == os.getpid():
             return False  # claimed by us a moment ago; _start is about to record the pid
         else:
             lifecycle.kill_leftovers(job)
@@ -174,7 +181,7 @@ class Supervisor:
         self.children.pop(job.id, None)
         self.readers.pop(job.id, None)
         if final is not None:
-            took = f" in {final.finished_at - final.started_at:.1f}s" if final.started_at else ""
+            took = f" in {final.finished_at - final.started_at:.1f}s" if final.started_at and final.finished_at else ""
             self.log(f"job {job.id} {final.status} (exit code {code}){took}"
                      + (f": {final.error}" if final.error else ""))
         return True
@@ -209,18 +216,21 @@ class Supervisor:
         return None
 
     def _start(self, job: Job) -> None:
-        use_cpu = bool(((job.spec or {}).get("training") or {}).get("use_cpu"))
-        num_processes = 1 if use_cpu else max(visible_gpu_count(), 1)
-        cmd = training_command(job.spec_path, num_processes)
-        cwd = job.cwd if job.cwd and Path(job.cwd).is_dir() else job.job_dir
+        if self.store.update(job.id, only_if_status=(STOPPING,), status=STOPPED, finished_at=time.time()):
+            self.log(f"job {job.id}: stop requested before it started; not launched")
+            return
         try:
+            use_cpu = bool(((job.spec or {}).get("training") or {}).get("use_cpu"))
+            num_processes = 1 if use_cpu else max(visible_gpu_count(), 1)
+            cmd = training_command(job.spec_path, num_processes)
+            cwd = job.cwd if job.cwd and Path(job.cwd).is_dir() else job.job_dir
             Path(job.job_dir).mkdir(parents=True, exist_ok=True)
             with open(job.log_path, "ab") as log:
                 log.write(f"\n===== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                           f"{' '.join(cmd)}\n".encode())
                 log.flush()
                 proc = launch(cmd, log, cwd, child_env({**(job.env or {}), "LORA_STUDIO_JOB_ID": job.id}))
-        except OSError as exc:
+        except Exception as exc:  # the row must not stay "running" without a process
             self.store.update(job.id, only_if_status=ACTIVE, status=FAILED, finished_at=time.time(),
                               error=f"could not start the training process: {exc}")
             self.log(f"job {job.id}: launch failed: {exc}")

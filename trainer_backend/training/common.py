@@ -57,7 +57,8 @@ def resolve_checkpoint(spec: JobSpec) -> Optional[str]:
         if not Path(want).is_dir():
             raise FileNotFoundError(f"training.resume_from_checkpoint: no checkpoint folder at {want}")
         return want
-    ckpts = sorted((spec.job_dir / CHECKPOINTS_DIR).glob("checkpoint-*"),
+    ckpts = sorted((p for p in (spec.job_dir / CHECKPOINTS_DIR).glob("checkpoint-*")
+                    if (p / "trainer_state.json").is_file()),  # a save cut short by a kill has no state file
                    key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
     if not ckpts:
         raise FileNotFoundError(f"training.resume_from_checkpoint=latest: no checkpoint in "

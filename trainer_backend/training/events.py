@@ -109,9 +109,22 @@ class EventsCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.crash_at and state.global_step >= self.crash_at:
             raise RuntimeError(f"injected fault at step {state.global_step} (LORA_STUDIO_FAULT_AT_STEP)")
-        if self.stop.requested:
+        if self._stop_everywhere(args):
             control.should_save = True
             control.should_training_stop = True
+
+    def _stop_everywhere(self, args: Any) -> bool:
+        """Every rank gets the signal but may see it at a different step: agree (max) so all stop together."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self.stop.requested
+        import torch
+
+        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.stop.requested = bool(flag.item())
+        return self.stop.requested
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kw: Any) -> None:
         if not state.is_world_process_zero or not logs:

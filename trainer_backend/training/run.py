@@ -79,6 +79,9 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
     train_ds, eval_ds = prepared.to_datasets()
     checkpoint = resolve_checkpoint(spec)
+    if stop.requested:  # stopped while the data was being prepared: don't load the model at all
+        events.write("stopped", step=0, checkpoint=checkpoint)
+        return RunResult("stopped", job_dir, {}, checkpoint=checkpoint)
 
     task = getattr(module, "MODEL_TASK", "causal")
     model = load_base_model(spec, task, tokenizer)
@@ -94,6 +97,8 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
 
     if stop.requested:
         ckpt = job_dir / "checkpoints" / f"checkpoint-{step}"
+        if not trainer.is_world_process_zero():
+            return RunResult("stopped", job_dir, metrics, checkpoint=str(ckpt))
         events.write("stopped", step=step, checkpoint=str(ckpt) if ckpt.exists() else None)
         return RunResult("stopped", job_dir, metrics, checkpoint=str(ckpt))
 
@@ -101,7 +106,9 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     if eval_ds is not None:  # final eval numbers belong in the summary; reuse the one just run if any
         metrics.update(evals[-1] if evals and evals[-1].get("step") == step else trainer.evaluate())
     adapter_dir = job_dir / ADAPTER_DIR
-    trainer.save_model(str(adapter_dir))
+    trainer.save_model(str(adapter_dir))  # collective under FSDP/DeepSpeed; writes on rank 0 only
+    if not trainer.is_world_process_zero():
+        return RunResult("succeeded", job_dir, metrics, adapter_dir)
     tokenizer.save_pretrained(str(adapter_dir))
     meta = {"base_model": spec.model.base_model, "trainer": spec.training.trainer,
             "chat_template": spec.data.chat_template, "end_of_turn": prepared.end_of_turn,

@@ -14,13 +14,6 @@ from ..access import AccessDenied, identify, require_trainer
 from .service import StudioService
 
 
-def _caller(request: Optional[gr.Request]) -> Any:
-    try:
-        return identify(request, getattr(request, "username", None) and None)
-    except AccessDenied as exc:
-        raise gr.Error(str(exc)) from None
-
-
 def _guard(request: Optional[gr.Request], profile: Optional[gr.OAuthProfile] = None,
            oauth_token: Optional[gr.OAuthToken] = None) -> Any:
     """The caller's identity, or a gr.Error when they may not change anything."""
@@ -29,6 +22,16 @@ def _guard(request: Optional[gr.Request], profile: Optional[gr.OAuthProfile] = N
         require_trainer(ident)
         return ident
     except AccessDenied as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _job_call(fn: Any, job_id: str, *args: Any) -> Any:
+    """Unknown ids and impossible transitions (resume a succeeded job, ...) become readable client errors."""
+    try:
+        return fn(job_id, *args)
+    except KeyError:
+        raise gr.Error(f"no job {job_id}") from None
+    except ValueError as exc:
         raise gr.Error(str(exc)) from None
 
 
@@ -76,10 +79,7 @@ def register_api(service: StudioService) -> None:
     def job_status(job_id: str, series: bool = False) -> dict:
         """One job: status, progress (step/total, percent, elapsed, ETA, loss, lr, tokens/s, eval loss; the loss
         series when series=true), times, metrics, error, artifact paths."""
-        try:
-            return service.status(job_id, series)
-        except KeyError as exc:
-            raise gr.Error(f"no job {job_id}") from exc
+        return _job_call(service.status, job_id, series)
 
     @gr.api(api_name="job_events")
     def job_events(job_id: str, interval: float = 1.0) -> Iterator[dict]:
@@ -95,19 +95,19 @@ def register_api(service: StudioService) -> None:
     def stop_job(job_id: str, request: gr.Request) -> dict:
         """Graceful stop: a checkpoint is saved at the next step, then the process exits."""
         _guard(request)
-        return service.stop(job_id)
+        return _job_call(service.stop, job_id)
 
     @gr.api(api_name="resume_job")
     def resume_job(job_id: str, request: gr.Request) -> dict:
         """Resume a stopped, failed or interrupted job from its last checkpoint."""
         _guard(request)
-        return service.resume(job_id)
+        return _job_call(service.resume, job_id)
 
     @gr.api(api_name="continue_job")
     def continue_job(job_id: str, epochs: float, request: gr.Request) -> dict:
         """Train a finished job for N more epochs as a new job linked to it."""
         _guard(request)
-        return service.continue_training(job_id, epochs)
+        return _job_call(service.continue_training, job_id, epochs)
 
     _register_inference_api(service)
 
