@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = 0, 1, 2, 3, 4
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -109,6 +109,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped; resume with --set training.resume_from_checkpoint=latest ({result.checkpoint})")
         return EXIT_STOPPED
     print(f"adapter saved to {result.adapter_dir}")
+    if result.status == "not_pushed":
+        print(f"trained, not pushed (see events.jsonl); push again with: python -m trainer_backend push "
+              f"{result.job_dir}", file=sys.stderr)
+        return EXIT_NOT_PUSHED
+    return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Push a job (id from the job store, or a job folder) to the Hub; the token comes from HF_TOKEN only."""
+    from pathlib import Path
+
+    from .hub import HubError, push_adapter
+
+    target = Path(args.job).expanduser()
+    if (target / "adapter").is_dir():
+        try:
+            result = push_adapter(target, repo_id=args.repo, private=not args.public, merged=args.merged)
+        except HubError as exc:
+            print(f"error: not pushed: {exc}", file=sys.stderr)
+            return EXIT_NOT_PUSHED
+        print(result.url)
+        return EXIT_OK
+    from .jobs import JobManager
+
+    job = JobManager(args.data_dir, autostart=False).push(args.job, args.repo, args.merged,
+                                                          private=False if args.public else None)
+    if job.status != "succeeded":
+        print(f"error: not pushed: {job.error}", file=sys.stderr)
+        return EXIT_NOT_PUSHED
+    print(job.artifacts.get("hub_url"))
     return EXIT_OK
 
 
@@ -205,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-examples", type=int, default=50)
     ev.add_argument("--json", action="store_true")
     add_job_commands(sub)
+    push = sub.add_parser("push", help="push a finished job's adapter (and optionally the merged model) to the Hub")
+    push.add_argument("job", help="job id (from the job store) or a job folder")
+    push.add_argument("--repo", help="target repo user/name (default: <you>/<project_name>)")
+    push.add_argument("--merged", action="store_true", help="also push the merged model to <repo>-merged")
+    push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--data-dir", help="job store folder (for job ids)")
     tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
     tiny.add_argument("out_dir")
     return p
@@ -223,6 +259,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_validate(args, report_only=True)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "push":
+            return cmd_push(args)
         if args.command == "chat":
             return cmd_chat(args)
         if args.command == "evaluate":

@@ -36,6 +36,14 @@ class ModelSpec(_Section):
         "auto", "Attention kernel. 'auto' picks flash-attention when installed on GPU, else SDPA.")
 
 
+    @field_validator("base_model")
+    @classmethod
+    def _absolute_local_path(cls, v: str) -> str:
+        # adapter_config.json records this string: a relative folder would break loading from elsewhere
+        path = Path(v).expanduser()
+        return str(path.resolve()) if path.is_dir() else v
+
+
 class ColumnMapping(_Section):
     """Which dataset column plays which role. Unset fields are filled by format detection."""
     text: Optional[str] = _f(None, "Column with plain text (text format).")
@@ -219,9 +227,13 @@ class JobSpec(_Section):
                             f"data.format is '{self.data.format}'")
         if tr.trainer in ("dpo", "orpo", "reward") and self.data.prompt_template is not None:
             problems.append(f"trainer '{tr.trainer}' does not use data.prompt_template; remove it")
-        if self.hub.push_to_hub and self.hub.repo_id and not re.fullmatch(
-                r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", self.hub.repo_id):
-            problems.append(f"hub.repo_id '{self.hub.repo_id}' must look like 'user/name'")
+        if self.hub.repo_id:
+            from .hub import HubError, check_repo_id  # the Hub's own naming rules
+
+            try:
+                check_repo_id(self.hub.repo_id if "/" in self.hub.repo_id else f"user/{self.hub.repo_id}")
+            except HubError as exc:
+                problems.append(f"hub.repo_id: {exc}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

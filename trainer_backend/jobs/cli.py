@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 JOB_COMMANDS = ("submit", "jobs")
-_STATUS_EXIT = {"succeeded": 0, "failed": 1, "stopped": 3, "interrupted": 4}
+_STATUS_EXIT = {"succeeded": 0, "failed": 1, "stopped": 3, "trained_not_pushed": 4, "interrupted": 5}
 
 
 def add_job_commands(subparsers: Any) -> None:

@@ -15,9 +15,9 @@ import psutil
 
 from .procs import group_members, is_alive, process_start_time, signal_name
 from .progress import OUTCOME_EVENTS, EventsReader, events_in_range
-from .store import ACTIVE, FAILED, INTERRUPTED, STOPPED, SUCCEEDED, Job, JobStore
+from .store import ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, STOPPED, SUCCEEDED, Job, JobStore
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3  # `python -m trainer_backend train`
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = 0, 1, 2, 3, 4  # `... train` exit codes
 LOG_TAIL_LINES = 30
 
 
@@ -40,7 +40,8 @@ def latest_checkpoint(job_dir: str | Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def collect_artifacts(job: Job) -> dict[str, Any]:
+def collect_artifacts(job: Job, scan_events: bool = False) -> dict[str, Any]:
+    """Paths of what the job produced; the Hub URL comes from the stored row (or, once, from the events)."""
     d = Path(job.job_dir)
     ckpts = [str(p) for p in checkpoints(d)]
     out: dict[str, Any] = {"job_dir": str(d), "spec": str(job.spec_path), "log": str(job.log_path),
@@ -50,6 +51,12 @@ def collect_artifacts(job: Job) -> dict[str, Any]:
         out["adapter"] = str(d / "adapter")
     if (d / "data_report.json").exists():
         out["data_report"] = str(d / "data_report.json")
+    stored = job.artifacts or {}
+    out.update({k: stored[k] for k in ("hub_url", "hub_repo") if stored.get(k)})
+    if scan_events:  # at finalize: the training process may have pushed
+        pushed = [e for e in events_in_range(job.events_path, 0) if e.get("event") == "pushed"]
+        if pushed:
+            out["hub_url"], out["hub_repo"] = pushed[-1].get("url"), pushed[-1].get("repo_id")
     return out
 
 
@@ -72,6 +79,8 @@ def decide(job: Job, exit_code: Optional[int], outcome: Optional[dict]) -> tuple
     outcome = outcome or {}
     kind = outcome.get("event")
     stop_requested = job.stop_requested_at is not None
+    if kind == "push_failed" or exit_code == EXIT_NOT_PUSHED:
+        return NOT_PUSHED, outcome.get("error") or "the Hub push failed", {"kind": "push"}
     if kind == "finished" and exit_code in (EXIT_OK, None):
         return SUCCEEDED, None, {}
     if exit_code == EXIT_OK:
@@ -112,10 +121,11 @@ def finalize(store: JobStore, job: Job, exit_code: Optional[int]) -> Optional[Jo
     outcome = next((e for e in reversed(events) if e.get("event") in OUTCOME_EVENTS), None)
     status, error, details = decide(job, exit_code, outcome)
     snap = EventsReader(job.events_path, job.events_offset).snapshot()
-    metrics = outcome.get("metrics") if outcome and outcome.get("event") == "finished" else job.metrics
+    metrics = outcome.get("metrics") if outcome and outcome.get("event") in ("finished", "push_failed") \
+        else job.metrics
     done = store.update(job.id, only_if_status=ACTIVE, status=status, finished_at=time.time(),
                         exit_code=exit_code, error=error, error_details=details or None, metrics=metrics,
-                        progress=snap.summary(), artifacts=collect_artifacts(job))
+                        progress=snap.summary(), artifacts=collect_artifacts(job, scan_events=True))
     return store.get(job.id) if done else None
 
 

@@ -207,6 +207,13 @@ class JobManager:
         self._kick()  # a supervisor enforces the deadline and records the outcome
         return self.wait(job.id, timeout=timeout + 30) if wait else self.store.get(job.id)
 
+    def push(self, job_id: str, repo_id: Optional[str] = None, merged: bool = False, token: Any = None,
+             private: Optional[bool] = None, **push_options: Any) -> Job:
+        """Push a finished job's adapter to the Hub now (retry of a failed push included)."""
+        from .publish import push_job
+
+        return push_job(self.store, self.store.get(job_id), repo_id, merged, token, private, **push_options)
+
     def resume(self, job_id: str, overrides: Optional[builtins.list[str]] = None) -> Job:
         """Run a stopped / failed / interrupted job again in place (same id and folder) from its latest
         checkpoint, so step count and loss series continue. Without a checkpoint it starts over."""

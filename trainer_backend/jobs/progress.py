@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-OUTCOME_EVENTS = ("finished", "stopped", "failed")
+OUTCOME_EVENTS = ("finished", "stopped", "failed", "push_failed")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from typing import Any, Iterable, Optional
 # Status values. Stored as plain TEXT (no CHECK constraint) so later issues can add push states.
 QUEUED, RUNNING, STOPPING = "queued", "running", "stopping"
 STOPPED, FAILED, SUCCEEDED, INTERRUPTED = "stopped", "failed", "succeeded", "interrupted"
+NOT_PUSHED = "trained_not_pushed"  # the adapter is on disk; the Hub push failed (retry with push)
 ACTIVE = (RUNNING, STOPPING)  # a training process exists (or is about to)
-TERMINAL = (STOPPED, FAILED, SUCCEEDED, INTERRUPTED)
+TERMINAL = (STOPPED, FAILED, SUCCEEDED, INTERRUPTED, NOT_PUSHED)
 RESUMABLE = (STOPPED, FAILED, INTERRUPTED)
 
 DB_FILE = "jobs.db"

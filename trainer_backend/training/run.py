@@ -24,7 +24,7 @@ META_FILE = "lora_studio.json"
 
 @dataclass
 class RunResult:
-    status: str  # succeeded | stopped
+    status: str  # succeeded | stopped | not_pushed
     job_dir: Path
     metrics: dict
     adapter_dir: Optional[Path] = None
@@ -118,4 +118,19 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
             "format": prepared.detection.format if prepared.detection else "template", "metrics": metrics}
     (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
-    return RunResult("succeeded", job_dir, metrics, adapter_dir)
+    status = push_after_training(spec, events, metrics) if spec.hub.push_to_hub else "succeeded"
+    return RunResult(status, job_dir, metrics, adapter_dir)
+
+
+def push_after_training(spec: JobSpec, events: EventLog, metrics: dict) -> str:
+    """Push the adapter; a Hub failure leaves a trained job ('not_pushed') that `push` can retry later."""
+    from ..hub import HubError, push_adapter
+
+    try:
+        result = push_adapter(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
+                              private=spec.hub.private)
+    except HubError as exc:  # the message is already redacted
+        events.write("push_failed", error=str(exc), metrics=metrics)
+        return "not_pushed"
+    events.write("pushed", repo_id=result.repo_id, url=result.url, commit=result.commit)
+    return "succeeded"

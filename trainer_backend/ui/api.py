@@ -109,6 +109,13 @@ def register_api(service: StudioService) -> None:
         _guard(request)
         return _job_call(service.continue_training, job_id, epochs)
 
+    @gr.api(api_name="push_job")
+    def push_job(job_id: str, repo_id: str = "", merged: bool = False, request: gr.Request = None) -> dict:
+        """Push a finished job's adapter (optionally also the merged model) to the caller's Hub account; a
+        failed push leaves the job 'trained_not_pushed' and can be retried."""
+        ident = _guard(request)
+        return _job_call(service.push, job_id, repo_id, merged, ident.token)
+
     _register_inference_api(service)
 
 

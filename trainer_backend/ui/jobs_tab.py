@@ -55,6 +55,10 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             resume_btn = gr.Button("Resume")
             more_epochs = gr.Number(1, label="More epochs", minimum=0.1, scale=1)
             continue_btn = gr.Button("Continue training")
+        with gr.Row():
+            push_repo = gr.Textbox(label="Hub repo (default: <you>/<project name>, private)", scale=3)
+            push_merged = gr.Checkbox(False, label="also push the merged model")
+            push_btn = gr.Button("Push to Hub", scale=1)
         action_md = gr.Markdown()
         log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
         details = gr.JSON(label="Metrics and artifacts")
@@ -99,6 +103,22 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             return f"**Cannot {action}:** {exc}"
         return f"{action}: job `{out['id']}` is now **{out['status']}**"
 
+    def push(job_id: Optional[str], repo: str, merged: bool, request: gr.Request,
+             profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> str:
+        from .api import _guard
+
+        ident = _guard(request, profile, oauth_token)
+        if not job_id:
+            return "Select a job first."
+        try:
+            out = service.push(job_id, repo.strip() or None, merged, ident.token)
+        except ValueError as exc:
+            return f"**Cannot push:** {exc}"
+        if out["status"] != "succeeded":
+            return f"**Trained, not pushed:** {out['error']} — press Push again to retry."
+        return f"Pushed to [{out['hub_url']}]({out['hub_url']})"
+
+    push_btn.click(push, [job_select, push_repo, push_merged], action_md, **PRIVATE)
     for button, action in ((stop_btn, "stop"), (resume_btn, "resume"), (continue_btn, "continue")):
         button.click(_bind(act, action), [job_select, more_epochs], action_md, **PRIVATE)
     return {"job_select": job_select, "refresh": (refresh, job_select, outputs)}

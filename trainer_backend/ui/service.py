@@ -159,6 +159,11 @@ class StudioService:
         job = self.jobs.continue_training(job_id, epochs)
         return {"id": job.id, "status": job.status, "parent_id": job.parent_id}
 
+    def push(self, job_id: str, repo_id: Optional[str], merged: bool, token: Optional[str]) -> dict[str, Any]:
+        job = self.jobs.push(job_id, repo_id or None, merged, token)
+        return {"id": job.id, "status": job.status, "hub_url": (job.artifacts or {}).get("hub_url"),
+                "error": job.error}
+
     def logs(self, job_id: str, tail: int = 200) -> str:
         return self.jobs.logs(job_id, tail)
 

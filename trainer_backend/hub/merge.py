@@ -1,0 +1,87 @@
+"""Merge a LoRA adapter into its base model, checked: the merged model must give the same logits as base+adapter.
+
+The base is loaded in full precision (float32, or bfloat16 when that is its own dtype), never quantized, whatever
+the training used: merging into 4/8-bit weights would round the adapter away. A base checkpoint that is itself
+quantized (GPTQ, AWQ, bnb) cannot be merged into and is refused.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .client import HubError
+from .pull import resolve_base_model
+from .push import META_FILE
+
+SAMPLE_MESSAGES = [{"role": "user", "content": "Hello! Can you tell me what 2 + 2 is?"}]
+# Allowed max |logit difference|, relative to the largest logit (at least 1).
+TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 1e-2}
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    base_model: str
+    dtype: str
+    max_abs_diff: float
+    tolerance: float
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Optional[str] = None,
+                  token: Optional[str] = None, trust_remote_code: bool = False) -> MergeReport:
+    """Write base+adapter merged (safetensors + tokenizer) to `out_dir`; raise HubError if the logits differ."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    meta = json.loads((adapter_dir / META_FILE).read_text(encoding="utf-8")) if (adapter_dir / META_FILE).exists() \
+        else {}
+    base = base_model or resolve_base_model(adapter_dir)
+    config = AutoConfig.from_pretrained(base, token=token, trust_remote_code=trust_remote_code)
+    if getattr(config, "quantization_config", None):
+        raise HubError(f"cannot merge into {base}: the checkpoint itself is quantized; merge into a full-precision "
+                       "copy of the base instead")
+    own = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    dtype = torch.bfloat16 if str(own).endswith("bfloat16") else torch.float32
+    auto_cls = _auto_class(meta.get("trainer"))
+    load_kw: dict[str, Any] = {"dtype": dtype, "token": token, "trust_remote_code": trust_remote_code}
+    if meta.get("trainer") == "reward":
+        load_kw["num_labels"] = 1
+    model = auto_cls.from_pretrained(base, **load_kw)
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    inputs = _sample_inputs(tokenizer)
+    with torch.no_grad():
+        expected = model(**inputs).logits.float()
+        merged = model.merge_and_unload()
+        got = merged(**inputs).logits.float()
+    diff = float((expected - got).abs().max())
+    name = str(dtype).removeprefix("torch.")
+    tolerance = TOLERANCE[name] * max(1.0, float(expected.abs().max()))
+    if not diff <= tolerance:  # also catches NaN
+        raise HubError(f"merged model does not match base+adapter (max |logit diff| {diff:.3g} > {tolerance:.3g} in "
+                       f"{name}); the adapter was not pushed merged — push the adapter alone")
+    if str(own).endswith("float16") and not str(own).endswith("bfloat16"):
+        merged = merged.to(torch.float16)  # keep the base's on-disk size; the check ran in float32
+    merged.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return MergeReport(base, name, diff, tolerance)
+
+
+def _auto_class(trainer: Optional[str]) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if trainer == "reward" else AutoModelForCausalLM
+
+
+def _sample_inputs(tokenizer: Any) -> dict[str, Any]:
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            out = tokenizer.apply_chat_template(SAMPLE_MESSAGES, add_generation_prompt=True, return_dict=True,
+                                                return_tensors="pt")
+            return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+        except Exception:  # noqa: BLE001 - a template that needs other roles: plain text is as good a probe
+            pass
+    return dict(tokenizer(SAMPLE_MESSAGES[0]["content"], return_tensors="pt"))

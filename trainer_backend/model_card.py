@@ -1,0 +1,232 @@
+"""The README.md (model card) pushed with an adapter or a merged model.
+
+Built only from what the job recorded (spec.yaml, data_report.json, adapter/lora_studio.json): Hub metadata
+(`base_model`, `library_name`, `tags`, `datasets`, `license`, `pipeline_tag`), the data and template used, the
+hyperparameters, the final losses and eval metrics, and a copy-paste snippet that chats with the model using the
+chat template saved with the tokenizer and stops at the template's end-of-turn marker.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from huggingface_hub import ModelCard, ModelCardData
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
+_METRIC_SKIP = ("_runtime", "_per_second", "total_flos", "num_tokens")
+
+
+def is_hub_id(value: Optional[str]) -> bool:
+    """A Hub repo id (e.g. `Qwen/Qwen2.5-0.5B`), as opposed to a local file or folder."""
+    from .data.loading import looks_local
+
+    return bool(value) and not looks_local(value) and not Path(value).expanduser().exists() \
+        and HUB_ID.fullmatch(value) is not None and "--" not in value and ".." not in value
+
+
+def display_name(value: str) -> str:
+    """A Hub id as it is; a local path as its last component (no home folders in public text)."""
+    return value if is_hub_id(value) else Path(value.rstrip("/")).name or value
+
+
+def card_metadata(meta: dict[str, Any], spec: dict[str, Any], license: Optional[str] = None,
+                  merged: bool = False) -> ModelCardData:
+    base = meta.get("base_model") or spec.get("model", {}).get("base_model")
+    trainer = meta.get("trainer") or spec.get("training", {}).get("trainer", "sft")
+    data_path = spec.get("data", {}).get("path", "")
+    is_adapter = bool(meta.get("lora", True)) and not merged
+    tags = ["lora-studio", trainer, "trl"]
+    tags += ["peft", "lora"] if is_adapter else (["merged-lora"] if merged else ["full-finetune"])
+    if spec.get("training", {}).get("quantization", "none") != "none" and is_adapter:
+        tags.append("qlora")
+    return ModelCardData(
+        base_model=base if is_hub_id(base) else None,  # the Hub rejects anything but a repo id here
+        library_name="peft" if is_adapter else "transformers",
+        license=license,
+        datasets=[data_path] if is_hub_id(data_path) else None,
+        pipeline_tag="text-classification" if trainer == "reward" else "text-generation",
+        tags=tags,
+    )
+
+
+def build_model_card(repo_id: str, meta: dict[str, Any], spec: dict[str, Any], report: Optional[dict[str, Any]],
+                     license: Optional[str] = None, plot_path: Optional[str] = None, plot_note: Optional[str] = None,
+                     end_of_turn_is_token: bool = True, merged_from: Optional[str] = None) -> str:
+    """The full README.md text. `merged_from` is the adapter repo when this card describes a merged model."""
+    merged = merged_from is not None
+    data = card_metadata(meta, spec, license, merged)
+    base = str(meta.get("base_model") or spec.get("model", {}).get("base_model", "?"))
+    trainer = meta.get("trainer", "sft")
+    base_link = f"[{base}](https://huggingface.co/{base})" if is_hub_id(base) \
+        else f"`{display_name(base)}` (a local model)"
+    what = ("the LoRA adapter merged into its base model" if merged
+            else "a LoRA adapter" if meta.get("lora", True) else "a fully fine-tuned model")
+    parts = [f"# {repo_id.split('/')[-1]}", "",
+             f"{what[0].upper()}{what[1:]} for {base_link}, trained with LoRA Studio "
+             f"using the `{trainer}` trainer."]
+    if merged:
+        parts.append(f"The adapter alone is in [{merged_from}](https://huggingface.co/{merged_from}).")
+    if not is_hub_id(base) and not merged:
+        parts.append("The base model was a local folder, so `base_model_name_or_path` in `adapter_config.json` "
+                     "points to a path on the training machine: pass the base explicitly when loading.")
+    parts += ["", "## Use it", "", _usage(repo_id, meta, end_of_turn_is_token, merged), ""]
+    parts += ["## Training loss", ""]
+    parts += [f"![Training and evaluation loss]({plot_path})" if plot_path else f"_{plot_note or 'no plot'}_", ""]
+    parts += _results(meta.get("metrics") or {})
+    parts += _data_section(spec, report, meta)
+    parts += _hyperparameters(spec)
+    if not merged:  # the training records live in the adapter repo only
+        parts += ["## Files", "",
+                  "- `training/spec.yaml`: the job spec as run (secrets removed); "
+                  "`python -m trainer_backend train spec.yaml` reproduces the run",
+                  "- `training/metrics.json`: final metrics and the loss history",
+                  "- `training/data_report.json`: the dataset report (formats, counts, truncation)", ""]
+    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts)
+    validate_card(text)
+    return text
+
+
+def validate_card(text: str) -> ModelCard:
+    """Parse the card as the Hub library does; raises ValueError when its metadata is not valid YAML metadata."""
+    card = ModelCard(text, ignore_metadata_errors=False)
+    if not isinstance(card.data, ModelCardData) or not card.data.to_dict():
+        raise ValueError("model card has no metadata block")
+    return card
+
+
+def _usage(repo_id: str, meta: dict[str, Any], eot_is_token: bool, merged: bool) -> str:
+    trainer = meta.get("trainer", "sft")
+    base = str(meta.get("base_model", ""))
+    local_base = not is_hub_id(base)
+    is_adapter = bool(meta.get("lora", True)) and not merged
+    lines = ["```python"]
+    if trainer == "reward":
+        lines += ["import torch",
+                  "from peft import AutoPeftModelForSequenceClassification" if is_adapter else
+                  "from transformers import AutoModelForSequenceClassification",
+                  "from transformers import AutoTokenizer", "",
+                  f'repo_id = "{repo_id}"',
+                  ("model = AutoPeftModelForSequenceClassification.from_pretrained(repo_id, num_labels=1)"
+                   if is_adapter else "model = AutoModelForSequenceClassification.from_pretrained(repo_id)"),
+                  "tokenizer = AutoTokenizer.from_pretrained(repo_id)",
+                  'messages = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]',
+                  "inputs = tokenizer.apply_chat_template(messages, return_dict=True, return_tensors=\"pt\")",
+                  "with torch.no_grad():",
+                  "    print(model(**inputs).logits[0, 0].item())  # higher = preferred", "```"]
+        return _notes(lines, local_base and is_adapter)
+    lines += ["from peft import AutoPeftModelForCausalLM" if is_adapter else
+              "from transformers import AutoModelForCausalLM",
+              "from transformers import AutoTokenizer", "",
+              f'repo_id = "{repo_id}"',
+              ("model = AutoPeftModelForCausalLM.from_pretrained(repo_id)  # the base named in adapter_config.json"
+               " + this adapter" if is_adapter else "model = AutoModelForCausalLM.from_pretrained(repo_id)"),
+              "tokenizer = AutoTokenizer.from_pretrained(repo_id)  # carries the chat template used in training", ""]
+    eot = meta.get("end_of_turn")
+    stop = ""
+    if eot and eot_is_token:
+        stop = f', eos_token_id=[tokenizer.convert_tokens_to_ids("{eot}"), tokenizer.eos_token_id]'
+    elif eot:
+        stop = f", stop_strings=[{eot!r}], tokenizer=tokenizer"
+    prompt_template = meta.get("prompt_template")
+    if trainer == "generic" or (meta.get("chat_template") == "none" and not prompt_template):
+        lines += ['inputs = tokenizer("Once upon a time", return_tensors="pt")']
+    elif prompt_template:
+        lines += [f"prompt = {_prompt_example(prompt_template)!r}  # the prompt template used in training",
+                  'inputs = tokenizer(prompt, return_tensors="pt")']
+    else:
+        lines += ['messages = [{"role": "user", "content": "Hello! What can you do?"}]',
+                  "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,",
+                  '                                       return_tensors="pt")']
+    lines += [f"output = model.generate(**inputs, max_new_tokens=128{stop})"
+              + ("  # stop at the end of the turn" if stop else ""),
+              'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```"]
+    return _notes(lines, local_base and is_adapter)
+
+
+def _notes(lines: list[str], local_base: bool) -> str:
+    notes = ["", "The repo is private by default: log in first (`hf auth login`) or set `HF_TOKEN`."]
+    if local_base:
+        notes.append("The base model was a local folder: load it yourself and wrap it with "
+                     "`peft.PeftModel.from_pretrained(base, repo_id)` instead of the `AutoPeft...` class.")
+    return "\n".join(lines + notes)
+
+
+def _prompt_example(template: dict[str, Any]) -> str:
+    prompt = template.get("prompt") or ("### Instruction:\n{instruction}\n\n### Response:\n"
+                                        if template.get("preset") == "alpaca" else "Question: {question}\nAnswer:")
+    return re.sub(r"\{(\w+)\}", lambda m: f"<{m.group(1)}>", prompt)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    """Escape what would break a markdown table row (`<|im_end|>` has pipes; newlines end the row)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _results(metrics: dict[str, Any]) -> list[str]:
+    keep = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and not any(s in k for s in _METRIC_SKIP)}
+    if not keep:
+        return []
+    first = [k for k in ("train_loss", "eval_loss") if k in keep]
+    order = first + sorted(k for k in keep if k not in first)
+    return ["## Results", "", "| metric | value |", "|---|---|", *[f"| {k} | {_fmt(keep[k])} |" for k in order], ""]
+
+
+def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    d = spec.get("data", {})
+    path = str(d.get("path", "?"))
+    if is_hub_id(path):
+        source = f"[{path}](https://huggingface.co/datasets/{path})" + (f" (`{d['config_name']}`)"
+                                                                        if d.get("config_name") else "")
+    else:
+        source = ", ".join(f"`{display_name(p.strip())}`" for p in path.split(",")) + " (local)"
+    rows = [("source", source), ("train split", f"`{d.get('train_split', 'train')}`"),
+            ("validation split", f"`{d['valid_split']}`" if d.get("valid_split") else "none")]
+    report = report or {}
+    fmt = report.get("format") or {}
+    if fmt:
+        reason = f" — {fmt['reason']}" if fmt.get("reason") else ""
+        rows.append(("format", f"{fmt.get('format', meta.get('format', '?'))}{reason}"))
+    rows.append(("chat template", f"`{report.get('chat_template', d.get('chat_template', '?'))}`"))
+    if report.get("end_of_turn") or meta.get("end_of_turn"):
+        rows.append(("end of turn", f"`{report.get('end_of_turn') or meta.get('end_of_turn')}`"))
+    if d.get("system_prompt"):
+        rows.append(("system prompt", d["system_prompt"]))
+    if d.get("max_rows"):
+        rows.append(("max rows", str(d["max_rows"])))
+    for name, split in (report.get("splits") or {}).items():
+        tokens = split.get("tokens") or {}
+        rows.append((f"{name} rows", f"{split.get('rows_used', '?')} used of {split.get('rows_read', '?')} read; "
+                                     f"{split.get('truncated', 0)} truncated, "
+                                     f"{split.get('dropped_too_long', 0) + split.get('dropped_no_loss', 0)} dropped; "
+                                     f"tokens median {tokens.get('median', '?')}, max {tokens.get('max', '?')}"))
+    return ["## Data", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]
+
+
+def _hyperparameters(spec: dict[str, Any]) -> list[str]:
+    tr, lora, ln = spec.get("training", {}), spec.get("lora", {}), spec.get("lengths", {})
+    rows: list[tuple[str, Any]] = [(k, tr[k]) for k in (
+        "trainer", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "scheduler",
+        "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "mixed_precision", "quantization", "packing",
+        "completion_only_loss", "seed") if k in tr]
+    if "batch_size" in tr and "gradient_accumulation" in tr:
+        rows.append(("effective batch size (per device)", tr["batch_size"] * tr["gradient_accumulation"]))
+    if tr.get("trainer") in ("dpo", "orpo"):
+        rows.append(("beta", tr.get("beta")))
+    if tr.get("trainer") == "dpo":
+        rows.append(("dpo_loss_type", tr.get("dpo_loss_type")))
+    if lora.get("enabled", True):
+        rows += [(f"lora.{k}", lora[k]) for k in ("r", "alpha", "dropout", "target_modules", "use_dora", "use_rslora")
+                 if k in lora]
+    rows += [(f"lengths.{k}", v) for k, v in ln.items()]
+    return ["## Training hyperparameters", "", "| parameter | value |", "|---|---|",
+            *[f"| {k} | {_cell(_fmt(v))} |" for k, v in rows], ""]
