@@ -192,6 +192,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    """Foreground training with the job's process layout (torchrun on CPU, accelerate on GPUs)."""
+    import subprocess
+
+    from .training.launch import training_command
+
+    spec = _load(args)
+    path = spec.save(spec.job_dir / "spec.yaml")
+    return subprocess.call(training_command(path))
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .spec import JobSpec
 
@@ -216,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument("--row", type=int, default=0, help="which training row to render (0-based)")
     with_spec("train", "train in the foreground (Ctrl-C stops gracefully and saves a checkpoint)")
+    with_spec("launch", "train in the foreground with training.num_processes / distributed applied "
+                        "(torchrun on CPU, accelerate launch on GPUs)")
     sub.add_parser("schema", help="print the job spec's JSON schema")
     def with_adapter(name: str, help_text: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
@@ -259,6 +272,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_validate(args, report_only=True)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "launch":
+            return cmd_launch(args)
         if args.command == "push":
             return cmd_push(args)
         if args.command == "chat":

@@ -60,9 +60,9 @@ def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
         if path.exists() or ref.startswith((".", "/")):
             raise FileNotFoundError(f"{ref}: no adapter here (expected adapter_config.json, or a job folder "
                                     "with adapter/)")
-        from huggingface_hub import snapshot_download
+        from .hub import pull_adapter  # clear errors for missing / gated repos
 
-        path = Path(snapshot_download(ref, token=token))
+        path = Path(pull_adapter(ref, token=token))
     config = json.loads((path / "adapter_config.json").read_text())
     meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
     return AdapterRef(path, meta.get("base_model") or config["base_model_name_or_path"], meta)

@@ -161,6 +161,13 @@ class TrainingSpec(_Section):
     resume_from_checkpoint: Optional[str] = _f(None, "Checkpoint folder to resume from, or 'latest'.")
     use_cpu: Optional[bool] = _f(None, "Force CPU training (default: CPU only when no GPU is visible).")
     log: Literal["none", "tensorboard", "trackio"] = _f("none", "Extra metrics tracker (events.jsonl is always written).")
+    distributed: Literal["auto", "none", "ddp", "fsdp", "deepspeed"] = _f(
+        "auto", "Multi-process strategy: auto = DDP over every visible GPU; fsdp / deepspeed (ZeRO-2) shard "
+                "optimizer state and weights for models that do not fit one GPU.")
+    num_processes: Optional[int] = _f(None, "Processes to train with (default: one per visible GPU, 1 on CPU; "
+                                            "> 1 on CPU runs data-parallel over gloo).", ge=1, le=1024)
+    accelerate_config: Optional[str] = _f(None, "An accelerate config file (multi-node, custom FSDP/DeepSpeed); "
+                                                "overrides `distributed`.")
     beta: float = _f(0.1, "DPO/ORPO beta.", gt=0)
     dpo_loss_type: Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
                            "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = _f(
@@ -178,6 +185,8 @@ class HubSpec(_Section):
     repo_id: Optional[str] = _f(None, "Target repo 'user/name' (default: <user>/<project_name>).")
     private: bool = _f(True, "Create the repo private.")
     token: Optional[SecretStr] = _f(None, "HF token; use '${HF_TOKEN}'. Never written to disk or logs.")
+    pause_space_when_idle: bool = _f(False, "On a paid-GPU Space: pause the Space when the job queue is empty "
+                                            "(stops billing; restart it from the Space page). Off by default.")
 
     @field_validator("token", mode="before")
     @classmethod

@@ -60,35 +60,7 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def visible_gpu_count() -> int:
-    """GPUs a training process would see, without importing torch (the supervisor stays small).
-
-    LORA_STUDIO_NUM_PROCESSES wins; then CUDA_VISIBLE_DEVICES; then `nvidia-smi -L`.
-    """
-    forced = os.environ.get("LORA_STUDIO_NUM_PROCESSES")
-    if forced:
-        return max(int(forced), 0)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-        return len(ids)
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return 0
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-def training_command(spec_path: str | Path, num_processes: int, extra: Sequence[str] = ()) -> list[str]:
-    """`python -m trainer_backend train SPEC`, or the same under `accelerate launch` for several GPUs."""
-    train = ["trainer_backend", "train", str(spec_path), *extra]
-    if num_processes > 1:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-                "--num_machines", "1", "--module", *train]
-    return [sys.executable, "-m", *train]
+from ..training.launch import training_command, visible_gpu_count  # noqa: E402,F401  (one builder for all)
 
 
 def launch(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env: dict[str, str]) -> subprocess.Popen:

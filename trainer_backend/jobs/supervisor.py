@@ -21,7 +21,7 @@ from typing import IO, Optional
 
 from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
-from .procs import is_alive, launch, process_start_time, signal_group, training_command, visible_gpu_count
+from .procs import is_alive, launch, process_start_time, signal_group, training_command
 from .progress import EventsReader, file_size
 from .store import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, STOPPING, Job, JobStore
 
@@ -135,10 +135,26 @@ class Supervisor:
                 self.lock.release()
                 if not self.store.count((*ACTIVE, QUEUED)) or not self.lock.acquire():
                     self.log("queue empty; exiting")
+                    self._pause_space_if_asked()
                     return 0
                 self._recover()
         finally:
             self.lock.release()
+
+    def _pause_space_if_asked(self) -> None:
+        """On a paid-GPU Space, pause it once the queue is empty when the last job asked for that (off by
+        default): an idle GPU costs money. Needs HF_TOKEN with write access to the Space."""
+        space = os.environ.get("SPACE_ID")
+        last = next(iter(self.store.list(limit=1)), None)
+        if not (space and last and ((last.spec or {}).get("hub") or {}).get("pause_space_when_idle")):
+            return
+        try:
+            from huggingface_hub import HfApi
+
+            HfApi().pause_space(space)
+            self.log(f"paused Space {space} (hub.pause_space_when_idle)")
+        except Exception as exc:  # never fatal; the message carries no token
+            self.log(f"could not pause Space {space}: {type(exc).__name__}")
 
     def _recover(self) -> None:
         for job in lifecycle.recover(self.store):
@@ -220,9 +236,7 @@ class Supervisor:
             self.log(f"job {job.id}: stop requested before it started; not launched")
             return
         try:
-            use_cpu = bool(((job.spec or {}).get("training") or {}).get("use_cpu"))
-            num_processes = 1 if use_cpu else max(visible_gpu_count(), 1)
-            cmd = training_command(job.spec_path, num_processes)
+            cmd = training_command(job.spec_path)
             cwd = job.cwd if job.cwd and Path(job.cwd).is_dir() else job.job_dir
             Path(job.job_dir).mkdir(parents=True, exist_ok=True)
             with open(job.log_path, "ab") as log:

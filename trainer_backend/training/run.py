@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import traceback
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     task = getattr(module, "MODEL_TASK", "causal")
     model = load_base_model(spec, task, tokenizer)
     info = {"train_rows": len(train_ds), "valid_rows": len(eval_ds) if eval_ds is not None else 0,
-            "device": "cpu" if use_cpu(spec) else "cuda", "resumed_from": checkpoint}
+            "device": "cpu" if use_cpu(spec) else "cuda", "resumed_from": checkpoint,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds, lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"),
                        [EventsCallback(events, stop, info)])
     trainer = module.build(ctx)
