@@ -1,0 +1,33 @@
+"""The benchmarks' smoke mode (issue 8): `python bench/run.py --quick` must keep running, so it never rots.
+
+Benchmarks are not pass/fail here: only that every benchmark runs end to end and prints its line. The quick mode
+uses tiny locally built models and a few steps; its figures are not measurements (see docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu")
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+def test_bench_quick_runs_every_benchmark() -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    lines = proc.stdout.splitlines()
+    for name in BENCHMARKS:
+        mine = [l for l in lines if l.startswith(f"{name}: ")]
+        assert mine, f"no result line for {name}:\n{proc.stdout[-3000:]}"
+        assert "ERROR" not in mine[0], mine[0]
+    assert "job_status" in next(l for l in lines if l.startswith("app: "))  # measured, or 'not available yet'
+    assert "no cross-sample attention (sdpa+eager): OK" in next(l for l in lines if l.startswith("packing: "))
