@@ -28,8 +28,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_tokenizer(tiny_model_dir: Path) -> Any:
+    """A fresh tokenizer per test: the pipeline installs the chosen chat template on the tokenizer it gets."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
