@@ -101,4 +101,6 @@ def build_chat_tab(service: StudioService) -> None:
 def _rows(examples: list[dict], wrong_only: bool) -> pd.DataFrame:
     cols = ["prompt", "reference", "base", "fine_tuned", "fine_tuned_correct", "fine_tuned_failure"]
     rows = [e for e in examples or [] if not (wrong_only and e.get("fine_tuned_correct"))]
-    return pd.DataFrame([{c: e.get(c) for c in cols} for e in rows], columns=cols)
+    def short(v: Any) -> Any:  # a runaway base answer should not push the table off screen
+        return v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v
+    return pd.DataFrame([{c: short(e.get(c)) for c in cols} for e in rows], columns=cols)
