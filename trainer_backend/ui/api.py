@@ -70,12 +70,12 @@ def register_api(service: StudioService) -> None:
     report_btn.click(dataset_report, [spec_in, file_in], result, api_name="dataset_report")
     start_btn.click(start_training, [spec_in, file_in], result, api_name="start_training")
 
-    @gr.api(api_name="list_jobs")
+    @gr.api(api_name="list_jobs", queue=False)  # a cheap read: no queue round trip for pollers
     def list_jobs(limit: int = 100) -> list[dict]:
         """Jobs, newest first: id, name, status, owner, percent, step, total_steps, loss, error."""
         return service.list_jobs(limit)
 
-    @gr.api(api_name="job_status")
+    @gr.api(api_name="job_status", queue=False)  # a cheap read: no queue round trip for pollers
     def job_status(job_id: str, series: bool = False) -> dict:
         """One job: status, progress (step/total, percent, elapsed, ETA, loss, lr, tokens/s, eval loss; the loss
         series when series=true), times, metrics, error, artifact paths."""
@@ -86,7 +86,7 @@ def register_api(service: StudioService) -> None:
         """Streams progress snapshots until the job ends."""
         yield from service.events(job_id, max(interval, 0.2))
 
-    @gr.api(api_name="job_logs")
+    @gr.api(api_name="job_logs", queue=False)  # a cheap read: no queue round trip for pollers
     def job_logs(job_id: str, tail: int = 200) -> str:
         """The last lines of the job's log file."""
         return service.logs(job_id, tail)
