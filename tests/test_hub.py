@@ -260,3 +260,20 @@ def test_no_token_and_offline_mode_are_explained(hub: HubServer, job_dir: Path,
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):
         push_adapter(job_dir, token=ALICE, endpoint=hub.url, retry=FAST)
+
+
+def test_evaluation_results_go_into_the_model_card(hub: HubServer, job_dir: Path, tmp_path: Path) -> None:
+    """Evaluate saves evaluation.json with the job; the next push puts base vs fine-tuned into the card."""
+    import shutil
+
+    from trainer_backend.hub import push_adapter
+
+    copy = tmp_path / "job"
+    shutil.copytree(job_dir, copy)
+    (copy / "evaluation.json").write_text(json.dumps({
+        "rows": 20, "base": {"exact_match": 0.0, "perplexity": 551.9},
+        "fine_tuned": {"exact_match": 0.95, "perplexity": 2.01}, "examples": [{"prompt": "private row"}]}))
+    push_adapter(copy, repo_id="alice/evaluated", token=ALICE, endpoint=hub.url, retry=FAST)
+    card = hub.files("alice/evaluated")["README.md"].decode()
+    assert "## Evaluation" in card and "| exact_match | 0 | 0.95 |" in card
+    assert "private row" not in card, "per-example rows (user data) stay off the card"

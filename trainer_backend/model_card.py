@@ -52,7 +52,8 @@ def card_metadata(meta: dict[str, Any], spec: dict[str, Any], license: Optional[
 
 def build_model_card(repo_id: str, meta: dict[str, Any], spec: dict[str, Any], report: Optional[dict[str, Any]],
                      license: Optional[str] = None, plot_path: Optional[str] = None, plot_note: Optional[str] = None,
-                     end_of_turn_is_token: bool = True, merged_from: Optional[str] = None) -> str:
+                     end_of_turn_is_token: bool = True, merged_from: Optional[str] = None,
+                     evaluation: Optional[dict[str, Any]] = None) -> str:
     """The full README.md text. `merged_from` is the adapter repo when this card describes a merged model."""
     merged = merged_from is not None
     data = card_metadata(meta, spec, license, merged)
@@ -74,6 +75,7 @@ def build_model_card(repo_id: str, meta: dict[str, Any], spec: dict[str, Any], r
     parts += ["## Training loss", ""]
     parts += [f"![Training and evaluation loss]({plot_path})" if plot_path else f"_{plot_note or 'no plot'}_", ""]
     parts += _results(meta.get("metrics") or {})
+    parts += _evaluation(evaluation)
     parts += _data_section(spec, report, meta)
     parts += _hyperparameters(spec)
     if not merged:  # the training records live in the adapter repo only
@@ -179,6 +181,15 @@ def _results(metrics: dict[str, Any]) -> list[str]:
     first = [k for k in ("train_loss", "eval_loss") if k in keep]
     order = first + sorted(k for k in keep if k not in first)
     return ["## Results", "", "| metric | value |", "|---|---|", *[f"| {k} | {_fmt(keep[k])} |" for k in order], ""]
+
+
+def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
+    """Base vs fine-tuned on held-out data (evaluation.json from the Evaluate tab / CLI); metrics only, no rows."""
+    if not report or not report.get("fine_tuned"):
+        return []
+    rows = [f"| {k} | {_fmt(report.get('base', {}).get(k))} | {_fmt(v)} |" for k, v in report["fine_tuned"].items()]
+    return ["## Evaluation", "", f"Held-out rows: {report.get('rows', '?')} (base model = same weights, adapter off).",
+            "", "| metric | base | fine-tuned |", "|---|---|---|", *rows, ""]
 
 
 def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: dict[str, Any]) -> list[str]:

@@ -210,9 +210,12 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: dict[str, Any]
         report.pop("sample", None)  # a rendered training row: user data stays off the Hub unless they push it
         (training / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     plot_note = write_loss_plot(job_dir, training / "loss.png")
+    evaluation_file = job_dir / "evaluation.json"
+    evaluation = json.loads(evaluation_file.read_text(encoding="utf-8")) if evaluation_file.is_file() else None
     card = build_model_card(repo_id, meta, spec, report, license=license,
                             plot_path=None if plot_note else "training/loss.png", plot_note=plot_note,
-                            end_of_turn_is_token=_is_single_token(adapter_dir, meta.get("end_of_turn")))
+                            end_of_turn_is_token=_is_single_token(adapter_dir, meta.get("end_of_turn")),
+                            evaluation=evaluation)
     (stage / "README.md").write_text(card, encoding="utf-8")
 
 
