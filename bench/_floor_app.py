@@ -1,6 +1,6 @@
 """Reference server for bench/app_start.py: the cheapest possible status endpoint, served two ways by one process.
 
-  /job_status (gr.api, queued like the real app's: default_concurrency_limit=8) - reached with gradio_client
+  /job_status (gr.api through the Gradio queue, default_concurrency_limit=8) - reached with gradio_client
   GET /api/jobs/{job_id} (a plain FastAPI route mounted beside the Gradio app)   - reached with urllib
 
 Neither does any work, so the difference is the cost of the protocol, not of LoRA Studio.

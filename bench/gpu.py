@@ -102,11 +102,10 @@ def _flops_per_token(model: Any, lengths: list[int], full_ft: bool = False) -> d
     cfg = base.config
     n = 0
     for name, mod in base.named_modules():
-        if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt"):
-            if "lora_" in name:
-                continue
-            w = mod.weight
-            n += int(getattr(mod, "in_features", w.shape[-1])) * int(getattr(mod, "out_features", w.shape[0]))
+        # bitsandbytes' Linear4bit/Linear8bitLt subclass nn.Linear; PEFT's wrappers (which hold a `base_layer`)
+        # and the LoRA A/B matrices are skipped so each base matmul is counted once
+        if isinstance(mod, torch.nn.Linear) and not hasattr(mod, "base_layer") and "lora_" not in name:
+            n += int(mod.in_features) * int(mod.out_features)
     # causal attention pairs per token over the real samples: sum s(s+1)/2 / sum s
     ctx = sum(s * (s + 1) / 2 for s in lengths) / max(sum(lengths), 1)
     attn = 12 * cfg.num_hidden_layers * cfg.hidden_size * ctx
