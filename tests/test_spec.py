@@ -21,7 +21,12 @@ def _spec(**sections) -> JobSpec:
 def test_defaults_suit_a_small_model_on_one_gpu() -> None:
     spec = _spec()
     assert spec.training.trainer == "sft" and spec.lora.enabled and spec.lora.target_modules == "all-linear"
-    assert spec.packing is True and spec.training.completion_only_loss
+    assert spec.packing is None and spec.training.completion_only_loss  # decided from the attention kernel
+    from trainer_backend.training.model_loading import resolve_packing
+
+    assert resolve_packing(_spec(training={"use_cpu": True})) is False, "SDPA on CPU: dynamic padding wins"
+    assert resolve_packing(_spec(model={"base_model": "x", "attn_implementation": "flash_attention_2"})) is True
+    assert resolve_packing(_spec(training={"trainer": "generic", "use_cpu": True})) is True
     assert spec.job_dir == Path.cwd() / "lora-studio-run"
     assert spec.model.trust_remote_code is False
 

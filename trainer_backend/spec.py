@@ -149,8 +149,9 @@ class TrainingSpec(_Section):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = _f(
         "auto", "'auto': bf16 where the GPU supports it, else fp16 on GPU, none on CPU.")
     gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
-    packing: Optional[bool] = _f(None, "Pack samples into full blocks (no cross-sample attention). "
-                                       "Default: on for sft/generic.")
+    packing: Optional[bool] = _f(None, "Pack samples into full blocks (no cross-sample attention). Default: on "
+                                       "for generic, and for sft with flash-attention (padding-free kernels); "
+                                       "dynamic padding otherwise, which benchmarks faster on SDPA/CPU.")
     completion_only_loss: bool = _f(True, "Loss only on responses / assistant turns (not on prompts).", "basic")
     logging_steps: int = _f(10, "Log metrics every N steps.", ge=1)
     eval_strategy: Literal["no", "steps", "epoch"] = _f("epoch", "When to evaluate (needs a valid split).")
@@ -253,10 +254,11 @@ class JobSpec(_Section):
         return Path(self.output_dir) if self.output_dir else Path.cwd() / self.project_name
 
     @property
-    def packing(self) -> bool:
+    def packing(self) -> Optional[bool]:
+        """True/False when decided by the spec; None = decided at training time from the attention kernel."""
         if self.training.packing is not None:
             return self.training.packing
-        return self.training.trainer in ("sft", "generic")
+        return True if self.training.trainer == "generic" else None
 
     # ---- YAML -------------------------------------------------------------------------------------
     def to_public_dict(self) -> dict[str, Any]:

@@ -82,7 +82,8 @@ class PreparedData:
             "chat_template": self.spec.data.chat_template if not self.spec.data.prompt_template else "prompt_template",
             "end_of_turn": self.end_of_turn,
             "splits": {name: s.summary(block) for name, s in self.splits.items()},
-            "block_size": block, "packing": self.spec.packing,
+            "block_size": block,
+            "packing": "auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
             "warnings": [str(w) for w in self.warnings], "notes": self.notes,
         }
         enc = self.train.encoded

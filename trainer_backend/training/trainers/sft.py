@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..common import TrainContext, common_args
+from ..model_loading import resolve_packing
 
 
 def build(ctx: TrainContext, packing_strategy: str = "bfd") -> Any:
@@ -11,7 +12,7 @@ def build(ctx: TrainContext, packing_strategy: str = "bfd") -> Any:
 
     # bfd packing is padding-free: samples share a row but restart position_ids, so attention never
     # crosses a sample boundary (flash-attention and SDPA both honour that).
-    args = SFTConfig(**common_args(ctx), max_length=ctx.spec.lengths.block_size, packing=ctx.spec.packing,
+    args = SFTConfig(**common_args(ctx), max_length=ctx.spec.lengths.block_size, packing=resolve_packing(ctx.spec),
                      packing_strategy=packing_strategy, completion_only_loss=None, dataset_num_proc=None)
     return SFTTrainer(model=ctx.model, args=args, train_dataset=ctx.train_dataset, eval_dataset=ctx.eval_dataset,
                       processing_class=ctx.tokenizer, peft_config=ctx.peft_config, callbacks=ctx.callbacks)
