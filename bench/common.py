@@ -262,16 +262,10 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def read_events(job_dir: Path) -> list[dict]:
-    path = Path(job_dir) / "events.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """The product's own events.jsonl reader (imported lazily: it pulls in transformers)."""
+    from trainer_backend.training.events import read_events as product_read_events
+
+    return product_read_events(job_dir)
 
 
 class ProgressWatcher:
