@@ -3,10 +3,8 @@ reused pid, signalling whole groups, and choosing `python` vs `accelerate launch
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
@@ -58,9 +56,6 @@ def group_members(pgid: int) -> list[int]:
         except (ProcessLookupError, psutil.Error, OSError):
             continue
     return out
-
-
-from ..training.launch import training_command, visible_gpu_count  # noqa: E402,F401  (one builder for all)
 
 
 def launch(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env: dict[str, str]) -> subprocess.Popen:

@@ -21,7 +21,8 @@ from typing import IO, Optional
 
 from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
-from .procs import is_alive, launch, process_start_time, signal_group, training_command
+from ..training.launch import training_command
+from .procs import is_alive, launch, process_start_time, signal_group
 from .progress import EventsReader, file_size
 from .store import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, STOPPING, Job, JobStore
 
@@ -253,7 +254,7 @@ class Supervisor:
         started = process_start_time(proc.pid)
         # -1: the process was already gone, so recovery must never mistake a reused pid for it.
         self.store.update(job.id, pid=proc.pid, pid_start=started if started is not None else -1.0)
-        self.log(f"job {job.id}: started pid {proc.pid} ({num_processes} process(es)), attempt {job.attempt}")
+        self.log(f"job {job.id}: started pid {proc.pid} ({cmd[2]}), attempt {job.attempt}")
 
 
 def _exited(proc: subprocess.Popen) -> bool:

@@ -2,7 +2,7 @@
 side by side, and measure base vs fine-tuned on held-out data."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import gradio as gr
 import pandas as pd
