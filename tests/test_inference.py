@@ -70,7 +70,8 @@ def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict) -> None:
 
 
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
-    from trainer_backend.evaluation import EVAL_FILE, evaluate
+    from trainer_backend.evaluation import evaluate
+    from trainer_backend.job_files import EVAL_FILE
     from trainer_backend.inference import GenerationSettings
 
     seen: list[float] = []

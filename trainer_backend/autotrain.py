@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any, Iterable
 
-from .spec import SpecError
+from .errors import SpecError
 
 _TRAINERS = ("sft", "generic", "dpo", "orpo", "reward")
 _PREFERENCE = ("dpo", "orpo", "reward")

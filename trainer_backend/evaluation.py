@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .job_files import EVAL_FILE, SPEC_FILE
 from .inference import GenerationSettings, gpu_call, load_chat
 
-EVAL_FILE = "evaluation.json"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -73,10 +73,10 @@ def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
     from .training.model_loading import load_tokenizer
 
     job_dir = adapter_path.parent
-    if not (job_dir / "spec.yaml").is_file():
+    if not (job_dir / SPEC_FILE).is_file():
         raise FileNotFoundError(f"{job_dir}: no spec.yaml next to the adapter, so the training data is unknown; "
                                 "pass a data file to evaluate on")
-    spec, _ = load_spec(job_dir / "spec.yaml")
+    spec, _ = load_spec(job_dir / SPEC_FILE)
     if data_path:
         data = spec.data.model_copy(update={"path": data_path, "valid_split": None, "max_rows": None})
         spec = spec.model_copy(update={"data": data})
@@ -156,6 +156,6 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
             metrics.update(exact_match=em / m, rouge_l=rouge / m, contains_reference=contains / m)
         setattr(report, side, metrics)
     job_dir = adapter.path.parent
-    if (job_dir / "spec.yaml").is_file():
+    if (job_dir / SPEC_FILE).is_file():
         (job_dir / EVAL_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     return report

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from .job_files import ADAPTER_DIR, META_FILE
+
 try:  # ZeroGPU Spaces grant a GPU per call to functions wrapped by spaces.GPU; elsewhere it is a no-op
     import spaces
 
@@ -20,7 +22,6 @@ except Exception:  # pragma: no cover - spaces is in requirements, but the app m
     def gpu_call(fn: Any = None, **_: Any) -> Any:
         return fn if fn is not None else (lambda f: f)
 
-META_FILE = "lora_studio.json"
 
 
 @dataclass
@@ -54,7 +55,7 @@ class AdapterRef:
 def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
     """A job dir (with adapter/), an adapter folder, or a Hub repo id -> AdapterRef."""
     path = Path(ref).expanduser()
-    if (path / "adapter" / "adapter_config.json").is_file():
+    if (path / ADAPTER_DIR / "adapter_config.json").is_file():
         path = path / "adapter"
     if not (path / "adapter_config.json").is_file():
         if path.exists() or ref.startswith((".", "/")):

@@ -13,6 +13,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from .errors import SpecError  # re-exported: callers catch spec.SpecError
+
 TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]
 AVAILABLE_TRAINERS: set[str] = {"sft", "generic", "reward", "dpo", "orpo"}
 ChatTemplateName = Literal["tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none"]
@@ -296,10 +298,6 @@ def expand_env(value: Any) -> Any:
     if isinstance(value, list):
         return [expand_env(v) for v in value]
     return value
-
-
-class SpecError(ValueError):
-    """A spec that cannot be read or does not validate; the message says what to change."""
 
 
 def parse_spec(raw: dict[str, Any], source: str = "spec") -> tuple[JobSpec, list[str]]:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from .client import HubError
 from .pull import resolve_base_model
-from .push import META_FILE
+from ..job_files import META_FILE
 
 SAMPLE_MESSAGES = [{"role": "user", "content": "Hello! Can you tell me what 2 + 2 is?"}]
 # Allowed max |logit difference|, relative to the largest logit (at least 1).

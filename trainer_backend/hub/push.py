@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
+from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
 from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
@@ -33,7 +34,6 @@ T = TypeVar("T")
 
 # The job dir layout written by training.run (not imported from there: that would pull in torch and
 # transformers for every import of this package; test_hub checks the names agree).
-ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE = "adapter", "lora_studio.json", "data_report.json", "spec.yaml"
 MERGED_SUFFIX = "-merged"
 MAX_NAME = 96
 # Left out of the repo: peft's placeholder card (ours replaces it) and the pickled TrainingArguments

@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "JobManager": "manager", "JobStateError": "manager", "default_data_dir": "paths",
+    "JobManager": "manager", "JobStateError": "store", "default_data_dir": "paths",
     "ProgressSnapshot": "progress", "EventsReader": "progress",
     "Job": "store", "JobNotFound": "store", "JobStore": "store",
     **{name: "store" for name in ("ACTIVE", "FAILED", "INTERRUPTED", "QUEUED", "RESUMABLE", "RUNNING",

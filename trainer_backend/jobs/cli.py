@@ -67,7 +67,8 @@ def add_job_commands(subparsers: Any) -> None:
 def run_job_command(args: argparse.Namespace) -> int:
     """Run a parsed `submit` / `jobs ...` command; returns the exit code."""
     from ..spec import SpecError
-    from .manager import JobManager, JobStateError
+    from .manager import JobManager
+    from .store import JobStateError
     from .store import JobNotFound
 
     try:

@@ -19,15 +19,11 @@ from . import intake, lifecycle
 from .paths import JOBS_SUBDIR, default_data_dir
 from .procs import is_alive, signal_group
 from .progress import EventsReader, ProgressSnapshot, file_size
-from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, Job, JobStore,
-                    new_job_id)
+from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, Job, JobStateError,
+                    JobStore, new_job_id)
 from .supervisor import SupervisorLock, ensure_supervisor
 
 DEFAULT_STOP_TIMEOUT = 60.0
-
-
-class JobStateError(ValueError):
-    """The job is not in a state that allows this action; the message says what would."""
 
 
 class JobManager:

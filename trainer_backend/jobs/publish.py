@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from ..training.events import EventLog
 from .lifecycle import collect_artifacts
-from .store import NOT_PUSHED, SUCCEEDED, Job, JobStore
+from .store import NOT_PUSHED, SUCCEEDED, Job, JobStateError, JobStore
 
 PUSHABLE = (SUCCEEDED, NOT_PUSHED)
 
@@ -16,7 +16,6 @@ def push_job(store: JobStore, job: Job, repo_id: Optional[str] = None, merged: b
     """Push (or push again); success -> succeeded with hub_url, a Hub failure -> trained_not_pushed + error.
     The token lives only in this call: it is never stored, logged or returned."""
     from ..hub import HubError, push_adapter
-    from .manager import JobStateError
 
     if job.status not in PUSHABLE:
         raise JobStateError(f"job {job.id} is {job.status}; only a finished job can be pushed")

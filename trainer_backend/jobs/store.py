@@ -135,6 +135,10 @@ class JobNotFound(KeyError):
         return str(self.args[0]) if self.args else "job not found"
 
 
+class JobStateError(ValueError):
+    """The job is not in a state that allows this action; the message says what would."""
+
+
 class JobStore:
     """Typed access to the jobs table. Safe to share between threads (one connection per thread)."""
 

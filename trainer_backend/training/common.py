@@ -9,7 +9,6 @@ from ..spec import JobSpec
 from .model_loading import precision, use_cpu
 
 CHECKPOINTS_DIR = "checkpoints"
-ADAPTER_DIR = "adapter"
 
 
 @dataclass

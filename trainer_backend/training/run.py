@@ -12,15 +12,13 @@ from typing import Any, Callable, Optional
 from transformers import PrinterCallback
 
 from ..data import DataError, prepare_data
+from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE
 from ..spec import JobSpec
-from .common import ADAPTER_DIR, TrainContext, resolve_checkpoint
+from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
 from .model_loading import load_base_model, load_tokenizer, lora_config, use_cpu
 from .trainers import TrainerNotAvailable, trainer_module
 
-SPEC_FILE = "spec.yaml"
-REPORT_FILE = "data_report.json"
-META_FILE = "lora_studio.json"
 
 
 @dataclass
