@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLES = REPO / "tests" / "data"  # real data samples kept in the repo (tests/data/SOURCES.md)
 BENCH_ROOT = Path(tempfile.gettempdir()) / "lora-studio-bench"  # outputs never go into the repo
 MODELS_DIR = BENCH_ROOT / "models"
 
-ALPACA_FILES = [SHARED_DATA / "alpaca" / "gpteacher_roleplay.jsonl", SHARED_DATA / "alpaca" / "self_instruct_seed_tasks.jsonl"]
-CHAT_MESSAGES = SHARED_DATA / "chat" / "oasst_en100_messages.jsonl"
-CHAT_GSM8K = SHARED_DATA / "chat" / "msft_gsm8k_chat_train_messages.jsonl"
+ALPACA_FILES = [SAMPLES / "alpaca" / "gpteacher_roleplay.jsonl", SAMPLES / "alpaca" / "self_instruct_seed_tasks.jsonl"]
+CHAT_MESSAGES = SAMPLES / "chat" / "oasst_en100_messages.jsonl"
+CHAT_GSM8K = SAMPLES / "chat" / "msft_gsm8k_chat_train_messages.jsonl"
 
 
 # ---- environment --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny local model (no downloads) and the real datasets in ../shared/data."""
+"""Shared fixtures: a tiny local model (no downloads) and the real data samples kept in tests/data."""
 from __future__ import annotations
 
 import os
@@ -8,17 +8,15 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+REAL_DATA = REPO / "tests" / "data"  # samples of real public datasets; tests/data/SOURCES.md
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def real_data() -> Path:
+    return REAL_DATA
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import pytest
 from trainer_backend.data import DataError, DataIssue, prepare_data
 from trainer_backend.spec import parse_spec
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def validation_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -96,7 +96,7 @@ TRAINING_OUTPUT: dict[str, str] = {}  # what the module's training run printed a
 
 
 @pytest.fixture(scope="module")
-def job(loopback_hub: HubServer, tiny_model_dir: Path, shared_data: Path,
+def job(loopback_hub: HubServer, tiny_model_dir: Path, real_data: Path,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real 2-step SFT run, its spec holding the canary token via `hub.token: ${HF_TOKEN}`; the run pushes
     to the loopback Hub itself when it finishes (hub.push_to_hub)."""
@@ -112,7 +112,7 @@ def job(loopback_hub: HubServer, tiny_model_dir: Path, shared_data: Path,
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_TOKEN", ALICE)
-        spec = _spec(tiny_model_dir, shared_data / "chat" / "oasst_en100_messages.jsonl",
+        spec = _spec(tiny_model_dir, real_data / "chat" / "oasst_en100_messages.jsonl",
                      tmp_path_factory.mktemp("hub-job") / "job", push_to_hub=True, token="${HF_TOKEN}")
         root.addHandler(handler)
         root.setLevel(logging.DEBUG)

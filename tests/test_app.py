@@ -56,10 +56,10 @@ def test_named_endpoints_and_hidden_ui_helpers(client) -> None:
     assert not api["unnamed_endpoints"], "UI-only events must stay off the API page"
 
 
-def test_upload_validate_train_and_follow_a_job(client, shared_data: Path) -> None:
+def test_upload_validate_train_and_follow_a_job(client, real_data: Path) -> None:
     from gradio_client import handle_file
 
-    data = handle_file(str(shared_data / "chat/oasst_en100_messages.jsonl"))
+    data = handle_file(str(real_data / "chat/oasst_en100_messages.jsonl"))
     spec = QUICK.format(name="api-run", steps=4)
     report = client.predict(spec, data, api_name="/dataset_report")
     assert report["ok"] and report["report"]["format"]["format"] == "messages"
@@ -81,10 +81,10 @@ def test_upload_validate_train_and_follow_a_job(client, shared_data: Path) -> No
     assert set(both) == {"base", "fine_tuned"}
 
 
-def test_stop_and_resume_a_second_job(client, shared_data: Path) -> None:
+def test_stop_and_resume_a_second_job(client, real_data: Path) -> None:
     from gradio_client import handle_file
 
-    data = handle_file(str(shared_data / "chat/msft_gsm8k_chat_train_messages.jsonl"))
+    data = handle_file(str(real_data / "chat/msft_gsm8k_chat_train_messages.jsonl"))
     job_id = client.predict(QUICK.format(name="long-run", steps=100000), data, api_name="/start_training")["job_id"]
     deadline = time.monotonic() + 120
     while client.predict(job_id, False, api_name="/job_status")["progress"]["step"] < 3:

@@ -36,12 +36,12 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
-def test_upload_preview_start_and_watch_the_loss_plot(browser, app: AppServer, shared_data: Path) -> None:
+def test_upload_preview_start_and_watch_the_loss_plot(browser, app: AppServer, real_data: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     page.goto(app.url)
     page.wait_for_selector("text=Detected format", timeout=60_000)
 
-    page.locator("input[type=file]").first.set_input_files(str(shared_data / "chat/oasst_en100_sharegpt.jsonl"))
+    page.locator("input[type=file]").first.set_input_files(str(real_data / "chat/oasst_en100_sharegpt.jsonl"))
     page.wait_for_selector("text=Detected format: sharegpt", timeout=60_000)
     assert page.locator("#preview").inner_text().count("from") > 0, "the preview shows the uploaded rows"
 

@@ -35,7 +35,7 @@ def _write_spec(tmp_path: Path, model: Path, data: dict, **extra) -> Path:
     ("chat/oasst_en100_sharegpt.jsonl", "sharegpt", False),
 ])
 def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str, subprocess_run: bool,
-                                                     tiny_model_dir: Path, shared_data: Path, tmp_path: Path,
+                                                     tiny_model_dir: Path, real_data: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import torch
     from peft import PeftModel
@@ -43,7 +43,7 @@ def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str
 
     from trainer_backend.cli import main
 
-    spec = _write_spec(tmp_path, tiny_model_dir, {"path": str(shared_data / relpath), "valid_split": "auto",
+    spec = _write_spec(tmp_path, tiny_model_dir, {"path": str(real_data / relpath), "valid_split": "auto",
                                                   "chat_template": "chatml", "max_rows": 60})
     if subprocess_run:
         proc = _run(["train", str(spec)], cwd=tmp_path)
@@ -92,15 +92,16 @@ def test_validate_fails_before_training_naming_row_and_column(tiny_model_dir: Pa
     assert events[-1]["event"] == "failed" and any("row 17" in i for i in events[-1]["issues"])
 
 
-def test_doctor_reports_lengths_and_rendered_sample(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
-    spec = _write_spec(tmp_path, tiny_model_dir, {"path": str(shared_data / "chat/msft_gsm8k_chat_train_messages.jsonl"),
+def test_doctor_reports_lengths_and_rendered_sample(tiny_model_dir: Path, real_data: Path, tmp_path: Path) -> None:
+    spec = _write_spec(tmp_path, tiny_model_dir, {"path": str(real_data / "chat/msft_gsm8k_chat_train_messages.jsonl"),
                                                   "chat_template": "chatml", "valid_split": "auto"})
     proc = _run(["doctor", str(spec), "--json"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["format"]["format"] == "messages"
     train = report["splits"]["train"]
-    assert train["rows_read"] == 449 and train["rows_valid"] + report["splits"]["valid"]["rows_valid"] == 449
+    rows = (real_data / "chat/msft_gsm8k_chat_train_messages.jsonl").read_text().count("\n")
+    assert train["rows_read"] == rows and train["rows_valid"] + report["splits"]["valid"]["rows_valid"] == rows
     assert train["tokens"]["min"] <= train["tokens"]["median"] <= train["tokens"]["p95"] <= train["tokens"]["max"]
     assert 0 <= train["pct_longer_than_block_size"] <= 100
     assert report["sample"]["rendered"].startswith("[[no loss: <|im_start|>system\nReply user's question")
@@ -108,11 +109,11 @@ def test_doctor_reports_lengths_and_rendered_sample(tiny_model_dir: Path, shared
     assert "format:        messages" in text and "sample training string" in text
 
 
-def test_autotrain_config_runs_through_validate(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_autotrain_config_runs_through_validate(tiny_model_dir: Path, real_data: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "autotrain.yml"
     cfg.write_text(yaml.safe_dump({
         "task": "llm-sft", "base_model": str(tiny_model_dir), "project_name": "at-run", "log": "none",
-        "backend": "local", "data": {"path": str(shared_data / "chat"), "train_split": "oasst_en100_messages",
+        "backend": "local", "data": {"path": str(real_data / "chat"), "train_split": "oasst_en100_messages",
                                      "valid_split": None, "chat_template": "chatml",
                                      "column_mapping": {"text_column": "messages"}},
         "params": {"block_size": 256, "model_max_length": 512, "epochs": 1, "batch_size": 2, "lr": 2e-4,

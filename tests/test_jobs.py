@@ -27,15 +27,12 @@ from trainer_backend.jobs.paths import default_data_dir
 from trainer_backend.jobs.procs import is_alive
 from trainer_backend.jobs.progress import EventsReader
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-ALPACA = DATA / "alpaca" / "self_instruct_seed_tasks.jsonl"
+ALPACA = Path(__file__).resolve().parent / "data" / "alpaca" / "self_instruct_seed_tasks.jsonl"
 REPO = Path(__file__).resolve().parents[1]
 # One BLAS thread per trainer: on 2 shared cores OpenMP spin-waiting otherwise makes a step 20-40x slower.
 JOB_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 WAIT = 240  # seconds; generous because CI machines are slow and shared
 MEASURED: dict[str, Any] = {"survivors": []}
-
-pytestmark = pytest.mark.skipif(not ALPACA.exists(), reason=f"shared data not found at {DATA}")
 
 
 # ---- fixtures & helpers ----------------------------------------------------------------------------------

@@ -39,11 +39,11 @@ def test_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(training_command(_spec_file(tmp_path, use_cpu=True))) == 5
 
 
-def test_two_process_data_parallel_run_on_cpu(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_two_process_data_parallel_run_on_cpu(tiny_model_dir: Path, real_data: Path, tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "project_name": "ddp", "output_dir": str(tmp_path / "job"), "model": {"base_model": str(tiny_model_dir)},
-        "data": {"path": str(shared_data / "chat/oasst_en100_messages.jsonl"), "chat_template": "chatml",
+        "data": {"path": str(real_data / "chat/oasst_en100_messages.jsonl"), "chat_template": "chatml",
                  "max_rows": 40},
         "lengths": {"block_size": 128},
         "training": {"max_steps": 3, "batch_size": 2, "gradient_accumulation": 1, "logging_steps": 1,

@@ -54,16 +54,16 @@ def test_every_preference_shape_renders_the_same_pair(rows, make_spec, tiny_toke
     assert row["chosen"] == "4<|im_end|><|endoftext|>" and row["rejected"] == "5<|im_end|><|endoftext|>"
 
 
-def test_openai_dpo_form_keeps_system_prompt(make_spec, tiny_tokenizer, shared_data: Path) -> None:
-    prepared = _prefs(make_spec, tiny_tokenizer, shared_data / OPENAI, block_size=8192, model_max_length=8192)
+def test_openai_dpo_form_keeps_system_prompt(make_spec, tiny_tokenizer, real_data: Path) -> None:
+    prepared = _prefs(make_spec, tiny_tokenizer, real_data / OPENAI, block_size=8192, model_max_length=8192)
     assert prepared.detection.format == "preference"
     row = prepared.train.encoded.rows[0]
     assert row["prompt"].startswith("<|im_start|>system\nYou are an AI assistant.")
     assert row["chosen"].endswith("<|im_end|><|endoftext|>") and row["chosen"].count("<|endoftext|>") == 1
 
 
-def test_prompt_and_completion_limits_are_enforced(make_spec, tiny_tokenizer, shared_data: Path) -> None:
-    prepared = _prefs(make_spec, tiny_tokenizer, shared_data / FLAT, max_prompt_length=64,
+def test_prompt_and_completion_limits_are_enforced(make_spec, tiny_tokenizer, real_data: Path) -> None:
+    prepared = _prefs(make_spec, tiny_tokenizer, real_data / FLAT, max_prompt_length=64,
                       max_completion_length=32)
     count = lambda text: len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     for row in prepared.train.encoded.rows:
@@ -81,17 +81,17 @@ def test_reward_rows_are_token_ids_with_margin(make_spec, tiny_tokenizer, tmp_pa
     assert row["margin"] == pytest.approx(0.3)
 
 
-def test_preference_trainer_rejects_sft_data(make_spec, tiny_tokenizer, shared_data: Path) -> None:
+def test_preference_trainer_rejects_sft_data(make_spec, tiny_tokenizer, real_data: Path) -> None:
     from trainer_backend.data import DataError
 
     with pytest.raises(DataError, match="needs preference data"):
-        _prefs(make_spec, tiny_tokenizer, shared_data / "alpaca/self_instruct_seed_tasks.jsonl")
+        _prefs(make_spec, tiny_tokenizer, real_data / "alpaca/self_instruct_seed_tasks.jsonl")
 
 
 @pytest.mark.parametrize("trainer, data", [("dpo", FLAT), ("orpo", OPENAI), ("reward", FLAT),
                                            ("generic", "text/c4_demo.jsonl")])
 def test_trainer_runs_from_yaml_and_adapter_loads(trainer: str, data: str, tiny_model_dir: Path,
-                                                  shared_data: Path, tmp_path: Path) -> None:
+                                                  real_data: Path, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -102,7 +102,7 @@ def test_trainer_runs_from_yaml_and_adapter_loads(trainer: str, data: str, tiny_
     path.write_text(yaml.safe_dump({
         "project_name": f"{trainer}-run", "output_dir": str(tmp_path / "job"),
         "model": {"base_model": str(tiny_model_dir)},
-        "data": {"path": str(shared_data / data), "chat_template": "chatml", "max_rows": 24, "valid_split": "auto",
+        "data": {"path": str(real_data / data), "chat_template": "chatml", "max_rows": 24, "valid_split": "auto",
                  "valid_fraction": 0.2},
         "lengths": {"block_size": 384, "model_max_length": 1024, "max_prompt_length": 256},
         "training": {"trainer": trainer, "max_steps": 3, "batch_size": 2, "gradient_accumulation": 1,

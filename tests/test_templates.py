@@ -77,11 +77,11 @@ def test_completion_only_loss_off_trains_everything(tiny_tokenizer) -> None:
     assert labels == ids
 
 
-def test_alpaca_preset_uses_no_input_variant_and_masks_prompt(make_spec, tiny_tokenizer, shared_data: Path) -> None:
-    spec = make_spec({"path": str(shared_data / "alpaca/self_instruct_seed_tasks.jsonl"), "max_rows": 6,
+def test_alpaca_preset_uses_no_input_variant_and_masks_prompt(make_spec, tiny_tokenizer, real_data: Path) -> None:
+    spec = make_spec({"path": str(real_data / "alpaca/self_instruct_seed_tasks.jsonl"), "max_rows": 6,
                       "prompt_template": {"preset": "alpaca"}}, lengths={"block_size": 4096, "model_max_length": 8192})
     prepared = prepare_data(spec, tiny_tokenizer)
-    rows = [json.loads(l) for l in (shared_data / "alpaca/self_instruct_seed_tasks.jsonl").read_text().splitlines()[:6]]
+    rows = [json.loads(l) for l in (real_data / "alpaca/self_instruct_seed_tasks.jsonl").read_text().splitlines()[:6]]
     enc = prepared.train.encoded
     for ids, labels, src in zip(enc.input_ids, enc.labels, enc.source_index):
         row = rows[src]
@@ -101,8 +101,8 @@ def test_custom_prompt_template_turns_classification_csv_into_instructions(make_
     assert _trained_text(tiny_tokenizer, enc.input_ids[0], enc.labels[0]) == " positive<|endoftext|>"
 
 
-def test_qa_with_template_none_uses_plain_prompt_completion(make_spec, tiny_tokenizer, shared_data: Path) -> None:
-    spec = make_spec({"path": str(shared_data / "qa/gsm8k_train.jsonl"), "max_rows": 3, "chat_template": "none"},
+def test_qa_with_template_none_uses_plain_prompt_completion(make_spec, tiny_tokenizer, real_data: Path) -> None:
+    spec = make_spec({"path": str(real_data / "qa/gsm8k_train.jsonl"), "max_rows": 3, "chat_template": "none"},
                      lengths={"block_size": 512})
     prepared = prepare_data(spec, tiny_tokenizer)
     assert prepared.detection.format == "qa"
@@ -122,28 +122,28 @@ def test_max_prompt_length_cuts_old_prompt_tokens_keeps_answer(tiny_tokenizer) -
     assert _trained_text(tiny_tokenizer, ids, labels) == "the answer<|im_end|><|endoftext|>"
 
 
-def test_generic_trains_on_every_token(make_spec, tiny_tokenizer, shared_data: Path) -> None:
-    spec = make_spec({"path": str(shared_data / "text/tinyshakespeare.txt"), "max_rows": 5},
+def test_generic_trains_on_every_token(make_spec, tiny_tokenizer, real_data: Path) -> None:
+    spec = make_spec({"path": str(real_data / "text/tinyshakespeare.txt"), "max_rows": 5},
                      training={"trainer": "generic"})
     enc = prepare_data(spec, tiny_tokenizer).train.encoded
     assert all(l == i for ids, labels in zip(enc.input_ids, enc.labels) for i, l in zip(ids, labels))
 
 
-def test_warns_when_end_of_turn_marker_is_not_one_token(make_spec, tiny_tokenizer, shared_data: Path) -> None:
-    spec = make_spec({"path": str(shared_data / "chat/oasst_en100_messages.jsonl"), "max_rows": 3,
+def test_warns_when_end_of_turn_marker_is_not_one_token(make_spec, tiny_tokenizer, real_data: Path) -> None:
+    spec = make_spec({"path": str(real_data / "chat/oasst_en100_messages.jsonl"), "max_rows": 3,
                       "chat_template": "llama3"})
     report = prepare_data(spec, tiny_tokenizer).report()
     assert any("<|eot_id|>" in w and "not a single token" in w for w in report["warnings"])
 
 
-def test_tokenizer_without_template_needs_explicit_choice(make_spec, tiny_model_dir: Path, shared_data) -> None:
+def test_tokenizer_without_template_needs_explicit_choice(make_spec, tiny_model_dir: Path, real_data) -> None:
     from transformers import AutoTokenizer
 
     from trainer_backend.data import DataError
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = None
-    spec = make_spec({"path": str(shared_data / "chat/oasst_en100_messages.jsonl"), "max_rows": 3})
+    spec = make_spec({"path": str(real_data / "chat/oasst_en100_messages.jsonl"), "max_rows": 3})
     with pytest.raises(DataError, match="no chat template"):
         prepare_data(spec, tok)
     assert resolve_chat_template(tok, "zephyr") == SHIPPED_TEMPLATES["zephyr"].source

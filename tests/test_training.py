@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 
-def test_qlora_int4_loads_4bit_and_trains(make_spec, shared_data: Path) -> None:
+def test_qlora_int4_loads_4bit_and_trains(make_spec, real_data: Path) -> None:
     import bitsandbytes as bnb
 
     from trainer_backend.training.model_loading import load_base_model, load_tokenizer
     from trainer_backend.training.run import run_training
 
-    spec = make_spec({"path": str(shared_data / "chat/oasst_en100_messages.jsonl"), "chat_template": "chatml",
+    spec = make_spec({"path": str(real_data / "chat/oasst_en100_messages.jsonl"), "chat_template": "chatml",
                       "max_rows": 20},
                      training={"quantization": "int4", "max_steps": 2, "batch_size": 2, "gradient_accumulation": 1,
                                "logging_steps": 1, "save_strategy": "no"})
@@ -23,13 +23,13 @@ def test_qlora_int4_loads_4bit_and_trains(make_spec, shared_data: Path) -> None:
     assert result.status == "succeeded" and (result.adapter_dir / "adapter_model.safetensors").exists()
 
 
-def test_generic_packs_text_into_full_blocks(make_spec, shared_data: Path) -> None:
+def test_generic_packs_text_into_full_blocks(make_spec, real_data: Path) -> None:
     from trainer_backend.data import prepare_data
     from trainer_backend.training.common import TrainContext
     from trainer_backend.training.model_loading import load_base_model, load_tokenizer, lora_config
     from trainer_backend.training.trainers import trainer_module
 
-    spec = make_spec({"path": str(shared_data / "text/tinyshakespeare.txt"), "max_rows": 400},
+    spec = make_spec({"path": str(real_data / "text/tinyshakespeare.txt"), "max_rows": 400},
                      lengths={"block_size": 128}, training={"trainer": "generic", "max_steps": 1})
     tok = load_tokenizer(spec.model)
     train, _ = prepare_data(spec, tok).to_datasets()
@@ -55,12 +55,12 @@ def test_packed_samples_do_not_attend_across_boundaries(tiny_model_dir: Path) ->
     torch.testing.assert_close(packed[:, 17:], alone_b, atol=1e-4, rtol=1e-4)
 
 
-def test_injected_fault_is_recorded_with_last_traceback_line(make_spec, shared_data: Path,
+def test_injected_fault_is_recorded_with_last_traceback_line(make_spec, real_data: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer_backend.training.run import run_training
 
     monkeypatch.setenv("LORA_STUDIO_FAULT_AT_STEP", "1")
-    spec = make_spec({"path": str(shared_data / "chat/oasst_en100_messages.jsonl"), "chat_template": "chatml",
+    spec = make_spec({"path": str(real_data / "chat/oasst_en100_messages.jsonl"), "chat_template": "chatml",
                       "max_rows": 10}, training={"max_steps": 3, "save_strategy": "no"})
     with pytest.raises(RuntimeError, match="injected fault"):
         run_training(spec)

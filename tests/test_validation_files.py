@@ -1,5 +1,5 @@
 """Broken-input suite, part 2: CSV quirks, tokenized rows, lengths, error limits, splits, prompt templates,
-other containers, and format detection on the real datasets in ../shared/data."""
+other containers, and format detection on the real data samples in tests/data."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datahelpers import SHARED_DATA, assert_readable, only, qa, write_csv, write_jsonl
+from datahelpers import assert_readable, only, qa, write_csv, write_jsonl
 from datahelpers import fails, run, validation_tokenizer_dir  # noqa: F401  (fixtures)
 from trainer_backend.data.issues import IssueCollector
 from trainer_backend.data.loading import load_split
@@ -294,13 +294,6 @@ def test_line_numbers_survive_unicode_line_separators(fails, tmp_path):
 
 
 # ---- format detection on the real datasets ---------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def real_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_DATA}")
-    return SHARED_DATA
 
 
 REAL_FILES = [
