@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"  # real data samples kept in the repo (tests/data/SOURCES.md)
 BENCH_ROOT = Path(tempfile.gettempdir()) / "lora-studio-bench"  # outputs never go into the repo
 MODELS_DIR = BENCH_ROOT / "models"
+_MODELS_LOCK = threading.Lock()
 
 ALPACA_FILES = [SAMPLES / "alpaca" / "gpteacher_roleplay.jsonl", SAMPLES / "alpaca" / "self_instruct_seed_tasks.jsonl"]
 CHAT_MESSAGES = SAMPLES / "chat" / "oasst_en100_messages.jsonl"
@@ -85,12 +87,17 @@ def _corpus() -> list[str]:
 
 def model_dir(name: str) -> Path:
     """A random-init Llama-style model + tokenizer built locally (cached under the temp bench folder)."""
-    from trainer_backend.tiny_model import build_tiny_model
-
     hidden, layers, vocab = MODEL_SIZES[name]
     out = MODELS_DIR / f"{name}-h{hidden}-l{layers}-v{vocab}"
-    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
-        return out
+    with _MODELS_LOCK:  # benchmarks in threads (--quick) ask for the same model at once: build it once
+        if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+            return out
+        return _build_model(out, hidden, layers, vocab)
+
+
+def _build_model(out: Path, hidden: int, layers: int, vocab: int) -> Path:
+    from trainer_backend.tiny_model import build_tiny_model
+
     corpus = _corpus()
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=MODELS_DIR))

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Result] = {}
     threads = []
-    if args.quick:  # overlap the subprocess-only benchmarks with the in-process ones
+    if args.quick:
+        from trainer_backend.ml_stack import import_ml_stack
+
+        import_ml_stack()  # transformers' first import is not thread-safe; finish it before the threads start  # overlap the subprocess-only benchmarks with the in-process ones
         for name in [n for n in names if n in BACKGROUND_IN_QUICK]:
             th = threading.Thread(target=lambda n=name: results.__setitem__(n, _run_one(n, work, True, args)),
                                   daemon=True)

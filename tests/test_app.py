@@ -73,6 +73,12 @@ def test_upload_validate_train_and_follow_a_job(client, real_data: Path) -> None
     assert Path(done["paths"]["adapter"], "adapter_config.json").is_file()
     assert "uploads" in Path(done["paths"]["job_dir"]).parent.parent.joinpath("uploads").as_posix()
     assert any(j["id"] == job_id for j in client.predict(50, api_name="/list_jobs"))
+    # The log a person reads is LoRA Studio's own lines; library chatter is kept apart in debug.log.
+    log = client.predict(job_id, 500, api_name="/job_logs")
+    assert "training: 4 steps on cpu" in log and "finished at step 4" in log, log
+    for noise in ("kernels-community", "FutureWarning", "DeprecationWarning", "%|", "\u2588"):
+        assert noise not in log, f"{noise!r} in the job log:\n{log}"
+    assert Path(done["paths"]["job_dir"], "debug.log").stat().st_size > 0
     answer = ""
     for answer in client.submit(job_id, "Hello", [], "", 0.0, 0.9, 8, 1.0, api_name="/chat"):
         pass

@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu")
 
 
-def test_bench_quick_runs_every_benchmark() -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+def test_bench_quick_runs_every_benchmark_from_an_empty_cache(tmp_path: Path) -> None:
+    # A fresh TMPDIR: the bench builds its models from nothing, as on a new machine (a warm model cache once hid
+    # a thread-unsafe first import of transformers that failed only cold).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=180)
     out = proc.stdout + proc.stderr
@@ -28,4 +30,5 @@ def test_bench_quick_runs_every_benchmark() -> None:
         assert mine, f"no result line for {name}:\n{proc.stdout[-3000:]}"
         assert "ERROR" not in mine[0], mine[0]
     assert "job_status" in next(l for l in lines if l.startswith("app: "))  # measured, or 'not available yet'
+    assert (tmp_path / "lora-studio-bench" / "models").is_dir()  # built here, not found in an old cache
     assert "no cross-sample attention (sdpa+eager): OK" in next(l for l in lines if l.startswith("packing: "))

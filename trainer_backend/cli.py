@@ -89,6 +89,8 @@ def _console(record: dict) -> None:
         print(f"FAILED: {record['error']}", file=sys.stderr, flush=True)
         for issue in record.get("issues", []):
             print(f"  - {issue}", file=sys.stderr)
+        if record.get("traceback"):  # a real failure: the person (and the Jobs tab) sees where it happened
+            print(record["traceback"].rstrip(), file=sys.stderr, flush=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -271,6 +273,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "doctor":
             return cmd_validate(args, report_only=True)
         if args.command == "train":
+            from .training import run_log
+
+            run_log.install()  # before torch/transformers are imported: see run_log.py
             return cmd_train(args)
         if args.command == "launch":
             return cmd_launch(args)

@@ -13,3 +13,7 @@ EVAL_FILE = "evaluation.json"        # base vs fine-tuned results from Evaluate
 ADAPTER_DIR = "adapter"              # the trained adapter (or full model) + tokenizer
 META_FILE = "lora_studio.json"       # inside ADAPTER_DIR: how the adapter was trained (base, template, ...)
 CHECKPOINT_PREFIX = "checkpoint-"    # trainer checkpoints: checkpoint-<step>
+
+# Set by the job supervisor for the training process: where that process writes the person's log (LOG_FILE).
+# Its raw stdout/stderr go to DEBUG_LOG_FILE.
+LOG_FILE_ENV = "LORA_STUDIO_LOG_FILE"

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ..job_files import DEBUG_LOG_FILE, EVENTS_FILE, LOG_FILE, SPEC_FILE
+
 # Status values. Stored as plain TEXT (no CHECK constraint) so later issues can add push states.
 QUEUED, RUNNING, STOPPING = "queued", "running", "stopping"
 STOPPED, FAILED, SUCCEEDED, INTERRUPTED = "stopped", "failed", "succeeded", "interrupted"
@@ -111,15 +113,19 @@ class Job:
 
     @property
     def spec_path(self) -> Path:
-        return Path(self.job_dir) / "spec.yaml"
+        return Path(self.job_dir) / SPEC_FILE
 
     @property
     def log_path(self) -> Path:
-        return Path(self.job_dir) / "train.log"
+        return Path(self.job_dir) / LOG_FILE
+
+    @property
+    def debug_log_path(self) -> Path:
+        return Path(self.job_dir) / DEBUG_LOG_FILE
 
     @property
     def events_path(self) -> Path:
-        return Path(self.job_dir) / "events.jsonl"
+        return Path(self.job_dir) / EVENTS_FILE
 
 
 _JOB_FIELDS = [f.name for f in fields(Job)]

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Optional
 
+from ..job_files import LOG_FILE_ENV
 from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
 from ..training.launch import training_command
@@ -240,11 +241,16 @@ class Supervisor:
             cmd = training_command(job.spec_path)
             cwd = job.cwd if job.cwd and Path(job.cwd).is_dir() else job.job_dir
             Path(job.job_dir).mkdir(parents=True, exist_ok=True)
-            with open(job.log_path, "ab") as log:
-                log.write(f"\n===== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                          f"{' '.join(cmd)}\n".encode())
-                log.flush()
-                proc = launch(cmd, log, cwd, child_env({**(job.env or {}), "LORA_STUDIO_JOB_ID": job.id}))
+            header = f"\n===== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n"
+            with open(job.log_path, "a", encoding="utf-8") as log:
+                log.write(header)
+            # Raw stdout/stderr (library chatter, progress bars) go to debug.log; the process writes the
+            # person's log itself, through the filter of training/run_log.py.
+            with open(job.debug_log_path, "ab") as debug:
+                debug.write(header.encode())
+                debug.flush()
+                proc = launch(cmd, debug, cwd, child_env({**(job.env or {}), "LORA_STUDIO_JOB_ID": job.id,
+                                                          LOG_FILE_ENV: str(job.log_path)}))
         except Exception as exc:  # the row must not stay "running" without a process
             self.store.update(job.id, only_if_status=ACTIVE, status=FAILED, finished_at=time.time(),
                               error=f"could not start the training process: {exc}")

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from transformers import TrainerCallback
 
-EVENTS_FILE = "events.jsonl"
+from ..job_files import EVENTS_FILE
+
 
 
 class EventLog:

@@ -19,7 +19,9 @@ HEADER = ("# LoRA Studio\nFine-tune language models with LoRA / QLoRA: pick a mo
 
 def build_app(manager: Any = None) -> gr.Blocks:
     from ..jobs import JobManager
+    from ..ml_stack import import_ml_stack
 
+    import_ml_stack()  # before any request thread can import transformers for the first time (ml_stack.py)
     service = StudioService(manager or JobManager())
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(HEADER)
