@@ -1,12 +1,20 @@
-"""Who may start, stop or resume training.
+"""Who may see and do what. The access model, written down once:
 
-Locally (no SPACE_ID) the app binds to 127.0.0.1 and everyone who can reach it may train. On a Space, only the
-Space owner, members of the owning org, or users in LORA_STUDIO_ALLOWED_USERS may; others get a read-only view
-and a "Duplicate this Space" hint. Browser users log in with Hugging Face OAuth; API clients send their token
-(`gradio_client.Client(url, token=...)`), which is checked with the Hub's whoami. Tokens are never returned.
+- Locally (no SPACE_ID) the app binds to 127.0.0.1 and whoever can reach it may do everything.
+- On a Space, *members* — the Space owner, members of the owning org, users in LORA_STUDIO_ALLOWED_USERS — may do
+  everything. Everyone else is a *visitor*: they see a welcome view (what the app does, sign in, duplicate the
+  Space) and nothing that reads or computes on the owner's jobs, uploads, adapters or hardware. The one
+  exception is the optional public demo (public_demo.py): adapters the owner listed, within fixed caps.
+- Browser users sign in with Hugging Face OAuth; API clients send their token (`gradio_client.Client(url,
+  token=...)`), which the Hub's whoami checks. A token the Hub rejects is refused, never trusted. Tokens are
+  never returned, logged or stored.
+
+The rule is enforced in one place for every event of the app (ui/gate.py): a function is members-only unless
+it is marked public there.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
@@ -27,6 +35,23 @@ class Identity:
     @property
     def anonymous(self) -> bool:
         return self.username is None
+
+
+# The caller of the event being served, set by the gate (ui/gate.py) so that layers without Gradio (the service,
+# upload placement) know whose request this is. Anonymous outside an event (CLI, tests, the job supervisor).
+_CALLER: contextvars.ContextVar[Optional["Identity"]] = contextvars.ContextVar("lora_studio_caller", default=None)
+
+
+def current_caller() -> "Identity":
+    return _CALLER.get() or Identity()
+
+
+def set_caller(ident: "Identity") -> contextvars.Token:
+    return _CALLER.set(ident)
+
+
+def reset_caller(token: contextvars.Token) -> None:
+    _CALLER.reset(token)
 
 
 def on_space() -> bool:
@@ -72,6 +97,48 @@ def identity_from_token(token: str) -> Identity:
     return ident
 
 
+def identify_request(request: Any) -> Identity:
+    """The caller of the current event, from the request alone: the browser's OAuth session, else a token."""
+    info = None
+    try:
+        session = request.session if request is not None else None
+        info = session.get("oauth_info") if session is not None else None
+    except Exception:  # no session middleware (OAuth not configured): API tokens only
+        info = None
+    if info and (info.get("expires_at") is None or info["expires_at"] > time.time()) and info.get("access_token"):
+        return identity_from_token(info["access_token"])
+    return identify(request)
+
+
+def duplicate_url() -> Optional[str]:
+    space = os.environ.get("SPACE_ID")
+    return f"https://huggingface.co/spaces/{space}?duplicate=true" if space else None
+
+
+def member_only_message(ident: Identity) -> str:
+    owner = space_owner() or "its owner"
+    who = "Sign in with Hugging Face" if ident.anonymous else f"Signed in as {ident.username}, who is not a member"
+    return (f"{who}: this Space belongs to {owner}, and only its owner and their organisation's members may use "
+            f"its jobs, data and hardware. Sign in as a member, or duplicate this Space to run your own: "
+            f"{duplicate_url()}")
+
+
+def is_member(ident: Identity) -> bool:
+    """May this caller read and use the owner's jobs, uploads, adapters and hardware?"""
+    if not on_space():
+        return True
+    if ident.anonymous:
+        return False
+    owner = (space_owner() or "").lower()
+    user = ident.username.lower()
+    return bool(owner) and (user == owner or owner in {o.lower() for o in ident.orgs} or user in allowed_users())
+
+
+def require_member(ident: Identity) -> None:
+    if not is_member(ident):
+        raise AccessDenied(member_only_message(ident))
+
+
 def identify(request: Any = None, profile: Any = None, oauth_token: Any = None) -> Identity:
     """The caller: OAuth session (browser) first, else an `Authorization: Bearer` token (API clients)."""
     if oauth_token is not None and getattr(oauth_token, "token", None):
@@ -93,14 +160,12 @@ def can_train(ident: Identity) -> tuple[bool, str]:
     """(allowed, reason shown to the user)."""
     if not on_space():
         return True, "local app: training allowed"
+    if is_member(ident):
+        return True, f"logged in as {ident.username}"
     if ident.anonymous:
         return False, "log in with Hugging Face to train (only the Space owner may); or duplicate this Space"
-    owner = (space_owner() or "").lower()
-    user = ident.username.lower()
-    if user == owner or owner in {o.lower() for o in ident.orgs} or user in allowed_users():
-        return True, f"logged in as {ident.username}"
-    return False, (f"{ident.username} is not the owner of this Space ({owner}); duplicate the Space to train "
-                   "on your own hardware")
+    return False, (f"{ident.username} is not the owner of this Space ({space_owner()}); duplicate the Space to "
+                   "train on your own hardware")
 
 
 def require_trainer(ident: Identity) -> None:

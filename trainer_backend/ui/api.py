@@ -6,12 +6,31 @@ changes something checks the caller first (access.py).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, Optional
 
 import gradio as gr
 
-from ..access import AccessDenied, identify, require_trainer
+from ..access import AccessDenied, current_caller, identify, is_member, require_trainer
+from ..public_demo import DemoCaps, DemoLimiter, check_demo_request
+from .gate import public
 from .service import StudioService
+
+# Hard bounds on numbers a client sends (also for members): past them a call is refused, not clamped silently.
+MAX_NEW_TOKENS = 4096
+MAX_LOG_LINES = 5000
+MAX_LIST = 1000
+_DEMO_LIMITER = DemoLimiter()
+
+
+def _bounded(name: str, value: Any, low: float, high: float) -> Any:
+    try:
+        ok = low <= float(value) <= high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise gr.Error(f"{name} must be a number from {low:g} to {high:g} (got {value!r})", print_exception=False)
+    return value
 
 
 def _guard(request: Optional[gr.Request], profile: Optional[gr.OAuthProfile] = None,
@@ -73,7 +92,7 @@ def register_api(service: StudioService) -> None:
     @gr.api(api_name="list_jobs", queue=False)  # a cheap read: no queue round trip for pollers
     def list_jobs(limit: int = 100) -> list[dict]:
         """Jobs, newest first: id, name, status, owner, percent, step, total_steps, loss, error."""
-        return service.list_jobs(limit)
+        return service.list_jobs(int(_bounded("limit", limit, 1, MAX_LIST)))
 
     @gr.api(api_name="job_status", queue=False)  # a cheap read: no queue round trip for pollers
     def job_status(job_id: str, series: bool = False) -> dict:
@@ -84,12 +103,12 @@ def register_api(service: StudioService) -> None:
     @gr.api(api_name="job_events")
     def job_events(job_id: str, interval: float = 1.0) -> Iterator[dict]:
         """Streams progress snapshots until the job ends."""
-        yield from service.events(job_id, max(interval, 0.2))
+        yield from service.events(job_id, float(_bounded("interval", interval, 0.2, 60)))
 
     @gr.api(api_name="job_logs", queue=False)  # a cheap read: no queue round trip for pollers
     def job_logs(job_id: str, tail: int = 200) -> str:
         """The last lines of the job's log file."""
-        return service.logs(job_id, tail)
+        return service.logs(job_id, int(_bounded("tail", tail, 1, MAX_LOG_LINES)))
 
     @gr.api(api_name="stop_job")
     def stop_job(job_id: str, request: gr.Request) -> dict:
@@ -124,37 +143,85 @@ def _register_inference_api(service: StudioService) -> None:
     from ..inference import GenerationSettings, chat_stream, compare as run_compare
 
     def settings(temperature: float, top_p: float, max_new_tokens: int, repetition_penalty: float) -> Any:
-        return GenerationSettings(temperature, top_p, int(max_new_tokens), repetition_penalty)
+        _bounded("temperature", temperature, 0, 5)
+        _bounded("top_p", top_p, 0, 1)
+        _bounded("repetition_penalty", repetition_penalty, 0.5, 5)
+        limit = MAX_NEW_TOKENS if is_member(current_caller()) else DemoCaps.from_env().max_new_tokens
+        return GenerationSettings(temperature, top_p, int(_bounded("max_new_tokens", max_new_tokens, 1, limit)),
+                                  repetition_penalty)
+
+    def visitor_turn(adapter: str, text: str) -> Any:
+        """Members: no limits. Visitors: only the public demo's adapters, within its caps (public_demo.py)."""
+        caller = current_caller()
+        if is_member(caller):
+            return contextlib.nullcontext()
+        caps = DemoCaps.from_env()
+        try:
+            check_demo_request(adapter, _job_id(service, adapter), text, caps)
+        except AccessDenied as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return _DEMO_LIMITER.turn(caller.username or _client_host(), caps)
 
     @gr.api(api_name="chat")
+    @public  # visitors: the public demo only (visitor_turn)
     def chat(adapter: str, message: str, history: Optional[list[dict]] = None, system: str = "",
              temperature: float = 0.0, top_p: float = 0.9, max_new_tokens: int = 256,
              repetition_penalty: float = 1.0) -> Iterator[str]:
         """Streams the fine-tuned model's answer (adapter: job id, job folder or Hub repo id)."""
         messages = list(history or []) + [{"role": "user", "content": message}]
-        yield from chat_stream(_adapter_ref(service, adapter), messages,
-                               settings(temperature, top_p, max_new_tokens, repetition_penalty), system or None)
+        text = "".join(str(m.get("content", "")) for m in messages if isinstance(m, dict)) + (system or "")
+        gen = settings(temperature, top_p, max_new_tokens, repetition_penalty)
+        try:
+            with visitor_turn(adapter, text):
+                yield from chat_stream(_adapter_ref(service, adapter), messages, gen, system or None)
+        except AccessDenied as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     @gr.api(api_name="compare")
+    @public  # visitors: the public demo only (visitor_turn)
     def compare(adapter: str, message: str, system: str = "", temperature: float = 0.0,
                 max_new_tokens: int = 256) -> dict:
         """The same prompt answered by the base model and the fine-tuned one: {base, fine_tuned}."""
-        return run_compare(_adapter_ref(service, adapter), [{"role": "user", "content": message}],
-                           settings(temperature, 0.9, max_new_tokens, 1.0), system or None)
+        gen = settings(temperature, 0.9, max_new_tokens, 1.0)
+        try:
+            with visitor_turn(adapter, (message or "") + (system or "")):
+                return run_compare(_adapter_ref(service, adapter), [{"role": "user", "content": message}], gen,
+                                   system or None)
+        except AccessDenied as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     @gr.api(api_name="evaluate")
     def evaluate(adapter: str, max_examples: int = 50, max_new_tokens: int = 128) -> dict:
         """Base vs fine-tuned on the job's validation split: loss, perplexity, exact match, ROUGE-L, examples."""
+        _bounded("max_examples", max_examples, 1, 10_000)
         report = run_evaluation(_adapter_ref(service, adapter), None, int(max_examples),
                                 settings(0.0, 0.9, max_new_tokens, 1.0))
         return report.to_dict()
 
 
+def _job_id(service: StudioService, ref: str) -> Optional[str]:
+    try:
+        return service.jobs.get(ref).id
+    except (KeyError, ValueError):
+        return None
+
+
+def _client_host() -> str:
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    return getattr(getattr(request, "client", None), "host", None) or "unknown"
+
+
 def _adapter_ref(service: StudioService, ref: str) -> str:
     """A job id resolves to its folder; other refs (folder inside the data dir, Hub id) pass through checks."""
-    from ..uploads import check_client_path
+    from ..uploads import UnsafePath, check_client_path
 
     try:
         return service.jobs.get(ref).job_dir
-    except KeyError:
+    except (KeyError, ValueError):
+        pass
+    try:
         return check_client_path(ref, [service.data_dir], "adapter")
+    except UnsafePath as exc:
+        raise gr.Error(str(exc), print_exception=False) from None

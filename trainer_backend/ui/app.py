@@ -6,15 +6,32 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from ..access import can_train, identify, on_space
+from ..access import can_train, duplicate_url, identify, is_member, on_space
+from ..public_demo import public_adapters
 from .api import register_api
 from .chat_tab import build_chat_tab
+from .gate import install_gate, public
 from .jobs_tab import build_jobs_tab
 from .service import StudioService
 from .train_tab import build_train_tab
 
 HEADER = ("# LoRA Studio\nFine-tune language models with LoRA / QLoRA: pick a model and a dataset, check the data, "
           "train in the background, then chat with the result.")
+
+
+def welcome_markdown() -> str:
+    """What a visitor of a Space sees instead of the owner's workspace."""
+    text = ("## Welcome\nLoRA Studio fine-tunes language models with LoRA / QLoRA: pick a base model and a dataset, "
+            "check every row before any GPU time is spent, train in the background with a live loss curve, push "
+            "the adapter to the Hub with a model card, and chat with it side by side with the base model.\n\n"
+            "This Space's jobs, data and hardware belong to its owner. **Sign in with Hugging Face** (button "
+            f"above) if you are the owner or a member of their organisation, or **[Duplicate this Space]"
+            f"({duplicate_url()})** to train on your own hardware — private by default.")
+    demos = sorted(public_adapters())
+    if demos:
+        text += ("\n\n### Public demo\nThe owner shares these adapters for anyone to try through the API "
+                 "(`/chat`, `/compare`, within limits): " + ", ".join(f"`{d}`" for d in demos) + ".")
+    return text
 
 
 def build_app(manager: Any = None) -> gr.Blocks:
@@ -29,25 +46,32 @@ def build_app(manager: Any = None) -> gr.Blocks:
             access_md = gr.Markdown(elem_id="access")
             if on_space():
                 gr.LoginButton()
-        with gr.Tabs() as tabs:
-            train = build_train_tab(service)
-            jobs = build_jobs_tab(service)
-            build_chat_tab(service)
+        # On a Space the workspace starts hidden and the welcome view shown; `who` swaps them for members.
+        with gr.Column(visible=not on_space()) as workspace:
+            with gr.Tabs() as tabs:
+                train = build_train_tab(service)
+                jobs = build_jobs_tab(service)
+                build_chat_tab(service)
+        welcome = gr.Markdown(welcome_markdown() if on_space() else "", visible=on_space(), elem_id="welcome")
         register_api(service)
 
+        @public
         def who(request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
-                oauth_token: Optional[gr.OAuthToken] = None) -> str:
+                oauth_token: Optional[gr.OAuthToken] = None) -> tuple:
             try:
-                allowed, reason = can_train(identify(request, profile, oauth_token))
+                ident = identify(request, profile, oauth_token)
+                member, (allowed, reason) = is_member(ident), can_train(ident)
             except PermissionError as exc:
-                allowed, reason = False, str(exc)
+                member, allowed, reason = False, False, str(exc)
             if allowed:
-                return f"🔓 {reason}"
-            duplicate = (f"[Duplicate this Space](https://huggingface.co/spaces/{os.environ['SPACE_ID']}"
-                         "?duplicate=true)") if on_space() else ""
-            return f"🔒 Read-only: {reason}. {duplicate}"
+                text = f"🔓 {reason}"
+            elif member:  # a member on ZeroGPU hardware: everything but training
+                text = f"🔒 {reason}"
+            else:
+                text = f"🔒 {reason}. [Duplicate this Space]({duplicate_url()})" if on_space() else f"🔒 {reason}"
+            return text, gr.update(visible=member), gr.update(visible=not member)
 
-        demo.load(who, None, access_md, api_visibility="private")
+        demo.load(who, None, [access_md, workspace, welcome], api_visibility="private")
         refresh, inputs, outputs = jobs["refresh"]
         demo.load(refresh, inputs, outputs, api_visibility="private")
         train["job_started"].change(lambda _: gr.Tabs(selected="jobs"), train["job_started"], tabs,
@@ -55,13 +79,19 @@ def build_app(manager: Any = None) -> gr.Blocks:
         on_dataset, d_in, d_out = train["on_dataset"]
         demo.load(on_dataset, d_in, d_out, api_visibility="private")
     demo.queue(default_concurrency_limit=8)
+    install_gate(demo)  # last: every event above, UI and API, goes through the access model
     return demo
 
 
 def launch(demo: Optional[gr.Blocks] = None) -> None:
+    from ..jobs.paths import default_data_dir
+
     demo = demo or build_app()
     default_host = "0.0.0.0" if on_space() else "127.0.0.1"
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", default_host),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                 max_file_size=os.environ.get("LORA_STUDIO_MAX_UPLOAD", "512mb"), ssr_mode=False,
-                footer_links=["api"])
+                footer_links=["api"],
+                # Gradio serves only files it created; say explicitly that nothing of the job store is served
+                # (jobs, uploads, adapters, the database), whoever asks.
+                allowed_paths=[], blocked_paths=[str(default_data_dir())])

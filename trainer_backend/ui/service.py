@@ -14,9 +14,10 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
+from ..access import current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector
 from ..spec import JobSpec, SpecError, parse_spec
-from ..uploads import EXAMPLES_DIR, sanitize_client_spec, store_upload
+from ..uploads import EXAMPLES_DIR, load_client_yaml, sanitize_client_spec, store_upload, user_upload_dir
 
 TINY_DEMO = "tiny-demo"
 TERMINAL_EVENTS = ("succeeded", "failed", "stopped", "interrupted")
@@ -45,28 +46,35 @@ class StudioService:
             return build_tiny_model(self.data_dir / "models" / TINY_DEMO, corpus=corpus * 3, vocab_size=2048)
 
     def parse_client_spec(self, spec_text: str, dataset_file: Optional[str] = None) -> tuple[JobSpec, list[str]]:
-        """YAML or JSON from a client -> a JobSpec that only touches this app's folders."""
-        try:
-            raw = yaml.safe_load(spec_text or "") or {}
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec is not valid YAML/JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise SpecError("spec must be a mapping (YAML or JSON object)")
-        raw.setdefault("data", {})
+        """YAML or JSON from a client -> a JobSpec that only touches this app's (and this caller's) folders."""
+        raw = load_client_yaml(spec_text)
+        for section in ("data", "model"):
+            if not isinstance(raw.setdefault(section, {}), dict):
+                raise SpecError(f"spec: '{section}' must be a section (a mapping of keys to values)")
         if dataset_file:
             raw["data"]["path"] = str(self.store_dataset(dataset_file))
-        model = raw.setdefault("model", {})
+        model = raw["model"]
         if model.get("base_model") == TINY_DEMO:
             model["base_model"] = str(self.tiny_demo_model())
         raw.pop("output_dir", None)
         spec, warnings = parse_spec(raw, "spec")
-        return sanitize_client_spec(spec, self.data_dir), warnings
+        if spec.model.trust_remote_code and not is_member(current_caller()):
+            raise SpecError("model.trust_remote_code runs code from the model repo on this server; only the "
+                            "Space's owner and members may turn it on")
+        return sanitize_client_spec(spec, self.data_dir, self.client_roots()), warnings
+
+    def client_roots(self) -> list[Path]:
+        """Where a client's spec may point: its own uploads and the bundled examples (on a Space), or anything
+        in the data dir (locally: one user)."""
+        if not on_space():
+            return [self.data_dir, EXAMPLES_DIR]
+        return [user_upload_dir(self.data_dir, current_caller().username), EXAMPLES_DIR]
 
     def store_dataset(self, path: str) -> Path:
-        src = Path(path)
-        if src.resolve().is_relative_to(EXAMPLES_DIR.resolve()) or src.resolve().is_relative_to(self.data_dir.resolve()):
-            return src.resolve()
-        return store_upload(src, self.data_dir, src.name)
+        src = Path(path).resolve()
+        if any(src.is_relative_to(root.resolve()) for root in self.client_roots()):
+            return src
+        return store_upload(src, user_upload_dir(self.data_dir, current_caller().username), src.name)
 
     # ---- data -------------------------------------------------------------------------------------------
     def preview(self, path: str, split: str = "train", config_name: Optional[str] = None,

@@ -1,0 +1,294 @@
+"""A public Space attacked by its visitors: every endpoint, as an anonymous caller, a signed-in stranger, with
+forged headers, path tricks, oversized uploads and absurd inputs. Each attack is a real call (gradio_client or raw
+HTTP) against the app started as a Space on loopback; each asserts the refusal message AND that nothing changed
+(job rows, files in the data dir, training processes) AND that the Hub saw nothing but identity checks.
+The module ends by printing "N attacks refused of N".
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import HubServer  # noqa: E402
+from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, STRANGER, TOKEN_OF, TOKENS, client_as,  # noqa: E402
+                          refusal_of, start_space, store_state, train_owner_jobs)
+
+SIGN_IN = "duplicate this Space"          # every members-only refusal says how to get access
+REJECTED = "token was rejected"
+RESULTS: dict[str, bool] = {}
+# whoami checks a token; agent-harnesses is huggingface_hub's own user-agent registry (fetched once a day)
+HUB_PATHS_ALLOWED = ("/api/whoami", "/api/agent-harnesses")
+QUICK = ("model: {base_model: tiny-demo}\ndata: {chat_template: chatml, max_rows: 8}\nlengths: {block_size: 64}\n"
+         "training: {max_steps: 1, batch_size: 1, save_strategy: 'no', eval_strategy: 'no'}\n")
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, real_data: Path):
+    work = tmp_path_factory.mktemp("space")
+    hub = HubServer(TOKENS).start()
+    data_dir = work / "data"
+    public_id, private_id = train_owner_jobs(data_dir, tiny_model_dir,
+                                             real_data / "alpaca/self_instruct_seed_tasks.jsonl", work)
+    owner_upload = data_dir / "uploads" / OWNER / "0123456789abcdef" / "owner-private.jsonl"
+    owner_upload.parent.mkdir(parents=True)
+    owner_upload.write_text('{"instruction": "owner secret", "output": "owner secret answer"}\n')
+    app = start_space(data_dir, hub.url, public_id)
+    state = {"app": app, "hub": hub, "data": data_dir, "public": public_id, "private": private_id,
+             "owner_upload": owner_upload, "work": work,
+             "anonymous": client_as(app.url), "stranger": client_as(app.url, TOKEN_OF[STRANGER]),
+             "member": client_as(app.url, TOKEN_OF[MEMBER]), "owner": client_as(app.url, TOKEN_OF[OWNER])}
+    # The owner's first check builds the offline demo model, so later attacks find the store settled.
+    report = state["owner"].predict(_spec_with(path="examples/capitals.jsonl"), None, api_name="/dataset_report")
+    assert report["ok"], report
+    yield state
+    app.stop()
+    hub.stop()
+    refused = sum(RESULTS.values())
+    print(f"\n{refused} attacks refused of {len(RESULTS)}")
+
+
+def attack(space: dict, name: str, call: Callable[[], Any], expect: str) -> str:
+    """Run one attack: it must be refused with `expect` in the message, and change nothing."""
+    before = store_state(space["data"])
+    hub_requests = len(space["hub"].state.requests)
+    RESULTS[name] = False
+    message = refusal_of(call)
+    assert expect.lower() in message.lower(), f"{name}: unexpected refusal: {message}"
+    after = store_state(space["data"])
+    assert after.jobs == before.jobs, f"{name}: the job store changed"
+    assert after.files == before.files, f"{name}: files changed: {set(after.files) ^ set(before.files)}"
+    assert after.trainers == before.trainers, f"{name}: a training process started"
+    assert "owner secret" not in message and "instruction" not in message, f"{name}: data leaked: {message}"
+    for _, path, _ in space["hub"].state.requests[hub_requests:]:  # identity checks only: no model, no data
+        assert path.startswith(HUB_PATHS_ALLOWED), f"{name}: the Space called the Hub: {path}"
+    RESULTS[name] = True
+    return message
+
+
+# ---- every endpoint, as an anonymous visitor and as a signed-in stranger ------------------------------------
+def endpoint_calls(space: dict) -> dict[str, Callable[[Any], Any]]:
+    from gradio_client import handle_file
+
+    job = space["private"]
+    data = str(space["work"] / "secret-rows.jsonl")
+    spec_on_owner_events = QUICK.replace("chatml,", f"chatml, path: {space['data'] / 'jobs' / job / 'events.jsonl'},")
+    return {
+        "list_jobs": lambda c: c.predict(10, api_name="/list_jobs"),
+        "job_status": lambda c: c.predict(job, True, api_name="/job_status"),
+        "job_events": lambda c: _stream(c.submit(job, 0.5, api_name="/job_events")),
+        "job_logs": lambda c: c.predict(job, 50, api_name="/job_logs"),
+        "stop_job": lambda c: c.predict(job, api_name="/stop_job"),
+        "resume_job": lambda c: c.predict(job, api_name="/resume_job"),
+        "continue_job": lambda c: c.predict(space["public"], 1.0, api_name="/continue_job"),
+        "push_job": lambda c: c.predict(space["public"], "x/y", False, api_name="/push_job"),
+        "evaluate": lambda c: c.predict(space["public"], 5, 8, api_name="/evaluate"),
+        "chat_private_adapter": lambda c: _stream(c.submit(job, "hi", [], "", 0.0, 0.9, 4, 1.0, api_name="/chat")),
+        "compare_private_adapter": lambda c: c.predict(job, "hi", "", 0.0, 4, api_name="/compare"),
+        "validate_upload": lambda c: c.predict(QUICK, handle_file(data), api_name="/validate_dataset"),
+        "report_on_owner_events": lambda c: c.predict(spec_on_owner_events, None, api_name="/dataset_report"),
+        "start_training": lambda c: c.predict(QUICK, handle_file(data), api_name="/start_training"),
+    }
+
+
+ENDPOINTS = ["list_jobs", "job_status", "job_events", "job_logs", "stop_job", "resume_job", "continue_job",
+             "push_job", "evaluate", "chat_private_adapter", "compare_private_adapter", "validate_upload",
+             "report_on_owner_events", "start_training"]
+
+
+@pytest.mark.parametrize("who", ["anonymous", "stranger"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_visitors_are_refused_everywhere(space: dict, who: str, endpoint: str) -> None:
+    call = endpoint_calls(space)[endpoint]
+    expect = "not part of the Space's public demo" if endpoint.endswith("private_adapter") else SIGN_IN
+    attack(space, f"{who}: {endpoint}", lambda: call(space[who]), expect)
+
+
+# ---- forged and malformed credentials ------------------------------------------------------------------------
+@pytest.mark.parametrize("name, headers, expect", [
+    ("forged x-hf-authorization", {"x-hf-authorization": f"Bearer {FORGED_TOKEN}"}, REJECTED),
+    ("forged authorization", {"authorization": f"Bearer {FORGED_TOKEN}"}, REJECTED),
+    ("owner's name as token", {"x-hf-authorization": f"Bearer {OWNER}"}, REJECTED),
+    ("token without Bearer", {"x-hf-authorization": TOKEN_OF[OWNER]}, SIGN_IN),
+    ("bearer without a token", {"x-hf-authorization": "Bearer"}, SIGN_IN),
+])
+def test_forged_headers_are_refused(space: dict, name: str, headers: dict, expect: str) -> None:
+    client = client_as(space["app"].url, headers=headers)
+    attack(space, name, lambda: client.predict(space["private"], 50, api_name="/job_logs"), expect)
+
+
+# ---- paths: a member may not reach other people's files, nobody reaches the store over HTTP ------------------
+def _spec_with(**data: str) -> str:
+    extra = ", ".join(f"{k}: '{v}'" for k, v in data.items())
+    return QUICK.replace("chatml,", f"chatml, {extra},")
+
+
+def test_member_cannot_name_files_outside_their_uploads(space: dict) -> None:
+    member, data = space["member"], space["data"]
+    events = data / "jobs" / space["private"] / "events.jsonl"
+    link_dir = data / "uploads" / MEMBER / "feedfacefeedface"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    (link_dir / "innocent.jsonl").symlink_to(space["owner_upload"])
+    cases = {
+        "member: relative ../ into a job": _spec_with(path="../jobs/" + space["private"] + "/events.jsonl"),
+        "member: absolute path to a job file": _spec_with(path=str(events)),
+        "member: another user's upload": _spec_with(path=str(space["owner_upload"])),
+        "member: symlink in own uploads to the owner's upload": _spec_with(path=str(link_dir / "innocent.jsonl")),
+        "member: /etc/passwd": _spec_with(path="/etc/passwd"),
+        "member: valid_split outside": _spec_with(path="examples/capitals.jsonl", valid_split=str(events)),
+    }
+    for name, spec in cases.items():
+        attack(space, name, lambda s=spec: _unwrap(member.predict(s, None, api_name="/dataset_report")),
+               "outside")
+    encoded = _spec_with(path=str(data / "uploads" / MEMBER / "%2e%2e" / "%2e%2e" / "jobs.db"))
+    attack(space, "member: URL-encoded ../ (taken literally)",  # no decoding: a name, and no such file
+           lambda: _unwrap(member.predict(encoded, None, api_name="/dataset_report")), "not found")
+    owner_adapter = data / "jobs" / space["public"] / "adapter"
+    examples = _spec_with(path="examples/capitals.jsonl")
+    spec = examples.replace("{base_model: tiny-demo}", "{base_model: '" + str(owner_adapter) + "'}")
+    attack(space, "member: base model from another job's folder",
+           lambda: _unwrap(member.predict(spec, None, api_name="/dataset_report")), "outside")
+    spec = examples.replace("training: {", "training: {accelerate_config: /etc/passwd, ")
+    attack(space, "member: accelerate_config=/etc/passwd",
+           lambda: _unwrap(member.predict(spec, None, api_name="/start_training")), "outside")
+
+
+def _stream(job: Any) -> list:
+    """All outputs of a streaming call; a refusal surfaces from result() (iteration alone swallows it)."""
+    outputs = list(job)
+    job.result()
+    return outputs
+
+
+def _unwrap(result: dict) -> dict:
+    """Validation and start report refusals in their result ({ok: false} / status rejected): raise them."""
+    if result.get("ok") is False or result.get("status") == "rejected":
+        raise ValueError(" ".join(result.get("errors") or [result.get("error") or ""]))
+    return result
+
+
+def _http_get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"HTTP {exc.code}") from None
+
+
+@pytest.mark.parametrize("target", ["events", "jobs.db", "adapter", "upload", "etc-passwd", "dotdot"])
+def test_gradio_file_route_serves_nothing_of_the_store(space: dict, target: str) -> None:
+    data = space["data"]
+    path = {"events": data / "jobs" / space["private"] / "events.jsonl", "jobs.db": data / "jobs.db",
+            "adapter": data / "jobs" / space["public"] / "adapter" / "adapter_config.json",
+            "upload": space["owner_upload"], "etc-passwd": Path("/etc/passwd"),
+            "dotdot": f"{data}/../../../etc/passwd"}[target]
+    url = space["app"].url + "gradio_api/file=" + urllib.parse.quote(str(path))
+    attack(space, f"file route: {target}", lambda: _http_get(url), "HTTP 4")
+
+
+def test_a_raw_path_in_place_of_an_upload_is_refused(space: dict) -> None:
+    """FileData naming a server file instead of an uploaded one (what gradio_client would never send)."""
+    body = {"data": [QUICK, {"path": str(space["owner_upload"]), "meta": {"_type": "gradio.FileData"}}]}
+    url = space["app"].url + "gradio_api/call/validate_dataset"
+
+    def call() -> Any:
+        req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json",
+                                     "x-hf-authorization": f"Bearer {TOKEN_OF[MEMBER]}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            event = json.loads(resp.read())["event_id"]
+        out = _http_get(f"{url}/{event}")
+        if "event: error" in out and "owner secret" not in out:
+            raise ValueError(out[-300:])
+        return out
+    attack(space, "member: FileData naming the owner's upload", call, "event: error")
+
+
+def test_oversized_upload_is_refused(space: dict) -> None:
+    from gradio_client import handle_file
+
+    big = space["work"] / "big.jsonl"
+    big.write_text('{"text": "' + "x" * (2 * 1024 * 1024) + '"}\n')
+    attack(space, "owner: upload over the size limit",
+           lambda: space["owner"].predict(QUICK, handle_file(str(big)), api_name="/validate_dataset"), "exceeds the maximum file size")
+
+
+# ---- absurd input, even from members ------------------------------------------------------------------------
+def test_absurd_input_is_refused(space: dict) -> None:
+    owner, job = space["owner"], space["public"]
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9))
+    attack(space, "owner: YAML alias bomb", lambda: _unwrap(owner.predict(bomb, None, api_name="/dataset_report")),
+           "aliases")
+    huge = QUICK + "# " + "x" * 300_000 + "\n"
+    attack(space, "owner: 300 KB spec", lambda: _unwrap(owner.predict(huge, None, api_name="/dataset_report")),
+           "at most")
+    attack(space, "owner: max_new_tokens=10**9",
+           lambda: _stream(owner.submit(job, "hi", [], "", 0.0, 0.9, 10**9, 1.0, api_name="/chat")), "max_new_tokens")
+    attack(space, "owner: tail=10**9", lambda: owner.predict(job, 10**9, api_name="/job_logs"), "tail")
+    attack(space, "owner: limit=-5", lambda: owner.predict(-5, api_name="/list_jobs"), "limit")
+    attack(space, "owner: interval=0", lambda: _stream(owner.submit(job, 0, api_name="/job_events")), "interval")
+    attack(space, "owner: negative block size", lambda: _unwrap(owner.predict(
+        QUICK.replace("block_size: 64", "block_size: -64"), None, api_name="/dataset_report")), "block_size")
+
+
+# ---- the public demo: a visitor may chat with what the owner shared, within caps, and nothing else ----------
+def test_public_demo_within_caps(space: dict) -> None:
+    visitor, public = space["anonymous"], space["public"]
+    answer = ""
+    for answer in visitor.submit(public, "Hello", [], "", 0.0, 0.9, 8, 1.0, api_name="/chat"):
+        pass
+    assert isinstance(answer, str)
+    both = visitor.predict(public, "Hello", "", 0.0, 8, api_name="/compare")
+    assert set(both) == {"base", "fine_tuned"} and "/" not in json.dumps(list(both))
+    attack(space, "visitor: demo over max_new_tokens",
+           lambda: visitor.predict(public, "Hello", "", 0.0, 9, api_name="/compare"), "max_new_tokens")
+    attack(space, "visitor: demo prompt over the length cap",
+           lambda: visitor.predict(public, "x" * 5000, "", 0.0, 8, api_name="/compare"), "characters")
+    attack(space, "visitor: evaluate the demo adapter",
+           lambda: visitor.predict(public, 5, 8, api_name="/evaluate"), SIGN_IN)
+    attack(space, "visitor: logs of the demo job", lambda: visitor.predict(public, 50, api_name="/job_logs"), SIGN_IN)
+    # 2 calls above succeeded, 2 were refused before counting: the cap (4 a minute) is reached within 3 more
+    refusals = []
+    for _ in range(3):
+        try:
+            visitor.predict(public, "Hi", "", 0.0, 4, api_name="/compare")
+        except Exception as exc:  # noqa: BLE001
+            refusals.append(str(exc))
+    assert refusals and "a minute" in refusals[-1], refusals
+    RESULTS["visitor: demo over its rate limit"] = True
+
+
+def test_a_ui_event_called_by_index_returns_nothing_to_a_visitor(space: dict) -> None:
+    """UI events are callable by fn_index over raw HTTP; for a visitor they return no update."""
+    config = json.loads(_http_get(space["app"].url + "config"))
+    assert space["private"] not in json.dumps(config) and "owner-private" not in json.dumps(config)
+    refresh = next(d for d in config["dependencies"] if d.get("api_visibility") == "private"
+                   and d["targets"] and d["targets"][0][1] == "load" and len(d["outputs"]) > 3)
+
+    def call() -> Any:
+        url = space["app"].url + "gradio_api/queue/join"
+        body = {"data": [None] * len(refresh["inputs"]), "fn_index": refresh["id"], "session_hash": "visitor1",
+                "event_data": None, "trigger_id": None}
+        req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        stream = _http_get(space["app"].url + "gradio_api/queue/data?session_hash=visitor1")
+        if space["private"] in stream or "owner-public" in stream:
+            return stream
+        raise ValueError("no data: " + stream[-200:])
+    attack(space, "anonymous: UI jobs-table refresh by fn_index", call, "no data")
+
+
+def test_the_owner_still_has_everything(space: dict) -> None:
+    owner = space["owner"]
+    jobs = owner.predict(10, api_name="/list_jobs")
+    assert {space["public"], space["private"]} <= {j["id"] for j in jobs}
+    assert "finished at step 2" in owner.predict(space["public"], 50, api_name="/job_logs")
+    assert TOKEN_OF[OWNER] not in json.dumps(owner.predict(space["public"], True, api_name="/job_status"))

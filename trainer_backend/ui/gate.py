@@ -1,0 +1,101 @@
+"""The one place where the access model (access.py) is enforced for every event of the app.
+
+Every function Gradio can run — named API endpoints and the UI's own events alike (a hostile client can call a
+UI event by its fn_index) — is wrapped after the app is built. On a Space a wrapped function runs only for
+members; a visitor gets the sign-in / duplicate message (API endpoints) or no update at all (UI events, so the
+welcome page shows no error toasts). Functions marked `@public` run for everyone and check what they need
+themselves (the welcome view, the public demo's chat and compare). Locally nothing changes.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Optional
+
+import gradio as gr
+
+from ..access import AccessDenied, Identity, identify_request, is_member, member_only_message, on_space, \
+    reset_caller, set_caller
+
+_PUBLIC = "__lora_studio_public__"
+_GATED = "__lora_studio_gated__"
+
+
+def public(fn: Callable) -> Callable:
+    """Mark an event function as open to visitors on a Space (it must protect what it touches itself)."""
+    setattr(fn, _PUBLIC, True)
+    return fn
+
+
+def caller_of_current_event() -> Identity:
+    from gradio.context import LocalContext
+
+    return identify_request(LocalContext.request.get(None))
+
+
+def _decide(members_only: bool) -> tuple[Optional[Identity], Optional[str]]:
+    """(identity, None) when the call may go on; (None, message) when it is refused."""
+    try:
+        ident = caller_of_current_event()
+    except AccessDenied as exc:  # a token the Hub rejected: refused, never taken for anonymous
+        return None, str(exc)
+    if members_only and on_space() and not is_member(ident):
+        return None, member_only_message(ident)
+    return ident, None
+
+
+def _refuse(message: str, api: bool) -> Any:
+    if api:
+        raise gr.Error(message, print_exception=False)
+    return gr.skip()  # a UI event: no update, no error toast on the visitor's welcome page
+
+
+def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
+    """Decide before the call, then run it with the caller known to the layers below (access.current_caller)."""
+    if inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):  # none today; refuse to guess
+        raise TypeError(f"{fn.__name__}: async event functions need an async gate")
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gated_stream(*args: Any, **kwargs: Any) -> Any:
+            ident, refusal = _decide(members_only)
+            if refusal:
+                yield _refuse(refusal, api or not members_only)
+                return
+            stream = fn(*args, **kwargs)
+            while True:  # each step may run in another worker thread: set the caller around every step
+                token = set_caller(ident)
+                try:
+                    item = next(stream)
+                except StopIteration:
+                    return
+                finally:
+                    reset_caller(token)
+                yield item
+        wrapper: Callable = gated_stream
+    else:
+        @functools.wraps(fn)
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            ident, refusal = _decide(members_only)
+            if refusal:
+                return _refuse(refusal, api or not members_only)
+            token = set_caller(ident)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                reset_caller(token)
+        wrapper = gated
+    setattr(wrapper, _GATED, True)
+    return wrapper
+
+
+def install_gate(demo: gr.Blocks) -> int:
+    """Wrap every event function of `demo`; those not marked public become members-only. Returns how many."""
+    members_only = 0
+    for block_fn in demo.fns.values():
+        fn = block_fn.fn
+        if fn is None or getattr(fn, _GATED, False):
+            continue
+        restricted = not getattr(fn, _PUBLIC, False)
+        block_fn.fn = _wrap(fn, members_only=restricted, api=block_fn.api_visibility != "private")
+        members_only += restricted
+    return members_only
