@@ -292,3 +292,26 @@ def test_the_owner_still_has_everything(space: dict) -> None:
     assert {space["public"], space["private"]} <= {j["id"] for j in jobs}
     assert "finished at step 2" in owner.predict(space["public"], 50, api_name="/job_logs")
     assert TOKEN_OF[OWNER] not in json.dumps(owner.predict(space["public"], True, api_name="/job_status"))
+
+
+def test_a_visitor_in_the_browser_sees_the_welcome_page_only(space: dict) -> None:
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is missing: apt-get install chromium (make test does)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(space["app"].url)
+        page.wait_for_selector("#welcome", state="visible", timeout=30_000)
+        page.wait_for_timeout(2_000)  # the load events have run (a refused one would show an error toast)
+        text = page.inner_text("body")
+        browser.close()
+    assert "Sign in with Hugging Face" in text and "Duplicate this Space" in text
+    assert "Error" not in text, "a refused event showed an error toast on the welcome page"
+    for secret in (space["public"], space["private"], "owner-public", "owner-private"):
+        if secret != space["public"]:  # the public demo's id is listed on purpose
+            assert secret not in text
+    assert "Train" not in [t.strip() for t in text.splitlines()], "the owner's workspace tabs are visible"

@@ -71,7 +71,7 @@ def build_app(manager: Any = None) -> gr.Blocks:
                 text = f"🔒 {reason}. [Duplicate this Space]({duplicate_url()})" if on_space() else f"🔒 {reason}"
             return text, gr.update(visible=member), gr.update(visible=not member)
 
-        demo.load(who, None, [access_md, workspace, welcome], api_visibility="private")
+        demo.load(who, None, [access_md, workspace, welcome], api_visibility="private", show_progress="hidden")
         refresh, inputs, outputs = jobs["refresh"]
         demo.load(refresh, inputs, outputs, api_visibility="private")
         train["job_started"].change(lambda _: gr.Tabs(selected="jobs"), train["job_started"], tabs,

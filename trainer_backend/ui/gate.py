@@ -88,6 +88,12 @@ def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
     return wrapper
 
 
+def _is_public(fn: Callable) -> bool:
+    # The sign-in button's own status check (a method of gr.LoginButton) must work for visitors: it is how
+    # they become members.
+    return getattr(fn, _PUBLIC, False) or isinstance(getattr(fn, "__self__", None), gr.LoginButton)
+
+
 def install_gate(demo: gr.Blocks) -> int:
     """Wrap every event function of `demo`; those not marked public become members-only. Returns how many."""
     members_only = 0
@@ -95,7 +101,7 @@ def install_gate(demo: gr.Blocks) -> int:
         fn = block_fn.fn
         if fn is None or getattr(fn, _GATED, False):
             continue
-        restricted = not getattr(fn, _PUBLIC, False)
+        restricted = not _is_public(fn)
         block_fn.fn = _wrap(fn, members_only=restricted, api=block_fn.api_visibility != "private")
         members_only += restricted
     return members_only
