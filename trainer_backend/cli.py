@@ -6,9 +6,11 @@ import json
 import sys
 from typing import Any, Optional
 
+from .job_status import ExitCode
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID
+EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.STOPPED, ExitCode.NOT_PUSHED
 
 
 def _load(args: argparse.Namespace) -> Any:

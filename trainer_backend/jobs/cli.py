@@ -10,8 +10,9 @@ import time
 from datetime import datetime
 from typing import Any, Optional
 
+from ..job_status import EXIT_CODE_OF_STATUS, UNFINISHED, ExitCode, exit_code_help
+
 JOB_COMMANDS = ("submit", "jobs")
-_STATUS_EXIT = {"succeeded": 0, "failed": 1, "stopped": 3, "trained_not_pushed": 4, "interrupted": 5}
 
 
 def add_job_commands(subparsers: Any) -> None:
@@ -58,8 +59,7 @@ def add_job_commands(subparsers: Any) -> None:
     cont.add_argument("id")
     cont.add_argument("--epochs", type=float, required=True)
     cont.add_argument("--name")
-    wait = jsub.add_parser("wait", parents=[common], help="wait for a job to end; exit 0 succeeded, 1 failed, "
-                                                           "3 stopped, 4 interrupted")
+    wait = jsub.add_parser("wait", parents=[common], help=f"wait for a job to end; exit {exit_code_help()}")
     wait.add_argument("id")
     wait.add_argument("--timeout", type=float)
 
@@ -80,7 +80,7 @@ def run_job_command(args: argparse.Namespace) -> int:
         return handler(manager, args)
     except (JobNotFound, JobStateError, SpecError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
 
 
 def _err(text: str) -> None:
@@ -99,8 +99,8 @@ def _submit(manager: Any, args: argparse.Namespace) -> int:
         for issue in (job.error_details or {}).get("issues", []):
             _err(f"  - {issue}")
         print(job.id, flush=True)
-        return 2
-    ahead = len([j for j in manager.list(["queued", "running", "stopping"]) if j.seq < job.seq])
+        return ExitCode.INVALID
+    ahead = len([j for j in manager.list(list(UNFINISHED)) if j.seq < job.seq])
     _err(f"queued job {job.id} ({job.name}); {ahead} job(s) ahead. Folder: {job.job_dir}\n"
          f"follow it with: python -m trainer_backend jobs show {job.id}   (or: jobs logs {job.id} -f)")
     print(job.id, flush=True)
@@ -224,7 +224,7 @@ def _continue(manager: Any, args: argparse.Namespace) -> int:
     if job.status == "failed":
         _err(f"error: {job.error}")
         print(job.id)
-        return 2
+        return ExitCode.INVALID
     _err(f"queued job {job.id}: continues {args.id} for {args.epochs:g} more epoch(s)")
     print(job.id)
     return 0
@@ -233,7 +233,7 @@ def _continue(manager: Any, args: argparse.Namespace) -> int:
 def _wait(manager: Any, args: argparse.Namespace) -> int:
     job = manager.wait(args.id, timeout=args.timeout)
     _err(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
-    return _STATUS_EXIT.get(job.status, 1)
+    return EXIT_CODE_OF_STATUS.get(job.status, ExitCode.FAILED)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -13,11 +13,13 @@ from typing import Any, Optional
 
 import psutil
 
+from ..job_status import ExitCode
 from .procs import group_members, is_alive, process_start_time, signal_name
 from .progress import OUTCOME_EVENTS, EventsReader, events_in_range
 from .store import ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, STOPPED, SUCCEEDED, Job, JobStore
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = 0, 1, 2, 3, 4  # `... train` exit codes
+EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.OK, ExitCode.INVALID, ExitCode.STOPPED, \
+    ExitCode.NOT_PUSHED  # `... train` exit codes, as this module reads them
 LOG_TAIL_LINES = 30
 
 

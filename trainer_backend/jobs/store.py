@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..job_files import DEBUG_LOG_FILE, EVENTS_FILE, LOG_FILE, SPEC_FILE
+from ..job_status import ACTIVE, RESUMABLE, TERMINAL, JobStatus  # noqa: F401  (ACTIVE.. re-exported to jobs/)
 
-# Status values. Stored as plain TEXT (no CHECK constraint) so later issues can add push states.
-QUEUED, RUNNING, STOPPING = "queued", "running", "stopping"
-STOPPED, FAILED, SUCCEEDED, INTERRUPTED = "stopped", "failed", "succeeded", "interrupted"
-NOT_PUSHED = "trained_not_pushed"  # the adapter is on disk; the Hub push failed (retry with push)
-ACTIVE = (RUNNING, STOPPING)  # a training process exists (or is about to)
-TERMINAL = (STOPPED, FAILED, SUCCEEDED, INTERRUPTED, NOT_PUSHED)
-RESUMABLE = (STOPPED, FAILED, INTERRUPTED)
+# Statuses live in job_status.py; stored as plain TEXT. Short names for this package's many uses:
+QUEUED, RUNNING, STOPPING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.STOPPING
+STOPPED, FAILED, SUCCEEDED = JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED
+INTERRUPTED, NOT_PUSHED = JobStatus.INTERRUPTED, JobStatus.NOT_PUSHED
 
 DB_FILE = "jobs.db"
 JSON_COLUMNS = ("spec", "progress", "metrics", "error_details", "artifacts", "env")

@@ -8,10 +8,10 @@ from typing import Any, Optional
 import gradio as gr
 import pandas as pd
 
+from ..job_status import UNFINISHED
 from .service import StudioService
 
 PRIVATE = {"api_visibility": "private"}
-ACTIVE = ("queued", "running", "stopping")
 
 
 def _duration(seconds: Optional[float]) -> str:
@@ -73,7 +73,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created_at"]))] for j in jobs]
         ids = [j["id"] for j in jobs]
         if selected not in ids:  # re-attach: prefer a running job, else the newest
-            selected = next((j["id"] for j in jobs if j["status"] in ACTIVE), ids[0] if ids else None)
+            selected = next((j["id"] for j in jobs if j["status"] in UNFINISHED), ids[0] if ids else None)
         choices = [(f"{j['name']} · {j['id']} · {j['status']}", j["id"]) for j in jobs]
         if selected is None:
             return (gr.update(choices=choices, value=None), "No jobs yet — start one in the Train tab.", 0,

@@ -16,11 +16,12 @@ import yaml
 
 from ..access import current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector
+from ..job_status import TERMINAL, JobStatus
 from ..spec import JobSpec, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR, load_client_yaml, sanitize_client_spec, store_upload, user_upload_dir
 
 TINY_DEMO = "tiny-demo"
-TERMINAL_EVENTS = ("succeeded", "failed", "stopped", "interrupted")
+EVENTS_STREAM_MAX_SECONDS = 3600.0  # a /job_events stream ends after this; the client reconnects
 
 
 def example_datasets() -> dict[str, str]:
@@ -142,7 +143,7 @@ class StudioService:
 
     def events(self, job_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> Iterator[dict]:
         """Progress snapshots until the job ends (one per change, at most one per `interval`)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + (EVENTS_STREAM_MAX_SECONDS if timeout is None else timeout)
         last = None
         while True:
             job = self.jobs.get(job_id)
@@ -151,7 +152,7 @@ class StudioService:
             if current != last:
                 yield {"id": job.id, "status": job.status, "progress": snap, "error": job.error}
                 last = current
-            if job.status in TERMINAL_EVENTS or (deadline and time.monotonic() > deadline):
+            if job.status in TERMINAL or time.monotonic() > deadline:
                 return
             time.sleep(interval)
 
@@ -178,7 +179,7 @@ class StudioService:
     def finished_adapters(self) -> dict[str, str]:
         """Finished jobs' adapters for the Chat tab: label -> job dir."""
         out = {}
-        for job in self.jobs.list(status="succeeded"):
+        for job in self.jobs.list(status=JobStatus.SUCCEEDED):
             if (Path(job.job_dir) / "adapter" / "adapter_config.json").is_file():
                 out[f"{job.name} ({job.id})"] = job.job_dir
         return out
