@@ -6,14 +6,6 @@ from hubhelpers import *  # noqa: F401,F403  (constants, utilities)
 from hubhelpers import _spec, _tree_digest, hub, job, job_dir, loopback_hub  # noqa: F401  (fixtures, helpers)
 
 
-def test_job_layout_names_match_training() -> None:
-    from trainer_backend.hub import push
-    from trainer_backend.training import common, run
-
-    assert (push.ADAPTER_DIR, push.META_FILE, push.REPORT_FILE, push.SPEC_FILE) == \
-        (common.ADAPTER_DIR, run.META_FILE, run.REPORT_FILE, run.SPEC_FILE)
-
-
 # ---- push round trip ----------------------------------------------------------------------------------
 
 def test_push_round_trip_loads_with_peft_from_the_hub(hub: HubServer, job_dir: Path, tiny_model_dir: Path,

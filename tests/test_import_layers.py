@@ -90,3 +90,24 @@ def test_no_import_circles_inside_trainer_backend() -> None:
 
 def test_a_circle_is_detected() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_job_file_names_are_spelled_only_in_job_files() -> None:
+    """A job folder's layout has one home (trainer_backend/job_files.py): everyone else imports the names."""
+    import re
+
+    from trainer_backend import job_files as jf
+
+    files = [jf.SPEC_FILE, jf.REPORT_FILE, jf.EVENTS_FILE, jf.LOG_FILE, jf.DEBUG_LOG_FILE, jf.EVAL_FILE, jf.META_FILE]
+    folders = [jf.ADAPTER_DIR, jf.CHECKPOINTS_DIR]
+    spelled = re.compile("|".join([rf"[\"']{re.escape(n)}[\"']" for n in files] +  # the file name as a literal
+                                  [rf"/\s*[\"']{re.escape(n)}[\"']" for n in folders] +  # a path join
+                                  [rf"[\"']{re.escape(jf.CHECKPOINT_PREFIX)}\{{"]))  # f"checkpoint-{step}"
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "job_files.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if spelled.search(line.split("#", 1)[0]):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not offenders, "spell the job file names through trainer_backend.job_files:\n" + "\n".join(offenders)

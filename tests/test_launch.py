@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _spec_file(tmp_path: Path, **training) -> Path:
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump({"training": training}))
+    path.write_text(yaml.safe_dump({"model": {"base_model": "org/model"}, "data": {"path": "org/data"},
+                                    "training": training}))
     return path
 
 

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any, Optional
 
+from .job_files import ADAPTER_DIR, SPEC_FILE
 from .job_status import ExitCode
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 
@@ -127,7 +128,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from .hub import HubError, push_adapter
 
     target = Path(args.job).expanduser()
-    if (target / "adapter").is_dir():
+    if (target / ADAPTER_DIR).is_dir():
         try:
             result = push_adapter(target, repo_id=args.repo, private=not args.public, merged=args.merged)
         except HubError as exc:
@@ -203,7 +204,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from .training.launch import training_command
 
     spec = _load(args)
-    path = spec.save(spec.job_dir / "spec.yaml")
+    path = spec.save(spec.job_dir / SPEC_FILE)
     return subprocess.call(training_command(path))
 
 

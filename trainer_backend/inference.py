@@ -56,7 +56,7 @@ def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
     """A job dir (with adapter/), an adapter folder, or a Hub repo id -> AdapterRef."""
     path = Path(ref).expanduser()
     if (path / ADAPTER_DIR / "adapter_config.json").is_file():
-        path = path / "adapter"
+        path = path / ADAPTER_DIR
     if not (path / "adapter_config.json").is_file():
         if path.exists() or ref.startswith((".", "/")):
             raise FileNotFoundError(f"{ref}: no adapter here (expected adapter_config.json, or a job folder "

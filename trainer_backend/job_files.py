@@ -4,6 +4,9 @@ It sits at the bottom of the package (imports nothing of ours), so any layer can
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 SPEC_FILE = "spec.yaml"              # the validated job spec (secrets dropped)
 REPORT_FILE = "data_report.json"     # the dataset report of the run
 EVENTS_FILE = "events.jsonl"         # machine-readable record of the run (progress, metrics, result)
@@ -12,8 +15,39 @@ DEBUG_LOG_FILE = "debug.log"         # library noise kept for debugging, out of 
 EVAL_FILE = "evaluation.json"        # base vs fine-tuned results from Evaluate
 ADAPTER_DIR = "adapter"              # the trained adapter (or full model) + tokenizer
 META_FILE = "lora_studio.json"       # inside ADAPTER_DIR: how the adapter was trained (base, template, ...)
-CHECKPOINT_PREFIX = "checkpoint-"    # trainer checkpoints: checkpoint-<step>
+CHECKPOINTS_DIR = "checkpoints"      # the trainer's output_dir: checkpoint-<step> folders
+CHECKPOINT_PREFIX = "checkpoint-"
+ADAPTER_CONFIG = "adapter_config.json"   # inside ADAPTER_DIR when a LoRA adapter was trained
+MODEL_CONFIG = "config.json"             # inside ADAPTER_DIR when the full model was trained
 
 # Set by the job supervisor for the training process: where that process writes the person's log (LOG_FILE).
 # Its raw stdout/stderr go to DEBUG_LOG_FILE.
 LOG_FILE_ENV = "LORA_STUDIO_LOG_FILE"
+
+
+def checkpoint_dir(job_dir: str | Path, step: int) -> Path:
+    return Path(job_dir) / CHECKPOINTS_DIR / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def checkpoints(job_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a job, oldest first (by step, not by name).
+
+    trainer_state.json is written after the weights and optimizer state, so a folder without it is a save that
+    a kill interrupted: resuming from it would fail, so it does not count.
+    """
+    def step(p: Path) -> int:
+        tail = p.name.removeprefix(CHECKPOINT_PREFIX)
+        return int(tail) if tail.isdigit() else -1
+    found = [p for p in (Path(job_dir) / CHECKPOINTS_DIR).glob(f"{CHECKPOINT_PREFIX}*")
+             if step(p) >= 0 and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=step)
+
+
+def latest_checkpoint(job_dir: str | Path) -> Optional[Path]:
+    found = checkpoints(job_dir)
+    return found[-1] if found else None
+
+
+def has_trained_model(job_dir: str | Path) -> bool:
+    adapter = Path(job_dir) / ADAPTER_DIR
+    return (adapter / ADAPTER_CONFIG).is_file() or (adapter / MODEL_CONFIG).is_file()

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
-from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE
+from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
 from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
@@ -199,7 +199,7 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: dict[str, Any]
     training = stage / "training"
     training.mkdir()
     public_spec = _strip_secrets({k: v for k, v in spec.items() if k != "output_dir"})
-    (training / "spec.yaml").write_text(yaml.safe_dump(public_spec, sort_keys=False, allow_unicode=True),
+    (training / SPEC_FILE).write_text(yaml.safe_dump(public_spec, sort_keys=False, allow_unicode=True),
                                         encoding="utf-8")
     train, evals = loss_series(job_dir)
     metrics = {"final": meta.get("metrics") or {}, "train_loss": [{"step": s, "loss": v} for s, v in train],
@@ -208,9 +208,9 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: dict[str, Any]
     report = _report(job_dir)
     if report is not None:
         report.pop("sample", None)  # a rendered training row: user data stays off the Hub unless they push it
-        (training / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (training / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     plot_note = write_loss_plot(job_dir, training / "loss.png")
-    evaluation_file = job_dir / "evaluation.json"
+    evaluation_file = job_dir / EVAL_FILE
     evaluation = json.loads(evaluation_file.read_text(encoding="utf-8")) if evaluation_file.is_file() else None
     card = build_model_card(repo_id, meta, spec, report, license=license,
                             plot_path=None if plot_note else "training/loss.png", plot_note=plot_note,

@@ -214,7 +214,7 @@ def _stop(manager: Any, args: argparse.Namespace) -> int:
 
 def _resume(manager: Any, args: argparse.Namespace) -> int:
     job = manager.resume(args.id, overrides=args.set)
-    _err(f"job {job.id} queued again (resume_from_checkpoint={job.spec['training'].get('resume_from_checkpoint')})")
+    _err(f"job {job.id} queued again (resume_from_checkpoint={job.job_spec.training.resume_from_checkpoint})")
     print(job.id)
     return 0
 

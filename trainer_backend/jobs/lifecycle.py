@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import psutil
 
+from ..job_files import ADAPTER_DIR, REPORT_FILE, checkpoints, has_trained_model, latest_checkpoint
 from ..job_status import ExitCode
 from .procs import group_members, is_alive, process_start_time, signal_name
 from .progress import OUTCOME_EVENTS, EventsReader, events_in_range
@@ -23,25 +24,6 @@ EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.OK, ExitCode.INV
 LOG_TAIL_LINES = 30
 
 
-def checkpoints(job_dir: str | Path) -> list[Path]:
-    """Complete checkpoint-N folders of a job, oldest first (by step, not by name).
-
-    trainer_state.json is written after the weights and optimizer state, so a folder without it is a save
-    that a kill interrupted: resuming from it would fail, so it does not count.
-    """
-    def step(p: Path) -> int:
-        tail = p.name.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else -1
-    found = [p for p in (Path(job_dir) / "checkpoints").glob("checkpoint-*")
-             if step(p) >= 0 and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=step)
-
-
-def latest_checkpoint(job_dir: str | Path) -> Optional[Path]:
-    found = checkpoints(job_dir)
-    return found[-1] if found else None
-
-
 def collect_artifacts(job: Job, scan_events: bool = False) -> dict[str, Any]:
     """Paths of what the job produced; the Hub URL comes from the stored row (or, once, from the events)."""
     d = Path(job.job_dir)
@@ -49,10 +31,10 @@ def collect_artifacts(job: Job, scan_events: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"job_dir": str(d), "spec": str(job.spec_path), "log": str(job.log_path),
                            "events": str(job.events_path), "checkpoints": ckpts,
                            "last_checkpoint": ckpts[-1] if ckpts else None}
-    if (d / "adapter" / "adapter_config.json").exists() or (d / "adapter" / "config.json").exists():
-        out["adapter"] = str(d / "adapter")
-    if (d / "data_report.json").exists():
-        out["data_report"] = str(d / "data_report.json")
+    if has_trained_model(d):
+        out["adapter"] = str(d / ADAPTER_DIR)
+    if (d / REPORT_FILE).exists():
+        out["data_report"] = str(d / REPORT_FILE)
     stored = job.artifacts or {}
     out.update({k: stored[k] for k in ("hub_url", "hub_repo") if stored.get(k)})
     if scan_events:  # at finalize: the training process may have pushed

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ..job_files import EVENTS_FILE, SPEC_FILE, latest_checkpoint
 from ..spec import JobSpec, SpecError, load_spec, parse_spec
 from . import intake, lifecycle
 from .paths import JOBS_SUBDIR, default_data_dir
@@ -87,11 +88,11 @@ class JobManager:
             if problem is not None:
                 return self._record_invalid(job_id, name, common, problem[0], problem[1],
                                             job_spec.to_public_dict(), str(job_dir))
-        job_spec.save(job_dir / "spec.yaml")  # secrets are dropped by JobSpec.save
+        job_spec.save(job_dir / SPEC_FILE)  # secrets are dropped by JobSpec.save
         now = time.time()
         job = self.store.create(job_id, name=name, status=QUEUED, spec=job_spec.to_public_dict(),
                                 job_dir=str(job_dir), created_at=now, queued_at=now,
-                                events_offset=file_size(job_dir / "events.jsonl"),
+                                events_offset=file_size(job_dir / EVENTS_FILE),
                                 error_details={"warnings": warnings} if warnings else None, **common)
         self._kick()
         return job
@@ -221,7 +222,7 @@ class JobManager:
         if job.attempt == 0 and job.status == FAILED:
             raise JobStateError(f"job {job.id} failed validation and never ran; fix the spec and submit again")
         spec, _ = load_spec(job.spec_path, overrides)
-        own = lifecycle.latest_checkpoint(job.job_dir)
+        own = latest_checkpoint(job.job_dir)
         inherited = spec.training.resume_from_checkpoint  # a continued job's parent checkpoint
         if own is not None:  # the newest *complete* checkpoint (a kill can interrupt a save)
             done = int(own.name.rsplit("-", 1)[-1])
@@ -253,7 +254,7 @@ class JobManager:
         parent = self.store.get(job_id)
         if parent.status not in TERMINAL:
             raise JobStateError(f"job {parent.id} is {parent.status}; wait for it to finish first")
-        ckpt = lifecycle.latest_checkpoint(parent.job_dir)
+        ckpt = latest_checkpoint(parent.job_dir)
         if ckpt is None:
             raise JobStateError(f"job {parent.id} has no checkpoint to continue from "
                                 "(train with training.save_strategy 'steps' or 'epoch')")

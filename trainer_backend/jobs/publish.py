@@ -19,12 +19,13 @@ def push_job(store: JobStore, job: Job, repo_id: Optional[str] = None, merged: b
 
     if job.status not in PUSHABLE:
         raise JobStateError(f"job {job.id} is {job.status}; only a finished job can be pushed")
-    hub = (job.spec or {}).get("hub", {})
+    spec = job.job_spec
+    hub = spec.hub if spec else None
     events = EventLog(job.job_dir)
     try:
-        result = push_adapter(job.job_dir, repo_id=repo_id or hub.get("repo_id"), token=token,
-                              private=hub.get("private", True) if private is None else private, merged=merged,
-                              **push_options)
+        result = push_adapter(job.job_dir, repo_id=repo_id or (hub.repo_id if hub else None), token=token,
+                              private=(hub.private if hub else True) if private is None else private,
+                              merged=merged, **push_options)
     except HubError as exc:
         events.write("push_failed", error=str(exc), metrics=job.metrics)
         store.update(job.id, status=NOT_PUSHED, error=str(exc), error_details={"kind": "push"})

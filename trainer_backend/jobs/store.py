@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional
 
 from ..job_files import DEBUG_LOG_FILE, EVENTS_FILE, LOG_FILE, SPEC_FILE
 from ..job_status import ACTIVE, RESUMABLE, TERMINAL, JobStatus  # noqa: F401  (ACTIVE.. re-exported to jobs/)
+from ..spec import JobSpec
 
 # Statuses live in job_status.py; stored as plain TEXT. Short names for this package's many uses:
 QUEUED, RUNNING, STOPPING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.STOPPING
@@ -108,6 +109,11 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def job_spec(self) -> Optional[JobSpec]:
+        """The spec as the typed model (the row keeps it as JSON with secrets removed)."""
+        return JobSpec.model_validate(self.spec) if self.spec else None
 
     @property
     def spec_path(self) -> Path:

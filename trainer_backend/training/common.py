@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..job_files import CHECKPOINTS_DIR, latest_checkpoint
 from ..spec import JobSpec
 from .model_loading import precision, use_cpu
-
-CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass
@@ -56,10 +55,8 @@ def resolve_checkpoint(spec: JobSpec) -> Optional[str]:
         if not Path(want).is_dir():
             raise FileNotFoundError(f"training.resume_from_checkpoint: no checkpoint folder at {want}")
         return want
-    ckpts = sorted((p for p in (spec.job_dir / CHECKPOINTS_DIR).glob("checkpoint-*")
-                    if (p / "trainer_state.json").is_file()),  # a save cut short by a kill has no state file
-                   key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    if not ckpts:
+    latest = latest_checkpoint(spec.job_dir)  # a save cut short by a kill does not count
+    if latest is None:
         raise FileNotFoundError(f"training.resume_from_checkpoint=latest: no checkpoint in "
                                 f"{spec.job_dir / CHECKPOINTS_DIR}")
-    return str(ckpts[-1])
+    return str(latest)

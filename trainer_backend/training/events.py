@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from transformers import TrainerCallback
 
-from ..job_files import EVENTS_FILE
+from ..job_files import CHECKPOINT_PREFIX, EVENTS_FILE
 
 
 
@@ -151,5 +151,5 @@ class EventsCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
             self.log.write("checkpoint", step=state.global_step, path=str(path))

@@ -1,7 +1,7 @@
 """The command that runs a training job: one process, torchrun on CPU, or `accelerate launch` on GPUs.
 
-Used by the job supervisor and by `python -m trainer_backend launch`. It reads only the spec file and the
-environment (no torch import), so the supervisor stays small.
+Used by the job supervisor and by `python -m trainer_backend launch`. It reads only the spec file (as the typed
+JobSpec) and the environment (no torch import), so the supervisor stays small.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import yaml
+from ..spec import JobSpec, TrainingSpec, load_spec
 
 
 def visible_gpu_count() -> int:
@@ -30,18 +30,19 @@ def visible_gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def plan(training: dict[str, Any]) -> tuple[int, bool]:
+def plan(training: TrainingSpec) -> tuple[int, bool]:
     """(processes, on_gpu) for a spec's `training` section."""
     forced = os.environ.get("LORA_STUDIO_NUM_PROCESSES")
-    gpus = 0 if training.get("use_cpu") else visible_gpu_count()
-    wanted = training.get("num_processes") or (int(forced) if forced else max(gpus, 1))
-    if training.get("distributed") == "none":
+    gpus = 0 if training.use_cpu else visible_gpu_count()
+    wanted = training.num_processes or (int(forced) if forced else max(gpus, 1))
+    if training.distributed == "none":
         wanted = 1
     return max(int(wanted), 1), gpus > 0
 
 
 def training_command(spec_path: str | Path, extra: Sequence[str] = ()) -> list[str]:
-    training = (yaml.safe_load(Path(spec_path).read_text(encoding="utf-8")) or {}).get("training") or {}
+    spec: JobSpec = load_spec(spec_path)[0]
+    training = spec.training
     n, on_gpu = plan(training)
     train = ["trainer_backend", "train", str(spec_path), *extra]
     if n == 1:
@@ -50,13 +51,13 @@ def training_command(spec_path: str | Path, extra: Sequence[str] = ()) -> list[s
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
                 "-m", *train]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1"]
-    if training.get("accelerate_config"):
-        cmd += ["--config_file", str(training["accelerate_config"])]
-    elif training.get("distributed") == "fsdp":
+    if training.accelerate_config:
+        cmd += ["--config_file", str(training.accelerate_config)]
+    elif training.distributed == "fsdp":
         cmd += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy",
                 "TRANSFORMER_BASED_WRAP", "--fsdp_use_orig_params", "true", "--fsdp_state_dict_type",
                 "SHARDED_STATE_DICT"]
-    elif training.get("distributed") == "deepspeed":
+    elif training.distributed == "deepspeed":
         cmd += ["--use_deepspeed", "--zero_stage", "2"]
     else:
         cmd += ["--multi_gpu"]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from transformers import PrinterCallback
 
 from ..data import DataError, prepare_data
-from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE
+from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE, checkpoint_dir
 from ..spec import JobSpec
 from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
@@ -96,7 +96,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     step = trainer.state.global_step
 
     if stop.requested:
-        ckpt = job_dir / "checkpoints" / f"checkpoint-{step}"
+        ckpt = checkpoint_dir(job_dir, step)
         if not trainer.is_world_process_zero():
             return RunResult("stopped", job_dir, metrics, checkpoint=str(ckpt))
         events.write("stopped", step=step, checkpoint=str(ckpt) if ckpt.exists() else None)

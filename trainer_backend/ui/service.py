@@ -16,6 +16,7 @@ import yaml
 
 from ..access import current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector
+from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
 from ..spec import JobSpec, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR, load_client_yaml, sanitize_client_spec, store_upload, user_upload_dir
@@ -180,7 +181,7 @@ class StudioService:
         """Finished jobs' adapters for the Chat tab: label -> job dir."""
         out = {}
         for job in self.jobs.list(status=JobStatus.SUCCEEDED):
-            if (Path(job.job_dir) / "adapter" / "adapter_config.json").is_file():
+            if has_trained_model(job.job_dir):
                 out[f"{job.name} ({job.id})"] = job.job_dir
         return out
 

@@ -10,6 +10,7 @@ import gradio as gr
 import yaml
 
 from ..access import on_space
+from ..job_files import SPEC_FILE
 from ..model_info import estimate_fit, gpu_memory
 from ..spec import ColumnMapping, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR
@@ -82,7 +83,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             sample_text = gr.Textbox(label="Exact training string of a sample ([[no loss: ...]] = masked)",
                                      lines=8, max_lines=20)
         with gr.Accordion("Job spec as YAML / CLI command", open=False):
-            yaml_box = gr.Code(language="yaml", label="spec.yaml")
+            yaml_box = gr.Code(language="yaml", label=SPEC_FILE)
             cli_box = gr.Textbox(label="Command line", lines=2)
             with gr.Row():
                 save_btn = gr.DownloadButton("Save config")
