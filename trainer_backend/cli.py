@@ -86,6 +86,11 @@ def _console(record: dict) -> None:
               f"{record.get('train_rows')} train / {record.get('valid_rows')} valid rows", flush=True)
     elif ev == "checkpoint":
         print(f"checkpoint saved: {record['path']}", flush=True)
+    elif ev == "oom_adjusted":
+        where = f"continuing from {record['resume_from']}" if record.get("resume_from") else "starting over"
+        print(f"out of memory at step {record['step']}: micro-batch {record['previous_batch_size']} -> "
+              f"{record['batch_size']}, gradient accumulation {record['previous_gradient_accumulation']} -> "
+              f"{record['gradient_accumulation']} (same effective batch); {where}", flush=True)
     elif ev in ("finished", "stopped"):
         print(f"{ev} at step {record['step']}", flush=True)
     elif ev == "failed":

@@ -12,11 +12,12 @@ from typing import Any, Callable, Optional
 from transformers import PrinterCallback
 
 from ..data import DataError, prepare_data
-from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE, checkpoint_dir
+from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
 from ..spec import JobSpec
 from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
 from .model_loading import load_base_model, load_tokenizer, lora_config, use_cpu
+from .oom import free_memory, install_fault_hook, is_out_of_memory, smaller_batch
 from .trainers import TrainerNotAvailable, trainer_module
 
 
@@ -82,16 +83,30 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         events.write("stopped", step=0, checkpoint=checkpoint)
         return RunResult("stopped", job_dir, {}, checkpoint=checkpoint)
 
-    task = getattr(module, "MODEL_TASK", "causal")
-    model = load_base_model(spec, task, tokenizer)
     info = {"train_rows": len(train_ds), "valid_rows": len(eval_ds) if eval_ds is not None else 0,
-            "device": "cpu" if use_cpu(spec) else "cuda", "resumed_from": checkpoint,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
-    ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds, lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"),
-                       [EventsCallback(events, stop, info)])
-    trainer = module.build(ctx)
-    trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+            "device": "cpu" if use_cpu(spec) else "cuda", "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+    while True:  # more than once only after an out-of-memory adjustment (training/oom.py)
+        trainer = _build_trainer(spec, module, tokenizer, train_ds, eval_ds,
+                                 [EventsCallback(events, stop, {**info, "resumed_from": checkpoint})])
+        try:
+            output = trainer.train(resume_from_checkpoint=checkpoint)
+            break
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            step, error = trainer.state.global_step, str(exc).splitlines()[0][:300]
+        del trainer  # leaving the except block dropped the failed step's frames; now the tensors can go
+        free_memory()
+        smaller = smaller_batch(spec)  # OutOfMemoryAtFloor at micro-batch 1: the run fails with the fix
+        latest = latest_checkpoint(job_dir)
+        checkpoint = str(latest) if latest else None
+        events.write("oom_adjusted", step=step, error=error,
+                     batch_size=smaller.training.batch_size,
+                     gradient_accumulation=smaller.training.gradient_accumulation,
+                     previous_batch_size=spec.training.batch_size,
+                     previous_gradient_accumulation=spec.training.gradient_accumulation, resume_from=checkpoint)
+        spec = smaller
+        spec.save(job_dir / SPEC_FILE)  # a resume of this job starts with the micro-batch that fits
     metrics = dict(output.metrics)
     step = trainer.state.global_step
 
@@ -120,6 +135,19 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
     status = push_after_training(spec, events, metrics) if spec.hub.push_to_hub else "succeeded"
     return RunResult(status, job_dir, metrics, adapter_dir)
+
+
+def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
+                   callbacks: list) -> Any:
+    """A fresh base model and trainer (a retry after out-of-memory must not reuse a model LoRA already wraps)."""
+    task = getattr(module, "MODEL_TASK", "causal")
+    model = load_base_model(spec, task, tokenizer)
+    install_fault_hook(model)
+    ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds,
+                       lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"), callbacks)
+    trainer = module.build(ctx)
+    trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
+    return trainer
 
 
 def push_after_training(spec: JobSpec, events: EventLog, metrics: dict) -> str:
