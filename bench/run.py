@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` and `traine
 
 from bench.common import Result, machine_info, new_run_dir, set_threads, write_json  # noqa: E402
 
-BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu")
+BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan")
 # In --quick mode these only wait on child processes, so they run in threads beside the in-process ones.
-BACKGROUND_IN_QUICK = ("overhead", "app")
+BACKGROUND_IN_QUICK = ("overhead", "app", "plan")
 
 
 def _run_one(name: str, work: Path, quick: bool, args: argparse.Namespace) -> Result:
@@ -39,6 +39,8 @@ def _run_one(name: str, work: Path, quick: bool, args: argparse.Namespace) -> Re
             from bench import data_prep as mod
         elif name == "app":
             from bench import app_start as mod
+        elif name == "plan":
+            from bench import plan as mod
         else:
             from bench import gpu as mod
         kwargs = {}

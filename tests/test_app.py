@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from apphelpers import AppServer  # noqa: E402
 
 ENDPOINTS = {"/validate_dataset", "/dataset_report", "/start_training", "/list_jobs", "/job_status", "/job_events",
-             "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate"}
+             "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate", "/plan_job"}
 QUICK = """
 project_name: {name}
 model: {{base_model: tiny-demo}}
@@ -61,6 +61,9 @@ def test_upload_validate_train_and_follow_a_job(client, real_data: Path) -> None
 
     data = handle_file(str(real_data / "chat/oasst_en100_messages.jsonl"))
     spec = QUICK.format(name="api-run", steps=4)
+    planned = client.predict(spec, data, 0, "l4x1", api_name="/plan_job")
+    assert planned["ok"] and planned["plan"]["steps"]["value"] == 4, planned
+    assert planned["plan"]["memory_gib"]["peak"]["how"] == "estimated" and "peak memory" in planned["markdown"]
     report = client.predict(spec, data, api_name="/dataset_report")
     assert report["ok"] and report["report"]["format"]["format"] == "messages"
     started = client.predict(spec, data, api_name="/start_training")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu")
+BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan")
 
 
 def test_bench_quick_runs_every_benchmark_from_an_empty_cache(tmp_path: Path) -> None:

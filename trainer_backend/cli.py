@@ -202,6 +202,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Parameters, peak memory by part, tokens, steps, time and cost before anything is trained."""
+    from .data import DataError
+    from .training.plan import plan_job
+    from .training.trainers import TrainerNotAvailable
+
+    spec = _load(args)
+    try:
+        plan = plan_job(spec, hardware=args.hardware, probe_steps=args.probe_steps)
+    except (DataError, TrainerNotAvailable, OSError) as exc:  # OSError: the model or data could not be read
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.markdown().replace("**", ""))
+    return EXIT_OK
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     """Foreground training with the job's process layout (torchrun on CPU, accelerate on GPUs)."""
     import subprocess
@@ -237,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument("--row", type=int, default=0, help="which training row to render (0-based)")
     with_spec("train", "train in the foreground (Ctrl-C stops gracefully and saves a checkpoint)")
+    plan = with_spec("plan", "before training: parameters, peak memory by part, tokens, steps, time and cost")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--out", help="also write the plan as JSON to this file")
+    plan.add_argument("--probe-steps", type=int, default=0,
+                      help="time this many real optimizer steps on this machine (loads the model) instead of "
+                           "estimating the time from the hardware table")
+    plan.add_argument("--hardware", help="price and speed for this hardware (e.g. l4x1, a10g-large, h100); "
+                                         "default: this machine's")
     with_spec("launch", "train in the foreground with training.num_processes / distributed applied "
                         "(torchrun on CPU, accelerate launch on GPUs)")
     sub.add_parser("schema", help="print the job spec's JSON schema")
@@ -285,6 +313,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             run_log.install()  # before torch/transformers are imported: see run_log.py
             return cmd_train(args)
+        if args.command == "plan":
+            return cmd_plan(args)
         if args.command == "launch":
             return cmd_launch(args)
         if args.command == "push":

@@ -38,7 +38,7 @@ def compute_dtype(spec: JobSpec) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(spec), torch.float32)
 
 
-def _hub_kwargs(model: ModelSpec) -> dict[str, Any]:
+def hub_kwargs(model: ModelSpec) -> dict[str, Any]:
     kw: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
     if model.revision:
         kw["revision"] = model.revision
@@ -52,7 +52,7 @@ def load_tokenizer(model: ModelSpec) -> Any:
     """Tokenizer ready for training: a pad token that is not EOS where possible, right padding."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model.base_model, **_hub_kwargs(model))
+    tok = AutoTokenizer.from_pretrained(model.base_model, **hub_kwargs(model))
     if tok.pad_token is None or tok.pad_token == tok.eos_token:
         vocab = tok.get_vocab()
         pad = next((t for t in _PAD_CANDIDATES if t in vocab and t != tok.eos_token), None)
@@ -102,7 +102,7 @@ def load_base_model(spec: JobSpec, task: str = "causal", tokenizer: Any = None) 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = {**_hub_kwargs(spec.model), "dtype": compute_dtype(spec)}
+    kwargs: dict[str, Any] = {**hub_kwargs(spec.model), "dtype": compute_dtype(spec)}
     quant = quantization_config(spec)
     if quant is not None:
         kwargs["quantization_config"] = quant

@@ -85,6 +85,15 @@ def register_api(service: StudioService) -> None:
         ident = _guard(request, profile, oauth_token)
         return service.start(spec, _file_path(dataset), ident.username)
 
+    def plan_job(spec: str, dataset: Any, probe_steps: int = 0, hardware: str = "") -> dict:
+        """Before Start: parameters, peak memory by part, tokens, steps, time and cost ({ok, plan, markdown}).
+        probe_steps > 0 loads the model and times that many real optimizer steps on this machine."""
+        _bounded("probe_steps", probe_steps, 0, 20)
+        return service.plan(spec, _file_path(dataset), int(probe_steps), hardware or None)
+
+    with gr.Column(visible=False):
+        probe_in, hardware_in, plan_btn = gr.Number(value=0, precision=0), gr.Textbox(), gr.Button()
+    plan_btn.click(plan_job, [spec_in, file_in, probe_in, hardware_in], result, api_name="plan_job")
     validate_btn.click(validate_dataset, [spec_in, file_in], result, api_name="validate_dataset")
     report_btn.click(dataset_report, [spec_in, file_in], result, api_name="dataset_report")
     start_btn.click(start_training, [spec_in, file_in], result, api_name="start_training")

@@ -116,6 +116,21 @@ class StudioService:
         return {"ok": True, "errors": [], "warnings": warnings + report["warnings"], "report": report,
                 "yaml": spec.to_yaml()}
 
+    def plan(self, spec_text: str, dataset_file: Optional[str] = None, probe_steps: int = 0,
+             hardware: Optional[str] = None) -> dict[str, Any]:
+        """The job plan (training/plan.py): parameters, memory by part, tokens, steps, time, cost."""
+        from ..training.plan import plan_job
+        from ..training.trainers import TrainerNotAvailable
+
+        try:
+            spec, _ = self.parse_client_spec(spec_text, dataset_file)
+            plan = plan_job(spec, hardware=hardware, probe_steps=probe_steps)
+        except DataError as exc:
+            return {"ok": False, "errors": [str(i) for i in exc.issues]}
+        except (SpecError, TrainerNotAvailable, ValueError, OSError) as exc:
+            return {"ok": False, "errors": [str(exc)]}
+        return {"ok": True, "plan": plan.to_dict(), "markdown": plan.markdown()}
+
     # ---- jobs ------------------------------------------------------------------------------------------
     def start(self, spec_text: str, dataset_file: Optional[str], owner: Optional[str]) -> dict[str, Any]:
         try:

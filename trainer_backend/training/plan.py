@@ -1,0 +1,256 @@
+"""A plan before the start: parameters, peak memory by part, tokens, steps, time and cost of a job.
+
+Every figure says how it was obtained: `counted` (from the model's shapes or the prepared data), `estimated`
+(a formula or a table, documented below), or `measured` (a probe: a few real optimizer steps on the actual data
+and hardware). The model is instantiated on the meta device to count parameters — no weights are loaded — except
+for the opt-in probe.
+
+Memory model (bytes; T = tokens in one micro-batch = batch_size x block_size, H hidden, I intermediate, L layers,
+V vocabulary, b = bytes of the compute dtype):
+  weights        quantizable linear weights x (0.56 for int4 nf4 + double quant, 1.06 int8, b otherwise) +
+                 the rest (embeddings, head, norms) x b
+  lora+optimizer trainable x 16 (fp32 weight, gradient and two Adam moments)
+  activations    without checkpointing L x T x (10 H + 4 I) x b; with it L x T x H x b + one layer's full set
+                 (SDPA / flash attention: no sequence-squared term)
+  logits         T x V x (b + 8) (the logits, their float copy for the loss, and its gradient)
+  runtime        the framework: 0.52 GiB for a CPU process (Python, torch, transformers, TRL, datasets — measured
+                 on the CI machine), 0.6 GiB CUDA context + 10% allocator slack on a GPU
+Time without a probe: 6 N (full) or 4 N (LoRA: no weight gradients for the base) FLOPs per token at 35% of the
+hardware's peak from HARDWARE below. Cost: hours x the hardware's hourly price (Hugging Face Spaces list prices,
+2026; check the current ones).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from ..spec import JobSpec
+
+GIB = 2**30
+CPU_RUNTIME_GIB = 0.52
+GPU_RUNTIME_GIB = 0.6
+MFU = 0.35
+
+# name: (peak dense TFLOP/s in the training dtype, GiB of accelerator memory, USD per hour on Spaces)
+HARDWARE: dict[str, tuple[float, Optional[float], Optional[float]]] = {
+    "cpu-basic": (0.1, None, 0.0), "cpu-upgrade": (0.2, None, 0.03),
+    "t4-small": (65, 16, 0.40), "t4-medium": (65, 16, 0.60), "l4x1": (121, 24, 0.80), "l4x4": (484, 96, 3.80),
+    "a10g-small": (125, 24, 1.00), "a10g-large": (125, 24, 1.50), "a10g-largex2": (250, 48, 3.00),
+    "a100-large": (312, 80, 2.50), "h100": (989, 80, 4.50), "h200": (989, 141, 5.00),
+}
+
+
+@dataclass
+class Figure:
+    value: Optional[float]
+    unit: str
+    how: str           # counted | estimated | measured
+    note: str = ""
+
+    def text(self) -> str:
+        if self.value is None:
+            return f"unknown ({self.note})" if self.note else "unknown"
+        whole = float(self.value).is_integer() and self.unit not in ("GiB", "USD")
+        number = f"{self.value:,.0f}" if whole or self.value >= 100 else f"{self.value:,.2f}"
+        return f"{number} {self.unit} ({self.how}{'; ' + self.note if self.note else ''})"
+
+
+@dataclass
+class JobPlan:
+    model: str
+    hardware: str
+    precision: str
+    quantization: str
+    gradient_checkpointing: bool
+    parameters_total: Figure
+    parameters_trainable: Figure
+    memory_gib: dict[str, Figure]
+    train_tokens: Figure
+    steps: Figure
+    time_seconds: Figure
+    cost_usd: Figure
+    fits: Optional[bool]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        m = self.memory_gib
+        verdict = "" if self.fits is None else (" — fits" if self.fits else " — does NOT fit: see notes")
+        other = ("without", m["activations_without_checkpointing"]) if self.gradient_checkpointing else \
+            ("with", m["activations_with_checkpointing"])
+        lines = [f"**Plan** for `{self.model}` on **{self.hardware}** ({self.precision}, quantization "
+                 f"{self.quantization}){verdict}",
+                 f"- parameters: {self.parameters_total.text()}; trainable {self.parameters_trainable.text()}",
+                 f"- peak memory: **{m['peak'].text()}** = weights {m['weights'].value:.2f} + LoRA/optimizer "
+                 f"{m['lora_and_optimizer'].value:.2f} + activations {m['activations'].value:.2f} + logits "
+                 f"{m['logits'].value:.2f} + runtime {m['runtime'].value:.2f} GiB (activations {other[0]} "
+                 f"gradient checkpointing: {other[1].value:.2f} GiB)",
+                 f"- data: {self.train_tokens.text()}; {self.steps.text()}",
+                 f"- time: {self.time_seconds.text()}; cost: {self.cost_usd.text()}"]
+        return "\n".join(lines + [f"- note: {n}" for n in self.notes])
+
+
+def _counts(spec: JobSpec, task: str) -> tuple[int, int, int, Any]:
+    """(total, trainable, quantizable linear) parameters and the config, from a meta-device model."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from .model_loading import hub_kwargs, lora_config
+
+    config = AutoConfig.from_pretrained(spec.model.base_model, **hub_kwargs(spec.model))
+    auto = AutoModelForSequenceClassification if task == "seq_cls" else AutoModelForCausalLM
+    if task == "seq_cls":
+        config.num_labels = 1
+    with torch.device("meta"):  # shapes only, no memory; tied embeddings stay one tensor (counted once)
+        model = auto.from_config(config, trust_remote_code=spec.model.trust_remote_code)
+    total = sum(p.numel() for p in model.parameters())
+    head = getattr(model, "lm_head", None) or getattr(model, "score", None)
+    quantizable = sum(m.weight.numel() for m in model.modules()
+                      if isinstance(m, torch.nn.Linear) and m is not head)
+    peft = lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM")
+    if peft is None:
+        return total, total, quantizable, config
+    from peft import get_peft_model
+
+    with torch.device("meta"):
+        wrapped = get_peft_model(model, peft)
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    return total, trainable, quantizable, config
+
+
+def _memory(spec: JobSpec, total: int, trainable: int, quantizable: int, config: Any, dtype_bytes: int,
+            on_gpu: bool) -> dict[str, Figure]:
+    q = spec.training.quantization
+    per_linear = {"int4": 0.56, "int8": 1.06}.get(q, dtype_bytes)
+    weights = quantizable * per_linear + (total - quantizable) * dtype_bytes
+    optimizer = trainable * 16
+    text = getattr(config, "text_config", None) or config
+    hidden = getattr(text, "hidden_size", 0) or 0
+    inter = getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden
+    layers = getattr(text, "num_hidden_layers", 0) or 0
+    vocab = getattr(text, "vocab_size", 0) or 0
+    tokens = spec.training.batch_size * spec.lengths.block_size
+    layer_full = tokens * (10 * hidden + 4 * inter) * dtype_bytes
+    without_ckpt = layers * layer_full
+    with_ckpt = layers * tokens * hidden * dtype_bytes + layer_full
+    activations = with_ckpt if spec.training.gradient_checkpointing else without_ckpt
+    logits = tokens * vocab * (dtype_bytes + 8)
+    runtime = GPU_RUNTIME_GIB * GIB + 0.1 * (weights + optimizer + activations + logits) if on_gpu \
+        else CPU_RUNTIME_GIB * GIB
+    est = lambda v, note="": Figure(round(v / GIB, 6), "GiB", "estimated", note)  # noqa: E731
+    return {"weights": est(weights, f"quantization {q}"), "lora_and_optimizer": est(optimizer),
+            "activations": est(activations), "activations_without_checkpointing": est(without_ckpt),
+            "activations_with_checkpointing": est(with_ckpt), "logits": est(logits),
+            "runtime": est(runtime, "GPU context + allocator slack" if on_gpu else "Python + libraries"),
+            "peak": est(weights + optimizer + activations + logits + runtime)}
+
+
+def _tokens_and_steps(spec: JobSpec, train_ds: Any) -> tuple[Figure, Figure, int]:
+    """Tokens in the prepared train split, and optimizer steps (max_steps, or epochs over the data)."""
+    from .model_loading import resolve_packing
+
+    tokens = 0
+    for column in [c for c in train_ds.column_names if c.endswith("input_ids")]:
+        tokens += sum(len(ids) for ids in train_ds[column])
+    rows = len(train_ds)
+    per_step = spec.training.batch_size * spec.training.gradient_accumulation
+    if spec.training.max_steps and spec.training.max_steps > 0:
+        steps = spec.training.max_steps
+        how = "from training.max_steps"
+    else:
+        sequences = math.ceil(tokens / spec.lengths.block_size) if resolve_packing(spec) else rows
+        steps = max(1, math.ceil(sequences / per_step)) * math.ceil(spec.training.epochs)
+        how = f"{spec.training.epochs:g} epoch(s) of {sequences:,} sequences, {per_step} per step"
+    step_tokens = min(tokens / max(rows, 1) * per_step, spec.lengths.block_size * per_step)
+    return (Figure(tokens, "tokens", "counted", f"{rows:,} rows in the prepared train split"),
+            Figure(steps, "optimizer steps", "counted", how), int(step_tokens))
+
+
+def detect_hardware() -> str:
+    import os
+
+    named = os.environ.get("SPACE_HARDWARE") or os.environ.get("LORA_STUDIO_HARDWARE")
+    if named in HARDWARE:
+        return named
+    from ..model_info import gpu_memory
+
+    gpu, _ = gpu_memory()
+    if gpu:
+        name = gpu.lower()
+        for key in ("h200", "h100", "a100", "a10g", "l4", "t4"):
+            if key in name:
+                return next(h for h in HARDWARE if h.startswith(key))
+        return "a10g-small"
+    return "cpu-basic"
+
+
+def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0) -> JobPlan:
+    """The plan of `spec`. probe_steps > 0 loads the model and times that many real optimizer steps."""
+    from .model_loading import precision, use_cpu
+    from .run import prepare_job
+    from .trainers import trainer_module
+
+    task = getattr(trainer_module(spec.training.trainer), "MODEL_TASK", "causal")
+    if hardware:  # planning for other hardware than this machine's: its GPU (if any) decides the precision
+        on_gpu = HARDWARE.get(hardware, (None, None, None))[1] is not None
+        prec = spec.training.mixed_precision if spec.training.mixed_precision != "auto" else \
+            ("fp16" if hardware.startswith("t4") else "bf16") if on_gpu else "no"
+    else:
+        hardware, on_gpu, prec = detect_hardware(), not use_cpu(spec), precision(spec)
+    dtype_bytes = 2 if prec in ("bf16", "fp16") else 4
+    total, trainable, quantizable, config = _counts(spec, task)
+    memory = _memory(spec, total, trainable, quantizable, config, dtype_bytes, on_gpu)
+    _, prepared = prepare_job(spec)
+    train_ds, _ = prepared.to_datasets()
+    tokens, steps, step_tokens = _tokens_and_steps(spec, train_ds)
+    peak_tflops, capacity_gib, price = HARDWARE.get(hardware, (None, None, None))
+    notes: list[str] = []
+    if probe_steps > 0:
+        seconds_per_step = probe(spec, probe_steps)
+        time_fig = Figure(round(seconds_per_step * steps.value, 1), "s", "measured",
+                          f"{probe_steps} real optimizer steps: {seconds_per_step:.3f} s/step")
+    elif peak_tflops:
+        flops = (4 if trainable < total else 6) * total * step_tokens * steps.value
+        time_fig = Figure(round(flops / (peak_tflops * 1e12 * MFU), 1), "s", "estimated",
+                          f"{peak_tflops:g} TFLOP/s peak at {MFU:.0%} utilisation")
+    else:
+        time_fig = Figure(None, "s", "estimated", f"no throughput known for {hardware}; run a probe")
+    cost = Figure(None, "USD", "estimated", "price unknown")
+    if price is not None and time_fig.value is not None:
+        cost = Figure(round(time_fig.value / 3600 * price, 2), "USD", "estimated",
+                      f"{hardware} at ${price:.2f}/h (Spaces list price; check the current one)")
+    fits = None
+    if capacity_gib and on_gpu:
+        fits = memory["peak"].value <= capacity_gib * 0.95
+        if not fits:
+            notes.append(f"~{memory['peak'].value:.1f} GiB is more than {hardware}'s {capacity_gib} GiB: turn on "
+                         "training.gradient_checkpointing, lower training.batch_size or lengths.block_size, or use "
+                         "training.quantization: int4 (out-of-memory steps also halve the micro-batch by themselves)")
+    return JobPlan(spec.model.base_model, hardware, {"no": "fp32"}.get(prec, prec), spec.training.quantization,
+                   spec.training.gradient_checkpointing, Figure(total, "parameters", "counted"),
+                   Figure(trainable, "parameters", "counted", f"{100 * trainable / max(total, 1):.2f}%"),
+                   memory, tokens, steps, time_fig, cost, fits, notes)
+
+
+def probe(spec: JobSpec, steps: int) -> float:
+    """Seconds per optimizer step, from `steps` real steps on the actual data (the first one not counted)."""
+    import tempfile
+
+    from .run import run_training
+
+    with tempfile.TemporaryDirectory(prefix="lora-studio-probe-") as tmp:
+        training = spec.training.model_copy(update={"max_steps": steps + 1, "save_strategy": "no",
+                                                    "eval_strategy": "no", "logging_steps": 1,
+                                                    "resume_from_checkpoint": None})
+        trial = spec.model_copy(update={"training": training, "output_dir": tmp,
+                                        "hub": spec.hub.model_copy(update={"push_to_hub": False})})
+        times: list[float] = []
+        run_training(trial, echo=lambda record: times.append(time.perf_counter()) if record["event"] == "log"
+                     else None)
+    if len(times) < 2:
+        raise RuntimeError("the probe logged fewer than 2 steps")
+    return (times[-1] - times[0]) / (len(times) - 1)
