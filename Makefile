@@ -27,4 +27,6 @@ run: install
 	$(PY) app.py
 
 test: install browser
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest

@@ -103,7 +103,7 @@ def job(loopback_hub: HubServer, tiny_model_dir: Path, real_data: Path,
     import contextlib
     import io
 
-    from trainer_backend.training.run import run_training
+    from trainer_backend.hub.publish import train_and_push
 
     records = io.StringIO()
     handler = logging.StreamHandler(records)
@@ -118,7 +118,7 @@ def job(loopback_hub: HubServer, tiny_model_dir: Path, real_data: Path,
         root.setLevel(logging.DEBUG)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                assert run_training(spec).status == "succeeded"
+                assert train_and_push(spec).status == "succeeded"
         finally:
             root.removeHandler(handler)
             root.setLevel(old_level)

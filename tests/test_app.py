@@ -13,6 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from apphelpers import AppServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 ENDPOINTS = {"/validate_dataset", "/dataset_report", "/start_training", "/list_jobs", "/job_status", "/job_events",
              "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate", "/plan_job"}
 QUICK = """

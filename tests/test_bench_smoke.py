@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
 import pytest
+
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan")

@@ -12,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from apphelpers import REPO, AppServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
 

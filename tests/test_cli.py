@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses and trains (make test runs it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -21,6 +21,8 @@ from hub_server import HubServer  # noqa: E402
 from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, STRANGER, TOKEN_OF, TOKENS, client_as,  # noqa: E402
                           refusal_of, start_space, store_state, train_owner_jobs)
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 SIGN_IN = "duplicate this Space"          # every members-only refusal says how to get access
 REJECTED = "token was rejected"
 RESULTS: dict[str, bool] = {}

@@ -2,8 +2,11 @@
 Round trip, privacy, model card, naming, pull. Failures, retries, merges and secrets: test_hub_failures.py."""
 from __future__ import annotations
 
+import pytest
 from hubhelpers import *  # noqa: F401,F403  (constants, utilities)
 from hubhelpers import _spec, _tree_digest, hub, job, job_dir, loopback_hub  # noqa: F401  (fixtures, helpers)
+
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
 
 
 # ---- push round trip ----------------------------------------------------------------------------------

@@ -111,3 +111,29 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
             if spelled.search(line.split("#", 1)[0]):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert not offenders, "spell the job file names through trainer_backend.job_files:\n" + "\n".join(offenders)
+
+
+# The layers, bottom first (README "Layout" says the same). A module may import its own layer and the ones below.
+LAYERS = [
+    {"job_files", "job_status", "errors", "ml_stack", "tiny_model"},     # names and values, no logic of ours
+    {"spec", "autotrain"},                                               # the job spec (and AutoTrain's dialect of it)
+    {"model_info", "data"},                                              # spec in, data and facts out
+    {"training"},                                                        # model loading, trainers, plan, run
+    {"access", "public_demo", "uploads", "model_card", "hub", "inference", "evaluation", "jobs"},  # services
+    {"cli", "__main__", "ui"},                                           # entry points
+]
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else "__init__"
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"{module} is in no layer: add '{top}' to LAYERS (and README's layout line)")
+
+
+def test_imports_run_down_the_layers() -> None:
+    upward = [f"{src} (layer {layer_of(src)}) imports {dst} (layer {layer_of(dst)})"
+              for src, targets in import_graph().items() if src != "trainer_backend"
+              for dst in targets if dst != "trainer_backend" and layer_of(dst) > layer_of(src)]
+    assert not upward, "imports must run down the layers:\n" + "\n".join(sorted(upward))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 POSITIVE = ["love", "great", "wonderful", "excellent", "enjoy"]
 NEGATIVE = ["hate", "awful", "terrible", "horrible", "dislike"]
 NOUNS = ["phone", "movie", "book", "pizza", "hotel", "song", "game", "car", "shoe", "laptop", "chair", "coffee",

@@ -27,6 +27,8 @@ from trainer_backend.jobs.paths import default_data_dir
 from trainer_backend.jobs.procs import is_alive
 from trainer_backend.jobs.progress import EventsReader
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 ALPACA = Path(__file__).resolve().parent / "data" / "alpaca" / "self_instruct_seed_tasks.jsonl"
 REPO = Path(__file__).resolve().parents[1]
 # One BLAS thread per trainer: on 2 shared cores OpenMP spin-waiting otherwise makes a step 20-40x slower.

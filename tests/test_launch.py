@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from trainer_backend.training.launch import training_command
+
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 FACTS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
          "Poland": "Warsaw", "Austria": "Vienna", "Greece": "Athens", "Norway": "Oslo", "Sweden": "Stockholm",
          "Finland": "Helsinki", "Denmark": "Copenhagen", "Ireland": "Dublin", "Hungary": "Budapest",

@@ -11,6 +11,8 @@ import pytest
 
 from trainer_backend.training.oom import FAULT_ENV, OutOfMemoryAtFloor, smaller_batch
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 
 def _events(job_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 
 @pytest.fixture
 def chat_spec(make_spec, real_data: Path):

@@ -88,6 +88,7 @@ def test_preference_trainer_rejects_sft_data(make_spec, tiny_tokenizer, real_dat
         _prefs(make_spec, tiny_tokenizer, real_data / "alpaca/self_instruct_seed_tasks.jsonl")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer, data", [("dpo", FLAT), ("orpo", OPENAI), ("reward", FLAT),
                                            ("generic", "text/c4_demo.jsonl")])
 def test_trainer_runs_from_yaml_and_adapter_loads(trainer: str, data: str, tiny_model_dir: Path,
@@ -125,6 +126,7 @@ def test_trainer_runs_from_yaml_and_adapter_loads(trainer: str, data: str, tiny_
         assert any("score" in n for n, _ in model.named_parameters() if "modules_to_save" in n)
 
 
+@pytest.mark.slow
 def test_dpo_learns_a_separable_preference(tiny_model_dir: Path, tmp_path: Path) -> None:
     from trainer_backend.spec import parse_spec
     from trainer_backend.training.run import run_training

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
+
 
 def test_qlora_int4_loads_4bit_and_trains(make_spec, real_data: Path) -> None:
     import bitsandbytes as bnb

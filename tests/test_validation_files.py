@@ -3,7 +3,6 @@ other containers, and format detection on the real data samples in tests/data.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

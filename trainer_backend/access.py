@@ -127,7 +127,7 @@ def is_member(ident: Identity) -> bool:
     """May this caller read and use the owner's jobs, uploads, adapters and hardware?"""
     if not on_space():
         return True
-    if ident.anonymous:
+    if ident.username is None:  # anonymous
         return False
     owner = (space_owner() or "").lower()
     user = ident.username.lower()

@@ -7,7 +7,7 @@ import sys
 from typing import Any, Optional
 
 from .job_files import ADAPTER_DIR, SPEC_FILE
-from .job_status import ExitCode
+from .job_status import ExitCode, JobStatus
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID
@@ -103,23 +103,23 @@ def _console(record: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import DataError
-    from .training.run import run_training
+    from .hub.publish import train_and_push
     from .training.trainers import TrainerNotAvailable
 
     spec = _load(args)
     try:
-        result = run_training(spec, echo=_console)
+        result = train_and_push(spec, echo=_console)
     except (DataError, TrainerNotAvailable):
         return EXIT_INVALID
     except KeyboardInterrupt:
         return EXIT_STOPPED
     except Exception:
         return EXIT_FAILED
-    if result.status == "stopped":
+    if result.status == JobStatus.STOPPED:
         print(f"stopped; resume with --set training.resume_from_checkpoint=latest ({result.checkpoint})")
         return EXIT_STOPPED
     print(f"adapter saved to {result.adapter_dir}")
-    if result.status == "not_pushed":
+    if result.status == JobStatus.NOT_PUSHED:
         print(f"trained, not pushed (see events.jsonl); push again with: python -m trainer_backend push "
               f"{result.job_dir}", file=sys.stderr)
         return EXIT_NOT_PUSHED

@@ -240,12 +240,9 @@ class JobSpec(_Section):
         if tr.trainer in ("dpo", "orpo", "reward") and self.data.prompt_template is not None:
             problems.append(f"trainer '{tr.trainer}' does not use data.prompt_template; remove it")
         if self.hub.repo_id:
-            from .hub import HubError, check_repo_id  # the Hub's own naming rules
-
-            try:
-                check_repo_id(self.hub.repo_id if "/" in self.hub.repo_id else f"user/{self.hub.repo_id}")
-            except HubError as exc:
-                problems.append(f"hub.repo_id: {exc}")
+            problem = repo_id_problem(self.hub.repo_id if "/" in self.hub.repo_id else f"user/{self.hub.repo_id}")
+            if problem:
+                problems.append(f"hub.repo_id: {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -298,6 +295,19 @@ def expand_env(value: Any) -> Any:
     if isinstance(value, list):
         return [expand_env(v) for v in value]
     return value
+
+
+def repo_id_problem(repo_id: str) -> Optional[str]:
+    """What is wrong with `repo_id` by the Hub's own naming rules (huggingface_hub's validator), or None."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return f"invalid repo id '{repo_id}': {exc}"
+    if repo_id.count("/") != 1 or repo_id.endswith(".git"):
+        return f"invalid repo id '{repo_id}': expected 'user/name'"
+    return None
 
 
 def parse_spec(raw: dict[str, Any], source: str = "spec") -> tuple[JobSpec, list[str]]:

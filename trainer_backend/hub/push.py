@@ -25,6 +25,7 @@ import yaml
 
 from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
+from ..spec import repo_id_problem
 from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
 from .plot import loss_series, write_loss_plot
@@ -64,14 +65,9 @@ def hub_repo_name(name: str, reserve: int = len(MERGED_SUFFIX) + 4) -> str:
 
 def check_repo_id(repo_id: str) -> None:
     """Raise HubError when `repo_id` breaks the Hub's naming rules (checked before any network call)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise HubError(f"invalid repo id '{repo_id}': {exc}") from None
-    if repo_id.count("/") != 1 or repo_id.endswith(".git"):
-        raise HubError(f"invalid repo id '{repo_id}': expected 'user/name'")
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise HubError(problem)
 
 
 def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Token = None, private: bool = True,

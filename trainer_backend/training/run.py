@@ -13,6 +13,7 @@ from transformers import PrinterCallback
 
 from ..data import DataError, prepare_data
 from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
+from ..job_status import JobStatus
 from ..spec import JobSpec
 from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
@@ -24,7 +25,7 @@ from .trainers import TrainerNotAvailable, trainer_module
 
 @dataclass
 class RunResult:
-    status: str  # succeeded | stopped | not_pushed
+    status: JobStatus  # SUCCEEDED | STOPPED (a push, if asked for, happens above: hub/publish.py)
     job_dir: Path
     metrics: dict
     adapter_dir: Optional[Path] = None
@@ -81,7 +82,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     checkpoint = resolve_checkpoint(spec)
     if stop.requested:  # stopped while the data was being prepared: don't load the model at all
         events.write("stopped", step=0, checkpoint=checkpoint)
-        return RunResult("stopped", job_dir, {}, checkpoint=checkpoint)
+        return RunResult(JobStatus.STOPPED, job_dir, {}, checkpoint=checkpoint)
 
     info = {"train_rows": len(train_ds), "valid_rows": len(eval_ds) if eval_ds is not None else 0,
             "device": "cpu" if use_cpu(spec) else "cuda", "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
@@ -113,9 +114,9 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     if stop.requested:
         ckpt = checkpoint_dir(job_dir, step)
         if not trainer.is_world_process_zero():
-            return RunResult("stopped", job_dir, metrics, checkpoint=str(ckpt))
+            return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt))
         events.write("stopped", step=step, checkpoint=str(ckpt) if ckpt.exists() else None)
-        return RunResult("stopped", job_dir, metrics, checkpoint=str(ckpt))
+        return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt))
 
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     if eval_ds is not None:  # final eval numbers belong in the summary; reuse the one just run if any
@@ -123,7 +124,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     adapter_dir = job_dir / ADAPTER_DIR
     trainer.save_model(str(adapter_dir))  # collective under FSDP/DeepSpeed; writes on rank 0 only
     if not trainer.is_world_process_zero():
-        return RunResult("succeeded", job_dir, metrics, adapter_dir)
+        return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir)
     tokenizer.save_pretrained(str(adapter_dir))
     meta = {"base_model": spec.model.base_model, "trainer": spec.training.trainer,
             "chat_template": spec.data.chat_template, "end_of_turn": prepared.end_of_turn,
@@ -133,8 +134,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
             "format": prepared.detection.format if prepared.detection else "template", "metrics": metrics}
     (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
-    status = push_after_training(spec, events, metrics) if spec.hub.push_to_hub else "succeeded"
-    return RunResult(status, job_dir, metrics, adapter_dir)
+    return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir)
 
 
 def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
@@ -149,16 +149,3 @@ def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, ev
     trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
     return trainer
 
-
-def push_after_training(spec: JobSpec, events: EventLog, metrics: dict) -> str:
-    """Push the adapter; a Hub failure leaves a trained job ('not_pushed') that `push` can retry later."""
-    from ..hub import HubError, push_adapter
-
-    try:
-        result = push_adapter(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
-                              private=spec.hub.private)
-    except HubError as exc:  # the message is already redacted
-        events.write("push_failed", error=str(exc), metrics=metrics)
-        return "not_pushed"
-    events.write("pushed", repo_id=result.repo_id, url=result.url, commit=result.commit)
-    return "succeeded"

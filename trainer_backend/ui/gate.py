@@ -33,14 +33,14 @@ def caller_of_current_event() -> Identity:
     return identify_request(LocalContext.request.get(None))
 
 
-def _decide(members_only: bool) -> tuple[Optional[Identity], Optional[str]]:
-    """(identity, None) when the call may go on; (None, message) when it is refused."""
+def _decide(members_only: bool) -> tuple[Identity, Optional[str]]:
+    """(caller, None) when the call may go on; (caller, message) when it is refused."""
     try:
         ident = caller_of_current_event()
     except AccessDenied as exc:  # a token the Hub rejected: refused, never taken for anonymous
-        return None, str(exc)
+        return Identity(), str(exc)
     if members_only and on_space() and not is_member(ident):
-        return None, member_only_message(ident)
+        return ident, member_only_message(ident)
     return ident, None
 
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import yaml
 
 from ..access import current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector

@@ -1,0 +1,46 @@
+"""Push a trained job and record the outcome in its events: the one push path for `train` (push after training)
+and for a later push of a finished job (jobs/publish.py, the Push button, `python -m trainer_backend push`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..job_status import JobStatus
+from ..spec import JobSpec
+from ..training.events import EventLog
+from .client import HubError
+from .push import PushResult, push_adapter
+
+
+@dataclass
+class PushOutcome:
+    status: JobStatus                   # SUCCEEDED, or NOT_PUSHED (the adapter stays on disk; retry later)
+    result: Optional[PushResult] = None
+    error: Optional[str] = None         # already redacted: never holds the token
+
+
+def push_and_record(job_dir: str | Path, *, repo_id: Optional[str], token: Any, private: bool,
+                    merged: bool = False, metrics: Optional[dict] = None, **push_options: Any) -> PushOutcome:
+    events = EventLog(job_dir)
+    try:
+        result = push_adapter(job_dir, repo_id=repo_id, token=token, private=private, merged=merged,
+                              **push_options)
+    except HubError as exc:
+        events.write("push_failed", error=str(exc), metrics=metrics)
+        return PushOutcome(JobStatus.NOT_PUSHED, error=str(exc))
+    events.write("pushed", repo_id=result.repo_id, url=result.url, commit=result.commit, merged=merged)
+    return PushOutcome(JobStatus.SUCCEEDED, result)
+
+
+def train_and_push(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None) -> Any:
+    """Train; then, when the spec asks for it (hub.push_to_hub), push. A failed push leaves a trained job
+    with status NOT_PUSHED that `push` can retry."""
+    from ..training.run import run_training
+
+    result = run_training(spec, echo=echo)
+    if result.status == JobStatus.SUCCEEDED and spec.hub.push_to_hub:
+        outcome = push_and_record(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
+                                  private=spec.hub.private, metrics=result.metrics)
+        result.status = outcome.status
+    return result
