@@ -90,6 +90,12 @@ def test_upload_validate_train_and_follow_a_job(client, real_data: Path) -> None
     assert isinstance(answer, str)
     both = client.predict(job_id, "Hello", "", 0.0, 8, api_name="/compare")
     assert set(both) == {"base", "fine_tuned"}
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="validation split"):  # readable, not "verbose error reporting"
+        client.predict(job_id, 5, 8, api_name="/evaluate")
+    with pytest.raises(AppError, match="no job"):
+        client.predict("nope1234", False, api_name="/job_status")
 
 
 def test_stop_and_resume_a_second_job(client, real_data: Path) -> None:

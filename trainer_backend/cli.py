@@ -43,10 +43,11 @@ def _print_report(report: dict) -> None:
     for w in report["warnings"]:
         print(f"warning: {w}")
     if "sample" in report:
-        s = report["sample"]
-        print(f"\nsample training string ({s['file']} row {s['row']}, {s['tokens']} tokens, "
-              f"{s['tokens_with_loss']} with loss; [[no loss: ...]] marks masked spans):")
-        print("-" * 80 + f"\n{s['rendered']}\n" + "-" * 80)
+        from .data.pipeline import ReportSample
+
+        sample = ReportSample(**report["sample"])
+        print(f"\n{sample.headline()}:")
+        print("-" * 80 + f"\n{sample.rendered}\n" + "-" * 80)
 
 
 def cmd_validate(args: argparse.Namespace, report_only: bool = False) -> int:

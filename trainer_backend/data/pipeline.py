@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,21 +86,58 @@ class PreparedData:
             "packing": "auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
             "warnings": [str(w) for w in self.warnings], "notes": self.notes,
         }
+        sample = self.sample(sample_row)
+        if sample is not None:
+            out["sample"] = sample.to_dict()
+        return out
+
+    def sample(self, sample_row: int = 0) -> Optional["ReportSample"]:
+        """One training example as the trainer will see it, in the same shape for every trainer."""
         enc = self.train.encoded
         if isinstance(enc, EncodedPreference) and enc.rows:
             i = min(sample_row, len(enc.rows) - 1)
             file, row = self.train.refs[enc.source_index[i]]
-            out["sample"] = {"file": file, "row": row, **{k: (v if isinstance(v, str) else
-                                                               self.tokenizer.decode(v)) for k, v in enc.rows[i].items()
-                                                           if k != "margin"}}
-        elif enc and enc.input_ids:
+            texts = {k: (v if isinstance(v, str) else self.tokenizer.decode(v)) for k, v in enc.rows[i].items()
+                     if k != "margin"}
+            prompt = texts.get("prompt", "")
+            chosen, rejected = texts.get("chosen", texts.get("chosen_ids", "")), \
+                texts.get("rejected", texts.get("rejected_ids", ""))
+            tokens = enc.full_lengths[enc.source_index[i]] if enc.full_lengths else None
+            rendered = (f"[[prompt]]\n{prompt}\n[[chosen]]\n{chosen}\n[[rejected]]\n{rejected}" if prompt else
+                        f"[[chosen]]\n{chosen}\n[[rejected]]\n{rejected}")
+            return ReportSample("preference", file, row, tokens, None, rendered, prompt, chosen, rejected)
+        if enc and enc.input_ids:
             i = min(sample_row, len(enc.input_ids) - 1)
             ids, labels = enc.input_ids[i], enc.labels[i]
             file, row = self.train.refs[enc.source_index[i]]
-            out["sample"] = {"file": file, "row": row, "tokens": len(ids),
-                             "tokens_with_loss": sum(l != -100 for l in labels),
-                             "rendered": render_masked(ids, labels, self.tokenizer)}
-        return out
+            return ReportSample("sequence", file, row, len(ids), sum(label != -100 for label in labels),
+                                render_masked(ids, labels, self.tokenizer))
+        return None
+
+
+@dataclass
+class ReportSample:
+    """The report's sample, one shape for every trainer. `rendered` is what a person reads: for a sequence the
+    exact training string with masked spans in [[no loss: ...]], for a preference pair its three parts."""
+    kind: str                          # "sequence" (sft, generic) | "preference" (dpo, orpo, reward)
+    file: str
+    row: int
+    tokens: Optional[int]              # the sequence; for a pair: prompt + the longer answer
+    tokens_with_loss: Optional[int]    # sequences only
+    rendered: str
+    prompt: Optional[str] = None       # pairs only
+    chosen: Optional[str] = None
+    rejected: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("tokens", "tokens_with_loss")}
+
+    def headline(self) -> str:
+        if self.kind == "preference":
+            size = f", {self.tokens} tokens (prompt + longer answer)" if self.tokens is not None else ""
+            return f"sample preference pair ({self.file} row {self.row}{size})"
+        return (f"sample training string ({self.file} row {self.row}, {self.tokens} tokens, {self.tokens_with_loss}"
+                " with loss; [[no loss: ...]] marks masked spans)")
 
 
 def _resolve_valid(spec: JobSpec, issues: IssueCollector) -> Optional[RawSplit]:

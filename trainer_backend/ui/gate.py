@@ -1,16 +1,22 @@
-"""The one place where the access model (access.py) is enforced for every event of the app.
+"""The one place where the access model (access.py) is enforced, and errors are made readable, for every event.
 
 Every function Gradio can run — named API endpoints and the UI's own events alike (a hostile client can call a
 UI event by its fn_index) — is wrapped after the app is built. On a Space a wrapped function runs only for
 members; a visitor gets the sign-in / duplicate message (API endpoints) or no update at all (UI events, so the
 welcome page shows no error toasts). Functions marked `@public` run for everyone and check what they need
 themselves (the welcome view, the public demo's chat and compare). Locally nothing changes.
+
+Errors: an expected failure (unknown job, wrong state, invalid spec or data, missing file, Hub error) reaches a
+gradio_client caller as its own message, which says what to do; anything else is logged here with its traceback
+and an id, and the caller gets that id instead of Gradio's "has not enabled verbose error reporting".
 """
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Optional
+import logging
+import secrets
+from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
 
@@ -50,6 +56,48 @@ def _refuse(message: str, api: bool) -> Any:
     return gr.skip()  # a UI event: no update, no error toast on the visitor's welcome page
 
 
+log = logging.getLogger("lora_studio.app")
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from ..data.issues import DataError
+    from ..errors import SpecError
+    from ..hub.client import HubError
+    from ..jobs.store import JobNotFound, JobStateError
+    from ..uploads import UnsafePath
+
+    return (JobNotFound, JobStateError, SpecError, DataError, HubError, UnsafePath, FileNotFoundError,
+            PermissionError, ValueError)
+
+
+def _readable(exc: BaseException) -> gr.Error:
+    """The gr.Error a client sees for `exc` (see the module docstring)."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, _expected_errors()):
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        return gr.Error(text or type(exc).__name__, print_exception=False)
+    error_id = secrets.token_hex(4)
+    log.error("unexpected error %s in an app event", error_id, exc_info=exc)
+    return gr.Error(f"internal error {error_id} ({type(exc).__name__}); the server log has the details under "
+                    "this id", print_exception=False)
+
+
+def _steps(stream: Iterator[Any], ident: Identity) -> Iterator[Any]:
+    """Run a streaming event step by step with the caller set (each step may run in another worker thread)."""
+    while True:
+        token = set_caller(ident)
+        try:
+            item = next(stream)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _readable(exc) from None
+        finally:
+            reset_caller(token)
+        yield item
+
+
 def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
     """Decide before the call, then run it with the caller known to the layers below (access.current_caller)."""
     if inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):  # none today; refuse to guess
@@ -61,16 +109,7 @@ def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
             if refusal:
                 yield _refuse(refusal, api or not members_only)
                 return
-            stream = fn(*args, **kwargs)
-            while True:  # each step may run in another worker thread: set the caller around every step
-                token = set_caller(ident)
-                try:
-                    item = next(stream)
-                except StopIteration:
-                    return
-                finally:
-                    reset_caller(token)
-                yield item
+            yield from _steps(fn(*args, **kwargs), ident)
         wrapper: Callable = gated_stream
     else:
         @functools.wraps(fn)
@@ -81,6 +120,8 @@ def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
             token = set_caller(ident)
             try:
                 return fn(*args, **kwargs)
+            except Exception as exc:
+                raise _readable(exc) from None
             finally:
                 reset_caller(token)
         wrapper = gated
