@@ -12,6 +12,7 @@ DEBUG_LOG_FILE = "debug.log"         # library noise kept for debugging, out of 
 EVAL_FILE = "evaluation.json"        # base vs fine-tuned results from Evaluate
 ADAPTER_DIR = "adapter"              # the trained adapter (or full model) + tokenizer
 META_FILE = "lora_studio.json"       # inside ADAPTER_DIR: how the adapter was trained (base, template, ...)
+ADAPTER_ARCHIVE = "adapter.zip"    # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
 CHECKPOINT_PREFIX = "checkpoint-"    # trainer checkpoints: checkpoint-<step>
 
 # Set by the job supervisor for the training process: where that process writes the person's log (LOG_FILE).
