@@ -91,7 +91,7 @@ def build_chat_tab(service: StudioService) -> None:
                                 for k in report.fine_tuned])
         return metrics, report.examples, _rows(report.examples, False)
 
-    gr.on([timer.tick, adapter.focus], adapters, listed, [adapter, listed], **PRIVATE)
+    timer.tick(adapters, listed, [adapter, listed], **PRIVATE)
     compare_mode.change(lambda on: gr.update(visible=on), compare_mode, base_bot, **PRIVATE)
     message.submit(respond, [adapter, message, tuned_bot, base_bot, system, temperature, top_p, max_new, rep_pen,
                              compare_mode], [message, tuned_bot, base_bot], **PRIVATE)

@@ -87,7 +87,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             cli_box = gr.Textbox(label="Command line", lines=2)
             with gr.Row():
                 save_btn = gr.DownloadButton("Save config")
-                load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"])
+                load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"], elem_id="load-config")
         job_started = gr.Textbox(visible=False, elem_id="job-started")
 
     widgets = [c.component for c in fields]
