@@ -104,10 +104,10 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
     job_select.input(refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)
     log_scale.input(refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)
 
-    def compare(job_ids: list[str], scale: bool) -> Any:
+    def overlay_runs(job_ids: list[str], scale: bool) -> Any:
         return vega(charts.compare_chart(service.compare_runs(job_ids or []), scale)) if job_ids else None
 
-    compare_select.input(compare, [compare_select, log_scale], compare_plot, **PRIVATE)
+    compare_select.input(overlay_runs, [compare_select, log_scale], compare_plot, **PRIVATE)
 
     def act(action: str, job_id: Optional[str], epochs: float, request: gr.Request,
             profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> str:
