@@ -19,6 +19,7 @@ CHECKPOINTS_DIR = "checkpoints"      # the trainer's output_dir: checkpoint-<ste
 CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_CONFIG = "adapter_config.json"   # inside ADAPTER_DIR when a LoRA adapter was trained
 MODEL_CONFIG = "config.json"             # inside ADAPTER_DIR when the full model was trained
+ADAPTER_ARCHIVE = "adapter.zip"      # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
 
 # Set by the job supervisor for the training process: where that process writes the person's log (LOG_FILE).
 # Its raw stdout/stderr go to DEBUG_LOG_FILE.

@@ -10,6 +10,12 @@ from typing import IO, Optional, Sequence
 
 import psutil  # a dependency of accelerate, so always installed with the training stack
 
+# Training runs this much "nicer" than the web server and the supervisor (POSIX niceness, 0..19), so a
+# status request is answered promptly while a job keeps the CPU busy. LORA_STUDIO_TRAIN_NICE overrides it;
+# 0 turns it off. On a GPU box it costs nothing: the GPU does the work, the CPU mostly waits.
+TRAIN_NICE_ENV = "LORA_STUDIO_TRAIN_NICE"
+DEFAULT_TRAIN_NICE = 10
+
 # Two processes started this close together cannot share a pid, so this tolerance only absorbs float noise.
 _START_TOLERANCE = 0.05
 
@@ -58,11 +64,26 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def launch(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env: dict[str, str]) -> subprocess.Popen:
+def train_niceness(env: Optional[dict[str, str]] = None) -> int:
+    """How much to lower the training process's CPU priority (LORA_STUDIO_TRAIN_NICE, default 10)."""
+    raw = (env if env is not None else os.environ).get(TRAIN_NICE_ENV, "")
+    try:
+        return min(max(int(raw), 0), 19) if raw.strip() else DEFAULT_TRAIN_NICE
+    except ValueError:
+        return DEFAULT_TRAIN_NICE
+
+
+def launch(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env: dict[str, str],
+           niceness: int = 0) -> subprocess.Popen:
     """Start `cmd` as the leader of a new session/process group (so one killpg reaches every rank, and a
-    Ctrl-C or hang-up in the launching terminal never reaches training)."""
+    Ctrl-C or hang-up in the launching terminal never reaches training), `niceness` steps below our priority
+    (inherited by every process it starts: launcher, ranks, data workers)."""
+    def lower_priority() -> None:  # runs in the child between fork and exec: nothing but the syscall
+        os.nice(niceness)
+
     return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=str(cwd), env=env, start_new_session=True, close_fds=True)
+                            cwd=str(cwd), env=env, start_new_session=True, close_fds=True,
+                            preexec_fn=lower_priority if niceness > 0 and hasattr(os, "nice") else None)
 
 
 def signal_name(code: int) -> str:

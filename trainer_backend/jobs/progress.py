@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 OUTCOME_EVENTS = ("finished", "stopped", "failed", "push_failed")
+SERIES_FIELDS = ("loss_series", "eval_series", "lr_series", "grad_norm_series", "epoch_starts")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ProgressSnapshot:
     eval_loss: Optional[float] = None
     loss_series: tuple[tuple[int, float], ...] = ()   # (step, loss), continuous across resumes
     eval_series: tuple[tuple[int, float], ...] = ()   # (step, eval_loss)
+    lr_series: tuple[tuple[int, float], ...] = ()     # (step, learning rate)
+    grad_norm_series: tuple[tuple[int, float], ...] = ()  # (step, gradient norm)
+    epoch_starts: tuple[tuple[int, int], ...] = ()    # (first step logged in epoch N, N) for N >= 2
+    steps_per_second: Optional[float] = None # between the last two logged steps of the current run
     runs: int = 0                            # `start` events seen (1 + number of resumes that got going)
     last_event: Optional[str] = None
     last_event_time: Optional[float] = None
@@ -43,12 +48,11 @@ class ProgressSnapshot:
 
     def to_dict(self, series: bool = True) -> dict[str, Any]:
         data = asdict(self)
-        if series:
-            data["loss_series"] = [list(p) for p in self.loss_series]
-            data["eval_series"] = [list(p) for p in self.eval_series]
-        else:
-            data.pop("loss_series")
-            data.pop("eval_series")
+        for name in SERIES_FIELDS:
+            if series:
+                data[name] = [list(p) for p in getattr(self, name)]
+            else:
+                data.pop(name)
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -67,6 +71,11 @@ class _State:
         self.eval_loss: Optional[float] = None
         self.losses: list[tuple[int, float]] = []
         self.evals: list[tuple[int, float]] = []
+        self.lrs: list[tuple[int, float]] = []
+        self.grad_norms: list[tuple[int, float]] = []
+        self.epoch_starts: list[tuple[int, int]] = []
+        self.prev_log: Optional[tuple[int, float]] = None  # (step, time) of the previous log of this run
+        self.steps_per_second: Optional[float] = None
         self.runs = 0
         self.prior_elapsed = 0.0  # seconds trained by earlier runs
         self.run_start: Optional[float] = None
@@ -89,6 +98,10 @@ class _State:
             # died (they are re-done), so the series stays one continuous curve.
             self.losses = [p for p in self.losses if p[0] <= start_step]
             self.evals = [p for p in self.evals if p[0] <= start_step]
+            self.lrs = [p for p in self.lrs if p[0] <= start_step]
+            self.grad_norms = [p for p in self.grad_norms if p[0] <= start_step]
+            self.epoch_starts = [p for p in self.epoch_starts if p[0] <= start_step]
+            self.prev_log, self.steps_per_second = None, None
             self.step = start_step
         elif kind == "log":
             self.last_log = ev
@@ -97,6 +110,14 @@ class _State:
             self.epoch = ev.get("epoch", self.epoch)
             if ev.get("loss") is not None:
                 self.losses.append((self.step, float(ev["loss"])))
+            for series, key in ((self.lrs, "learning_rate"), (self.grad_norms, "grad_norm")):
+                if isinstance(ev.get(key), (int, float)):
+                    series.append((self.step, float(ev[key])))
+            self._mark_epoch(ev.get("epoch"))
+            if isinstance(t, (int, float)):
+                if self.prev_log and self.step > self.prev_log[0] and t > self.prev_log[1]:
+                    self.steps_per_second = (self.step - self.prev_log[0]) / (t - self.prev_log[1])
+                self.prev_log = (self.step, float(t))
         elif kind == "eval":
             self.eval_loss = ev.get("eval_loss")
             if self.eval_loss is not None:
@@ -116,6 +137,15 @@ class _State:
         if isinstance(t, (int, float)):
             self.last_time = float(t)
 
+    def _mark_epoch(self, epoch: Any) -> None:
+        """Remember the first logged step of each new epoch (the chart draws a rule there)."""
+        if not isinstance(epoch, (int, float)) or epoch <= 0:
+            return
+        number = int(epoch - 1e-9) + 1  # epoch 1.0 is the end of the first epoch, 1.01 is in the second
+        last = self.epoch_starts[-1][1] if self.epoch_starts else 1
+        if number > last:
+            self.epoch_starts.append((self.step, number))
+
     def snapshot(self) -> ProgressSnapshot:
         log = self.last_log
         elapsed = self.prior_elapsed
@@ -128,6 +158,8 @@ class _State:
             loss=log.get("loss"), learning_rate=log.get("learning_rate"), grad_norm=log.get("grad_norm"),
             tokens_per_second=log.get("tokens_per_second"), tokens_seen=log.get("tokens_seen"),
             eval_loss=self.eval_loss, loss_series=tuple(self.losses), eval_series=tuple(self.evals),
+            lr_series=tuple(self.lrs), grad_norm_series=tuple(self.grad_norms),
+            epoch_starts=tuple(self.epoch_starts), steps_per_second=self.steps_per_second,
             runs=self.runs, last_event=self.last_event, last_event_time=self.last_time,
             last_checkpoint=self.last_checkpoint, outcome=self.outcome, error=self.error)
 

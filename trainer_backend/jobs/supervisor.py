@@ -23,7 +23,7 @@ from ..job_files import LOG_FILE_ENV
 from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
 from ..training.launch import training_command
-from .procs import is_alive, launch, process_start_time, signal_group
+from .procs import is_alive, launch, process_start_time, signal_group, train_niceness
 from .progress import EventsReader, file_size
 from .store import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, STOPPING, Job, JobStore
 
@@ -249,8 +249,8 @@ class Supervisor:
             with open(job.debug_log_path, "ab") as debug:
                 debug.write(header.encode())
                 debug.flush()
-                proc = launch(cmd, debug, cwd, child_env({**(job.env or {}), "LORA_STUDIO_JOB_ID": job.id,
-                                                          LOG_FILE_ENV: str(job.log_path)}))
+                env = child_env({**(job.env or {}), "LORA_STUDIO_JOB_ID": job.id, LOG_FILE_ENV: str(job.log_path)})
+                proc = launch(cmd, debug, cwd, env, niceness=train_niceness(env))
         except Exception as exc:  # the row must not stay "running" without a process
             self.store.update(job.id, only_if_status=ACTIVE, status=FAILED, finished_at=time.time(),
                               error=f"could not start the training process: {exc}")

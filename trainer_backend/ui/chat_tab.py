@@ -13,14 +13,15 @@ from .api import _adapter_ref
 from .service import StudioService
 
 PRIVATE = {"api_visibility": "private"}
+ADAPTER_TICK_SECONDS = 2.0  # a job that just finished shows up here within this time, without a click
 
 
 def build_chat_tab(service: StudioService) -> None:
     with gr.Tab("Chat / Evaluate", id="chat"):
-        with gr.Row():
-            adapter = gr.Dropdown([], label="Adapter: a finished job, a folder or a Hub repo id",
-                                  allow_custom_value=True, scale=4, elem_id="adapter-select")
-            reload_btn = gr.Button("↻", scale=0, min_width=40)
+        adapter = gr.Dropdown([], label="Adapter: a finished job, a folder or a Hub repo id",
+                              allow_custom_value=True, elem_id="adapter-select")
+        listed = gr.State(None)  # the adapter list the page shows: a tick updates it only when it changed
+        timer = gr.Timer(ADAPTER_TICK_SECONDS)
         with gr.Accordion("Sampling", open=False):
             system = gr.Textbox(label="System prompt")
             with gr.Row():
@@ -46,8 +47,11 @@ def build_chat_tab(service: StudioService) -> None:
             eval_rows = gr.Dataframe(label="Per-example predictions", interactive=False, wrap=True)
             eval_state = gr.State([])
 
-    def adapters() -> Any:
-        return gr.update(choices=[(label, path) for label, path in service.finished_adapters().items()])
+    def adapters(shown: Any) -> tuple[Any, Any]:
+        choices = [[label, path] for label, path in service.finished_adapters().items()]
+        if choices == shown:
+            return gr.skip(), gr.skip()
+        return gr.update(choices=choices), choices
 
     def settings(t: float, p: float, n: float, r: float) -> GenerationSettings:
         return GenerationSettings(t, p, int(n), r)
@@ -87,8 +91,7 @@ def build_chat_tab(service: StudioService) -> None:
                                 for k in report.fine_tuned])
         return metrics, report.examples, _rows(report.examples, False)
 
-    adapter.focus(adapters, None, adapter, **PRIVATE)
-    reload_btn.click(adapters, None, adapter, **PRIVATE)
+    timer.tick(adapters, listed, [adapter, listed], **PRIVATE)
     compare_mode.change(lambda on: gr.update(visible=on), compare_mode, base_bot, **PRIVATE)
     message.submit(respond, [adapter, message, tuned_bot, base_bot, system, temperature, top_p, max_new, rep_pen,
                              compare_mode], [message, tuned_bot, base_bot], **PRIVATE)

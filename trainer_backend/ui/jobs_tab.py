@@ -1,93 +1,113 @@
-"""Jobs tab: every job with its status; the selected one's progress, live loss plot, log tail, metrics and
-Stop / Resume / Continue. A timer re-reads the job store, so closing the browser loses nothing."""
+"""Jobs tab: every job with its status; the selected one's progress bar, metric cards, charts (loss with eval
+loss, learning rate, grad norm), downloads, log tail and the actions possible in its status; and a chart that
+overlays several runs. A timer re-reads the job store, so the page never needs a reload and closing the
+browser loses nothing. Callbacks only call the service and the Gradio-free views (job_view.py, charts.py)."""
 from __future__ import annotations
 
-import time
+import json
 from typing import Any, Optional
 
 import gradio as gr
-import pandas as pd
+from gradio.components.plot import AltairPlotData
 
+from ..access import AccessDenied, Identity, identify
 from ..job_status import UNFINISHED
+from . import charts
+from .job_view import CSS, cards_html, header_markdown, human_time, metric_cards, progress_html
 from .service import StudioService
 
 PRIVATE = {"api_visibility": "private"}
+TICK_SECONDS = 2.0
+ACTIONS = ("stop", "resume", "continue", "push")
 
 
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+def vega(spec: dict) -> AltairPlotData:
+    """A Vega-Lite spec for gr.Plot, rendered by vega-embed in the page (no plotting library on the server).
+    chart="line" lets Gradio size the chart to its box and theme it (see charts.py)."""
+    return AltairPlotData(chart="line", plot=json.dumps(spec))
 
 
-def _loss_frame(progress: dict) -> pd.DataFrame:
-    rows = [{"step": s, "loss": v, "series": "train"} for s, v in progress.get("loss_series", [])]
-    rows += [{"step": s, "loss": v, "series": "eval"} for s, v in progress.get("eval_series", [])]
-    return pd.DataFrame(rows or [{"step": 0, "loss": None, "series": "train"}])
-
-
-def status_markdown(job: dict) -> str:
-    p = job["progress"]
-    pct = p.get("percent")
-    lines = [f"### {job['name']} · `{job['id']}` · **{job['status']}**",
-             f"step {p.get('step', 0)} / {p.get('total_steps') or '?'}"
-             + (f" ({pct:.1f}%)" if pct is not None else "")
-             + f" · elapsed {_duration(p.get('elapsed_seconds'))} · ETA {_duration(p.get('eta_seconds'))}"]
-    facts = [("loss", p.get("loss")), ("eval loss", p.get("eval_loss")), ("lr", p.get("learning_rate")),
-             ("tokens/s", p.get("tokens_per_second"))]
-    lines.append(" · ".join(f"{k} {v:.4g}" for k, v in facts if isinstance(v, (int, float))))
-    if job.get("error"):
-        lines.append(f"\n**Error:** {job['error']}")
-    return "\n\n".join(lines)
+def jobs_table(jobs: list[dict]) -> list[list]:
+    return [[j["id"], j["name"], j["status"], f"{j['percent']:.0f}%" if j["percent"] is not None else "",
+             f"{j['loss']:.4f}" if isinstance(j["loss"], (int, float)) else "", j["owner"] or "",
+             human_time(j["created_at"])] for j in jobs]
 
 
 def build_jobs_tab(service: StudioService) -> dict[str, Any]:
     with gr.Tab("Jobs", id="jobs"):
-        with gr.Row():
-            job_select = gr.Dropdown([], label="Job", interactive=True, elem_id="job-select", scale=3)
-            refresh_btn = gr.Button("Refresh", scale=1)
+        gr.HTML(f"<style>{CSS}</style>", padding=False)
+        job_select = gr.Dropdown([], label="Job", interactive=True, elem_id="job-select")
         status_md = gr.Markdown(elem_id="job-status")
-        progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="job-progress")
-        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="loss-plot", height=280)
+        progress = gr.HTML(elem_id="job-progress", padding=False)
         with gr.Row():
-            stop_btn = gr.Button("Stop", variant="stop")
-            resume_btn = gr.Button("Resume")
-            more_epochs = gr.Number(1, label="More epochs", minimum=0.1, scale=1)
-            continue_btn = gr.Button("Continue training")
-        with gr.Row():
-            push_repo = gr.Textbox(label="Hub repo (default: <you>/<project name>, private)", scale=3)
-            push_merged = gr.Checkbox(False, label="also push the merged model")
-            push_btn = gr.Button("Push to Hub", scale=1)
+            stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="job-stop", min_width=80)
+            resume_btn = gr.Button("Resume", interactive=False, elem_id="job-resume", min_width=80)
+            more_epochs = gr.Number(1, label="More epochs", minimum=0.1, min_width=80)
+            continue_btn = gr.Button("Continue training", interactive=False, elem_id="job-continue", min_width=80)
         action_md = gr.Markdown()
-        log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
-        details = gr.JSON(label="Metrics and artifacts")
-        jobs_table = gr.Dataframe(headers=["id", "name", "status", "progress", "loss", "owner", "created"],
-                                  label="All jobs", interactive=False, elem_id="jobs-table")
-        timer = gr.Timer(2.0)
+        cards = gr.HTML(elem_id="job-metrics", padding=False)
+        log_scale = gr.Checkbox(False, label="Log-scale loss axis", elem_id="log-scale")
+        loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
+        with gr.Row():
+            lr_plot = gr.Plot(label="Learning rate", elem_id="lr-plot", show_label=False, min_width=280)
+            grad_plot = gr.Plot(label="Grad norm", elem_id="grad-norm-plot", show_label=False, min_width=280)
+        downloads = gr.File(label="Downloads (adapter .zip, spec, events, evaluation)", file_count="multiple",
+                            interactive=False, elem_id="job-downloads")
+        log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="job-log")
+        with gr.Accordion("Push to the Hub", open=False):
+            with gr.Row():
+                push_repo = gr.Textbox(label="Hub repo (default: <you>/<project name>, private)", scale=3)
+                push_merged = gr.Checkbox(False, label="also push the merged model")
+                push_btn = gr.Button("Push to Hub", scale=1, interactive=False, elem_id="job-push")
+        with gr.Accordion("Compare runs", open=False):
+            compare_select = gr.Dropdown([], multiselect=True, label="Jobs to overlay", elem_id="compare-select")
+            compare_plot = gr.Plot(label="Compare runs", elem_id="compare-plot", show_label=False)
+        jobs_df = gr.Dataframe(headers=["id", "name", "status", "progress", "loss", "owner", "created"],
+                               label="All jobs", interactive=False, elem_id="jobs-table")
+        drawn = gr.State(None)  # what the charts/downloads show now: redraw only when it changed
+        timer = gr.Timer(TICK_SECONDS)
 
-    def refresh(selected: Optional[str]) -> tuple:
+    buttons = {"stop": stop_btn, "resume": resume_btn, "continue": continue_btn, "push": push_btn}
+
+    def refresh(selected: Optional[str], scale: bool, shown: Any, request: gr.Request,
+                profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> tuple:
         jobs = service.list_jobs()
-        table = [[j["id"], j["name"], j["status"],
-                  f"{j['percent']:.0f}%" if j["percent"] is not None else "", j["loss"] or "", j["owner"],
-                  time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created_at"]))] for j in jobs]
         ids = [j["id"] for j in jobs]
-        if selected not in ids:  # re-attach: prefer a running job, else the newest
+        if selected not in ids:  # re-attach: prefer an unfinished job, else the newest
             selected = next((j["id"] for j in jobs if j["status"] in UNFINISHED), ids[0] if ids else None)
         choices = [(f"{j['name']} · {j['id']} · {j['status']}", j["id"]) for j in jobs]
+        picker = gr.update(choices=choices, value=selected)
+        compare_choices = gr.update(choices=choices)
         if selected is None:
-            return (gr.update(choices=choices, value=None), "No jobs yet — start one in the Train tab.", 0,
-                    _loss_frame({}), "", {}, table)
-        job = service.status(selected, series=True)
-        info = {"metrics": job["metrics"], "paths": job["paths"], "times": job["times"],
-                "error_details": job["error_details"]}
-        return (gr.update(choices=choices, value=selected), status_markdown(job), job["progress"].get("percent") or 0,
-                _loss_frame(job["progress"]), service.logs(selected, 40), info, table)
+            off = [gr.update(interactive=False)] * len(ACTIONS)
+            return (picker, "No jobs yet — start one in the Train tab.", "", "", None, None, None, None, "",
+                    jobs_table(jobs), compare_choices, None, *off)
+        job = service.job_view(selected)
+        p = job["progress"]
+        key = (selected, job["status"], p.get("last_event_time"), len(p.get("loss_series") or []), bool(scale))
+        if key == shown:  # nothing new: leave the charts and downloads alone (no redraw, no file copies)
+            plots = (gr.skip(),) * 4
+        else:
+            files = service.downloads(selected, _caller(request, profile, oauth_token)) or None
+            plots = (vega(charts.loss_chart(p, scale)),
+                     vega(charts.metric_chart(p.get("lr_series") or [], "learning rate", p.get("total_steps"))),
+                     vega(charts.metric_chart(p.get("grad_norm_series") or [], "grad norm", p.get("total_steps"),
+                                              "#db2777")), files)
+        states = [gr.update(interactive=job["actions"][a]) for a in ACTIONS]
+        return (picker, header_markdown(job), progress_html(job), cards_html(metric_cards(job)), *plots,
+                service.logs(selected, 40), jobs_table(jobs), compare_choices, key, *states)
 
-    outputs = [job_select, status_md, progress, loss_plot, log_box, details, jobs_table]
-    timer.tick(refresh, job_select, outputs, **PRIVATE)
-    refresh_btn.click(refresh, job_select, outputs, **PRIVATE)
-    job_select.input(refresh, job_select, outputs, **PRIVATE)
+    inputs = [job_select, log_scale, drawn]
+    outputs = [job_select, status_md, progress, cards, loss_plot, lr_plot, grad_plot, downloads, log_box, jobs_df,
+               compare_select, drawn, stop_btn, resume_btn, continue_btn, push_btn]
+    timer.tick(refresh, inputs, outputs, **PRIVATE)
+    job_select.input(refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)
+    log_scale.input(refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)
+
+    def overlay_runs(job_ids: list[str], scale: bool) -> Any:
+        return vega(charts.compare_chart(service.compare_runs(job_ids or []), scale)) if job_ids else None
+
+    compare_select.input(overlay_runs, [compare_select, log_scale], compare_plot, **PRIVATE)
 
     def act(action: str, job_id: Optional[str], epochs: float, request: gr.Request,
             profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> str:
@@ -119,9 +139,17 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         return f"Pushed to [{out['hub_url']}]({out['hub_url']})"
 
     push_btn.click(push, [job_select, push_repo, push_merged], action_md, **PRIVATE)
-    for button, action in ((stop_btn, "stop"), (resume_btn, "resume"), (continue_btn, "continue")):
-        button.click(_bind(act, action), [job_select, more_epochs], action_md, **PRIVATE)
-    return {"job_select": job_select, "refresh": (refresh, job_select, outputs)}
+    for action in ("stop", "resume", "continue"):
+        buttons[action].click(_bind(act, action), [job_select, more_epochs], action_md, **PRIVATE).then(
+            refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)
+    return {"job_select": job_select, "refresh": (refresh, [job_select, log_scale, gr.State(None)], outputs)}
+
+
+def _caller(request: Any, profile: Any, oauth_token: Any) -> Identity:
+    try:
+        return identify(request, profile, oauth_token)
+    except AccessDenied:  # a rejected token reads like an anonymous visitor
+        return Identity()
 
 
 def _bind(act: Any, action: str) -> Any:

@@ -12,16 +12,26 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-
-from ..access import current_caller, is_member, on_space
+from ..access import Identity, current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector
 from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
 from ..spec import JobSpec, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR, load_client_yaml, sanitize_client_spec, store_upload, user_upload_dir
+from .job_view import allowed_actions, samples_per_step
 
 TINY_DEMO = "tiny-demo"
 EVENTS_STREAM_MAX_SECONDS = 3600.0  # a /job_events stream ends after this; the client reconnects
+# Pollers of one job within this many seconds share one answer: 20 clients polling every second then cost
+# about two reads of the job store per second instead of twenty, while the job trains on the same cores.
+STATUS_CACHE_SECONDS = 0.5
+# Mapping fields that matter for each data format (the Train tab shows only these; the rest stay hidden).
+FORMAT_MAPPING_ROLES = {
+    "text": ("text",), "alpaca": ("prompt", "input", "response", "system"),
+    "qa": ("prompt", "input", "response", "system"), "messages": ("messages", "system"),
+    "sharegpt": ("messages", "system"), "preference": ("prompt", "chosen", "rejected", "margin", "system"),
+    "tokenized": (),
+}
 
 
 def example_datasets() -> dict[str, str]:
@@ -34,6 +44,8 @@ class StudioService:
         self.jobs = manager
         self.data_dir: Path = manager.data_dir
         self._tiny_lock = threading.Lock()
+        self._status_cache: dict[tuple[str, bool], tuple[float, dict]] = {}
+        self._status_lock = threading.Lock()
 
     # ---- specs from clients ---------------------------------------------------------------------------
     def tiny_demo_model(self) -> Path:
@@ -152,9 +164,54 @@ class StudioService:
         return rows
 
     def status(self, job_id: str, series: bool = True) -> dict[str, Any]:
+        """The job as JSON (see JobManager.describe) plus samples/s, without the spec; briefly cached."""
+        key, now = (job_id, bool(series)), time.monotonic()
+        with self._status_lock:
+            hit = self._status_cache.get(key)
+        if hit and now - hit[0] < STATUS_CACHE_SECONDS:
+            return hit[1]
         data = self.jobs.describe(job_id, series=series)
-        data.pop("spec", None)
+        per_step = samples_per_step(data.pop("spec", None))
+        rate = data["progress"].get("steps_per_second")
+        data["samples_per_second"] = round(rate * per_step, 2) if rate and per_step else None
+        with self._status_lock:
+            if len(self._status_cache) > 256:  # ids nobody asks for any more
+                self._status_cache.clear()
+            self._status_cache[key] = (now, data)
         return data
+
+    def job_view(self, job_id: str) -> dict[str, Any]:
+        """What the Jobs tab shows for one job: status with every series, and the actions possible now."""
+        data = self.status(job_id, series=True)
+        has_checkpoint = bool(data["paths"].get("last_checkpoint"))
+        return {**data, "actions": allowed_actions(data["status"], has_checkpoint)}
+
+    def compare_runs(self, job_ids: list[str]) -> list[tuple[str, dict]]:
+        """(label, progress with series) of each job that still exists, for overlaying loss curves."""
+        out = []
+        for job_id in job_ids:
+            try:
+                job = self.status(job_id, series=True)
+            except KeyError:
+                continue
+            out.append((f"{job['name']} · {job['id']}", job["progress"]))
+        return out
+
+    def may_download(self, ident: Identity, job_id: str) -> bool:
+        """Artifacts (adapter weights, data-derived logs) go to the Space's members, and to the job's owner."""
+        if not on_space():
+            return True
+        owner = self.jobs.get(job_id).owner
+        return is_member(ident) or bool(ident.username and owner and ident.username.lower() == owner.lower())
+
+    def downloads(self, job_id: str, ident: Identity) -> list[str]:
+        """Download copies of a finished job's artifacts (adapter .zip, spec, events, evaluation)."""
+        from ..jobs.exports import export_artifacts
+
+        job = self.jobs.get(job_id)
+        if job.status not in TERMINAL or not self.may_download(ident, job_id):
+            return []
+        return [str(p) for p in export_artifacts(job.id, job.job_dir)]
 
     def events(self, job_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> Iterator[dict]:
         """Progress snapshots until the job ends (one per change, at most one per `interval`)."""
@@ -198,6 +255,12 @@ class StudioService:
             if has_trained_model(job.job_dir):
                 out[f"{job.name} ({job.id})"] = job.job_dir
         return out
+
+
+def mapping_roles(data_format: Optional[str], all_roles: list[str]) -> list[str]:
+    """The column-mapping fields worth showing for a format (every field when the format is unknown)."""
+    roles = FORMAT_MAPPING_ROLES.get(data_format or "")
+    return list(all_roles) if roles is None else [r for r in all_roles if r in roles]
 
 
 def _cell(value: Any) -> str:

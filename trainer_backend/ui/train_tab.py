@@ -14,7 +14,7 @@ from ..job_files import SPEC_FILE
 from ..model_info import estimate_fit, gpu_memory
 from ..spec import ColumnMapping, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR
-from .service import TINY_DEMO, StudioService, example_datasets
+from .service import TINY_DEMO, StudioService, example_datasets, mapping_roles
 from .spec_form import FormField, build_fields, raw_to_values, values_to_raw
 
 SUGGESTED_MODELS = [TINY_DEMO, "Qwen/Qwen2.5-0.5B-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
@@ -63,14 +63,15 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                 hub_id = gr.Textbox(label="...or a Hub dataset id", placeholder="HuggingFaceH4/no_robots")
         detected = gr.Markdown(elem_id="detected-format")
         preview = gr.Dataframe(label="Preview (first rows)", wrap=True, max_height=300, elem_id="preview")
-        with gr.Row():
-            mapping = [gr.Dropdown([""], value="", label=f"column: {role}", allow_custom_value=True)
-                       for role in MAPPING_ROLES]
+        with gr.Row(elem_id="column-mapping"):
+            mapping = [gr.Dropdown([""], value="", label=f"column: {role}", allow_custom_value=True,
+                                   elem_id=f"map-{role}", min_width=140) for role in MAPPING_ROLES]
         with gr.Row():
             demo_btn = gr.Button("Use demo settings (tiny model learns the sample in ~1 min on CPU)", size="sm")
         with gr.Row(equal_height=False):
             basic = build_fields("basic")
         with gr.Accordion("Advanced settings", open=False):
+            all_mappings = gr.Checkbox(False, label="Show every column-mapping field (not only the format's)")
             with gr.Row(equal_height=False):
                 advanced = build_fields("advanced")
         fields = basic + advanced
@@ -87,7 +88,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             cli_box = gr.Textbox(label="Command line", lines=2)
             with gr.Row():
                 save_btn = gr.DownloadButton("Save config")
-                load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"])
+                load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"], elem_id="load-config")
         job_started = gr.Textbox(visible=False, elem_id="job-started")
 
     widgets = [c.component for c in fields]
@@ -102,7 +103,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
         return text, "python -m trainer_backend validate spec.yaml && python -m trainer_backend submit spec.yaml"
 
-    def on_dataset(sample_name: Optional[str], up: Any, hub: str) -> tuple:
+    format_widget = next(f.component for f in fields if f.key == "data.format")
+
+    def on_dataset(sample_name: Optional[str], up: Any, hub: str, chosen: Optional[str], show_all: bool) -> tuple:
         source = dataset_source(sample_name, up, hub)
         if not source:
             return ("Pick a sample, upload a file or enter a Hub id.", gr.update(value=None),
@@ -112,13 +115,16 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             return ("**Cannot read the dataset:**\n" + "\n".join(f"- {e}" for e in info["errors"]), None,
                     *[gr.update(choices=[""], value="") for _ in MAPPING_ROLES])
         det = info["detected"]
+        fmt = chosen if chosen and chosen != "auto" else det["format"]
+        shown = MAPPING_ROLES if show_all else mapping_roles(fmt, MAPPING_ROLES)
         text = (f"**Detected format: {det['format']}** — {det['reason']}  \n{info['total_rows']} rows; "
                 f"columns: {', '.join(info['columns'])}")
         import pandas as pd
 
         frame = pd.DataFrame(info["rows"], columns=info["columns"])
         choices = [""] + info["columns"]
-        return (text, frame, *[gr.update(choices=choices, value=det["mapping"].get(role, "")) for role in MAPPING_ROLES])
+        return (text, frame, *[gr.update(choices=choices, value=det["mapping"].get(role, ""), visible=role in shown)
+                               for role in MAPPING_ROLES])
 
     def on_model(base: str, *values: Any) -> str:
         quant = next((v for f, v in zip(fields, values) if f.key == "training.quantization"), "none")
@@ -165,8 +171,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             raise gr.Error(f"cannot load this config: {exc}") from None
         return [spec.model.base_model, *raw_to_values(fields, spec)]
 
-    for trigger in (sample.change, upload.change, hub_id.submit):
-        trigger(on_dataset, [sample, upload, hub_id], [detected, preview, *mapping], **PRIVATE)
+    dataset_inputs = [sample, upload, hub_id, format_widget, all_mappings]
+    gr.on([sample.change, upload.change, hub_id.submit, format_widget.input, all_mappings.input], on_dataset,
+          dataset_inputs, [detected, preview, *mapping], **PRIVATE)
     gr.on([base_model.change] + [f.component.change for f in fields if f.key == "training.quantization"],
           on_model, [base_model, *widgets], model_fit, **PRIVATE)
     gr.on([c.change for c in all_inputs], show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE)
@@ -178,7 +185,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
     save_btn.click(on_save, all_inputs, save_btn, **PRIVATE)
     load_btn.upload(on_load, load_btn, [base_model, *widgets], **PRIVATE)
     demo_btn.click(lambda: on_load(str(DEMO_SPEC)), None, [base_model, *widgets], **PRIVATE)
-    return {"job_started": job_started, "on_dataset": (on_dataset, [sample, upload, hub_id], [detected, preview, *mapping])}
+    return {"job_started": job_started, "on_dataset": (on_dataset, dataset_inputs, [detected, preview, *mapping])}
 
 
 def _path(up: Any) -> Optional[str]:

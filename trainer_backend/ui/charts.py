@@ -1,0 +1,131 @@
+"""Vega-Lite specs of the training charts, as plain dicts (no Gradio, no Altair).
+
+Every axis is typed `quantitative` on purpose: a loss must be drawn as a number on a numeric scale, never as
+one category per value. The specs ask vega-embed (through `usermeta.embedOptions`) for the SVG renderer, so
+the plotted points keep an ARIA label with their values that a person's screen reader, and the browser test,
+can read back. Each spec is a `layer` chart whose colour scales carry an explicit `range`: Gradio's plot
+component (given chart="line") then sizes it to its container, follows resizes (a chart drawn in a hidden
+tab gets its width when the tab opens) and applies the app's theme colours.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Optional, Sequence
+
+SMOOTHING = 0.6           # exponential moving average weight, as in TensorBoard's default view
+MAX_POINTS = 400          # raw points drawn per series; longer runs are thinned evenly (the line keeps all)
+TRAIN, SMOOTHED, EVAL = "train loss", "train loss (smoothed)", "eval loss"
+COLORS = {TRAIN: "#94a3b8", SMOOTHED: "#4f46e5", EVAL: "#f97316"}
+_EMBED = {"renderer": "svg", "actions": False}
+# Gradio's theme gives every mark an accent-coloured stroke; points and labels must not wear it (a raw-loss
+# dot would otherwise look like another series).
+_NO_STROKE = {"strokeOpacity": 0}
+
+
+def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Debiased exponential moving average (the first points are not pulled towards zero)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i) if weight < 1 else v)
+    return out
+
+
+def _thin(points: Sequence[Sequence[float]], limit: int = MAX_POINTS) -> list[Sequence[float]]:
+    if len(points) <= limit:
+        return list(points)
+    stride = math.ceil(len(points) / limit)
+    return list(points[::stride]) + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def _rows(points: Iterable[Sequence[float]], series: str, log_scale: bool) -> list[dict[str, Any]]:
+    # A log scale cannot show zero or negatives: such points are left out rather than drawn at infinity.
+    return [{"step": int(s), "value": float(v), "series": series} for s, v in points
+            if isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not log_scale)]
+
+
+def _base(title: str, height: int) -> dict[str, Any]:
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "title": title,
+            "height": height, "autosize": {"type": "fit", "contains": "padding"},
+            "usermeta": {"embedOptions": _EMBED}, "config": {"view": {"stroke": None}}}
+
+
+def _y(title: str, log_scale: bool) -> dict[str, Any]:
+    return {"field": "value", "type": "quantitative", "title": title,
+            "scale": {"type": "log" if log_scale else "linear", "zero": False}}
+
+
+def _x(steps_max: Optional[int]) -> dict[str, Any]:
+    scale = {"domain": [0, steps_max]} if steps_max else {}
+    return {"field": "step", "type": "quantitative", "title": "step", "scale": scale, "axis": {"tickMinStep": 1}}
+
+
+def _epoch_rules(epoch_starts: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
+    if not epoch_starts:
+        return []
+    marks = [{"step": int(s), "label": f"epoch {int(n)}"} for s, n in epoch_starts]
+    return [{"data": {"values": marks}, "mark": {"type": "rule", "strokeDash": [4, 4], "color": "#9ca3af"},
+             "encoding": {"x": {"field": "step", "type": "quantitative"}}},
+            {"data": {"values": marks},
+             "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 3, "dy": 2, "color": "#6b7280",
+                      "fontSize": 10, **_NO_STROKE},
+             "encoding": {"x": {"field": "step", "type": "quantitative"}, "y": {"value": 0},
+                          "text": {"field": "label"}}}]
+
+
+def loss_chart(progress: dict, log_scale: bool = False, title: str = "Loss") -> dict[str, Any]:
+    """Train loss (raw points + smoothed line) and eval loss on one numeric y-axis, epochs marked on x."""
+    train = progress.get("loss_series") or []
+    evals = progress.get("eval_series") or []
+    smoothed = list(zip([s for s, _ in train], smooth([v for _, v in train])))
+    raw_rows = _rows(_thin(train), TRAIN, log_scale)
+    smooth_rows, eval_rows = _rows(smoothed, SMOOTHED, log_scale), _rows(evals, EVAL, log_scale)
+    names = [n for n, rows in ((TRAIN, raw_rows), (SMOOTHED, smooth_rows), (EVAL, eval_rows)) if rows]
+    color = {"field": "series", "type": "nominal", "title": None,
+             "scale": {"domain": names or [TRAIN], "range": [COLORS[n] for n in names] or [COLORS[TRAIN]]},
+             "legend": {"orient": "top"}}
+    y = _y("loss (log scale)" if log_scale else "loss", log_scale)
+    x = _x(progress.get("total_steps"))
+    tooltip = [{"field": "series", "type": "nominal"}, {"field": "step", "type": "quantitative"},
+               {"field": "value", "type": "quantitative", "title": "loss", "format": ".4f"}]
+    layers = _epoch_rules(progress.get("epoch_starts") or []) + [
+        {"data": {"values": raw_rows}, "mark": {"type": "point", "filled": True, "size": 14, "opacity": 0.35, **_NO_STROKE},
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}},
+        {"data": {"values": smooth_rows + eval_rows}, "mark": {"type": "line", "strokeWidth": 2},
+         "encoding": {"x": x, "y": y, "color": color}},
+        {"data": {"values": eval_rows},
+         "mark": {"type": "point", "filled": True, "size": 50, **_NO_STROKE},
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}},
+    ]
+    return {**_base(title, 280), "layer": layers}
+
+
+def metric_chart(points: Sequence[Sequence[float]], title: str, total_steps: Optional[int] = None,
+                 color: str = "#0d9488") -> dict[str, Any]:
+    """A small single-series chart (learning rate, grad norm)."""
+    rows = _rows(_thin(points), title, False)
+    return {**_base(title, 120), "layer": [{
+        "data": {"values": rows}, "mark": {"type": "line", "color": color, "strokeWidth": 1.5},
+        "encoding": {"x": _x(total_steps), "y": {**_y(title, False), "axis": {"format": "~g", "tickCount": 4}},
+                     "tooltip": [{"field": "step", "type": "quantitative"},
+                                 {"field": "value", "type": "quantitative", "title": title, "format": ".4g"}]}}]}
+
+
+def compare_chart(runs: Sequence[tuple[str, dict]], log_scale: bool = False) -> dict[str, Any]:
+    """Several jobs' smoothed train loss (lines) and eval loss (points) on shared numeric axes."""
+    lines, points = [], []
+    for label, progress in runs:
+        train = progress.get("loss_series") or []
+        lines += _rows(_thin(list(zip([s for s, _ in train], smooth([v for _, v in train])))), label, log_scale)
+        points += _rows(progress.get("eval_series") or [], label, log_scale)
+    y = _y("train loss, smoothed (lines) · eval loss (dots)" + (" — log scale" if log_scale else ""), log_scale)
+    labels = list(dict.fromkeys(label for label, _ in runs))
+    color = {"field": "series", "type": "nominal", "title": None, "legend": {"orient": "top", "labelLimit": 400},
+             "scale": {"domain": labels, "range": ["#4f46e5"] * len(labels)}}  # themed per series by Gradio
+    tooltip = [{"field": "series", "type": "nominal", "title": "job"}, {"field": "step", "type": "quantitative"},
+               {"field": "value", "type": "quantitative", "title": "loss", "format": ".4f"}]
+    return {**_base("Compare runs", 300), "layer": [
+        {"data": {"values": lines}, "mark": {"type": "line", "strokeWidth": 2},
+         "encoding": {"x": _x(None), "y": y, "color": color, "tooltip": tooltip}},
+        {"data": {"values": points}, "mark": {"type": "point", "filled": True, "size": 50, **_NO_STROKE},
+         "encoding": {"x": _x(None), "y": y, "color": color, "tooltip": tooltip}}]}

@@ -1,0 +1,141 @@
+"""How a job reads to a person: human durations, rates and times, the progress bar, metric cards, and which
+actions are possible in the job's current status. Gradio-free (plain values in, strings/dicts out), so the
+Jobs tab stays a thin layer and this is tested without a browser."""
+from __future__ import annotations
+
+import html
+import time
+from typing import Any, Optional
+
+from ..jobs.store import ACTIVE, NOT_PUSHED, QUEUED, RESUMABLE, RUNNING, SUCCEEDED, TERMINAL
+
+STATUS_COLORS = {QUEUED: "#6b7280", RUNNING: "#4f46e5", SUCCEEDED: "#16a34a", NOT_PUSHED: "#ca8a04"}
+FAILURE_COLOR = "#dc2626"
+
+
+def human_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(max(seconds, 0)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def human_number(value: Optional[float], unit: str = "") -> str:
+    """11264.3 -> '11.3k', 0.5 -> '0.5'; never scientific notation."""
+    if value is None:
+        return "—"
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            text = f"{value / factor:.1f}{suffix}"
+            break
+    else:
+        text = f"{value:.1f}" if abs(value) >= 10 else f"{value:.2g}"
+    return f"{text} {unit}".strip()
+
+
+def human_bytes(value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    for factor, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if value >= factor:
+            return f"{value / factor:.1f} {suffix}"
+    return f"{int(value)} B"
+
+
+def human_time(timestamp: Optional[float], now: Optional[float] = None) -> str:
+    """Server-local time: '14:03 (5 min ago)' today, '24 Nov 14:03' before."""
+    if not timestamp:
+        return "—"
+    now = now or time.time()
+    local = time.localtime(timestamp)
+    if time.strftime("%Y-%m-%d", local) == time.strftime("%Y-%m-%d", time.localtime(now)):
+        ago = now - timestamp
+        return time.strftime("%H:%M", local) + (f" ({human_duration(ago)} ago)" if ago >= 0 else "")
+    return time.strftime("%d %b %Y %H:%M", local)
+
+
+def format_loss(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+def allowed_actions(status: Optional[str], has_checkpoint: bool = True) -> dict[str, bool]:
+    """Which buttons make sense now (the manager still checks; this only keeps impossible ones disabled)."""
+    return {"stop": status in (QUEUED, RUNNING),
+            "resume": status in RESUMABLE,
+            "continue": status in TERMINAL and has_checkpoint,
+            "push": status in (SUCCEEDED, NOT_PUSHED)}
+
+
+def samples_per_step(spec: Optional[dict]) -> Optional[int]:
+    training = (spec or {}).get("training") or {}
+    try:
+        return int(training.get("batch_size") or 1) * int(training.get("gradient_accumulation") or 1) * max(
+            int(training.get("num_processes") or 1), 1)
+    except (TypeError, ValueError):
+        return None
+
+
+def progress_html(job: dict) -> str:
+    """A real progress bar: step/total and percent, elapsed, ETA (while running), tokens/s and samples/s."""
+    p, status = job["progress"], job["status"]
+    total, step = p.get("total_steps"), p.get("step") or 0
+    pct = 100.0 if status == SUCCEEDED else (p.get("percent") or 0.0)
+    color = STATUS_COLORS.get(status, FAILURE_COLOR)
+    facts = [f"step {step} / {total or '?'}", f"{pct:.0f}%", f"elapsed {human_duration(p.get('elapsed_seconds'))}"]
+    if status in ACTIVE:
+        facts.append(f"ETA {human_duration(p.get('eta_seconds'))}" if p.get("eta_seconds") is not None
+                     else "ETA estimating…")
+    elif status == QUEUED:
+        facts = ["waiting for a free training slot"]
+    if status in ACTIVE:
+        facts += [f"{human_number(p.get('tokens_per_second'))} tokens/s",
+                  f"{human_number(job.get('samples_per_second'))} samples/s"]
+    label = html.escape(" · ".join(facts))
+    return (f'<div class="ls-progress" data-status="{html.escape(status)}" data-percent="{pct:.1f}">'
+            f'<div class="ls-progress-track" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+            f'aria-valuenow="{pct:.1f}"><div class="ls-progress-fill" style="width:{pct:.1f}%;'
+            f'background:{color}"></div></div><div class="ls-progress-label">{label}</div></div>')
+
+
+def metric_cards(job: dict) -> list[tuple[str, str]]:
+    """(label, value) cards: final train/eval loss, runtime, tokens seen, throughput, started/finished."""
+    p, m, times = job["progress"], job.get("metrics") or {}, job.get("times") or {}
+    cards = [("last train loss", format_loss(p.get("loss"))),
+             ("eval loss", format_loss(m.get("eval_loss", p.get("eval_loss"))))]
+    if m.get("train_loss") is not None:
+        cards.append(("mean train loss", format_loss(m["train_loss"])))
+    cards += [("runtime", human_duration(m.get("train_runtime", p.get("elapsed_seconds")))),
+             ("tokens seen", human_number(p.get("tokens_seen"))),
+             ("samples/s", human_number(m.get("train_samples_per_second", job.get("samples_per_second"))))]
+    if job.get("peak_memory_bytes"):
+        cards.append(("peak memory", human_bytes(job["peak_memory_bytes"])))
+    cards += [("started", human_time(times.get("started_at"))), ("finished", human_time(times.get("finished_at")))]
+    return cards
+
+
+def cards_html(cards: list[tuple[str, str]]) -> str:
+    items = "".join(f'<div class="ls-card"><div class="ls-card-label">{html.escape(k)}</div>'
+                    f'<div class="ls-card-value">{html.escape(v)}</div></div>' for k, v in cards)
+    return f'<div class="ls-cards">{items}</div>'
+
+
+def header_markdown(job: dict) -> str:
+    lines = [f"### {job['name']} · `{job['id']}` · **{job['status']}**"]
+    if job.get("error"):
+        lines.append(f"**Error:** {job['error']}")
+    return "\n\n".join(lines)
+
+
+CSS = """
+.ls-progress-track { height: 14px; border-radius: 7px; background: var(--neutral-200, #e5e7eb); overflow: hidden; }
+.ls-progress-fill { height: 100%; border-radius: 7px; transition: width .6s ease; }
+.ls-progress-label { margin-top: 4px; font-size: var(--text-md); }
+.ls-cards { display: flex; flex-wrap: wrap; gap: 8px; }
+.ls-card { flex: 1 1 110px; border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px 10px; }
+.ls-card-label { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
+.ls-card-value { font-size: var(--text-lg); font-weight: 600; }
+"""
