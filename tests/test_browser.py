@@ -90,6 +90,10 @@ def test_train_watch_download_and_chat(browser, app: AppServer, tmp_path: Path) 
     page.wait_for_timeout(2500)  # the form fills from the file (checked below: the run has 60 steps)
     page.get_by_role("button", name="Check data & show report").click()
     page.wait_for_selector("text=Spec and data are valid", timeout=120_000)
+    page.locator("#plan-job").click()  # the plan before Start: memory by part, steps (60), how each was obtained
+    page.wait_for_function("() => /peak memory/.test(document.querySelector('#plan').innerText)", timeout=60_000)
+    plan = page.inner_text("#plan")
+    assert "60 optimizer steps" in plan and "(estimated" in plan and "(counted" in plan, plan
     page.evaluate("window.scrollTo(0, 0)")
     shoot(page, "train-tab")
 

@@ -12,6 +12,7 @@ import yaml
 from ..access import on_space
 from ..job_files import SPEC_FILE
 from ..model_info import estimate_fit, gpu_memory
+from ..training.plan import HARDWARE
 from ..spec import ColumnMapping, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR
 from .service import TINY_DEMO, StudioService, example_datasets, mapping_roles
@@ -77,7 +78,13 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         fields = basic + advanced
         with gr.Row():
             report_btn = gr.Button("Check data & show report")
+            plan_btn = gr.Button("Plan: memory, time, cost", elem_id="plan-job")
             start_btn = gr.Button("Start training", variant="primary", elem_id="start-training")
+        with gr.Row():
+            probe = gr.Checkbox(False, label="Measure the time with 3 real steps (loads the model)")
+            hardware = gr.Dropdown(["", *HARDWARE], value="", label="Plan for hardware (empty: this machine)",
+                                   allow_custom_value=False)
+        plan_md = gr.Markdown(elem_id="plan")
         messages = gr.Markdown(elem_id="train-messages")
         with gr.Accordion("Dataset report", open=False) as report_box:
             report_md = gr.Markdown()
@@ -140,6 +147,10 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         return (_ok_message(out), _report_markdown(rep), rep.get("sample", {}).get("rendered", ""),
                 gr.update(open=True))
 
+    def on_plan(spec_text: str, up: Any, measure: bool, target: str) -> str:
+        out = service.plan(spec_text, _path(up), probe_steps=3 if measure else 0, hardware=target or None)
+        return out["markdown"] if out["ok"] else _problems(out["errors"])
+
     def on_start(spec_text: str, up: Any, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
                  oauth_token: Optional[gr.OAuthToken] = None) -> tuple[str, str]:
         from .api import _guard
@@ -182,6 +193,8 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         on_report, [yaml_box, upload], [messages, report_md, sample_text, report_box], **PRIVATE)
     start_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
         on_start, [yaml_box, upload], [messages, job_started], **PRIVATE)
+    plan_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
+        on_plan, [yaml_box, upload, probe, hardware], plan_md, **PRIVATE)
     save_btn.click(on_save, all_inputs, save_btn, **PRIVATE)
     load_btn.upload(on_load, load_btn, [base_model, *widgets], **PRIVATE)
     demo_btn.click(lambda: on_load(str(DEMO_SPEC)), None, [base_model, *widgets], **PRIVATE)
