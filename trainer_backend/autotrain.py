@@ -39,7 +39,8 @@ _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "padding": (("right", None), "LoRA Studio always pads on the right"),
     "auto_find_batch_size": ((False, None), "set training.batch_size instead"),
     "merge_adapter": ((False, None), "pushing a merged model is not supported yet; the adapter is saved on its own"),
-    "unsloth": ((False, None), "Unsloth is not supported"),
+    "unsloth": ((False, None), "Unsloth is not supported; training uses transformers + PEFT (same result, "
+                                "without Unsloth's speed-up)"),
     "distributed_backend": ((None,), "LoRA Studio does not configure distributed training"),
     "add_eos_token": ((True, None), "LoRA Studio handles the EOS token itself"),
     "model_ref": ((None,), "the DPO/ORPO reference model is always the base model"),
