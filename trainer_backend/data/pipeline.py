@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..spec import JobSpec
+from ..spec import TRAINER_FORMATS, JobSpec
 from .encode import Encoded, EncodeSettings, encode_examples, render_masked
 from .preference import EncodedPreference, encode_preferences
 from .report import DatasetReport, FormatInfo, PreferenceSample, SplitReport, TokenSample, TokenStats
@@ -194,10 +194,15 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
             issues.error(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix))
             issues.raise_if_errors()
     kind = "template" if d.prompt_template is not None else det.kind
-    if spec.training.trainer in PREFERENCE_TRAINERS and kind != "preference":
-        issues.error(DataIssue(f"trainer '{spec.training.trainer}' needs preference data (prompt, chosen, rejected); "
-                               f"this dataset looks like {det.format if det else 'prompt-template'} data", d.path,
-                               fix="map the columns with data.column_mapping {prompt, chosen, rejected}"))
+    accepted = TRAINER_FORMATS[spec.training.trainer]
+    if det is not None and det.format not in accepted:
+        needs = "preference data (prompt, chosen, rejected)" if accepted == ("preference",) else \
+            f"{', '.join(accepted)} data"
+        issues.error(DataIssue(f"trainer '{spec.training.trainer}' needs {needs}; this dataset looks like "
+                               f"{det.format} data", d.path,
+                               fix="map the columns with data.column_mapping {prompt, chosen, rejected}"
+                               if "preference" in accepted else f"use data of a format the {spec.training.trainer} "
+                                                                "trainer takes, or another trainer"))
         issues.raise_if_errors()
 
     splits = {"train": SplitData("train", raw_train)}
