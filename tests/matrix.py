@@ -76,3 +76,14 @@ def spec_for(trainer: str, data_path: Path, model: str, **training: object) -> d
             "lengths": dict(LENGTHS),
             "training": {"trainer": trainer, "max_steps": 2, "batch_size": 2, "gradient_accumulation": 1,
                          "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no", **training}}
+
+
+def api_cells() -> list[tuple[str, str, str]]:
+    """Every accepted trainer x format, plus one refused format per trainer that refuses some: the refusal
+    itself is checked for every sample by the CLI matrix; over HTTP one cell per trainer shows it arrives."""
+    accepted = format_cells(only_accepted=True)
+    refused = []
+    for trainer in TRAINERS:
+        first = next(((t, f, s) for t, f, s in format_cells() if t == trainer and not accepts(t, f)), None)
+        refused += [first] if first else []
+    return accepted + refused
