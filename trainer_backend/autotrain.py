@@ -142,6 +142,8 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
 
     if take("use_flash_attention_2", False) is True:
         model["attn_implementation"] = "flash_attention_2"
+    if flat.get("output_dir") is not None:  # not an AutoTrain key: the CLI's --output-dir arrives this way
+        out["output_dir"] = str(take("output_dir"))
     project = take("project_name", None)
     if project is not None:
         name = str(project)
