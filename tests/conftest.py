@@ -47,3 +47,17 @@ def make_spec(tiny_model_dir: Path, tmp_path: Path):
             raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
         return parse_spec(raw)[0]
     return make
+
+
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory: pytest.TempPathFactory):
+    """One started app (python app.py on a free loopback port) for the API matrix and the README test."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from apphelpers import AppServer
+
+    server = AppServer(tmp_path_factory.mktemp("shared-app") / "data",
+                       env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    yield server
+    server.stop()

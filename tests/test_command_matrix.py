@@ -1,179 +1,126 @@
-"""Every trainer x every data format x every entry point a user has, generated from the trainer list and the
-format list (a new trainer or format gets its cells by itself; a format without a sample here fails the first
-test until one is added).
+"""Every trainer x every data format it accepts x every command a user has (issue 14).
 
-Cells: CLI `validate`, `doctor`, `doctor --json` (every combination), CLI `train` for 2 steps (every accepted
-combination) and `submit` + `jobs wait` (one trainer per data path), API `validate_dataset`, `dataset_report`,
-`start_training` (every trainer on pairs and on alpaca rows; one app). Train, submit and API cells are slow. An accepted
-combination must exit 0 / `ok: true` with a report that names the format and shows a sample; a refused one
-(a preference trainer on data without pairs) must exit 2 / `ok: false` with a message that names the trainer and
-says what data it needs. No cell may print a traceback.
+Axes come from the product (tests/matrix.py): the trainer registry, the format list and the repository's
+own samples. Accepted combinations must exit 0 with a report that names the format and shows the sample;
+refused ones must exit 2 with a message naming the trainer and the fix, never a traceback. CLI cells run
+in-process (cli.main) like tests/test_cli.py; train and submit cells are marked slow (they run in make test).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import yaml
 
-from trainer_backend.data.pipeline import PREFERENCE_TRAINERS
-from trainer_backend.spec import AVAILABLE_TRAINERS, FormatName
+from matrix import FORMATS, GENERATED, SAMPLES, TRAINERS, accepts, data_cells, format_cells, resolve_sample, spec_for
+from trainer_backend.cli import main
+from trainer_backend.data.report import PreferenceSample, TokenSample
 
-DATA = Path(__file__).resolve().parent / "data"
-SAMPLES = {  # format -> the repository's samples of it
-    "alpaca": ["alpaca/self_instruct_seed_tasks.jsonl"],
-    "messages": ["chat/oasst_en100_messages.jsonl"],
-    "sharegpt": ["chat/oasst_en100_sharegpt.jsonl"],
-    "qa": ["qa/gsm8k_train.jsonl"],
-    "text": ["text/c4_demo.jsonl", "text/tinyshakespeare.txt"],
-    "preference": ["preference/orca_dpo_pairs_validation_flat.jsonl",
-                   "preference/orca_dpo_pairs_validation_openai.jsonl"],
-    "tokenized": ["<tokenized>"],  # written per test with the tiny model's own token ids
-}
-TRAINERS = sorted(AVAILABLE_TRAINERS)
-CELLS = [(t, fmt, f) for t in TRAINERS for fmt, files in SAMPLES.items() for f in files]
+# One BLAS thread per trainer: on 2 shared cores OpenMP spin-waiting otherwise slows a step many times.
+JOB_ENV = ("--env", "OMP_NUM_THREADS=1", "--env", "MKL_NUM_THREADS=1")
 
 
-def accepts(trainer: str, fmt: str) -> bool:
-    """Preference trainers need pairs; the others train on any format (pairs: the chosen answer)."""
-    return fmt == "preference" if trainer in PREFERENCE_TRAINERS else True
+def _cell_id(cell: tuple) -> str:
+    return "-".join(str(p).replace("/", ".").replace("generated:", "gen.") for p in cell)
 
 
-def test_every_format_has_a_sample() -> None:
-    assert set(SAMPLES) == set(get_args(FormatName)) - {"auto"}
-
-
-@pytest.fixture
-def data_file(tiny_model_dir: Path, tmp_path: Path):
-    def resolve(name: str) -> Path:
-        if name != "<tokenized>":
-            return DATA / name
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-        path = tmp_path / "tokenized.jsonl"
-        rows = [{"input_ids": tok(f"The capital of France is Paris. {i}")["input_ids"]} for i in range(8)]
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return path
-    return resolve
-
-
-def write_spec(tmp_path: Path, model: Path, trainer: str, data: Path, steps: int = 2) -> Path:
-    spec = {"project_name": f"matrix-{trainer}", "output_dir": str(tmp_path / "job"),
-            "model": {"base_model": str(model)},
-            "data": {"path": str(data), "chat_template": "chatml", "max_rows": 8},
-            "lengths": {"block_size": 1024, "model_max_length": 2048},
-            "training": {"trainer": trainer, "max_steps": steps, "batch_size": 2, "gradient_accumulation": 1,
-                         "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no", "use_cpu": True}}
+def _write(tmp_path: Path, trainer: str, sample: str, model: Path, **training: object) -> Path:
+    spec = spec_for(trainer, resolve_sample(sample, tmp_path, model), str(model), **training)
+    spec["output_dir"] = str(tmp_path / "job")
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
-def run_cli(*args: str) -> tuple[int, str, str]:
-    from trainer_backend.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
 
 
-def assert_refusal(trainer: str, text: str) -> None:
-    assert f"trainer '{trainer}' needs preference data" in text and "Traceback" not in text, text
+def test_every_format_and_trainer_has_cells() -> None:
+    missing = [f for f in FORMATS if not SAMPLES[f]]
+    assert not missing, f"formats without a sample in tests/data (add one, or generate it in matrix.py): {missing}"
+    for trainer in TRAINERS:  # a trainer that accepts nothing would silently have no working cell
+        assert any(accepts(trainer, f) for f in FORMATS), trainer
+    assert all(s.startswith("generated:") or (Path(__file__).parent / "data" / s).is_file()
+               for f in FORMATS for s in SAMPLES[f] if f not in GENERATED)
 
 
-@pytest.mark.parametrize("trainer, fmt, name", CELLS, ids=[f"{t}-{f}-{Path(n).name}" for t, f, n in CELLS])
-def test_cli_validate_and_doctor(trainer: str, fmt: str, name: str, tiny_model_dir: Path, tmp_path: Path,
-                                 data_file) -> None:
-    spec = write_spec(tmp_path, tiny_model_dir, trainer, data_file(name))
-    for command in (["validate"], ["doctor"], ["doctor", "--json"]):
-        code, out, err = run_cli(*command, str(spec))
-        assert "Traceback" not in out + err, f"{command}: {err[-2000:]}"
-        if not accepts(trainer, fmt):
-            assert code == 2, (command, out, err)
-            assert_refusal(trainer, err)
-            continue
-        assert code == 0, (command, err[-2000:])
-        if command[-1] == "--json":
-            report = json.loads(out)
-            assert report["format"]["format"] == fmt and report["sample"]["rendered"].strip()
-            assert report["sample"]["kind"] == ("preference" if trainer in PREFERENCE_TRAINERS else "sequence")
-        else:
-            assert f"format:        {fmt}" in out and "-" * 80 in out, out[-2000:]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trainer, fmt, name", [c for c in CELLS if accepts(c[0], c[1])],
-                         ids=[f"{t}-{f}-{Path(n).name}" for t, f, n in CELLS if accepts(t, f)])
-def test_cli_train_two_steps(trainer: str, fmt: str, name: str, tiny_model_dir: Path, tmp_path: Path,
-                             data_file) -> None:
-    spec = write_spec(tmp_path, tiny_model_dir, trainer, data_file(name))
-    code, out, err = run_cli("train", str(spec))
-    assert code == 0 and "Traceback" not in out + err, err[-3000:]
-    assert "finished at step 2" in out and (tmp_path / "job" / "adapter" / "adapter_config.json").is_file()
-
-
-# The supervisor runs the same `train` command for every trainer (its cells above): one trainer of each data path
-# (sequences, preference pairs) through submit + jobs wait keeps the suite's time in bounds.
-SUBMIT_TRAINERS = [min(t for t in TRAINERS if t not in PREFERENCE_TRAINERS), min(PREFERENCE_TRAINERS)]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trainer", SUBMIT_TRAINERS)
-def test_submit_and_jobs_wait(trainer: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import subprocess
-
-    monkeypatch.setenv("LORA_STUDIO_DATA_DIR", str(tmp_path / "store"))
-    fmt = "preference" if trainer in PREFERENCE_TRAINERS else "alpaca"
-    spec = write_spec(tmp_path, tiny_model_dir, trainer, DATA / SAMPLES[fmt][0], steps=1)
-    cli = [sys.executable, "-m", "trainer_backend"]
-    submitted = subprocess.run([*cli, "submit", str(spec)], capture_output=True, text=True, timeout=120)
-    assert submitted.returncode == 0 and "Traceback" not in submitted.stderr, submitted.stderr[-2000:]
-    job_id = submitted.stdout.strip().splitlines()[-1]
-    waited = subprocess.run([*cli, "jobs", "wait", job_id, "--timeout", "200"], capture_output=True, text=True,
-                            timeout=240)
-    assert waited.returncode == 0 and "succeeded" in waited.stderr, waited.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def app_client(tmp_path_factory: pytest.TempPathFactory):
-    from gradio_client import Client
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from apphelpers import AppServer
-
-    server = AppServer(tmp_path_factory.mktemp("matrix-app") / "data")
-    yield Client(server.url, verbose=False)
-    server.stop()
-
-
-API_CELLS = [(t, fmt) for t in TRAINERS for fmt in ("preference", "alpaca")]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trainer, fmt", API_CELLS, ids=[f"{t}-{f}" for t, f in API_CELLS])
-def test_api_validate_report_and_start(trainer: str, fmt: str, app_client) -> None:
-    from gradio_client import handle_file
-
-    spec = (f"model: {{base_model: tiny-demo}}\ndata: {{chat_template: chatml, max_rows: 8}}\n"
-            f"lengths: {{block_size: 1024}}\ntraining: {{trainer: {trainer}, max_steps: 1, batch_size: 2, "
-            f"save_strategy: 'no', eval_strategy: 'no'}}\n")
-    data = handle_file(str(DATA / SAMPLES[fmt][0]))
-    valid = app_client.predict(spec, data, api_name="/validate_dataset")
-    report = app_client.predict(spec, data, api_name="/dataset_report")
-    started = app_client.predict(spec, data, api_name="/start_training")
+@pytest.mark.parametrize("trainer, fmt, sample", data_cells(), ids=[_cell_id(c) for c in data_cells()])
+def test_cli_validate_and_doctor(trainer: str, fmt: str, sample: str, tiny_model_dir: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    spec = str(_write(tmp_path, trainer, sample, tiny_model_dir))
     if not accepts(trainer, fmt):
-        assert valid["ok"] is False and report["ok"] is False
-        assert_refusal(trainer, " ".join(valid["errors"]))
-        assert started["status"] == "failed" and "needs preference data" in json.dumps(started)
+        for command in (["validate", spec], ["doctor", spec, "--json"]):
+            code, out, err = _run(capsys, *command)
+            assert code == 2 and out == "", (command, out)
+            assert f"trainer '{trainer}' needs" in err and f"looks like {fmt} data" in err and "fix:" in err
         return
-    assert valid["ok"] and report["ok"] and report["report"]["format"]["format"] == fmt
-    assert report["report"]["sample"]["rendered"].strip()
-    assert started["status"] == "queued", started  # it runs: the submit + jobs wait cells train every trainer
-    app_client.predict(started["job_id"], api_name="/stop_job")
+
+    code, out, err = _run(capsys, "validate", spec)
+    assert code == 0, err[-3000:]
+    assert f"format:        {fmt} — " in out and f"trainer:       {trainer}" in out
+    assert "OK: the data is valid for this spec." in out
+    headline = "sample preference pair (" if trainer in ("dpo", "orpo", "reward") else "sample training string ("
+    assert headline in out
+
+    code, out, _ = _run(capsys, "doctor", spec)
+    assert code == 0 and headline in out and "OK:" not in out
+
+    code, out, _ = _run(capsys, "doctor", spec, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["format"]["format"] == fmt and report["trainer"] == trainer
+    assert report["splits"]["train"]["rows_used"] >= 1
+    sample_kind = PreferenceSample if trainer in ("dpo", "orpo", "reward") else TokenSample
+    assert report["sample"]["kind"] == sample_kind.model_fields["kind"].default and report["sample"]["rendered"]
+    if trainer in ("dpo", "orpo"):  # the exact strings TRL gets: prompt up to the assistant header, then answers
+        assert report["sample"]["prompt"].endswith("<|im_start|>assistant\n")
+        assert report["sample"]["chosen"] != report["sample"]["rejected"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer, fmt, sample", format_cells(only_accepted=True),
+                         ids=[_cell_id(c) for c in format_cells(only_accepted=True)])
+def test_cli_train_two_steps(trainer: str, fmt: str, sample: str, tiny_model_dir: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture) -> None:
+    spec = str(_write(tmp_path, trainer, sample, tiny_model_dir))
+    code, out, err = _run(capsys, "train", spec)
+    assert code == 0, err[-3000:]
+    assert "step 2/2" in out and "adapter saved to" in out
+    events = [json.loads(line) for line in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "finished" and events[-1]["step"] == 2
+    assert json.loads((tmp_path / "job" / "data_report.json").read_text())["format"]["format"] == fmt
+    assert (tmp_path / "job" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_cli_submit_and_jobs_wait_every_trainer(tiny_model_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """One cell per trainer (its first accepted format), all queued at once so one supervisor runs them."""
+    store = str(tmp_path / "store")
+    submitted = {}
+    for trainer in TRAINERS:
+        fmt = next(f for f in FORMATS if accepts(trainer, f) and SAMPLES[f])
+        folder = tmp_path / trainer
+        folder.mkdir()
+        spec = str(_write(folder, trainer, SAMPLES[fmt][0], tiny_model_dir))
+        code, out, err = _run(capsys, "submit", spec, "--data-dir", store, *JOB_ENV)
+        assert code == 0, err[-3000:]
+        assert "queued job" in err
+        submitted[trainer] = out.strip().splitlines()[-1]
+    for trainer, job_id in submitted.items():
+        code, _, err = _run(capsys, "jobs", "wait", job_id, "--data-dir", store, "--timeout", "300")
+        assert code == 0, (trainer, err[-3000:])
+        assert f"job {job_id} succeeded" in err
+
+
+@pytest.mark.parametrize("trainer", [t for t in TRAINERS if not accepts(t, "text")])
+def test_cli_submit_refuses_an_invalid_combination(trainer: str, tiny_model_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    spec = str(_write(tmp_path, trainer, SAMPLES["text"][0], tiny_model_dir))
+    code, out, err = _run(capsys, "submit", spec, "--data-dir", str(tmp_path / "store"))
+    assert code == 2 and f"trainer '{trainer}' needs preference data" in err and "will not run" in err

@@ -39,7 +39,8 @@ _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "padding": (("right", None), "LoRA Studio always pads on the right"),
     "auto_find_batch_size": ((False, None), "set training.batch_size instead"),
     "merge_adapter": ((False, None), "pushing a merged model is not supported yet; the adapter is saved on its own"),
-    "unsloth": ((False, None), "Unsloth is not supported"),
+    "unsloth": ((False, None), "Unsloth is not supported; training uses transformers + PEFT (same result, "
+                                "without Unsloth's speed-up)"),
     "distributed_backend": ((None,), "LoRA Studio does not configure distributed training"),
     "add_eos_token": ((True, None), "LoRA Studio handles the EOS token itself"),
     "model_ref": ((None,), "the DPO/ORPO reference model is always the base model"),
@@ -141,6 +142,8 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
 
     if take("use_flash_attention_2", False) is True:
         model["attn_implementation"] = "flash_attention_2"
+    if flat.get("output_dir") is not None:  # not an AutoTrain key: the CLI's --output-dir arrives this way
+        out["output_dir"] = str(take("output_dir"))
     project = take("project_name", None)
     if project is not None:
         name = str(project)

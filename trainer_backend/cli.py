@@ -26,30 +26,6 @@ def _load(args: argparse.Namespace) -> Any:
     return spec
 
 
-def _print_report(report: dict) -> None:
-    fmt = report["format"]
-    print(f"format:        {fmt['format']} — {fmt['reason']}")
-    print(f"chat template: {report['chat_template']} (turn ends with {report['end_of_turn']!r})")
-    print(f"block size:    {report['block_size']}  packing: {report['packing']}")
-    for name, s in report["splits"].items():
-        line = f"split {name:<6} rows read {s['rows_read']}, valid {s['rows_valid']}, used {s['rows_used']}"
-        if "tokens" in s:
-            t = s["tokens"]
-            line += (f"; tokens min/median/p95/max {t['min']}/{t['median']}/{t['p95']}/{t['max']}; "
-                     f"{s['pct_longer_than_block_size']}% longer than block_size")
-        print(line)
-    for note in report["notes"]:
-        print(f"note: {note}")
-    for w in report["warnings"]:
-        print(f"warning: {w}")
-    if "sample" in report:
-        from .data.pipeline import ReportSample
-
-        sample = ReportSample(**report["sample"])
-        print(f"\n{sample.headline()}:")
-        print("-" * 80 + f"\n{sample.rendered}\n" + "-" * 80)
-
-
 def cmd_validate(args: argparse.Namespace, report_only: bool = False) -> int:
     from .data import DataError
     from .training.run import prepare_job
@@ -61,11 +37,11 @@ def cmd_validate(args: argparse.Namespace, report_only: bool = False) -> int:
     except (DataError, TrainerNotAvailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    report = prepared.report(sample_row=getattr(args, "row", 0) or 0)
+    report = prepared.dataset_report(sample_row=getattr(args, "row", 0) or 0)
     if getattr(args, "json", False):
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        _print_report(report)
+        print("\n".join(report.text_lines()))
         print("\nOK: the data is valid for this spec." if not report_only else "")
     return EXIT_OK
 

@@ -84,7 +84,9 @@ def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
     prepared = prepare_data(spec, tokenizer)
     split = prepared.train if data_path else prepared.valid
     if split is None or not split.examples:
-        raise ValueError("the job has no validation split; pass a data file to evaluate on")
+        raise ValueError("the job has no validation split to evaluate on; train with data.valid_split: auto (or a "
+                         "split name), or evaluate on a file: `python -m trainer_backend evaluate JOB --data FILE` "
+                         "or a file in the Chat / Evaluate tab")
     return split, tokenizer
 
 

@@ -193,6 +193,8 @@ def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
 
 
 def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    from .data.report import DatasetReport
+
     d = spec.get("data", {})
     path = str(d.get("path", "?"))
     if is_hub_id(path):
@@ -202,24 +204,22 @@ def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: 
         source = ", ".join(f"`{display_name(p.strip())}`" for p in path.split(",")) + " (local)"
     rows = [("source", source), ("train split", f"`{d.get('train_split', 'train')}`"),
             ("validation split", f"`{d['valid_split']}`" if d.get("valid_split") else "none")]
-    report = report or {}
-    fmt = report.get("format") or {}
-    if fmt:
-        reason = f" — {fmt['reason']}" if fmt.get("reason") else ""
-        rows.append(("format", f"{fmt.get('format', meta.get('format', '?'))}{reason}"))
-    rows.append(("chat template", f"`{report.get('chat_template', d.get('chat_template', '?'))}`"))
-    if report.get("end_of_turn") or meta.get("end_of_turn"):
-        rows.append(("end of turn", f"`{report.get('end_of_turn') or meta.get('end_of_turn')}`"))
+    typed = DatasetReport.from_dict(report) if report else None
+    if typed is not None:
+        reason = f" — {typed.format.reason}" if typed.format.reason else ""
+        rows.append(("format", f"{typed.format.format}{reason}"))
+    rows.append(("chat template", f"`{typed.chat_template if typed and typed.chat_template else d.get('chat_template', '?')}`"))
+    end_of_turn = (typed.end_of_turn if typed else None) or meta.get("end_of_turn")
+    if end_of_turn:
+        rows.append(("end of turn", f"`{end_of_turn}`"))
     if d.get("system_prompt"):
         rows.append(("system prompt", d["system_prompt"]))
     if d.get("max_rows"):
         rows.append(("max rows", str(d["max_rows"])))
-    for name, split in (report.get("splits") or {}).items():
-        tokens = split.get("tokens") or {}
-        rows.append((f"{name} rows", f"{split.get('rows_used', '?')} used of {split.get('rows_read', '?')} read; "
-                                     f"{split.get('truncated', 0)} truncated, "
-                                     f"{split.get('dropped_too_long', 0) + split.get('dropped_no_loss', 0)} dropped; "
-                                     f"tokens median {tokens.get('median', '?')}, max {tokens.get('max', '?')}"))
+    for name, split in (typed.splits if typed else {}).items():
+        tokens = f"tokens median {split.tokens.median}, max {split.tokens.max}" if split.tokens else "no token counts"
+        rows.append((f"{name} rows", f"{split.rows_used} used of {split.rows_read} read; {split.truncated} truncated, "
+                                     f"{split.dropped} dropped; {tokens}"))
     return ["## Data", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]
 
 

@@ -19,6 +19,13 @@ TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]
 AVAILABLE_TRAINERS: set[str] = {"sft", "generic", "reward", "dpo", "orpo"}
 ChatTemplateName = Literal["tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none"]
 FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized"]
+DATA_FORMATS: tuple[str, ...] = ("text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized")
+# The data formats each trainer trains on: the data check refuses the rest, and the command matrix test
+# (tests/test_command_matrix.py) gets one cell per trainer x format from here. sft on preference rows learns
+# the chosen answer; generic takes any rows as documents.
+TRAINER_FORMATS: dict[str, tuple[str, ...]] = {
+    "sft": DATA_FORMATS, "generic": DATA_FORMATS,
+    "reward": ("preference",), "dpo": ("preference",), "orpo": ("preference",)}
 
 
 def _f(default: Any, description: str, ui: str = "advanced", **kw: Any) -> Any:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..spec import JobSpec
+from ..spec import TRAINER_FORMATS, JobSpec
 from .encode import Encoded, EncodeSettings, encode_examples, render_masked
 from .preference import EncodedPreference, encode_preferences
+from .report import DatasetReport, FormatInfo, PreferenceSample, SplitReport, TokenSample, TokenStats
 
 PREFERENCE_TRAINERS = ("dpo", "orpo", "reward")
 from .formats import Detection, detect_format, normalize_row
@@ -25,23 +26,23 @@ class SplitData:
     refs: list[tuple[str, int]] = field(default_factory=list)
     encoded: Optional[Encoded | EncodedPreference] = None
 
-    def summary(self, block_size: int) -> dict[str, Any]:
+    def summary(self, block_size: int) -> SplitReport:
         import numpy as np
 
         enc = self.encoded
         lengths = np.asarray(enc.full_lengths if enc else [], dtype=np.int64)
-        info: dict[str, Any] = {"rows_read": len(self.raw.rows), "rows_valid": len(self.examples),
-                                "rows_used": len(enc.source_index) if enc else 0}
+        report = SplitReport(rows_read=len(self.raw.rows), rows_valid=len(self.examples),
+                             rows_used=len(enc.source_index) if enc else 0)
         if enc and len(lengths):
             over = int((lengths > block_size).sum())
-            info.update({
-                "tokens": {"min": int(lengths.min()), "median": int(np.median(lengths)),
-                           "p95": int(np.percentile(lengths, 95)), "max": int(lengths.max()),
-                           "total": int(lengths.sum())},
+            report = report.model_copy(update={
+                "tokens": TokenStats(min=int(lengths.min()), median=int(np.median(lengths)),
+                                     p95=int(np.percentile(lengths, 95)), max=int(lengths.max()),
+                                     total=int(lengths.sum())),
                 "longer_than_block_size": over, "pct_longer_than_block_size": round(100 * over / len(lengths), 2),
                 "truncated": enc.truncated, "dropped_too_long": enc.dropped_too_long,
                 "dropped_no_loss": enc.dropped_no_loss})
-        return info
+        return report
 
 
 @dataclass
@@ -74,70 +75,43 @@ class PreparedData:
         return ds(self.train), ds(self.valid)
 
     def report(self, sample_row: int = 0) -> dict[str, Any]:
+        """The dataset report as JSON-ready data (data_report.json, `doctor --json`, the API)."""
+        return self.dataset_report(sample_row).to_dict()
+
+    def dataset_report(self, sample_row: int = 0) -> DatasetReport:
         """The dataset report ("doctor"): format, counts, token lengths, truncation, a rendered sample."""
         block = self.spec.lengths.block_size
-        out: dict[str, Any] = {
-            "format": self.detection.to_dict() if self.detection else {"format": "template",
-                                                                        "reason": "data.prompt_template is set"},
-            "chat_template": self.spec.data.chat_template if not self.spec.data.prompt_template else "prompt_template",
-            "end_of_turn": self.end_of_turn,
-            "splits": {name: s.summary(block) for name, s in self.splits.items()},
-            "block_size": block,
-            "packing": "auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
-            "warnings": [str(w) for w in self.warnings], "notes": self.notes,
-        }
-        sample = self.sample(sample_row)
-        if sample is not None:
-            out["sample"] = sample.to_dict()
-        return out
+        fmt = FormatInfo(**self.detection.to_dict()) if self.detection else \
+            FormatInfo(format="template", reason="data.prompt_template is set")
+        return DatasetReport(
+            trainer=self.spec.training.trainer, format=fmt,
+            chat_template=self.spec.data.chat_template if not self.spec.data.prompt_template else "prompt_template",
+            end_of_turn=self.end_of_turn, splits={name: s.summary(block) for name, s in self.splits.items()},
+            block_size=block,
+            packing="auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
+            warnings=[str(w) for w in self.warnings], notes=self.notes, sample=self._sample(sample_row))
 
-    def sample(self, sample_row: int = 0) -> Optional["ReportSample"]:
-        """One training example as the trainer will see it, in the same shape for every trainer."""
+    def _sample(self, sample_row: int) -> Optional[TokenSample | PreferenceSample]:
         enc = self.train.encoded
-        if isinstance(enc, EncodedPreference) and enc.rows:
+        if isinstance(enc, EncodedPreference):
+            if not enc.rows:
+                return None
             i = min(sample_row, len(enc.rows) - 1)
             file, row = self.train.refs[enc.source_index[i]]
-            texts = {k: (v if isinstance(v, str) else self.tokenizer.decode(v)) for k, v in enc.rows[i].items()
-                     if k != "margin"}
-            prompt = texts.get("prompt", "")
-            chosen, rejected = texts.get("chosen", texts.get("chosen_ids", "")), \
-                texts.get("rejected", texts.get("rejected_ids", ""))
-            tokens = enc.full_lengths[enc.source_index[i]] if enc.full_lengths else None
-            rendered = (f"[[prompt]]\n{prompt}\n[[chosen]]\n{chosen}\n[[rejected]]\n{rejected}" if prompt else
-                        f"[[chosen]]\n{chosen}\n[[rejected]]\n{rejected}")
-            return ReportSample("preference", file, row, tokens, None, rendered, prompt, chosen, rejected)
-        if enc and enc.input_ids:
-            i = min(sample_row, len(enc.input_ids) - 1)
-            ids, labels = enc.input_ids[i], enc.labels[i]
-            file, row = self.train.refs[enc.source_index[i]]
-            return ReportSample("sequence", file, row, len(ids), sum(label != -100 for label in labels),
-                                render_masked(ids, labels, self.tokenizer))
-        return None
-
-
-@dataclass
-class ReportSample:
-    """The report's sample, one shape for every trainer. `rendered` is what a person reads: for a sequence the
-    exact training string with masked spans in [[no loss: ...]], for a preference pair its three parts."""
-    kind: str                          # "sequence" (sft, generic) | "preference" (dpo, orpo, reward)
-    file: str
-    row: int
-    tokens: Optional[int]              # the sequence; for a pair: prompt + the longer answer
-    tokens_with_loss: Optional[int]    # sequences only
-    rendered: str
-    prompt: Optional[str] = None       # pairs only
-    chosen: Optional[str] = None
-    rejected: Optional[str] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None or k in ("tokens", "tokens_with_loss")}
-
-    def headline(self) -> str:
-        if self.kind == "preference":
-            size = f", {self.tokens} tokens (prompt + longer answer)" if self.tokens is not None else ""
-            return f"sample preference pair ({self.file} row {self.row}{size})"
-        return (f"sample training string ({self.file} row {self.row}, {self.tokens} tokens, {self.tokens_with_loss}"
-                " with loss; [[no loss: ...]] marks masked spans)")
+            pair = enc.rows[i]
+            if "chosen_ids" in pair:  # reward rows: token ids of prompt + answer
+                return PreferenceSample(file=file, row=row, chosen=self.tokenizer.decode(pair["chosen_ids"]),
+                                        rejected=self.tokenizer.decode(pair["rejected_ids"]),
+                                        margin=pair.get("margin"))
+            return PreferenceSample(file=file, row=row, prompt=pair["prompt"], chosen=pair["chosen"],
+                                    rejected=pair["rejected"], margin=pair.get("margin"))
+        if not enc or not enc.input_ids:
+            return None
+        i = min(sample_row, len(enc.input_ids) - 1)
+        ids, labels = enc.input_ids[i], enc.labels[i]
+        file, row = self.train.refs[enc.source_index[i]]
+        return TokenSample(file=file, row=row, tokens=len(ids), tokens_with_loss=sum(l != -100 for l in labels),
+                           rendered=render_masked(ids, labels, self.tokenizer))
 
 
 def _resolve_valid(spec: JobSpec, issues: IssueCollector) -> Optional[RawSplit]:
@@ -220,10 +194,15 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
             issues.error(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix))
             issues.raise_if_errors()
     kind = "template" if d.prompt_template is not None else det.kind
-    if spec.training.trainer in PREFERENCE_TRAINERS and kind != "preference":
-        issues.error(DataIssue(f"trainer '{spec.training.trainer}' needs preference data (prompt, chosen, rejected); "
-                               f"this dataset looks like {det.format if det else 'prompt-template'} data", d.path,
-                               fix="map the columns with data.column_mapping {prompt, chosen, rejected}"))
+    accepted = TRAINER_FORMATS[spec.training.trainer]
+    if det is not None and det.format not in accepted:
+        needs = "preference data (prompt, chosen, rejected)" if accepted == ("preference",) else \
+            f"{', '.join(accepted)} data"
+        issues.error(DataIssue(f"trainer '{spec.training.trainer}' needs {needs}; this dataset looks like "
+                               f"{det.format} data", d.path,
+                               fix="map the columns with data.column_mapping {prompt, chosen, rejected}"
+                               if "preference" in accepted else f"use data of a format the {spec.training.trainer} "
+                                                                "trainer takes, or another trainer"))
         issues.raise_if_errors()
 
     splits = {"train": SplitData("train", raw_train)}

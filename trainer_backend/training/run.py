@@ -17,6 +17,7 @@ from ..job_status import JobStatus
 from ..spec import JobSpec
 from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
+from .hardware import fit_to_hardware
 from .model_loading import load_base_model, load_tokenizer, lora_config, use_cpu
 from .oom import free_memory, install_fault_hook, is_out_of_memory, smaller_batch
 from .trainers import TrainerNotAvailable, trainer_module
@@ -33,11 +34,15 @@ class RunResult:
 
 
 def prepare_job(spec: JobSpec) -> tuple[Any, Any]:
-    """Everything that can fail before the model is loaded: trainer availability, tokenizer, data."""
+    """Everything that can fail before the model is loaded: trainer availability, tokenizer, data. Settings
+    this machine cannot honour are replaced here (with a warning in the report), before anything uses them."""
     trainer_module(spec.training.trainer)
     _check_tracker(spec.training.log)
+    hardware_warnings = fit_to_hardware(spec)
     tokenizer = load_tokenizer(spec.model)
-    return tokenizer, prepare_data(spec, tokenizer)
+    prepared = prepare_data(spec, tokenizer)
+    prepared.warnings[:0] = hardware_warnings
+    return tokenizer, prepared
 
 
 def _check_tracker(name: str) -> None:

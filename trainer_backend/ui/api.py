@@ -44,16 +44,6 @@ def _guard(request: Optional[gr.Request], profile: Optional[gr.OAuthProfile] = N
         raise gr.Error(str(exc)) from None
 
 
-def _job_call(fn: Any, job_id: str, *args: Any) -> Any:
-    """Unknown ids and impossible transitions (resume a succeeded job, ...) become readable client errors."""
-    try:
-        return fn(job_id, *args)
-    except KeyError:
-        raise gr.Error(f"no job {job_id}") from None
-    except ValueError as exc:
-        raise gr.Error(str(exc)) from None
-
-
 def _file_path(file: Any) -> Optional[str]:
     if file is None:
         return None
@@ -107,7 +97,7 @@ def register_api(service: StudioService) -> None:
     def job_status(job_id: str, series: bool = False) -> dict:
         """One job: status, progress (step/total, percent, elapsed, ETA, loss, lr, tokens/s, eval loss; the loss
         series when series=true), times, metrics, error, artifact paths."""
-        return _job_call(service.status, job_id, series)
+        return service.status(job_id, series)
 
     @gr.api(api_name="job_events")
     def job_events(job_id: str, interval: float = 1.0) -> Iterator[dict]:
@@ -123,26 +113,26 @@ def register_api(service: StudioService) -> None:
     def stop_job(job_id: str, request: gr.Request) -> dict:
         """Graceful stop: a checkpoint is saved at the next step, then the process exits."""
         _guard(request)
-        return _job_call(service.stop, job_id)
+        return service.stop(job_id)
 
     @gr.api(api_name="resume_job")
     def resume_job(job_id: str, request: gr.Request) -> dict:
         """Resume a stopped, failed or interrupted job from its last checkpoint."""
         _guard(request)
-        return _job_call(service.resume, job_id)
+        return service.resume(job_id)
 
     @gr.api(api_name="continue_job")
     def continue_job(job_id: str, epochs: float, request: gr.Request) -> dict:
         """Train a finished job for N more epochs as a new job linked to it."""
         _guard(request)
-        return _job_call(service.continue_training, job_id, epochs)
+        return service.continue_training(job_id, epochs)
 
     @gr.api(api_name="push_job")
     def push_job(job_id: str, repo_id: str = "", merged: bool = False, request: gr.Request = None) -> dict:
         """Push a finished job's adapter (optionally also the merged model) to the caller's Hub account; a
         failed push leaves the job 'trained_not_pushed' and can be retried."""
         ident = _guard(request)
-        return _job_call(service.push, job_id, repo_id, merged, ident.token)
+        return service.push(job_id, repo_id, merged, ident.token)
 
     _register_inference_api(service)
 

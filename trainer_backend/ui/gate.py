@@ -8,20 +8,20 @@ themselves (the welcome view, the public demo's chat and compare). Locally nothi
 
 Errors: an expected failure (unknown job, wrong state, invalid spec or data, missing file, Hub error) reaches a
 gradio_client caller as its own message, which says what to do; anything else is logged here with its traceback
-and an id, and the caller gets that id instead of Gradio's "has not enabled verbose error reporting".
+and an id, and the caller gets that id instead of Gradio's "has not enabled verbose error reporting" (the
+messages: ui/api_errors.py).
 """
 from __future__ import annotations
 
 import functools
 import inspect
-import logging
-import secrets
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
 
 from ..access import AccessDenied, Identity, identify_request, is_member, member_only_message, on_space, \
     reset_caller, set_caller
+from .api_errors import to_client_error
 
 _PUBLIC = "__lora_studio_public__"
 _GATED = "__lora_studio_gated__"
@@ -56,34 +56,7 @@ def _refuse(message: str, api: bool) -> Any:
     return gr.skip()  # a UI event: no update, no error toast on the visitor's welcome page
 
 
-log = logging.getLogger("lora_studio.app")
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from ..data.issues import DataError
-    from ..errors import SpecError
-    from ..hub.client import HubError
-    from ..jobs.store import JobNotFound, JobStateError
-    from ..uploads import UnsafePath
-
-    return (JobNotFound, JobStateError, SpecError, DataError, HubError, UnsafePath, FileNotFoundError,
-            PermissionError, ValueError)
-
-
-def _readable(exc: BaseException) -> gr.Error:
-    """The gr.Error a client sees for `exc` (see the module docstring)."""
-    if isinstance(exc, gr.Error):
-        return exc
-    if isinstance(exc, _expected_errors()):
-        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        return gr.Error(text or type(exc).__name__, print_exception=False)
-    error_id = secrets.token_hex(4)
-    log.error("unexpected error %s in an app event", error_id, exc_info=exc)
-    return gr.Error(f"internal error {error_id} ({type(exc).__name__}); the server log has the details under "
-                    "this id", print_exception=False)
-
-
-def _steps(stream: Iterator[Any], ident: Identity) -> Iterator[Any]:
+def _steps(stream: Iterator[Any], ident: Identity, name: str) -> Iterator[Any]:
     """Run a streaming event step by step with the caller set (each step may run in another worker thread)."""
     while True:
         token = set_caller(ident)
@@ -92,7 +65,7 @@ def _steps(stream: Iterator[Any], ident: Identity) -> Iterator[Any]:
         except StopIteration:
             return
         except Exception as exc:
-            raise _readable(exc) from None
+            raise to_client_error(exc, name) from None
         finally:
             reset_caller(token)
         yield item
@@ -109,7 +82,7 @@ def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
             if refusal:
                 yield _refuse(refusal, api or not members_only)
                 return
-            yield from _steps(fn(*args, **kwargs), ident)
+            yield from _steps(fn(*args, **kwargs), ident, fn.__name__)
         wrapper: Callable = gated_stream
     else:
         @functools.wraps(fn)
@@ -121,7 +94,7 @@ def _wrap(fn: Callable, members_only: bool, api: bool) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                raise _readable(exc) from None
+                raise to_client_error(exc, fn.__name__) from None
             finally:
                 reset_caller(token)
         wrapper = gated

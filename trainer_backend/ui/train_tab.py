@@ -10,10 +10,11 @@ import gradio as gr
 import yaml
 
 from ..access import on_space
+from ..data.report import DatasetReport
 from ..job_files import SPEC_FILE
 from ..model_info import estimate_fit, gpu_memory
-from ..training.plan import HARDWARE
 from ..spec import ColumnMapping, SpecError, parse_spec
+from ..training.plan import HARDWARE
 from ..uploads import EXAMPLES_DIR
 from .service import TINY_DEMO, StudioService, example_datasets, mapping_roles
 from .spec_form import FormField, build_fields, raw_to_values, values_to_raw
@@ -143,9 +144,8 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         out = service.validate(spec_text, _path(up))
         if not out["ok"]:
             return (_problems(out["errors"]), "", "", gr.update(open=False))
-        rep = out["report"]
-        return (_ok_message(out), _report_markdown(rep), rep.get("sample", {}).get("rendered", ""),
-                gr.update(open=True))
+        rep = DatasetReport.from_dict(out["report"])
+        return (_ok_message(out), rep.markdown(), rep.sample.rendered if rep.sample else "", gr.update(open=True))
 
     def on_plan(spec_text: str, up: Any, measure: bool, target: str) -> str:
         out = service.plan(spec_text, _path(up), probe_steps=3 if measure else 0, hardware=target or None)
@@ -214,18 +214,3 @@ def _problems(errors: list[str]) -> str:
 def _ok_message(out: dict) -> str:
     warn = "".join(f"\n- ⚠️ {w}" for w in out["warnings"])
     return "✅ Spec and data are valid." + warn
-
-
-def _report_markdown(rep: dict) -> str:
-    lines = [f"**Format:** {rep['format']['format']} — {rep['format']['reason']}",
-             f"**Template:** {rep['chat_template']} (turn ends with `{rep['end_of_turn']}`); block size "
-             f"{rep['block_size']}, packing {rep['packing']}", "",
-             "| split | rows read | valid | used | tokens min / median / p95 / max | > block size |",
-             "|---|---|---|---|---|---|"]
-    for name, s in rep["splits"].items():
-        t = s.get("tokens", {})
-        lines.append(f"| {name} | {s['rows_read']} | {s['rows_valid']} | {s['rows_used']} | "
-                     f"{t.get('min')} / {t.get('median')} / {t.get('p95')} / {t.get('max')} | "
-                     f"{s.get('pct_longer_than_block_size', 0)}% |")
-    lines += [f"- {n}" for n in rep["notes"]]
-    return "\n".join(lines)

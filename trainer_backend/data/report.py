@@ -1,0 +1,150 @@
+"""The dataset report ("doctor"), typed: every trainer's shape is explicit, so printers never guess at keys.
+
+A token sample (sft, generic: one sequence with a loss mask) and a preference sample (dpo, orpo, reward: a
+prompt and two answers) are different things; `DatasetReport.sample` is one or the other, told apart by
+`kind`. The JSON form (`to_dict`) is what data_report.json, `doctor --json` and the API return.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # reports written by older versions still load
+
+
+class FormatInfo(_Part):
+    format: str
+    kind: Optional[str] = None  # the canonical shape the format normalises to (pair, messages, preference...)
+    reason: str = ""
+    mapping: dict[str, Any] = Field(default_factory=dict)
+
+
+class TokenStats(_Part):
+    min: int
+    median: int
+    p95: int
+    max: int
+    total: int
+
+
+class SplitReport(_Part):
+    rows_read: int
+    rows_valid: int
+    rows_used: int
+    tokens: Optional[TokenStats] = None  # None when no row survived encoding
+    longer_than_block_size: int = 0
+    pct_longer_than_block_size: float = 0.0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_loss: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_too_long + self.dropped_no_loss
+
+
+class TokenSample(_Part):
+    """One training sequence as the model sees it (sft, generic)."""
+    kind: Literal["tokens"] = "tokens"
+    file: Optional[str] = None
+    row: Optional[int] = None
+    tokens: int
+    tokens_with_loss: int
+    rendered: str  # [[no loss: ...]] marks masked spans
+
+    def headline(self) -> str:
+        return (f"sample training string ({self.file} row {self.row}, {self.tokens} tokens, {self.tokens_with_loss} "
+                "with loss; [[no loss: ...]] marks masked spans)")
+
+
+class PreferenceSample(_Part):
+    """One preference pair as the trainer gets it (dpo, orpo: prompt + answers; reward: prompt+answer each)."""
+    kind: Literal["preference"] = "preference"
+    file: Optional[str] = None
+    row: Optional[int] = None
+    prompt: Optional[str] = None  # None for reward rows, whose answers carry the prompt
+    chosen: str
+    rejected: str
+    margin: Optional[float] = None
+
+    @property
+    def rendered(self) -> str:
+        parts = ([f"[[prompt]]\n{self.prompt}"] if self.prompt is not None else []) + \
+                [f"[[chosen]]\n{self.chosen}", f"[[rejected]]\n{self.rejected}"]
+        return "\n".join(parts)
+
+    def headline(self) -> str:
+        margin = f", margin {self.margin:g}" if self.margin is not None else ""
+        return (f"sample preference pair ({self.file} row {self.row}{margin}; the exact texts the trainer gets, "
+                "after prompt/completion limits)")
+
+
+Sample = Union[TokenSample, PreferenceSample]
+
+
+class DatasetReport(_Part):
+    trainer: Optional[str] = None
+    format: FormatInfo
+    chat_template: Optional[str] = None
+    end_of_turn: Optional[str] = None
+    splits: dict[str, SplitReport] = Field(default_factory=dict)
+    block_size: Optional[int] = None
+    packing: Any = None
+    warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    sample: Optional[Sample] = Field(default=None, discriminator="kind")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DatasetReport":
+        data = dict(data)
+        sample = data.get("sample")
+        if isinstance(sample, dict) and "kind" not in sample:  # reports written before the kinds existed
+            data["sample"] = {**sample, "kind": "tokens" if "tokens" in sample else "preference"}
+        return cls.model_validate(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        if self.sample is None:
+            out.pop("sample")  # absent, not null: nothing was sampled
+        elif isinstance(self.sample, PreferenceSample):
+            out["sample"]["rendered"] = self.sample.rendered  # one field every viewer can show
+        return out
+
+    def text_lines(self) -> list[str]:
+        """The report as the CLI prints it."""
+        lines = [f"format:        {self.format.format} — {self.format.reason}"]
+        if self.trainer:
+            lines.append(f"trainer:       {self.trainer}")
+        lines += [f"chat template: {self.chat_template} (turn ends with {self.end_of_turn!r})",
+                  f"block size:    {self.block_size}  packing: {self.packing}"]
+        for name, s in self.splits.items():
+            line = f"split {name:<6} rows read {s.rows_read}, valid {s.rows_valid}, used {s.rows_used}"
+            if s.tokens is not None:
+                t = s.tokens
+                line += (f"; tokens min/median/p95/max {t.min}/{t.median}/{t.p95}/{t.max}; "
+                         f"{s.pct_longer_than_block_size}% longer than block_size")
+            lines.append(line)
+        lines += [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
+        if self.sample is not None:
+            lines += ["", self.sample.headline() + ":", "-" * 80, self.sample.rendered, "-" * 80]
+        return lines
+
+    def markdown(self) -> str:
+        """The report as the app's Train tab shows it."""
+        lines = [f"**Format:** {self.format.format} — {self.format.reason}",
+                 (f"**Trainer:** {self.trainer}; " if self.trainer else "") +
+                 f"**Template:** {self.chat_template} (turn ends with `{self.end_of_turn}`); block size "
+                 f"{self.block_size}, packing {self.packing}", "",
+                 "| split | rows read | valid | used | tokens min / median / p95 / max | > block size |",
+                 "|---|---|---|---|---|---|"]
+        for name, s in self.splits.items():
+            t = f"{s.tokens.min} / {s.tokens.median} / {s.tokens.p95} / {s.tokens.max}" if s.tokens else "—"
+            lines.append(f"| {name} | {s.rows_read} | {s.rows_valid} | {s.rows_used} | {t} | "
+                         f"{s.pct_longer_than_block_size}% |")
+        lines += [f"- {n}" for n in self.notes]
+        if self.sample is not None:
+            lines += ["", f"_{self.sample.headline()}_"]
+        return "\n".join(lines)
