@@ -42,6 +42,7 @@ def _app_error(client, *args, api_name: str) -> str:
             list(result)
     message = str(info.value)
     assert OPAQUE not in message and "Traceback" not in message
+    assert "jobs.db" not in message, f"a server path reached the client: {message}"
     return message
 
 

@@ -284,7 +284,7 @@ class JobStore:
                 raise JobNotFound(f"job id prefix '{job_id}' is ambiguous")
             row = rows[0] if rows else None
         if row is None:
-            raise JobNotFound(f"no job '{job_id}' in {self.path}")
+            raise JobNotFound(f"no job '{job_id}'")  # no server path: this text reaches API clients
         return self._to_job(row)
 
     def status_of(self, job_id: str) -> Optional[str]:
