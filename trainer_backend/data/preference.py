@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 from .encode import EncodeSettings
 from .issues import RowError
-from .templates import render_template
+from .chat_render import render_template
 
 
 @dataclass
