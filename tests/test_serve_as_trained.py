@@ -113,3 +113,29 @@ def test_chat_and_model_card_render_the_template_that_trained(qlora_job: dict) -
     assert pushed.apply_chat_template(QUESTION, tokenize=False, add_generation_prompt=True) == prompt
     card = (stage / "README.md").read_text()
     assert "apply_chat_template" in card and "qlora" in card
+    assert meta.chat_template_source in card, "the card names the template text the repo's tokenizer carries"
+
+
+def test_revision_and_remote_code_are_recorded_and_reused(make_spec, real_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """revision and trust_remote_code reach every from_pretrained of the base, at training and at serving."""
+    from transformers import AutoModelForCausalLM
+
+    from trainer_backend.training.adapter_meta import AdapterMeta
+    from trainer_backend.training.model_loading import load_base_model, load_model, model_load_settings
+
+    spec = make_spec({"path": str(real_data / "chat/oasst_en100_messages.jsonl")},
+                     model={"revision": "v1.2", "trust_remote_code": True})
+    calls: list[dict] = []
+    real = AutoModelForCausalLM.from_pretrained
+
+    def recording(name: str, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(name, **{k: v for k, v in kwargs.items() if k not in ("revision", "trust_remote_code")})
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording)
+    load_base_model(spec)
+    meta = AdapterMeta.model_validate_json(AdapterMeta(base_model=spec.model.base_model,
+                                                       model_load=model_load_settings(spec)).model_dump_json())
+    load_model(meta.load_settings())
+    assert [(c["revision"], c["trust_remote_code"]) for c in calls] == [("v1.2", True), ("v1.2", True)]

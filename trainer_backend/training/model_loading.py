@@ -66,17 +66,20 @@ def load_tokenizer(model: ModelSpec) -> Any:
     return tok
 
 
-def quantization_config(spec: JobSpec) -> Optional[Any]:
+def bnb_config(quantization: str, dtype: Any) -> Optional[Any]:
     """bitsandbytes config for int8/int4 (QLoRA: nf4, double quantization, compute in the training dtype)."""
-    q = spec.training.quantization
-    if q == "none":
+    if quantization == "none":
         return None
     from transformers import BitsAndBytesConfig
 
-    if q == "int8":
+    if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype(spec), bnb_4bit_quant_storage=compute_dtype(spec))
+                              bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+
+
+def quantization_config(spec: JobSpec) -> Optional[Any]:
+    return bnb_config(spec.training.quantization, compute_dtype(spec))
 
 
 def model_load_settings(spec: JobSpec) -> ModelLoad:
@@ -103,9 +106,13 @@ def load_model(load: ModelLoad, task: str = "causal", device: str = "cpu", **ext
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
 
-    kwargs: dict[str, Any] = {**hub_kwargs(load), "dtype": getattr(torch, load.dtype), **extra}
-    if load.quantization_config is not None:
-        kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(load.quantization_config)
+    dtype = getattr(torch, load.dtype)
+    kwargs: dict[str, Any] = {**hub_kwargs(load), "dtype": dtype, **extra}
+    # the exact config training used; adapters from before it was recorded: the one training builds
+    quant = BitsAndBytesConfig.from_dict(load.quantization_config) if load.quantization_config is not None \
+        else bnb_config(load.quantization, dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device}  # bitsandbytes quantizes while placing the weights
     if load.attn_implementation:
         kwargs["attn_implementation"] = load.attn_implementation
@@ -113,7 +120,7 @@ def load_model(load: ModelLoad, task: str = "causal", device: str = "cpu", **ext
         model = AutoModelForSequenceClassification.from_pretrained(load.base_model, num_labels=1, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(load.base_model, **kwargs)
-    if load.quantization_config is None and device != "cpu":
+    if quant is None and device != "cpu":
         model = model.to(device)
     return model
 
@@ -156,7 +163,7 @@ def load_base_model(spec: JobSpec, task: str = "causal", tokenizer: Any = None) 
     model = load_model(load, task, f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if gpu else "cpu")
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if load.quantization_config is not None:
+    if load.quantization != "none":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
