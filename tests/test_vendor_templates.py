@@ -188,3 +188,25 @@ def test_reasoning_field_in_data_trains_with_its_answer(tiny_model_dir: Path, ma
     enc = prepare_data(make_spec({"path": str(path)}), tok).train.encoded
     trained = tok.decode([t for t, l in zip(enc.input_ids[0], enc.labels[0]) if l != IGNORE])
     assert trained == expected_trained("qwen3", WITH_REASONING, tok.eos_token)
+
+
+@pytest.mark.parametrize("name", sorted(VENDOR))
+def test_vendor_template_preference_pairs_split_at_the_generation_prompt(tiny_model_dir: Path, name: str) -> None:
+    """DPO/ORPO get prompt text up to where the model starts generating, and each answer as the model generates it
+    (with its end-of-turn marker), for every vendor template."""
+    from trainer_backend.data.chat_render import render_template
+    from trainer_backend.data.preference import render_preference
+
+    tok = vendor_tokenizer(tiny_model_dir, name)
+    template = choose_chat_template(tok, "tokenizer").source
+    prompt = NO_SYSTEM[:1] if EXPECTED.get(name, {}).get("no_system_role") else [WITH_SYSTEM[0], NO_SYSTEM[0]]
+    example = {"prompt": prompt, "chosen": [{"role": "assistant", "content": A2}],
+               "rejected": [{"role": "assistant", "content": "5"}]}
+    head, chosen, rejected = render_preference(example, tok, template)
+    for answer, text in ((A2, chosen), ("5", rejected)):
+        full, _ = render_template(tok, template, prompt + [{"role": "assistant", "content": answer}])
+        assert (head + text).removesuffix(tok.eos_token).rstrip() == full.removesuffix(tok.eos_token).rstrip()
+        assert text.endswith(tok.eos_token) and not any(p["content"] in text for p in prompt)
+        if name in EXPECTED:
+            turn = EXPECTED[name].get("last", EXPECTED[name]["turn"]).format(a=answer)
+            assert text.startswith(turn) and not text[len(turn):].removesuffix(tok.eos_token).strip()
