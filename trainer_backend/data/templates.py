@@ -1,8 +1,8 @@
 """Chat templates and prompt templates: turn canonical examples into text with trainable character spans.
 
 Every template shipped here wraps assistant content *and its end-of-turn marker* in {% generation %} so the
-model is trained to stop. For a tokenizer's own template without those markers, assistant spans are found by
-rendering growing prefixes of the conversation (works for any template that renders earlier turns stably).
+model is trained to stop. A tokenizer's own template trains as TRL's training variant of it where TRL ships one
+(vendor_templates.py); how the trained spans are found from any template is chat_render.py's job.
 """
 from __future__ import annotations
 
