@@ -137,7 +137,7 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
             t = totals[side]
             t[0], t[1] = t[0] + loss, t[1] + tokens
             if pair:
-                rendered = example["prompt"] if adapter.meta.get("prompt_template") else None
+                rendered = example["prompt"] if adapter.meta.prompt_template else None
                 answer = chat.generate(adapter, pair[0], settings, use_adapter=use_adapter, prompt_text=rendered)
                 em = normalize(answer) == normalize(pair[1])
                 t[2] += em

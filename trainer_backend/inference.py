@@ -1,6 +1,7 @@
 """Chat with a trained adapter: the training template, streaming, stop at end-of-turn, base-vs-tuned compare.
 
-One base model is loaded per (base id, quantization) and kept; adapters are attached to it by name, so
+One base model is loaded per way of loading it (base, revision, dtype, quantization: as the adapter's training
+recorded it, through training/model_loading.load_model) and kept; adapters are attached to it by name, so
 switching adapters or comparing with the base (adapter disabled) never loads a second copy.
 """
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import json
 import string
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from .job_files import ADAPTER_DIR, META_FILE
+from .job_files import ADAPTER_DIR
+from .training.adapter_meta import AdapterMeta, ModelLoad, read_adapter_meta
 
 try:  # ZeroGPU Spaces grant a GPU per call to functions wrapped by spaces.GPU; elsewhere it is a no-op
     import spaces
@@ -45,7 +47,12 @@ class AdapterRef:
     """A trained adapter on disk: where it is, which base it needs, how it was trained."""
     path: Path
     base_model: str
-    meta: dict = field(default_factory=dict)
+    meta: AdapterMeta
+
+    @property
+    def load(self) -> ModelLoad:
+        """How to load the base: as training did."""
+        return self.meta.load_settings()
 
     @property
     def name(self) -> str:
@@ -65,8 +72,8 @@ def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
 
         path = Path(pull_adapter(ref, token=token))
     config = json.loads((path / "adapter_config.json").read_text())
-    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
-    return AdapterRef(path, meta.get("base_model") or config["base_model_name_or_path"], meta)
+    meta = read_adapter_meta(path) or AdapterMeta(base_model=config["base_model_name_or_path"])
+    return AdapterRef(path, meta.base_model or config["base_model_name_or_path"], meta)
 
 
 def _fill_prompt_template(tpl: dict, message: str) -> str:
@@ -84,20 +91,12 @@ def _fill_prompt_template(tpl: dict, message: str) -> str:
 class ChatModel:
     """A base model with any number of adapters attached; generation is serialised (adapter state is global)."""
 
-    def __init__(self, base_model: str, quantization: str = "none"):
-        import torch
-        from transformers import AutoModelForCausalLM
+    def __init__(self, load: ModelLoad):
+        from .training.model_loading import load_model, serving_device
 
-        kwargs: dict[str, Any] = {}
-        if torch.cuda.is_available():
-            kwargs.update(device_map="auto", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-            if quantization != "none":
-                from transformers import BitsAndBytesConfig
-
-                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=quantization == "int4",
-                                                                   load_in_8bit=quantization == "int8")
-        self.base_model = base_model
-        self.model: Any = AutoModelForCausalLM.from_pretrained(base_model, **kwargs).eval()
+        self.base_model = load.base_model
+        self.load = load
+        self.model: Any = load_model(load, "causal", serving_device()).eval()
         self.adapters: dict[str, AdapterRef] = {}
         self.tokenizers: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -112,8 +111,21 @@ class ChatModel:
             self.model = PeftModel.from_pretrained(self.model, str(adapter.path), adapter_name=adapter.name).eval()
         else:
             self.model.load_adapter(str(adapter.path), adapter_name=adapter.name)
+        self._cast_adapter(adapter)
         self.adapters[adapter.name] = adapter
         self.tokenizers[adapter.name] = AutoTokenizer.from_pretrained(str(adapter.path))
+
+    def _cast_adapter(self, adapter: AdapterRef) -> None:
+        """Compute with the adapter in the dtype it trained in (TRL trains QLoRA adapters in bf16): peft loads
+        adapter weights into layers of the base's dtype, and the served logits would not be the trained model's."""
+        import torch
+
+        if not adapter.meta.adapter_dtype:
+            return
+        dtype = getattr(torch, adapter.meta.adapter_dtype)
+        for name, param in self.model.named_parameters():
+            if f".{adapter.name}." in name:
+                param.data = param.data.to(dtype)
 
     # ---- prompting --------------------------------------------------------------------------------
     def prompt_ids(self, adapter: AdapterRef, messages: list[dict], system: Optional[str] = None,
@@ -121,12 +133,12 @@ class ChatModel:
         """Token ids of the prompt exactly as training rendered it (prompt_text: already rendered)."""
         tok = self.tokenizers[adapter.name]
         msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
-        tpl = adapter.meta.get("prompt_template")
+        tpl = adapter.meta.prompt_template
         if prompt_text is not None:
             text = prompt_text
         elif tpl:  # trained on a prompt template: single turn, in the same words
             text = _fill_prompt_template(tpl, messages[-1]["content"])
-        elif adapter.meta.get("chat_template") == "none" or not tok.chat_template:
+        elif adapter.meta.chat_template == "none" or not tok.chat_template:
             text = "\n\n".join(m["content"] for m in msgs) + "\n"
         else:
             return tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -137,7 +149,7 @@ class ChatModel:
         tok = self.tokenizers[adapter.name]
         ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
         strings: list[str] = []
-        eot = adapter.meta.get("end_of_turn")
+        eot = adapter.meta.end_of_turn
         if eot:
             eot_ids = tok(eot, add_special_tokens=False)["input_ids"]
             if len(eot_ids) == 1:
@@ -198,17 +210,18 @@ class ChatModel:
         return answer.strip()
 
 
-_MODELS: dict[tuple[str, str], ChatModel] = {}
+_MODELS: dict[str, ChatModel] = {}  # by ModelLoad (as JSON): one loaded base per way of loading it
 _MODELS_LOCK = threading.Lock()
 
 
 def load_chat(ref: str, token: Optional[str] = None) -> tuple[ChatModel, AdapterRef]:
     """The cached base model for this adapter, with the adapter attached."""
     adapter = resolve_adapter(ref, token)
-    key = (adapter.base_model, adapter.meta.get("quantization", "none"))
+    load = adapter.load
+    key = load.model_dump_json()
     with _MODELS_LOCK:
         if key not in _MODELS:
-            _MODELS[key] = ChatModel(*key)
+            _MODELS[key] = ChatModel(load)
         chat = _MODELS[key]
         chat.attach(adapter)
     return chat, adapter

@@ -209,6 +209,9 @@ def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: 
         reason = f" — {typed.format.reason}" if typed.format.reason else ""
         rows.append(("format", f"{typed.format.format}{reason}"))
     rows.append(("chat template", f"`{typed.chat_template if typed and typed.chat_template else d.get('chat_template', '?')}`"))
+    template_text = meta.get("chat_template_source") or (typed.chat_template_source if typed else None)
+    if template_text:  # the text the repo's tokenizer carries, so apply_chat_template renders what trained
+        rows.append(("template text", template_text))
     end_of_turn = (typed.end_of_turn if typed else None) or meta.get("end_of_turn")
     if end_of_turn:
         rows.append(("end of turn", f"`{end_of_turn}`"))

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .templates import render_chat
+from .chat_render import render_chat
 
 IGNORE = -100
 
@@ -36,6 +36,7 @@ class Encoded:
     truncated: int = 0
     dropped_too_long: int = 0
     dropped_no_loss: int = 0
+    history_turns: int = 0  # assistant turns kept as untrained context (chat_render.py says why)
 
 
 def _as_messages(example: dict) -> list[dict]:
@@ -49,11 +50,19 @@ def _as_messages(example: dict) -> list[dict]:
 
 def plan_text(example: dict, tokenizer: Any, s: EncodeSettings) -> tuple[str, list[tuple[int, int]]]:
     """The exact training string and the character spans that carry loss."""
+    text, spans, _ = plan_chat_text(example, tokenizer, s)
+    return text, spans
+
+
+def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings) -> tuple[str, list[tuple[int, int]], int]:
+    """plan_text, plus how many assistant turns the template keeps as untrained history."""
     eos = tokenizer.eos_token or ""
+    history_turns = 0
     if s.kind == "text":
         text, spans = example["text"], [(0, len(example["text"]))]
     elif s.chat_template is not None and s.kind != "template":
-        text, spans = render_chat(tokenizer, s.chat_template, _as_messages(example))
+        chat = render_chat(tokenizer, s.chat_template, _as_messages(example))
+        text, spans, history_turns = chat.text, chat.spans, chat.history_turns
     else:  # prompt/completion as plain text (prompt template, or chat_template: none)
         prompt, completion = example["prompt"], example["completion"]
         if example.get("system") and s.kind != "template":
@@ -70,7 +79,7 @@ def plan_text(example: dict, tokenizer: Any, s: EncodeSettings) -> tuple[str, li
     bos = getattr(tokenizer, "bos_token", None)
     if bos and s.chat_template is None and getattr(tokenizer, "add_bos_token", True) and not text.startswith(bos):
         text, spans = bos + text, [(a + len(bos), b + len(bos)) for a, b in spans]
-    return text, spans
+    return text, spans, history_turns
 
 
 def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
@@ -85,6 +94,8 @@ def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[in
 
 
 def tokenize_plans(texts: list[str], spans: list[list[tuple[int, int]]], tokenizer: Any) -> tuple[list, list]:
+    if not texts:  # every row was rejected (reported by the caller); the fast tokenizer fails on an empty batch
+        return [], []
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids = enc["input_ids"]
@@ -142,12 +153,13 @@ def encode_examples(examples: list[dict], tokenizer: Any, s: EncodeSettings,
     texts, spans, index = [], [], []
     for i, ex in enumerate(examples):
         try:
-            t, sp = plan_text(ex, tokenizer, s)
+            t, sp, history_turns = plan_chat_text(ex, tokenizer, s)
         except RowError as exc:
             if on_error is None:
                 raise
             on_error(i, exc)
             continue
+        out.history_turns += history_turns
         texts.append(t)
         spans.append(sp)
         index.append(i)

@@ -22,6 +22,9 @@ ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "h
 FORMAT_KIND = {"text": "text", "alpaca": "pair", "qa": "pair", "messages": "messages", "sharegpt": "messages",
                "preference": "preference", "tokenized": "tokenized"}
 
+# The names chat templates read an assistant turn's reasoning by (Qwen3/DeepSeek, GPT-OSS/LFM2.5, Gemma 4).
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
 # Column names each role is recognised by, most specific first.
 _CANDIDATES = {
     "messages": ("messages", "conversations", "conversation", "chat", "dialog", "dialogue"),
@@ -209,7 +212,10 @@ def normalize_messages(value: Any, column: str, roles: dict[str, str], system: O
                            "move the system message to the start of the conversation, or remove it")
         if mapped != "system" and not text.strip():
             raise RowError(f"message {i} ({mapped}) is empty", column, "fill it in or remove the row")
-        out.append({"role": mapped, "content": text})
+        turn = {"role": mapped, "content": text}
+        if mapped == "assistant":  # reasoning travels with its answer: templates that render it train it
+            turn.update({k: msg[k] for k in REASONING_FIELDS if isinstance(msg.get(k), str) and msg[k].strip()})
+        out.append(turn)
     if system and out[0]["role"] != "system":
         out.insert(0, {"role": "system", "content": system})
     if need_assistant and not any(m["role"] == "assistant" for m in out):

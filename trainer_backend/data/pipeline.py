@@ -15,7 +15,8 @@ PREFERENCE_TRAINERS = ("dpo", "orpo", "reward")
 from .formats import Detection, detect_format, normalize_row
 from .issues import DataIssue, IssueCollector, RowError
 from .loading import RawSplit, load_split
-from .templates import end_of_turn, render_prompt_template, resolve_chat_template
+from .templates import choose_chat_template, end_of_turn, render_prompt_template
+from .vendor_templates import TemplateChoice
 
 
 @dataclass
@@ -54,6 +55,7 @@ class PreparedData:
     notes: list[str]
     end_of_turn: Optional[str]
     tokenizer: Any = None
+    template: Optional[TemplateChoice] = None  # the chat template that trained (None: plain text)
 
     @property
     def train(self) -> SplitData:
@@ -86,6 +88,7 @@ class PreparedData:
         return DatasetReport(
             trainer=self.spec.training.trainer, format=fmt,
             chat_template=self.spec.data.chat_template if not self.spec.data.prompt_template else "prompt_template",
+            chat_template_source=self.template.describe() if self.template else None,
             end_of_turn=self.end_of_turn, splits={name: s.summary(block) for name, s in self.splits.items()},
             block_size=block,
             packing="auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
@@ -225,7 +228,7 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
     if "valid" not in splits and spec.training.eval_strategy != "no":
         notes.append("no validation split: evaluation is off (set data.valid_split, e.g. 'auto')")
 
-    template: Optional[str] = None
+    choice: Optional[TemplateChoice] = None
     eot: Optional[str] = tokenizer.eos_token
     needs_chat = kind in ("messages", "preference") or (kind == "pair" and d.chat_template != "none"
                                                         and d.prompt_template is None)
@@ -236,17 +239,18 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
                                    fix="set data.chat_template to tokenizer, chatml, zephyr, llama3 or alpaca"))
         else:
             try:
-                template = resolve_chat_template(tokenizer, d.chat_template)
-                eot = end_of_turn(tokenizer, d.chat_template)
+                choice = choose_chat_template(tokenizer, d.chat_template)
+                eot = end_of_turn(tokenizer, choice)
             except RowError as exc:
                 issues.error(DataIssue(exc.message, fix=exc.fix))
-    if eot and template and len(tokenizer(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
+    if eot and choice and len(tokenizer(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
         issues.warn(DataIssue(f"the end-of-turn marker {eot!r} is not a single token for this tokenizer; the model "
                               "learns it as several pieces and generation stops on the text",
                               fix="prefer the tokenizer's own template or one whose markers it knows (chatml for "
                                   "Qwen-style vocabularies, llama3 for Llama 3)"))
     issues.raise_if_errors()
 
+    template = choice.source if choice else None
     settings = encode_settings(spec, kind, template)
     for split in splits.values():
         def on_error(i: int, exc: RowError, split: SplitData = split) -> None:
@@ -265,7 +269,7 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
             issues.error(DataIssue(f"no usable rows left in the {split.name} split after length limits",
                                    split.refs[0][0] if split.refs else d.path, fix=fix))
     issues.raise_if_errors()
-    return PreparedData(spec, det, splits, issues.warnings, notes, eot, tokenizer)
+    return PreparedData(spec, det, splits, issues.warnings, notes, eot, tokenizer, choice)
 
 
 def _check_vocab(split: SplitData, tokenizer: Any, issues: IssueCollector) -> None:
@@ -292,6 +296,13 @@ def _length_warnings(split: SplitData, spec: JobSpec, issues: IssueCollector) ->
     if enc.dropped_too_long:
         issues.warn(DataIssue(f"{enc.dropped_too_long} of {n} {split.name} rows are longer than block_size "
                               f"{block} and were dropped", where, fix="raise lengths.block_size"))
+    if getattr(enc, "history_turns", 0):  # preference rows have no history turns
+        issues.warn(DataIssue(f"{enc.history_turns} earlier assistant turns in the {split.name} split are rendered "
+                              "differently once later turns follow (the chat template drops their reasoning from "
+                              "history), so they are kept as context and not trained; each conversation's last "
+                              "answer trains as the model generates it", where,
+                              fix="to train every turn, split conversations into one row per assistant turn, or "
+                                  "use a template that renders history as generated (data.chat_template: chatml)"))
     if enc.dropped_no_loss:
         issues.warn(DataIssue(f"{enc.dropped_no_loss} of {n} {split.name} rows had no trainable tokens left "
                               f"(prompt fills the limit) and were dropped", where,

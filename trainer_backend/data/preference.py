@@ -6,12 +6,13 @@ or completion limits. The reward trainer takes token ids (`chosen_ids` / `reject
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .encode import EncodeSettings
 from .issues import RowError
-from .templates import render_template
+from .chat_render import render_template
 
 
 @dataclass
@@ -36,13 +37,14 @@ def render_preference(example: dict, tokenizer: Any, template: Optional[str]) ->
     else:
         try:
             head, _ = render_template(tokenizer, template, prompt, add_generation_prompt=True)
-            texts = [head]
-            for key in ("chosen", "rejected"):
-                full, _ = render_template(tokenizer, template, prompt + example[key])
-                if not full.startswith(head):
-                    raise RowError("the chat template renders the prompt differently once an answer follows",
-                                   key, "choose a shipped template (data.chat_template: chatml)")
-                texts.append(full[len(head):].rstrip())
+            fulls = [render_template(tokenizer, template, prompt + example[k])[0] for k in ("chosen", "rejected")]
+            # The answers start where the rendering leaves the generation prompt (as in SFT, chat_render.py):
+            # Nemotron's prompt ends "<think>\n", its rendered turn "<think></think>": the answer is "</think>...".
+            cut = min(len(os.path.commonprefix([head, full])) for full in fulls)
+            texts = [fulls[0][:cut]] + [full[cut:].rstrip() for full in fulls]
+            if not all(m["content"] in texts[0] for m in prompt if isinstance(m.get("content"), str)):
+                raise RowError("the chat template renders the prompt differently once an answer follows",
+                               "prompt", "choose a shipped template (data.chat_template: chatml)")
         except RowError:
             raise
         except Exception as exc:  # the template's own raise_exception()

@@ -89,6 +89,7 @@ class DatasetReport(_Part):
     trainer: Optional[str] = None
     format: FormatInfo
     chat_template: Optional[str] = None
+    chat_template_source: Optional[str] = None  # which text trained: shipped, the tokenizer's own, TRL's variant
     end_of_turn: Optional[str] = None
     splits: dict[str, SplitReport] = Field(default_factory=dict)
     block_size: Optional[int] = None
@@ -118,8 +119,10 @@ class DatasetReport(_Part):
         lines = [f"format:        {self.format.format} — {self.format.reason}"]
         if self.trainer:
             lines.append(f"trainer:       {self.trainer}")
-        lines += [f"chat template: {self.chat_template} (turn ends with {self.end_of_turn!r})",
-                  f"block size:    {self.block_size}  packing: {self.packing}"]
+        lines += [f"chat template: {self.chat_template} (turn ends with {self.end_of_turn!r})"]
+        if self.chat_template_source:
+            lines.append(f"template text: {self.chat_template_source}")
+        lines.append(f"block size:    {self.block_size}  packing: {self.packing}")
         for name, s in self.splits.items():
             line = f"split {name:<6} rows read {s.rows_read}, valid {s.rows_valid}, used {s.rows_used}"
             if s.tokens is not None:
@@ -137,9 +140,11 @@ class DatasetReport(_Part):
         lines = [f"**Format:** {self.format.format} — {self.format.reason}",
                  (f"**Trainer:** {self.trainer}; " if self.trainer else "") +
                  f"**Template:** {self.chat_template} (turn ends with `{self.end_of_turn}`); block size "
-                 f"{self.block_size}, packing {self.packing}", "",
-                 "| split | rows read | valid | used | tokens min / median / p95 / max | > block size |",
-                 "|---|---|---|---|---|---|"]
+                 f"{self.block_size}, packing {self.packing}"]
+        if self.chat_template_source:
+            lines.append(f"**Template text:** {self.chat_template_source}")
+        lines += ["", "| split | rows read | valid | used | tokens min / median / p95 / max | > block size |",
+                  "|---|---|---|---|---|---|"]
         for name, s in self.splits.items():
             t = f"{s.tokens.min} / {s.tokens.median} / {s.tokens.p95} / {s.tokens.max}" if s.tokens else "—"
             lines.append(f"| {name} | {s.rows_read} | {s.rows_valid} | {s.rows_used} | {t} | "

@@ -1,18 +1,19 @@
 """Chat templates and prompt templates: turn canonical examples into text with trainable character spans.
 
 Every template shipped here wraps assistant content *and its end-of-turn marker* in {% generation %} so the
-model is trained to stop. For a tokenizer's own template without those markers, assistant spans are found by
-rendering growing prefixes of the conversation (works for any template that renders earlier turns stably).
+model is trained to stop. A tokenizer's own template trains as TRL's training variant of it where TRL ships one
+(vendor_templates.py); how the trained spans are found from any template is chat_render.py's job.
 """
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..spec import PromptTemplate
 from .issues import RowError
+from .chat_render import has_generation_markers, render_chat  # noqa: F401 - has_generation_markers: re-exported
+from .vendor_templates import TemplateChoice, choose_own_template
 
 _CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
@@ -66,77 +67,65 @@ PROMPT_PRESETS = {
     "qa": PromptTemplate(prompt="### Question:\n{prompt}\n\n### Answer:\n", response="{response}"),
 }
 
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-
-def has_generation_markers(template: Optional[str]) -> bool:
-    return bool(template) and bool(_GENERATION_TAG.search(template))
-
-
-def resolve_chat_template(tokenizer: Any, name: str) -> Optional[str]:
-    """The Jinja source to use, installed on the tokenizer so it is saved with the adapter. None for 'none'."""
+def choose_chat_template(tokenizer: Any, name: str) -> Optional[TemplateChoice]:
+    """The template that trains, installed on the tokenizer so it is saved with the adapter (and chat, the model
+    card's snippet and downstream `apply_chat_template` render the same text). None for 'none'."""
     if name == "none":
         return None
     if name == "tokenizer":
-        if not getattr(tokenizer, "chat_template", None):
+        choice = choose_own_template(tokenizer)
+        if choice is None:
             raise RowError("the tokenizer has no chat template of its own",
                            fix="set data.chat_template to chatml, zephyr, llama3 or alpaca (or 'none' for plain "
                                "prompt/response text)")
-        return tokenizer.chat_template
-    tokenizer.chat_template = SHIPPED_TEMPLATES[name].source
-    return tokenizer.chat_template
+    else:
+        choice = TemplateChoice(SHIPPED_TEMPLATES[name].source, "shipped", name)
+    tokenizer.chat_template = choice.source
+    return choice
 
 
-def end_of_turn(tokenizer: Any, chat_template: str) -> Optional[str]:
-    """The string generation must stop at for this template (inference uses it too)."""
-    if chat_template in SHIPPED_TEMPLATES:
-        return SHIPPED_TEMPLATES[chat_template].end_of_turn or tokenizer.eos_token
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|END_OF_TURN_TOKEN|>"):
-        if chat_template == "tokenizer" and marker in (tokenizer.chat_template or ""):
-            return marker
-    return tokenizer.eos_token
+def resolve_chat_template(tokenizer: Any, name: str) -> Optional[str]:
+    """The Jinja source of `choose_chat_template`."""
+    choice = choose_chat_template(tokenizer, name)
+    return choice.source if choice else None
 
 
-# ---- chat rendering ---------------------------------------------------------------------------------
+_EOT_PROBE = [{"role": "user", "content": "zq1"}, {"role": "assistant", "content": "zq2"},
+              {"role": "user", "content": "zq3"}]
 
 
-def render_template(tokenizer: Any, template: str, messages: list[dict], add_generation_prompt: bool = False,
-            with_spans: bool = False) -> tuple[str, list[tuple[int, int]]]:
-    from transformers.utils.chat_template_utils import render_jinja_template
+def end_of_turn(tokenizer: Any, choice: TemplateChoice) -> Optional[str]:
+    """The string generation must stop at for this template (inference uses it too): for a shipped template its
+    marker; otherwise the first token the template puts after an answer inside the trained span (e.g.
+    <|im_end|>, <end_of_turn>, <|END_RESPONSE|>), or EOS when the template ends answers with nothing of its own."""
+    if choice.origin == "shipped":
+        return SHIPPED_TEMPLATES[choice.name].end_of_turn or tokenizer.eos_token
+    tail = ""
+    for probe in (_EOT_PROBE[:2], _EOT_PROBE):  # as the last turn (what chat generates), else followed by a user's
+        try:
+            chat = render_chat(tokenizer, choice.source, probe)
+        except RowError:
+            continue
+        answer = chat.text.find("zq2") + 3
+        ends = [e for s, e in _merged(chat.spans) if s < answer <= e]
+        tail = chat.text[answer:ends[0]].strip() if ends else ""
+        if tail:
+            break
+    if not tail:
+        return tokenizer.eos_token
+    first = tokenizer(tail, add_special_tokens=False, verbose=False)["input_ids"][:1]
+    markers = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    return tokenizer.decode(first) if first and first[0] in markers else tail
 
-    specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
-    specials.setdefault("bos_token", "")
-    specials.setdefault("eos_token", "")
-    rendered, indices = render_jinja_template([messages], chat_template=template,
-                                              return_assistant_tokens_mask=with_spans,
-                                              add_generation_prompt=add_generation_prompt, **specials)
-    return rendered[0], (indices[0] if with_spans else [])
 
-
-def render_chat(tokenizer: Any, template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """Render a conversation; return the text and the character spans of assistant output (incl. end-of-turn)."""
-    try:
-        if has_generation_markers(template):
-            text, spans = render_template(tokenizer, template, messages, with_spans=True)
-            return text, [(s, e) for s, e in spans if e > s]
-        text, _ = render_template(tokenizer, template, messages)
-        spans = []
-        for i, msg in enumerate(messages):
-            if msg["role"] != "assistant":
-                continue
-            before, _ = render_template(tokenizer, template, messages[:i], add_generation_prompt=True)
-            upto, _ = render_template(tokenizer, template, messages[: i + 1])
-            if not (upto.startswith(before) and text.startswith(upto)):
-                raise RowError("the tokenizer's chat template renders earlier turns differently as the conversation "
-                               "grows, so assistant turns cannot be located", fix="choose a shipped template "
-                               "(data.chat_template: chatml) or set training.completion_only_loss: false")
-            spans.append((len(before), len(upto.rstrip())))  # the separator after a turn is not the answer
-        return text, spans
-    except RowError:
-        raise
-    except Exception as exc:  # the template's raise_exception(): e.g. roles must alternate
-        raise RowError(f"chat template rejected the conversation: {exc}",
-                       fix="fix the turn order, or pick another data.chat_template") from None
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(e, out[-1][1]))
+        else:
+            out.append((s, e))
+    return out
 
 
 # ---- prompt templates -------------------------------------------------------------------------------

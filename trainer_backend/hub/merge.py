@@ -1,19 +1,19 @@
 """Merge a LoRA adapter into its base model, checked: the merged model must give the same logits as base+adapter.
 
-The base is loaded in full precision (float32, or bfloat16 when that is its own dtype), never quantized, whatever
-the training used: merging into 4/8-bit weights would round the adapter away. A base checkpoint that is itself
-quantized (GPTQ, AWQ, bnb) cannot be merged into and is refused.
+The base is loaded through the one loader (training/model_loading.load_model) with the revision and
+trust_remote_code training recorded, in full precision (float32, or bfloat16 when that is its own dtype), never
+quantized, whatever the training used: merging into 4/8-bit weights would round the adapter away. A base
+checkpoint that is itself quantized (GPTQ, AWQ, bnb) cannot be merged into and is refused.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..training.adapter_meta import AdapterMeta, read_adapter_meta
 from .client import HubError
 from .pull import resolve_base_model
-from ..job_files import META_FILE
 
 SAMPLE_MESSAGES = [{"role": "user", "content": "Hello! Can you tell me what 2 + 2 is?"}]
 # Allowed max |logit difference|, relative to the largest logit (at least 1).
@@ -33,23 +33,25 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
     """Write base+adapter merged (safetensors + tokenizer) to `out_dir`; raise HubError if the logits differ."""
     import torch
     from peft import PeftModel
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from ..training.model_loading import load_base_config, load_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    meta = json.loads((adapter_dir / META_FILE).read_text(encoding="utf-8")) if (adapter_dir / META_FILE).exists() \
-        else {}
     base = base_model or resolve_base_model(adapter_dir)
-    config = AutoConfig.from_pretrained(base, token=token, trust_remote_code=trust_remote_code)
+    meta = read_adapter_meta(adapter_dir) or AdapterMeta(base_model=base)
+    trained = meta.load_settings()
+    load = trained.model_copy(update={"base_model": base,
+                                      "trust_remote_code": trained.trust_remote_code or trust_remote_code})
+    extra: dict[str, Any] = {"token": token} if token else {}
+    config = load_base_config(load, **extra)
     if getattr(config, "quantization_config", None):
         raise HubError(f"cannot merge into {base}: the checkpoint itself is quantized; merge into a full-precision "
                        "copy of the base instead")
     own = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     dtype = torch.bfloat16 if str(own).endswith("bfloat16") else torch.float32
-    auto_cls = _auto_class(meta.get("trainer"))
-    load_kw: dict[str, Any] = {"dtype": dtype, "token": token, "trust_remote_code": trust_remote_code}
-    if meta.get("trainer") == "reward":
-        load_kw["num_labels"] = 1
-    model = auto_cls.from_pretrained(base, **load_kw)
+    model = load_model(load.unquantized(str(dtype).removeprefix("torch.")),
+                       "seq_cls" if meta.trainer == "reward" else "causal", **extra)
     model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     inputs = _sample_inputs(tokenizer)
@@ -68,12 +70,6 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
     merged.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return MergeReport(base, name, diff, tolerance)
-
-
-def _auto_class(trainer: Optional[str]) -> Any:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification if trainer == "reward" else AutoModelForCausalLM
 
 
 def _sample_inputs(tokenizer: Any) -> dict[str, Any]:

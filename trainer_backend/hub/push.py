@@ -26,6 +26,7 @@ import yaml
 from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
 from ..spec import repo_id_problem
+from ..training.adapter_meta import read_adapter_meta
 from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
 from .plot import loss_series, write_loss_plot
@@ -85,7 +86,7 @@ def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Toke
     adapter_dir = job_dir / ADAPTER_DIR
     if not (adapter_dir / META_FILE).is_file():
         raise HubError(f"no trained adapter in {adapter_dir} (missing {META_FILE}): train the job first")
-    meta = json.loads((adapter_dir / META_FILE).read_text(encoding="utf-8"))
+    meta = read_adapter_meta(adapter_dir).to_dict()
     spec = yaml.safe_load((job_dir / SPEC_FILE).read_text(encoding="utf-8")) if (job_dir / SPEC_FILE).exists() else {}
     tok = resolve_token(token)
     api = HfApi(endpoint=endpoint, token=tok, library_name="lora-studio")
@@ -124,8 +125,7 @@ def _merge_and_stage(adapter_dir: Path, out: Path, target: str, meta: dict[str, 
     from .merge import merge_adapter  # here: it imports torch, peft and transformers
 
     try:
-        report = merge_adapter(adapter_dir, out, token=token,
-                               trust_remote_code=bool(spec.get("model", {}).get("trust_remote_code", False)))
+        report = merge_adapter(adapter_dir, out, token=token)  # revision, trust_remote_code: as trained
     except Exception as exc:  # noqa: BLE001 - loading the base can fail in many ways; say which, redacted
         error = classify(exc, "merge the adapter into its base", token)
     else:

@@ -1,10 +1,15 @@
-"""The one place that loads tokenizers and base models, builds quantization and LoRA configs."""
+"""The one place that loads tokenizers and base models, builds quantization and LoRA configs.
+
+Training records how it loaded the base (`model_load_settings` -> adapter_meta.ModelLoad in lora_studio.json);
+chat, compare, evaluate, merge and push load it through `load_model` with those settings, so what is served is
+the model that was trained (same revision, dtype and quantization)."""
 from __future__ import annotations
 
 import os
 from typing import Any, Optional
 
 from ..spec import JobSpec, ModelSpec
+from .adapter_meta import ModelLoad
 
 # Pad tokens to try before falling back to EOS (pad == eos hides the EOS in some collators).
 _PAD_CANDIDATES = ("<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<|endoftext|>", "<unk>")
@@ -38,7 +43,7 @@ def compute_dtype(spec: JobSpec) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(spec), torch.float32)
 
 
-def hub_kwargs(model: ModelSpec) -> dict[str, Any]:
+def hub_kwargs(model: ModelSpec | ModelLoad) -> dict[str, Any]:
     kw: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
     if model.revision:
         kw["revision"] = model.revision
@@ -61,17 +66,69 @@ def load_tokenizer(model: ModelSpec) -> Any:
     return tok
 
 
-def quantization_config(spec: JobSpec) -> Optional[Any]:
+def bnb_config(quantization: str, dtype: Any) -> Optional[Any]:
     """bitsandbytes config for int8/int4 (QLoRA: nf4, double quantization, compute in the training dtype)."""
-    q = spec.training.quantization
-    if q == "none":
+    if quantization == "none":
         return None
     from transformers import BitsAndBytesConfig
 
-    if q == "int8":
+    if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype(spec), bnb_4bit_quant_storage=compute_dtype(spec))
+                              bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+
+
+def quantization_config(spec: JobSpec) -> Optional[Any]:
+    return bnb_config(spec.training.quantization, compute_dtype(spec))
+
+
+def model_load_settings(spec: JobSpec) -> ModelLoad:
+    """How training loads the base, as recorded in the adapter's metadata for serving."""
+    import json
+
+    quant = quantization_config(spec)
+    return ModelLoad(base_model=spec.model.base_model, revision=spec.model.revision,
+                     trust_remote_code=spec.model.trust_remote_code,
+                     dtype=str(compute_dtype(spec)).removeprefix("torch."), quantization=spec.training.quantization,
+                     quantization_config=json.loads(quant.to_json_string(use_diff=False)) if quant is not None else None,
+                     attn_implementation=attn_implementation(spec))
+
+
+def serving_device() -> str:
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(load: ModelLoad, task: str = "causal", device: str = "cpu", **extra: Any) -> Any:
+    """Load the base model as `load` says, on `device`. The only from_pretrained of a base model: training, chat,
+    compare, evaluate, merge and push all come here. task: 'causal' or 'seq_cls' (reward models)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
+
+    dtype = getattr(torch, load.dtype)
+    kwargs: dict[str, Any] = {**hub_kwargs(load), "dtype": dtype, **extra}
+    # the exact config training used; adapters from before it was recorded: the one training builds
+    quant = BitsAndBytesConfig.from_dict(load.quantization_config) if load.quantization_config is not None \
+        else bnb_config(load.quantization, dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device}  # bitsandbytes quantizes while placing the weights
+    if load.attn_implementation:
+        kwargs["attn_implementation"] = load.attn_implementation
+    if task == "seq_cls":
+        model = AutoModelForSequenceClassification.from_pretrained(load.base_model, num_labels=1, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(load.base_model, **kwargs)
+    if quant is None and device != "cpu":
+        model = model.to(device)
+    return model
+
+
+def load_base_config(load: ModelLoad, **extra: Any) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(load.base_model, **{**hub_kwargs(load), **extra})
 
 
 def attn_implementation(spec: JobSpec) -> Optional[str]:
@@ -100,32 +157,19 @@ def resolve_packing(spec: JobSpec) -> bool:
 def load_base_model(spec: JobSpec, task: str = "causal", tokenizer: Any = None) -> Any:
     """Load the base model for training. task: 'causal' or 'seq_cls' (reward models)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = {**hub_kwargs(spec.model), "dtype": compute_dtype(spec)}
-    quant = quantization_config(spec)
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        kwargs["device_map"] = {"": "cpu" if use_cpu(spec) else f"cuda:{local_rank}"}
-    impl = attn_implementation(spec)
-    if impl:
-        kwargs["attn_implementation"] = impl
-    if task == "seq_cls":
-        model = AutoModelForSequenceClassification.from_pretrained(spec.model.base_model, num_labels=1, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(spec.model.base_model, **kwargs)
+    load = model_load_settings(spec)
+    gpu = torch.cuda.is_available() and not use_cpu(spec)
+    model = load_model(load, task, f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if gpu else "cpu")
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if quant is not None:
+    if load.quantization != "none":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.training.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
-    if torch.cuda.is_available() and quant is None and not use_cpu(spec):
-        model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     return model
 
 

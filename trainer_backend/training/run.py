@@ -12,13 +12,14 @@ from typing import Any, Callable, Optional
 from transformers import PrinterCallback
 
 from ..data import DataError, prepare_data
-from ..job_files import ADAPTER_DIR, META_FILE, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
+from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
 from ..job_status import JobStatus
 from ..spec import JobSpec
+from .adapter_meta import AdapterMeta, write_adapter_meta
 from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
 from .hardware import fit_to_hardware
-from .model_loading import load_base_model, load_tokenizer, lora_config, use_cpu
+from .model_loading import load_base_model, load_tokenizer, lora_config, model_load_settings, use_cpu
 from .oom import free_memory, install_fault_hook, is_out_of_memory, smaller_batch
 from .trainers import TrainerNotAvailable, trainer_module
 
@@ -131,13 +132,14 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     if not trainer.is_world_process_zero():
         return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir)
     tokenizer.save_pretrained(str(adapter_dir))
-    meta = {"base_model": spec.model.base_model, "trainer": spec.training.trainer,
-            "chat_template": spec.data.chat_template, "end_of_turn": prepared.end_of_turn,
-            "prompt_template": spec.data.prompt_template.model_dump(exclude_none=True)
-            if spec.data.prompt_template else None, "lora": spec.lora.enabled,
-            "quantization": spec.training.quantization,
-            "format": prepared.detection.format if prepared.detection else "template", "metrics": metrics}
-    (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_adapter_meta(adapter_dir, AdapterMeta(
+        base_model=spec.model.base_model, trainer=spec.training.trainer, chat_template=spec.data.chat_template,
+        chat_template_source=prepared.template.describe() if prepared.template else None,
+        end_of_turn=prepared.end_of_turn,
+        prompt_template=spec.data.prompt_template.model_dump(exclude_none=True) if spec.data.prompt_template else None,
+        lora=spec.lora.enabled, quantization=spec.training.quantization,
+        format=prepared.detection.format if prepared.detection else "template", metrics=metrics,
+        model_load=model_load_settings(spec), adapter_dtype=_trained_dtype(trainer.model)))
     events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
     return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir)
 
@@ -154,3 +156,8 @@ def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, ev
     trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
     return trainer
 
+
+def _trained_dtype(model: Any) -> Optional[str]:
+    """The dtype the trainable weights (the LoRA adapter) were trained in; serving computes with them in it."""
+    dtype = next((p.dtype for p in model.parameters() if p.requires_grad), None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else None

@@ -1,0 +1,126 @@
+"""Render a conversation with a chat template and find what the model is trained on.
+
+Trained = each assistant turn as the model generates it: from where the generation prompt ends through the
+turn's end-of-turn marker. Nothing of system, user or tool text, and not the assistant header the generation
+prompt already holds (DeepSeek's <｜Assistant｜>, GPT-OSS's <|start|>assistant, Qwen's "assistant\\n").
+
+- Templates with {% generation %} markers say what assistant output is; the generation prompt is cut out of it.
+- Templates without them: each assistant turn is found by rendering the conversation up to it with and without
+  the turn (growing prefixes).
+- A turn the template renders differently once later turns exist (its reasoning dropped from history, as Qwen3,
+  GPT-OSS and LFM2.5 do) is kept as context and not trained: it is not the text the model would generate there.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .issues import RowError
+from .vendor_templates import shape_messages
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+Span = tuple[int, int]
+
+
+def has_generation_markers(template: Optional[str]) -> bool:
+    return bool(template) and bool(_GENERATION_TAG.search(template))
+
+
+@dataclass
+class RenderedChat:
+    text: str
+    spans: list[Span] = field(default_factory=list)  # character spans that carry loss
+    history_turns: int = 0  # assistant turns kept as untrained context (the template rewrites them as history)
+
+
+def render_template(tokenizer: Any, template: str, messages: list[dict], add_generation_prompt: bool = False,
+                    with_spans: bool = False) -> tuple[str, list[Span]]:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    specials.setdefault("bos_token", "")
+    specials.setdefault("eos_token", "")
+    rendered, indices = render_jinja_template([shape_messages(template, messages)], chat_template=template,
+                                              return_assistant_tokens_mask=with_spans,
+                                              add_generation_prompt=add_generation_prompt, **specials)
+    return rendered[0], (indices[0] if with_spans else [])
+
+
+def render_chat(tokenizer: Any, template: str, messages: list[dict]) -> RenderedChat:
+    """The conversation's text and the spans of assistant output the model is trained on (incl. end-of-turn)."""
+    try:
+        return _render_chat(tokenizer, template, messages)
+    except RowError:
+        raise
+    except Exception as exc:  # the template's raise_exception(): e.g. roles must alternate, no system role
+        raise RowError(f"chat template rejected the conversation: {exc}",
+                       fix="fix the turn order (or drop the system prompt if the template has no system role), "
+                           "or pick another data.chat_template") from None
+
+
+def _render_chat(tokenizer: Any, template: str, messages: list[dict]) -> RenderedChat:
+    marked = has_generation_markers(template)
+    text, spans = render_template(tokenizer, template, messages, with_spans=marked)
+    spans = [(s, e) for s, e in spans if e > s]
+    turns = [_locate_turn(tokenizer, template, messages, i, text, marked)
+             for i, m in enumerate(messages) if m["role"] == "assistant"]
+    own: list[Span] = []  # without markers: the spans found by growing prefixes
+    history_turns = 0
+    for k, turn in enumerate(turns):
+        if turn is None:  # an opening assistant turn the template cannot render a prompt for: as marked
+            continue
+        header_start, start, turn_end, as_generated = turn
+        if not as_generated:
+            history_turns += 1
+            # the whole turn, up to where the next assistant turn's header starts, is context
+            next_start = next((t[0] for t in turns[k + 1:] if t is not None), len(text))
+            spans = [piece for span in spans for piece in _minus(span, (header_start, next_start))]
+            continue
+        spans = [piece for span in spans for piece in _minus(span, (header_start, start))]
+        own.append((start, turn_end))
+    # a separator after the end-of-turn marker is never generated (generation stops at the marker): not trained
+    trained = [(s, s + len(text[s:e].rstrip())) for s, e in (spans if marked else own)]
+    return RenderedChat(text, [(s, e) for s, e in trained if e > s], history_turns)
+
+
+def _locate_turn(tokenizer: Any, template: str, messages: list[dict], i: int, text: str,
+                 marked: bool) -> Optional[tuple[int, int, int, bool]]:
+    """(header start, generation start, turn end, rendered as generated?) of assistant turn i, positions in text."""
+    try:
+        prompt_end, _ = render_template(tokenizer, template, messages[:i])
+        with_prompt, _ = render_template(tokenizer, template, messages[:i], add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - e.g. a template that indexes messages[0] given none
+        if i == 0 and marked:
+            return None
+        raise
+    upto, _ = render_template(tokenizer, template, messages[: i + 1])
+    if not marked and not upto.startswith(with_prompt):
+        raise RowError("the chat template's generation prompt is not how it renders an assistant turn, so what "
+                       "the model generates cannot be located",
+                       fix="choose a shipped template (data.chat_template: chatml), or set "
+                           "training.completion_only_loss: false to train on the whole text knowingly")
+    start = len(os.path.commonprefix([with_prompt, text]))  # where the model starts generating this turn
+    header_start = min(len(os.path.commonprefix([prompt_end, text])), start)
+    # the separator after a turn is not the answer; an end-of-turn marker rendered otherwise in history ends it too
+    turn_end = min(len(upto.rstrip()), len(os.path.commonprefix([upto, text])))
+    return header_start, start, turn_end, _renders_as_generated(text, upto, messages[i])
+
+
+def _renders_as_generated(text: str, upto: str, message: dict) -> bool:
+    """Does the full conversation render this turn as it renders when the turn is the last one (= as generated)?
+    Compared through the answer's text: the end-of-turn marker may differ (GPT-OSS ends its last turn with
+    <|return|>, earlier ones with <|end|>)."""
+    content = message.get("content")
+    cut = upto.rfind(content) + len(content) if isinstance(content, str) and content and content in upto \
+        else len(upto)
+    return text.startswith(upto[:cut])
+
+
+def _minus(span: Span, cut: Span) -> list[Span]:
+    (s, e), (a, b) = span, cut
+    if b <= s or a >= e or b <= a:
+        return [span]
+    return [p for p in ((s, a), (b, e)) if p[1] > p[0]]
