@@ -169,6 +169,7 @@ def test_train_tab_fits_a_phone(browser, app: AppServer) -> None:
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
     page.goto(app.url)
     page.wait_for_selector("text=Detected format", timeout=60_000)
+    assert "fits this machine" in page.inner_text("#model-fit")  # the fit line is there before any change
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"the page is {overflow} px wider than the phone"
     for button in ("Check data & show report", "Start training"):
