@@ -119,7 +119,7 @@ LAYERS = [
     {"spec", "autotrain"},                                               # the job spec (and AutoTrain's dialect of it)
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
-    {"access", "public_demo", "uploads", "model_card", "hub", "inference", "evaluation", "jobs"},  # services
+    {"access", "public_demo", "uploads", "model_card", "hub", "model_cache", "inference", "evaluation", "jobs"},
     {"cli", "__main__", "ui"},                                           # entry points
 ]
 

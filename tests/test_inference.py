@@ -63,12 +63,12 @@ def test_stream_yields_incrementally_and_stops_at_end_of_turn(sentiment_job: dic
 
 
 def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict) -> None:
-    from trainer_backend.inference import _MODELS, GenerationSettings, compare
+    from trainer_backend.inference import MODELS, GenerationSettings, compare
 
     answers = compare(sentiment_job["job"], [{"role": "user", "content": "Review: The car is awful.\nSentiment?"}],
                       GenerationSettings(max_new_tokens=8))
     assert answers["fine_tuned"] == "negative" and answers["base"] != answers["fine_tuned"]
-    assert len(_MODELS) == 1, "base and fine-tuned share one loaded model"
+    assert len(MODELS.keys()) == 1, "base and fine-tuned share one loaded model"
 
 
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:

@@ -131,7 +131,7 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
         pair = _prompt_and_reference(example)
         for side, use_adapter in (("base", False), ("fine_tuned", True)):
             with chat.lock:
-                chat.model.set_adapter(adapter.name)
+                chat.activate(adapter)
                 with nullcontext() if use_adapter else chat.model.disable_adapter():
                     loss, tokens = _mean_loss(chat.model, enc.input_ids[k], enc.labels[k])
             t = totals[side]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import string
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .job_files import ADAPTER_DIR
+from .model_cache import ModelCache, limits_from_env
 from .training.adapter_meta import AdapterMeta, ModelLoad, read_adapter_meta
 
 try:  # ZeroGPU Spaces grant a GPU per call to functions wrapped by spaces.GPU; elsewhere it is a no-op
@@ -97,16 +99,22 @@ class ChatModel:
         self.base_model = load.base_model
         self.load = load
         self.model: Any = load_model(load, "causal", serving_device()).eval()
-        self.adapters: dict[str, AdapterRef] = {}
+        self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()  # least recently used first
         self.tokenizers: dict[str, Any] = {}
         self.lock = threading.Lock()
 
     def attach(self, adapter: AdapterRef) -> None:
+        with self.lock:  # never while a generation of this model runs: which adapter is active is global state
+            if adapter.name in self.adapters:
+                self.adapters.move_to_end(adapter.name)
+                return
+            self._drop_oldest_adapters(MAX_ADAPTERS_PER_MODEL - 1)
+            self._load_adapter(adapter)
+
+    def _load_adapter(self, adapter: AdapterRef) -> None:
         from peft import PeftModel
         from transformers import AutoTokenizer
 
-        if adapter.name in self.adapters:
-            return
         if not self.adapters:
             self.model = PeftModel.from_pretrained(self.model, str(adapter.path), adapter_name=adapter.name).eval()
         else:
@@ -114,6 +122,22 @@ class ChatModel:
         self._cast_adapter(adapter)
         self.adapters[adapter.name] = adapter
         self.tokenizers[adapter.name] = AutoTokenizer.from_pretrained(str(adapter.path))
+
+    def activate(self, adapter: AdapterRef) -> None:
+        """Make `adapter` the active one; the caller holds self.lock. Loads it again if other requests' adapters
+        pushed it out since load_chat."""
+        if adapter.name not in self.adapters:
+            self._drop_oldest_adapters(MAX_ADAPTERS_PER_MODEL - 1)
+            self._load_adapter(adapter)
+        self.adapters.move_to_end(adapter.name)
+        self.model.set_adapter(adapter.name)
+
+    def _drop_oldest_adapters(self, keep: int) -> None:
+        while len(self.adapters) > max(keep, 1):
+            name, _ = self.adapters.popitem(last=False)
+            self.tokenizers.pop(name, None)
+            self.model.set_adapter(next(reversed(self.adapters)))  # deleting the active one makes peft warn
+            self.model.delete_adapter(name)
 
     def _cast_adapter(self, adapter: AdapterRef) -> None:
         """Compute with the adapter in the dtype it trained in (TRL trains QLoRA adapters in bf16): peft loads
@@ -167,16 +191,6 @@ class ChatModel:
 
         from transformers import TextIteratorStreamer
 
-        tok = self.tokenizers[adapter.name]
-        enc = self.prompt_ids(adapter, messages, system, prompt_text).to(self.model.device)
-        stop_ids, stop_strings = self.stop_settings(adapter)
-        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**enc, **settings.kwargs(), eos_token_id=stop_ids, pad_token_id=tok.pad_token_id,
-                      streamer=streamer)
-        if stop_strings:
-            kwargs.update(stop_strings=stop_strings, tokenizer=tok)
-        errors: list[BaseException] = []
-
         def run() -> None:
             try:
                 ctx = nullcontext() if use_adapter else self.model.disable_adapter()
@@ -186,8 +200,17 @@ class ChatModel:
                 errors.append(exc)
                 streamer.end()
 
+        errors: list[BaseException] = []
         with self.lock:
-            self.model.set_adapter(adapter.name)
+            self.activate(adapter)
+            tok = self.tokenizers[adapter.name]
+            enc = self.prompt_ids(adapter, messages, system, prompt_text).to(self.model.device)
+            stop_ids, stop_strings = self.stop_settings(adapter)
+            streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+            kwargs = dict(**enc, **settings.kwargs(), eos_token_id=stop_ids, pad_token_id=tok.pad_token_id,
+                          streamer=streamer)
+            if stop_strings:
+                kwargs.update(stop_strings=stop_strings, tokenizer=tok)
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             text = ""
@@ -210,20 +233,17 @@ class ChatModel:
         return answer.strip()
 
 
-_MODELS: dict[str, ChatModel] = {}  # by ModelLoad (as JSON): one loaded base per way of loading it
-_MODELS_LOCK = threading.Lock()
+MAX_ADAPTERS_PER_MODEL = 8  # LoRA weights are small, but a public demo must not grow without end either
+# One loaded base per way of loading it (ModelLoad as JSON), bounded (model_cache.py).
+MODELS: ModelCache[ChatModel] = ModelCache(*limits_from_env())
 
 
 def load_chat(ref: str, token: Optional[str] = None) -> tuple[ChatModel, AdapterRef]:
     """The cached base model for this adapter, with the adapter attached."""
     adapter = resolve_adapter(ref, token)
     load = adapter.load
-    key = load.model_dump_json()
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = ChatModel(load)
-        chat = _MODELS[key]
-        chat.attach(adapter)
+    chat = MODELS.get(load.model_dump_json(), lambda: ChatModel(load))
+    chat.attach(adapter)
     return chat, adapter
 
 

@@ -1,0 +1,81 @@
+"""Chat, compare and evaluate share loaded models: bounded by count and memory, least recently used out, and an
+adapter pushed out of a loaded base is loaded again when it is asked for."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer_backend.model_cache import MEMORY_ENV, MODELS_ENV, ModelCache, limits_from_env, model_bytes
+
+
+def _linear(n: int) -> Any:
+    import torch
+
+    return torch.nn.Linear(n, n, bias=False)  # n*n float32 weights = 4*n*n bytes
+
+
+def test_least_recently_used_model_goes_first_when_over_the_count() -> None:
+    released: list[int] = []
+    cache: ModelCache[Any] = ModelCache(max_models=2, max_bytes=1 << 40, on_evict=lambda: released.append(1))
+    a = cache.get("a", lambda: _linear(4))
+    cache.get("b", lambda: _linear(4))
+    assert cache.get("a", lambda: pytest.fail("a is cached")) is a  # a is now the most recently used
+    cache.get("c", lambda: _linear(4))
+    assert cache.keys() == ["a", "c"] and cache.peek("b") is None and released == [1]
+    assert cache.evictions == 1
+
+
+def test_models_go_when_their_memory_together_is_over_the_cap() -> None:
+    cache: ModelCache[Any] = ModelCache(max_models=10, max_bytes=3 * 4 * 64 * 64, on_evict=lambda: None)
+    for key in "abc":
+        cache.get(key, lambda: _linear(64))
+    assert cache.total_bytes() == 3 * 4 * 64 * 64 and len(cache.keys()) == 3
+    big = cache.get("big", lambda: _linear(100))  # 40,000 bytes: over the cap even alone
+    assert cache.keys() == ["big"], "older models make room; the one in use stays even over the cap"
+    assert model_bytes(big) == 4 * 100 * 100
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MODELS_ENV, "3")
+    monkeypatch.setenv(MEMORY_ENV, "1.5")
+    assert limits_from_env() == (3, int(1.5 * 1024 ** 3))
+    monkeypatch.setenv(MODELS_ENV, "lots")
+    monkeypatch.setenv(MEMORY_ENV, "0")
+    count, memory = limits_from_env()
+    assert count == 2 and memory > 0  # defaults: 2 models, half of the memory there is
+
+
+def _random_adapter(base: Path, out: Path, seed: int) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer_backend.training.adapter_meta import AdapterMeta, write_adapter_meta
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    write_adapter_meta(out, AdapterMeta(base_model=str(base), chat_template="chatml", end_of_turn="<|im_end|>"))
+    return out
+
+
+def test_adapters_beyond_the_cap_are_unloaded_and_come_back_when_asked(tiny_model_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer_backend import inference
+
+    monkeypatch.setattr(inference, "MAX_ADAPTERS_PER_MODEL", 2)
+    monkeypatch.setattr(inference, "MODELS", ModelCache(2, 1 << 40))
+    refs = [str(_random_adapter(tiny_model_dir, tmp_path / f"adapter{i}", seed=i)) for i in range(3)]
+    settings = inference.GenerationSettings(max_new_tokens=4)
+    question = [{"role": "user", "content": "hi"}]
+    first = inference.compare(refs[0], question, settings)["fine_tuned"]
+    chat, _ = inference.load_chat(refs[1])
+    chat, adapter2 = inference.load_chat(refs[2])
+    assert len(chat.adapters) == 2 and len(inference.MODELS.keys()) == 1, "one base, at most 2 adapters on it"
+    assert inference.resolve_adapter(refs[0]).name not in chat.adapters
+    assert inference.compare(refs[0], question, settings)["fine_tuned"] == first, "reloaded, same answer"
+    assert adapter2.name in chat.adapters and len(chat.adapters) == 2
