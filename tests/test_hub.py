@@ -110,13 +110,17 @@ def test_model_card_metadata_for_hub_base_and_dataset() -> None:
 
     from trainer_backend.model_card import build_model_card
 
-    meta = {"base_model": "Qwen/Qwen2.5-0.5B-Instruct", "trainer": "dpo", "chat_template": "tokenizer",
-            "end_of_turn": "<|im_end|>", "lora": True, "metrics": {"train_loss": 0.5, "eval_loss": 0.61,
-                                                                    "eval_rewards/accuracies": 0.8}}
-    spec = {"project_name": "qwen-dpo", "model": {"base_model": "Qwen/Qwen2.5-0.5B-Instruct"},
-            "data": {"path": "Intel/orca_dpo_pairs", "train_split": "train"},
-            "training": {"trainer": "dpo", "quantization": "int4", "beta": 0.1, "dpo_loss_type": "sigmoid"},
-            "lora": {"enabled": True, "r": 16}}
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.training.adapter_meta import AdapterMeta
+
+    meta = AdapterMeta(base_model="Qwen/Qwen2.5-0.5B-Instruct", trainer="dpo", chat_template="tokenizer",
+                       end_of_turn="<|im_end|>", lora=True, quantization="int4",
+                       metrics={"train_loss": 0.5, "eval_loss": 0.61, "eval_rewards/accuracies": 0.8})
+    spec, _ = parse_spec({"project_name": "qwen-dpo", "model": {"base_model": "Qwen/Qwen2.5-0.5B-Instruct"},
+                          "data": {"path": "Intel/orca_dpo_pairs", "train_split": "train"},
+                          "training": {"trainer": "dpo", "quantization": "int4", "beta": 0.1,
+                                       "dpo_loss_type": "sigmoid"},
+                          "lora": {"enabled": True, "r": 16}})
     card = ModelCard(build_model_card("alice/qwen-dpo", meta, spec, None, license="apache-2.0",
                                       plot_note="loss plot skipped"))
     data = card.data.to_dict()
@@ -126,7 +130,7 @@ def test_model_card_metadata_for_hub_base_and_dataset() -> None:
     assert "[Intel/orca_dpo_pairs](https://huggingface.co/datasets/Intel/orca_dpo_pairs)" in card.text
     assert "| eval_rewards/accuracies | 0.8 |" in card.text and "| beta | 0.1 |" in card.text
     assert "_loss plot skipped_" in card.text and "local folder" not in card.text
-    reward = ModelCard(build_model_card("alice/rm", {**meta, "trainer": "reward"}, spec, None))
+    reward = ModelCard(build_model_card("alice/rm", meta.model_copy(update={"trainer": "reward"}), spec, None))
     assert reward.data.pipeline_tag == "text-classification" and "AutoPeftModelForSequenceClassification" in reward.text
 
 
@@ -139,15 +143,17 @@ def test_model_card_snippet_compiles_for_every_kind_of_job(variant: dict[str, An
     from trainer_backend.model_card import build_model_card
 
     merged_from = variant.pop("merged_from", None)
-    meta = {"base_model": "Qwen/Qwen2.5-0.5B-Instruct", "trainer": "sft", "chat_template": "chatml",
-            "end_of_turn": "<|im_end|>", "lora": True, "metrics": {}, **variant}
-    eot_token = meta["end_of_turn"] == "<|im_end|>"
+    from trainer_backend.training.adapter_meta import AdapterMeta
+
+    meta = AdapterMeta(**{"base_model": "Qwen/Qwen2.5-0.5B-Instruct", "trainer": "sft", "chat_template": "chatml",
+                          "end_of_turn": "<|im_end|>", "lora": True, **variant})
+    eot_token = meta.end_of_turn == "<|im_end|>"
     repo_id = "alice/x-merged" if merged_from else "alice/x"
-    card = ModelCard(build_model_card(repo_id, meta, {"data": {"path": "d.jsonl"}}, None,
-                                      end_of_turn_is_token=eot_token, merged_from=merged_from))
+    card = ModelCard(build_model_card(repo_id, meta, None, None, end_of_turn_is_token=eot_token,
+                                      merged_from=merged_from))
     snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
     compile(snippet, "model card", "exec")
-    assert ("AutoPeft" in snippet) == (meta["lora"] and not merged_from)
+    assert ("AutoPeft" in snippet) == (meta.lora and not merged_from)
     assert ("stop_strings" in snippet) == (not eot_token)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from trainer_backend.data.report import DatasetReport, PreferenceSample, TokenSample
 from trainer_backend.model_card import build_model_card
+from trainer_backend.training.adapter_meta import AdapterMeta
 from trainer_backend.training.run import prepare_job
 
 PAIRS = "preference/orca_dpo_pairs_validation_flat.jsonl"
@@ -37,8 +38,7 @@ def test_every_printer_handles_the_trainers_report(trainer: str, relpath: str, s
     assert f"**Format:** {report.format.format}" in report.markdown()  # the Train tab's view
 
     data.pop("sample")  # the Hub copy has no rendered row
-    card = build_model_card("alice/run", {"trainer": trainer, "base_model": "org/base"},
-                            {"data": {"path": "d.jsonl"}, "training": {"trainer": trainer}}, data)
+    card = build_model_card("alice/run", AdapterMeta(trainer=trainer, base_model="org/base"), None, data)
     assert f"{report.format.format} — {report.format.reason}" in card and "train rows | 4 used of 4 read" in card
 
 

@@ -107,7 +107,7 @@ def test_chat_and_model_card_render_the_template_that_trained(qlora_job: dict) -
 
     # The pushed repo: its tokenizer (what the card's snippet loads) carries the same template text.
     stage = qlora_job["job"].parent / "stage"
-    stage_adapter(qlora_job["job"], stage, "alice/qlora-qwen3", meta.to_dict(), spec.model_dump(mode="json"))
+    stage_adapter(qlora_job["job"], stage, "alice/qlora-qwen3", meta, spec)
     pushed = AutoTokenizer.from_pretrained(stage)
     assert pushed.chat_template == training_template
     assert pushed.apply_chat_template(QUESTION, tokenize=False, add_generation_prompt=True) == prompt

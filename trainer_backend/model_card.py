@@ -13,6 +13,9 @@ from typing import Any, Optional
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .spec import JobSpec
+from .training.adapter_meta import AdapterMeta
+
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
 _METRIC_SKIP = ("_runtime", "_per_second", "total_flos", "num_tokens")
 
@@ -30,15 +33,15 @@ def display_name(value: str) -> str:
     return value if is_hub_id(value) else Path(value.rstrip("/")).name or value
 
 
-def card_metadata(meta: dict[str, Any], spec: dict[str, Any], license: Optional[str] = None,
+def card_metadata(meta: AdapterMeta, spec: Optional[JobSpec], license: Optional[str] = None,
                   merged: bool = False) -> ModelCardData:
-    base = meta.get("base_model") or spec.get("model", {}).get("base_model")
-    trainer = meta.get("trainer") or spec.get("training", {}).get("trainer", "sft")
-    data_path = spec.get("data", {}).get("path", "")
-    is_adapter = bool(meta.get("lora", True)) and not merged
+    """`spec` is None for an adapter whose job spec is not at hand (only what the adapter recorded is used)."""
+    base, trainer = meta.base_model, meta.trainer
+    data_path = spec.data.path if spec else ""
+    is_adapter = meta.lora and not merged
     tags = ["lora-studio", trainer, "trl"]
     tags += ["peft", "lora"] if is_adapter else (["merged-lora"] if merged else ["full-finetune"])
-    if spec.get("training", {}).get("quantization", "none") != "none" and is_adapter:
+    if meta.quantization != "none" and is_adapter:
         tags.append("qlora")
     return ModelCardData(
         base_model=base if is_hub_id(base) else None,  # the Hub rejects anything but a repo id here
@@ -50,19 +53,18 @@ def card_metadata(meta: dict[str, Any], spec: dict[str, Any], license: Optional[
     )
 
 
-def build_model_card(repo_id: str, meta: dict[str, Any], spec: dict[str, Any], report: Optional[dict[str, Any]],
+def build_model_card(repo_id: str, meta: AdapterMeta, spec: Optional[JobSpec], report: Optional[dict[str, Any]],
                      license: Optional[str] = None, plot_path: Optional[str] = None, plot_note: Optional[str] = None,
                      end_of_turn_is_token: bool = True, merged_from: Optional[str] = None,
                      evaluation: Optional[dict[str, Any]] = None) -> str:
     """The full README.md text. `merged_from` is the adapter repo when this card describes a merged model."""
     merged = merged_from is not None
     data = card_metadata(meta, spec, license, merged)
-    base = str(meta.get("base_model") or spec.get("model", {}).get("base_model", "?"))
-    trainer = meta.get("trainer", "sft")
+    base, trainer = meta.base_model, meta.trainer
     base_link = f"[{base}](https://huggingface.co/{base})" if is_hub_id(base) \
         else f"`{display_name(base)}` (a local model)"
     what = ("the LoRA adapter merged into its base model" if merged
-            else "a LoRA adapter" if meta.get("lora", True) else "a fully fine-tuned model")
+            else "a LoRA adapter" if meta.lora else "a fully fine-tuned model")
     parts = [f"# {repo_id.split('/')[-1]}", "",
              f"{what[0].upper()}{what[1:]} for {base_link}, trained with LoRA Studio "
              f"using the `{trainer}` trainer."]
@@ -74,10 +76,10 @@ def build_model_card(repo_id: str, meta: dict[str, Any], spec: dict[str, Any], r
     parts += ["", "## Use it", "", _usage(repo_id, meta, end_of_turn_is_token, merged), ""]
     parts += ["## Training loss", ""]
     parts += [f"![Training and evaluation loss]({plot_path})" if plot_path else f"_{plot_note or 'no plot'}_", ""]
-    parts += _results(meta.get("metrics") or {})
+    parts += _results(meta.metrics)
     parts += _evaluation(evaluation)
     parts += _data_section(spec, report, meta)
-    parts += _hyperparameters(spec)
+    parts += _hyperparameters(spec) if spec else []
     if not merged:  # the training records live in the adapter repo only
         parts += ["## Files", "",
                   "- `training/spec.yaml`: the job spec as run (secrets removed); "
@@ -97,11 +99,10 @@ def validate_card(text: str) -> ModelCard:
     return card
 
 
-def _usage(repo_id: str, meta: dict[str, Any], eot_is_token: bool, merged: bool) -> str:
-    trainer = meta.get("trainer", "sft")
-    base = str(meta.get("base_model", ""))
-    local_base = not is_hub_id(base)
-    is_adapter = bool(meta.get("lora", True)) and not merged
+def _usage(repo_id: str, meta: AdapterMeta, eot_is_token: bool, merged: bool) -> str:
+    trainer = meta.trainer
+    local_base = not is_hub_id(meta.base_model)
+    is_adapter = meta.lora and not merged
     lines = ["```python"]
     if trainer == "reward":
         lines += ["import torch",
@@ -124,14 +125,14 @@ def _usage(repo_id: str, meta: dict[str, Any], eot_is_token: bool, merged: bool)
               ("model = AutoPeftModelForCausalLM.from_pretrained(repo_id)  # the base named in adapter_config.json"
                " + this adapter" if is_adapter else "model = AutoModelForCausalLM.from_pretrained(repo_id)"),
               "tokenizer = AutoTokenizer.from_pretrained(repo_id)  # carries the chat template used in training", ""]
-    eot = meta.get("end_of_turn")
+    eot = meta.end_of_turn
     stop = ""
     if eot and eot_is_token:
         stop = f', eos_token_id=[tokenizer.convert_tokens_to_ids("{eot}"), tokenizer.eos_token_id]'
     elif eot:
         stop = f", stop_strings=[{eot!r}], tokenizer=tokenizer"
-    prompt_template = meta.get("prompt_template")
-    if trainer == "generic" or (meta.get("chat_template") == "none" and not prompt_template):
+    prompt_template = meta.prompt_template
+    if trainer == "generic" or (meta.chat_template == "none" and not prompt_template):
         lines += ['inputs = tokenizer("Once upon a time", return_tensors="pt")']
     elif prompt_template:
         lines += [f"prompt = {_prompt_example(prompt_template)!r}  # the prompt template used in training",
@@ -192,33 +193,36 @@ def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
             "", "| metric | base | fine-tuned |", "|---|---|---|", *rows, ""]
 
 
-def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+def _data_section(spec: Optional[JobSpec], report: Optional[dict[str, Any]], meta: AdapterMeta) -> list[str]:
     from .data.report import DatasetReport
 
-    d = spec.get("data", {})
-    path = str(d.get("path", "?"))
-    if is_hub_id(path):
-        source = f"[{path}](https://huggingface.co/datasets/{path})" + (f" (`{d['config_name']}`)"
-                                                                        if d.get("config_name") else "")
-    else:
-        source = ", ".join(f"`{display_name(p.strip())}`" for p in path.split(",")) + " (local)"
-    rows = [("source", source), ("train split", f"`{d.get('train_split', 'train')}`"),
-            ("validation split", f"`{d['valid_split']}`" if d.get("valid_split") else "none")]
+    rows: list[tuple[str, str]] = []
+    if spec is not None:
+        d = spec.data
+        if is_hub_id(d.path):
+            source = f"[{d.path}](https://huggingface.co/datasets/{d.path})" + (
+                f" (`{d.config_name}`)" if d.config_name else "")
+        else:
+            source = ", ".join(f"`{display_name(p.strip())}`" for p in d.path.split(",")) + " (local)"
+        rows += [("source", source), ("train split", f"`{d.train_split}`"),
+                 ("validation split", f"`{d.valid_split}`" if d.valid_split else "none")]
     typed = DatasetReport.from_dict(report) if report else None
     if typed is not None:
         reason = f" — {typed.format.reason}" if typed.format.reason else ""
         rows.append(("format", f"{typed.format.format}{reason}"))
-    rows.append(("chat template", f"`{typed.chat_template if typed and typed.chat_template else d.get('chat_template', '?')}`"))
-    template_text = meta.get("chat_template_source") or (typed.chat_template_source if typed else None)
+    template = (typed.chat_template if typed else None) or meta.chat_template or (spec.data.chat_template if spec
+                                                                                    else None)
+    rows.append(("chat template", f"`{template or '?'}`"))
+    template_text = meta.chat_template_source or (typed.chat_template_source if typed else None)
     if template_text:  # the text the repo's tokenizer carries, so apply_chat_template renders what trained
         rows.append(("template text", template_text))
-    end_of_turn = (typed.end_of_turn if typed else None) or meta.get("end_of_turn")
+    end_of_turn = (typed.end_of_turn if typed else None) or meta.end_of_turn
     if end_of_turn:
         rows.append(("end of turn", f"`{end_of_turn}`"))
-    if d.get("system_prompt"):
-        rows.append(("system prompt", d["system_prompt"]))
-    if d.get("max_rows"):
-        rows.append(("max rows", str(d["max_rows"])))
+    if spec is not None and spec.data.system_prompt:
+        rows.append(("system prompt", spec.data.system_prompt))
+    if spec is not None and spec.data.max_rows:
+        rows.append(("max rows", str(spec.data.max_rows)))
     for name, split in (typed.splits if typed else {}).items():
         tokens = f"tokens median {split.tokens.median}, max {split.tokens.max}" if split.tokens else "no token counts"
         rows.append((f"{name} rows", f"{split.rows_used} used of {split.rows_read} read; {split.truncated} truncated, "
@@ -226,21 +230,22 @@ def _data_section(spec: dict[str, Any], report: Optional[dict[str, Any]], meta: 
     return ["## Data", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]
 
 
-def _hyperparameters(spec: dict[str, Any]) -> list[str]:
-    tr, lora, ln = spec.get("training", {}), spec.get("lora", {}), spec.get("lengths", {})
-    rows: list[tuple[str, Any]] = [(k, tr[k]) for k in (
-        "trainer", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "scheduler",
-        "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "mixed_precision", "quantization", "packing",
-        "completion_only_loss", "seed") if k in tr]
-    if "batch_size" in tr and "gradient_accumulation" in tr:
-        rows.append(("effective batch size (per device)", tr["batch_size"] * tr["gradient_accumulation"]))
-    if tr.get("trainer") in ("dpo", "orpo"):
-        rows.append(("beta", tr.get("beta")))
-    if tr.get("trainer") == "dpo":
-        rows.append(("dpo_loss_type", tr.get("dpo_loss_type")))
-    if lora.get("enabled", True):
-        rows += [(f"lora.{k}", lora[k]) for k in ("r", "alpha", "dropout", "target_modules", "use_dora", "use_rslora")
-                 if k in lora]
-    rows += [(f"lengths.{k}", v) for k, v in ln.items()]
+_HYPERPARAMETERS = ("trainer", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation",
+                    "scheduler", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "mixed_precision",
+                    "quantization", "packing", "completion_only_loss", "seed")
+
+
+def _hyperparameters(spec: JobSpec) -> list[str]:
+    tr, lora = spec.training, spec.lora
+    rows: list[tuple[str, Any]] = [(k, getattr(tr, k)) for k in _HYPERPARAMETERS if getattr(tr, k) is not None]
+    rows.append(("effective batch size (per device)", tr.batch_size * tr.gradient_accumulation))
+    if tr.trainer in ("dpo", "orpo"):
+        rows.append(("beta", tr.beta))
+    if tr.trainer == "dpo":
+        rows.append(("dpo_loss_type", tr.dpo_loss_type))
+    if lora.enabled:
+        rows += [(f"lora.{k}", getattr(lora, k)) for k in ("r", "alpha", "dropout", "target_modules", "use_dora",
+                                                           "use_rslora")]
+    rows += [(f"lengths.{k}", v) for k, v in spec.lengths.model_dump().items() if v is not None]
     return ["## Training hyperparameters", "", "| parameter | value |", "|---|---|",
             *[f"| {k} | {_cell(_fmt(v))} |" for k, v in rows], ""]

@@ -25,8 +25,8 @@ import yaml
 
 from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
-from ..spec import repo_id_problem
-from ..training.adapter_meta import read_adapter_meta
+from ..spec import JobSpec, SpecError, load_spec, repo_id_problem
+from ..training.adapter_meta import AdapterMeta, read_adapter_meta
 from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
 from .plot import loss_series, write_loss_plot
@@ -84,10 +84,10 @@ def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Toke
 
     job_dir = Path(job_dir)
     adapter_dir = job_dir / ADAPTER_DIR
-    if not (adapter_dir / META_FILE).is_file():
+    meta = read_adapter_meta(adapter_dir)
+    if meta is None:
         raise HubError(f"no trained adapter in {adapter_dir} (missing {META_FILE}): train the job first")
-    meta = read_adapter_meta(adapter_dir).to_dict()
-    spec = yaml.safe_load((job_dir / SPEC_FILE).read_text(encoding="utf-8")) if (job_dir / SPEC_FILE).exists() else {}
+    spec = job_spec(job_dir)
     tok = resolve_token(token)
     api = HfApi(endpoint=endpoint, token=tok, library_name="lora-studio")
     kwargs: dict[str, Any] = {"token": tok, "retry": retry, **({"sleep": sleep} if sleep else {})}
@@ -95,11 +95,11 @@ def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Toke
     def call(fn: Callable[[], T], what: str) -> T:
         return call_with_retries(fn, what, **kwargs)
 
-    target = _target_repo(api, call, repo_id, spec.get("project_name") or job_dir.name)
-    if merged and not meta.get("lora", True):
+    target = _target_repo(api, call, repo_id, spec.project_name if spec else job_dir.name)
+    if merged and not meta.lora:
         raise HubError("merged=True needs a LoRA adapter; this job trained the full model, which is pushed as is")
     with tempfile.TemporaryDirectory(prefix="lora-studio-push-") as tmp:
-        license = _base_license(api, str(meta.get("base_model", "")))
+        license = _base_license(api, meta.base_model)
         stage = Path(tmp) / "repo"
         stage_adapter(job_dir, stage, target, meta, spec, license)
         scan_for_secrets(stage, tok)
@@ -120,7 +120,7 @@ def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Toke
         return PushResult(result.repo_id, result.url, result.commit, merged=merged_result)
 
 
-def _merge_and_stage(adapter_dir: Path, out: Path, target: str, meta: dict[str, Any], spec: dict[str, Any],
+def _merge_and_stage(adapter_dir: Path, out: Path, target: str, meta: AdapterMeta, spec: Optional[JobSpec],
                      license: Optional[str], token: str, job_dir: Path) -> None:
     from .merge import merge_adapter  # here: it imports torch, peft and transformers
 
@@ -171,10 +171,20 @@ def _upload(api: Any, call: Callable[..., Any], folder: Path, repo_id: str, priv
     return PushResult(repo_id, str(url), info.oid)
 
 
-def _commit_message(spec: dict[str, Any], meta: dict[str, Any], what: str) -> str:
-    step = (meta.get("metrics") or {}).get("step")
-    return f"LoRA Studio: {spec.get('project_name', 'job')} {what} ({meta.get('trainer', '?')}" + \
+def _commit_message(spec: Optional[JobSpec], meta: AdapterMeta, what: str) -> str:
+    step = meta.metrics.get("step")
+    return f"LoRA Studio: {spec.project_name if spec else 'job'} {what} ({meta.trainer}" + \
         (f", step {step})" if step is not None else ")")
+
+
+def job_spec(job_dir: Path) -> Optional[JobSpec]:
+    """The job's spec as it ran (spec.yaml), or None when the folder has none or it no longer parses (an adapter
+    folder from elsewhere, a spec from an older version): the card then says only what the adapter recorded."""
+    try:
+        return load_spec(job_dir / SPEC_FILE)[0] if (job_dir / SPEC_FILE).is_file() else None
+    except (SpecError, ValueError, OSError) as exc:
+        log.warning("%s: not used for the model card (%s)", job_dir / SPEC_FILE, str(exc).splitlines()[0])
+        return None
 
 
 def _report(job_dir: Path) -> Optional[dict[str, Any]]:
@@ -182,7 +192,7 @@ def _report(job_dir: Path) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: dict[str, Any], spec: dict[str, Any],
+def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: AdapterMeta, spec: Optional[JobSpec],
                   license: Optional[str] = None) -> None:
     """Lay out the repo's files in `stage` (see the module docstring)."""
     adapter_dir = job_dir / ADAPTER_DIR
@@ -194,11 +204,12 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: dict[str, Any]
             shutil.copy2(path, stage / rel)
     training = stage / "training"
     training.mkdir()
-    public_spec = _strip_secrets({k: v for k, v in spec.items() if k != "output_dir"})
+    public_spec = _strip_secrets({k: v for k, v in (spec.to_public_dict() if spec else {}).items()
+                                  if k != "output_dir"})
     (training / SPEC_FILE).write_text(yaml.safe_dump(public_spec, sort_keys=False, allow_unicode=True),
                                         encoding="utf-8")
     train, evals = loss_series(job_dir)
-    metrics = {"final": meta.get("metrics") or {}, "train_loss": [{"step": s, "loss": v} for s, v in train],
+    metrics = {"final": meta.metrics, "train_loss": [{"step": s, "loss": v} for s, v in train],
                "eval_loss": [{"step": s, "loss": v} for s, v in evals]}
     (training / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     report = _report(job_dir)
@@ -210,7 +221,7 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: dict[str, Any]
     evaluation = json.loads(evaluation_file.read_text(encoding="utf-8")) if evaluation_file.is_file() else None
     card = build_model_card(repo_id, meta, spec, report, license=license,
                             plot_path=None if plot_note else "training/loss.png", plot_note=plot_note,
-                            end_of_turn_is_token=_is_single_token(adapter_dir, meta.get("end_of_turn")),
+                            end_of_turn_is_token=_is_single_token(adapter_dir, meta.end_of_turn),
                             evaluation=evaluation)
     (stage / "README.md").write_text(card, encoding="utf-8")
 
@@ -240,11 +251,12 @@ def _is_single_token(adapter_dir: Path, marker: Optional[str]) -> bool:
     if not marker:
         return False
     try:
-        vocab = json.loads((adapter_dir / "tokenizer.json").read_text(encoding="utf-8"))
+        tokenizer_json = json.loads((adapter_dir / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return True  # no fast tokenizer file: assume a special token, as every shipped template uses
-    added = {t.get("content") for t in vocab.get("added_tokens", [])}
-    return marker in added or marker in (vocab.get("model", {}).get("vocab") or {})
+    added = {t.get("content") for t in tokenizer_json.get("added_tokens") or []}
+    bpe = tokenizer_json.get("model") or {}  # tokenizers' model section (BPE, WordPiece...), not a spec field
+    return marker in added or marker in (bpe.get("vocab") or {})
 
 
 def _base_license(api: Any, base: str) -> Optional[str]:
