@@ -132,8 +132,13 @@ def cmd_push(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> Any:
     from .inference import GenerationSettings
 
-    return GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                              repetition_penalty=args.repetition_penalty)
+    try:
+        return GenerationSettings.checked(temperature=args.temperature, top_p=args.top_p,
+                                          max_new_tokens=args.max_new_tokens,
+                                          repetition_penalty=args.repetition_penalty)
+    except ValueError as exc:  # before any model is loaded
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID) from None
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ from .gate import public
 from .service import StudioService
 
 # Hard bounds on numbers a client sends (also for members): past them a call is refused, not clamped silently.
-MAX_NEW_TOKENS = 4096
 MAX_LOG_LINES = 5000
 MAX_LIST = 1000
 _DEMO_LIMITER = DemoLimiter()
@@ -142,12 +141,12 @@ def _register_inference_api(service: StudioService) -> None:
     from ..inference import GenerationSettings, chat_stream, compare as run_compare
 
     def settings(temperature: float, top_p: float, max_new_tokens: int, repetition_penalty: float) -> Any:
-        _bounded("temperature", temperature, 0, 5)
-        _bounded("top_p", top_p, 0, 1)
-        _bounded("repetition_penalty", repetition_penalty, 0.5, 5)
-        limit = MAX_NEW_TOKENS if is_member(current_caller()) else DemoCaps.from_env().max_new_tokens
-        return GenerationSettings(temperature, top_p, int(_bounded("max_new_tokens", max_new_tokens, 1, limit)),
-                                  repetition_penalty)
+        cap = None if is_member(current_caller()) else DemoCaps.from_env().max_new_tokens
+        try:
+            return GenerationSettings.checked(cap, temperature=temperature, top_p=top_p,
+                                              max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     def visitor_turn(adapter: str, text: str) -> Any:
         """Members: no limits. Visitors: only the public demo's adapters, within its caps (public_demo.py)."""

@@ -8,12 +8,18 @@ import gradio as gr
 import pandas as pd
 
 from ..evaluation import evaluate
-from ..inference import GenerationSettings, chat_stream, compare
+from ..inference import GenerationSettings, chat_stream, compare, setting_range
 from .api import _adapter_ref
 from .service import StudioService
 
 PRIVATE = {"api_visibility": "private"}
 ADAPTER_TICK_SECONDS = 2.0  # a job that just finished shows up here within this time, without a click
+
+
+def _slider(name: str, step: float, label: str) -> gr.Slider:
+    """A sampling slider whose range and default are GenerationSettings' own (its caps, in one place)."""
+    low, high = setting_range(name)
+    return gr.Slider(low, high, GenerationSettings.model_fields[name].default, step=step, label=label)
 
 
 def build_chat_tab(service: StudioService) -> None:
@@ -25,10 +31,10 @@ def build_chat_tab(service: StudioService) -> None:
         with gr.Accordion("Sampling", open=False):
             system = gr.Textbox(label="System prompt")
             with gr.Row():
-                temperature = gr.Slider(0, 2, 0.0, step=0.05, label="temperature (0 = greedy)")
-                top_p = gr.Slider(0.05, 1, 0.9, step=0.05, label="top-p")
-                max_new = gr.Slider(8, 2048, 256, step=8, label="max new tokens")
-                rep_pen = gr.Slider(1.0, 2.0, 1.0, step=0.05, label="repetition penalty")
+                temperature = _slider("temperature", 0.05, "temperature (0 = greedy)")
+                top_p = _slider("top_p", 0.01, "top-p")
+                max_new = _slider("max_new_tokens", 1, "max new tokens")
+                rep_pen = _slider("repetition_penalty", 0.05, "repetition penalty")
         compare_mode = gr.Checkbox(False, label="Compare with the base model (same weights, adapter off)")
         with gr.Row():
             tuned_bot = gr.Chatbot(label="Fine-tuned", height=380, elem_id="chat-tuned")
@@ -54,7 +60,10 @@ def build_chat_tab(service: StudioService) -> None:
         return gr.update(choices=choices), choices
 
     def settings(t: float, p: float, n: float, r: float) -> GenerationSettings:
-        return GenerationSettings(t, p, int(n), r)
+        try:
+            return GenerationSettings.checked(temperature=t, top_p=p, max_new_tokens=n, repetition_penalty=r)
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     def respond(ref: str, text: str, history: list, base_history: list, sys: str, t: float, p: float, n: float,
                 r: float, both: bool) -> Iterator[tuple]:
