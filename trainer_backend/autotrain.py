@@ -11,14 +11,13 @@ import re
 from typing import Any, Iterable
 
 from .errors import SpecError
+from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
+from .trainer_registry import PAIR_TRAINERS, TRAINERS
 
-_TRAINERS = ("sft", "generic", "dpo", "orpo", "reward")
-_PREFERENCE = ("dpo", "orpo", "reward")
-_CHAT_TEMPLATES = ("tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none")
+_TRAINERS = tuple(TRAINERS)  # AutoTrain's llm-<name> tasks map onto ours by name
+_PREFERENCE = PAIR_TRAINERS
 _CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "chat")
-_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
 _ALIASES = {"adamw_bnb_8bit": "adamw_8bit"}  # the same optimizer under its other transformers name
-_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts")
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _ENV_ONLY = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -153,7 +152,7 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
         out["project_name"] = name
     if "chat_template" in flat:
         template = "none" if _none_like(given := take("chat_template")) else str(given).lower()
-        if template not in _CHAT_TEMPLATES:
+        if template not in CHAT_TEMPLATES:
             warnings.append(f"{origin['chat_template']} '{given}' is not supported; using 'tokenizer'")
             template = "tokenizer"
         data["chat_template"] = template
@@ -207,7 +206,7 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
             ignored("quantization", "AutoTrain only quantizes when peft is true")
         else:
             training["quantization"] = quant
-    for key, allowed in (("optimizer", _OPTIMIZERS), ("scheduler", _SCHEDULERS)):
+    for key, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
         value = take(key, None)
         if value is not None:
             value = _ALIASES.get(str(value), str(value))

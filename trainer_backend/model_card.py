@@ -14,6 +14,7 @@ from typing import Any, Optional
 from huggingface_hub import ModelCard, ModelCardData
 
 from .spec import JobSpec
+from .trainer_registry import trainer_info
 from .training.adapter_meta import AdapterMeta
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
@@ -48,7 +49,7 @@ def card_metadata(meta: AdapterMeta, spec: Optional[JobSpec], license: Optional[
         library_name="peft" if is_adapter else "transformers",
         license=license,
         datasets=[data_path] if is_hub_id(data_path) else None,
-        pipeline_tag="text-classification" if trainer == "reward" else "text-generation",
+        pipeline_tag=trainer_info(trainer).pipeline_tag,
         tags=tags,
     )
 
@@ -67,7 +68,7 @@ def build_model_card(repo_id: str, meta: AdapterMeta, spec: Optional[JobSpec], r
             else "a LoRA adapter" if meta.lora else "a fully fine-tuned model")
     parts = [f"# {repo_id.split('/')[-1]}", "",
              f"{what[0].upper()}{what[1:]} for {base_link}, trained with LoRA Studio "
-             f"using the `{trainer}` trainer."]
+             f"using the `{trainer}` trainer ({trainer_info(trainer).title}). {trainer_info(trainer).card_summary}"]
     if merged:
         parts.append(f"The adapter alone is in [{merged_from}](https://huggingface.co/{merged_from}).")
     if not is_hub_id(base) and not merged:
@@ -104,7 +105,8 @@ def _usage(repo_id: str, meta: AdapterMeta, eot_is_token: bool, merged: bool) ->
     local_base = not is_hub_id(meta.base_model)
     is_adapter = meta.lora and not merged
     lines = ["```python"]
-    if trainer == "reward":
+    info = trainer_info(trainer)
+    if info.head == "seq_cls":
         lines += ["import torch",
                   "from peft import AutoPeftModelForSequenceClassification" if is_adapter else
                   "from transformers import AutoModelForSequenceClassification",
@@ -132,7 +134,7 @@ def _usage(repo_id: str, meta: AdapterMeta, eot_is_token: bool, merged: bool) ->
     elif eot:
         stop = f", stop_strings=[{eot!r}], tokenizer=tokenizer"
     prompt_template = meta.prompt_template
-    if trainer == "generic" or (meta.chat_template == "none" and not prompt_template):
+    if info.documents or (meta.chat_template == "none" and not prompt_template):
         lines += ['inputs = tokenizer("Once upon a time", return_tensors="pt")']
     elif prompt_template:
         lines += [f"prompt = {_prompt_example(prompt_template)!r}  # the prompt template used in training",
@@ -239,9 +241,10 @@ def _hyperparameters(spec: JobSpec) -> list[str]:
     tr, lora = spec.training, spec.lora
     rows: list[tuple[str, Any]] = [(k, getattr(tr, k)) for k in _HYPERPARAMETERS if getattr(tr, k) is not None]
     rows.append(("effective batch size (per device)", tr.batch_size * tr.gradient_accumulation))
-    if tr.trainer in ("dpo", "orpo"):
+    info = trainer_info(tr.trainer)
+    if info.uses_beta:
         rows.append(("beta", tr.beta))
-    if tr.trainer == "dpo":
+    if info.uses_dpo_loss_type:
         rows.append(("dpo_loss_type", tr.dpo_loss_type))
     if lora.enabled:
         rows += [(f"lora.{k}", getattr(lora, k)) for k in ("r", "alpha", "dropout", "target_modules", "use_dora",

@@ -14,18 +14,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .errors import SpecError  # re-exported: callers catch spec.SpecError
+from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
+from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
+from .trainer_registry import TRAINERS, trainer_info
 
-TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]
-AVAILABLE_TRAINERS: set[str] = {"sft", "generic", "reward", "dpo", "orpo"}
-ChatTemplateName = Literal["tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none"]
+TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]  # = trainer_registry.TRAINERS (a test checks)
+AVAILABLE_TRAINERS: set[str] = set(TRAINERS)
+ChatTemplateName = Literal[CHAT_TEMPLATES]  # type: ignore[valid-type]  # spec_values.py
 FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized"]
-DATA_FORMATS: tuple[str, ...] = ("text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized")
-# The data formats each trainer trains on: the data check refuses the rest, and the command matrix test
-# (tests/test_command_matrix.py) gets one cell per trainer x format from here. sft on preference rows learns
-# the chosen answer; generic takes any rows as documents.
-TRAINER_FORMATS: dict[str, tuple[str, ...]] = {
-    "sft": DATA_FORMATS, "generic": DATA_FORMATS,
-    "reward": ("preference",), "dpo": ("preference",), "orpo": ("preference",)}
+# The data formats each trainer trains on (trainer_registry.py): the data check refuses the rest, and the command
+# matrix test (tests/test_command_matrix.py) gets one cell per trainer x format from here.
+TRAINER_FORMATS: dict[str, tuple[str, ...]] = {name: t.formats for name, t in TRAINERS.items()}
 
 
 def _f(default: Any, description: str, ui: str = "advanced", **kw: Any) -> Any:
@@ -148,10 +147,8 @@ class TrainingSpec(_Section):
     batch_size: int = _f(2, "Per-device batch size.", "basic", ge=1, le=4096)
     gradient_accumulation: int = _f(4, "Batches accumulated per optimizer step.", ge=1, le=4096)
     warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up the learning rate.", ge=0, lt=1)
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = _f(
-        "cosine", "Learning-rate schedule.")
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] = _f(
-        "adamw_torch", "Optimizer.")
+    scheduler: Literal[SCHEDULERS] = _f("cosine", "Learning-rate schedule.")  # type: ignore[valid-type]
+    optimizer: Literal[OPTIMIZERS] = _f("adamw_torch", "Optimizer.")  # type: ignore[valid-type]
     weight_decay: float = _f(0.0, "Weight decay.", ge=0, le=1)
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).", ge=0)
     seed: int = _f(42, "Random seed (data split, shuffling, init).")
@@ -241,10 +238,11 @@ class JobSpec(_Section):
             problems.append("training.eval_strategy='steps' needs training.eval_steps")
         if tr.save_strategy == "steps" and not tr.save_steps:
             problems.append("training.save_strategy='steps' needs training.save_steps")
-        if tr.trainer in ("dpo", "orpo", "reward") and self.data.format not in ("auto", "preference"):
+        pairs = trainer_info(tr.trainer).pairs
+        if pairs and self.data.format not in ("auto", "preference"):
             problems.append(f"trainer '{tr.trainer}' needs preference data (prompt/chosen/rejected); "
                             f"data.format is '{self.data.format}'")
-        if tr.trainer in ("dpo", "orpo", "reward") and self.data.prompt_template is not None:
+        if pairs and self.data.prompt_template is not None:
             problems.append(f"trainer '{tr.trainer}' does not use data.prompt_template; remove it")
         if self.hub.repo_id:
             problem = repo_id_problem(self.hub.repo_id if "/" in self.hub.repo_id else f"user/{self.hub.repo_id}")
@@ -264,7 +262,7 @@ class JobSpec(_Section):
         """True/False when decided by the spec; None = decided at training time from the attention kernel."""
         if self.training.packing is not None:
             return self.training.packing
-        return True if self.training.trainer == "generic" else None
+        return True if trainer_info(self.training.trainer).documents else None
 
     # ---- YAML -------------------------------------------------------------------------------------
     def to_public_dict(self) -> dict[str, Any]:

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..spec import TRAINER_FORMATS, JobSpec
+from ..trainer_registry import PAIR_TRAINERS, trainer_info
 from .encode import Encoded, EncodeSettings, encode_examples, render_masked
 from .preference import EncodedPreference, encode_preferences
 from .report import DatasetReport, FormatInfo, PreferenceSample, SplitReport, TokenSample, TokenStats
 
-PREFERENCE_TRAINERS = ("dpo", "orpo", "reward")
+PREFERENCE_TRAINERS = PAIR_TRAINERS  # trainers that get prompt/chosen/rejected rows (trainer_registry.py)
 from .formats import Detection, detect_format, normalize_row
 from .issues import DataIssue, IssueCollector, RowError
 from .loading import RawSplit, load_split
@@ -166,7 +167,7 @@ def _carve_valid(train: SplitData, fraction: float, seed: int, issues: IssueColl
 
 
 def encode_settings(spec: JobSpec, kind: str, template: Optional[str]) -> EncodeSettings:
-    generic = spec.training.trainer == "generic"
+    generic = trainer_info(spec.training.trainer).documents
     return EncodeSettings(kind=kind, chat_template=template,
                           completion_only_loss=spec.training.completion_only_loss and not generic,
                           block_size=spec.lengths.block_size, too_long=spec.data.too_long,
@@ -257,7 +258,8 @@ def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
             issues.error(DataIssue(exc.message, *split.refs[i], exc.column, exc.fix))
         if kind == "preference" and spec.training.trainer in PREFERENCE_TRAINERS:
             split.encoded = encode_preferences(split.examples, tokenizer, settings, template,
-                                               as_ids=spec.training.trainer == "reward", on_error=on_error)
+                                               as_ids=trainer_info(spec.training.trainer).head == "seq_cls",
+                                               on_error=on_error)
         else:
             split.encoded = encode_examples(split.examples, tokenizer, settings, on_error)
         _length_warnings(split, spec, issues)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..trainer_registry import trainer_info
 from ..training.adapter_meta import AdapterMeta, read_adapter_meta
 from .client import HubError
 from .pull import resolve_base_model
@@ -51,7 +52,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
     own = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     dtype = torch.bfloat16 if str(own).endswith("bfloat16") else torch.float32
     model = load_model(load.unquantized(str(dtype).removeprefix("torch.")),
-                       "seq_cls" if meta.trainer == "reward" else "causal", **extra)
+                       trainer_info(meta.trainer).head, **extra)
     model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     inputs = _sample_inputs(tokenizer)

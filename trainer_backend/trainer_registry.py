@@ -1,0 +1,55 @@
+"""What each trainer needs and how it is described, written once (plain data, no imports of ours).
+
+The spec's validation, the data pipeline, the model card, merging and the AutoTrain translation read these
+entries instead of listing trainer names; each module in training/trainers/ builds its TRL trainer for the entry
+of the same name (tests/test_trainer_registry.py keeps the two in step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DATA_FORMATS: tuple[str, ...] = ("text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized")
+
+
+@dataclass(frozen=True)
+class TrainerInfo:
+    name: str
+    title: str                         # what the model card and the UI call it
+    formats: tuple[str, ...]           # data formats it trains on; the data check refuses the rest
+    pairs: bool = False                # trains on preference pairs (prompt, chosen, rejected)
+    head: Literal["causal", "seq_cls"] = "causal"  # seq_cls: a one-logit score head (reward models)
+    uses_beta: bool = False            # training.beta applies
+    uses_dpo_loss_type: bool = False   # training.dpo_loss_type applies
+    documents: bool = False            # rows are documents: packed by default, no chat prompt in the card
+    card_summary: str = ""             # one sentence for the model card
+
+    @property
+    def pipeline_tag(self) -> str:
+        return "text-classification" if self.head == "seq_cls" else "text-generation"
+
+
+TRAINERS: dict[str, TrainerInfo] = {t.name: t for t in (
+    TrainerInfo("sft", "supervised fine-tuning", DATA_FORMATS,
+                card_summary="Trained on the assistant's answers only (prompt tokens carry no loss)."),
+    TrainerInfo("generic", "causal language modelling", DATA_FORMATS, documents=True,
+                card_summary="Trained on every token of the documents (continued pretraining)."),
+    TrainerInfo("reward", "reward modelling", ("preference",), pairs=True, head="seq_cls",
+                card_summary="Scores a conversation: higher means preferred (trained on chosen/rejected pairs)."),
+    TrainerInfo("dpo", "direct preference optimisation", ("preference",), pairs=True, uses_beta=True,
+                uses_dpo_loss_type=True,
+                card_summary="Trained to prefer the chosen answer over the rejected one (DPO, reference model = "
+                             "the base with the adapter off)."),
+    TrainerInfo("orpo", "odds-ratio preference optimisation", ("preference",), pairs=True, uses_beta=True,
+                card_summary="Trained on chosen answers with an odds-ratio penalty on rejected ones (ORPO, no "
+                             "reference model)."),
+)}
+PAIR_TRAINERS: tuple[str, ...] = tuple(name for name, t in TRAINERS.items() if t.pairs)
+
+
+def trainer_info(name: str) -> TrainerInfo:
+    """The entry for `name`; KeyError names the trainers there are."""
+    try:
+        return TRAINERS[name]
+    except KeyError:
+        raise KeyError(f"unknown trainer '{name}' (trainers: {', '.join(TRAINERS)})") from None
