@@ -79,3 +79,27 @@ def test_adapters_beyond_the_cap_are_unloaded_and_come_back_when_asked(tiny_mode
     assert inference.resolve_adapter(refs[0]).name not in chat.adapters
     assert inference.compare(refs[0], question, settings)["fine_tuned"] == first, "reloaded, same answer"
     assert adapter2.name in chat.adapters and len(chat.adapters) == 2
+
+
+def test_chat_compare_evaluate_go_through_the_service(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A job id resolves to its folder, a path outside the data dir is refused before any model loads."""
+    import shutil
+
+    from trainer_backend.inference import GenerationSettings
+    from trainer_backend.jobs import JobManager
+    from trainer_backend.ui.service import StudioService
+
+    service = StudioService(JobManager(tmp_path / "store", autostart=False))
+    job_dir = tmp_path / "store" / "jobs" / "j1"
+    _random_adapter(tiny_model_dir, job_dir / "adapter", seed=7)
+    job = service.jobs.store.create(name="j1", status="succeeded", job_dir=str(job_dir))
+    settings = GenerationSettings(max_new_tokens=3)
+    answers = service.compare(job.id, [{"role": "user", "content": "hi"}], settings)
+    assert set(answers) == {"base", "fine_tuned"}
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(job_dir, outside)
+    for call in (lambda: service.compare(str(outside), [{"role": "user", "content": "hi"}], settings),
+                 lambda: list(service.chat(str(outside), [{"role": "user", "content": "hi"}], settings)),
+                 lambda: service.evaluate(str(outside), None, 2, settings)):
+        with pytest.raises(ValueError, match="adapter"):
+            call()

@@ -137,8 +137,7 @@ def register_api(service: StudioService) -> None:
 
 
 def _register_inference_api(service: StudioService) -> None:
-    from ..evaluation import evaluate as run_evaluation
-    from ..inference import GenerationSettings, chat_stream, compare as run_compare
+    from ..inference import GenerationSettings
 
     def settings(temperature: float, top_p: float, max_new_tokens: int, repetition_penalty: float) -> Any:
         cap = None if is_member(current_caller()) else DemoCaps.from_env().max_new_tokens
@@ -171,7 +170,7 @@ def _register_inference_api(service: StudioService) -> None:
         gen = settings(temperature, top_p, max_new_tokens, repetition_penalty)
         try:
             with visitor_turn(adapter, text):
-                yield from chat_stream(_adapter_ref(service, adapter), messages, gen, system or None)
+                yield from service.chat(adapter, messages, gen, system or None)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
@@ -183,8 +182,7 @@ def _register_inference_api(service: StudioService) -> None:
         gen = settings(temperature, 0.9, max_new_tokens, 1.0)
         try:
             with visitor_turn(adapter, (message or "") + (system or "")):
-                return run_compare(_adapter_ref(service, adapter), [{"role": "user", "content": message}], gen,
-                                   system or None)
+                return service.compare(adapter, [{"role": "user", "content": message}], gen, system or None)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
@@ -192,8 +190,7 @@ def _register_inference_api(service: StudioService) -> None:
     def evaluate(adapter: str, max_examples: int = 50, max_new_tokens: int = 128) -> dict:
         """Base vs fine-tuned on the job's validation split: loss, perplexity, exact match, ROUGE-L, examples."""
         _bounded("max_examples", max_examples, 1, 10_000)
-        report = run_evaluation(_adapter_ref(service, adapter), None, int(max_examples),
-                                settings(0.0, 0.9, max_new_tokens, 1.0))
+        report = service.evaluate(adapter, None, int(max_examples), settings(0.0, 0.9, max_new_tokens, 1.0))
         return report.to_dict()
 
 
@@ -209,17 +206,3 @@ def _client_host() -> str:
 
     request = LocalContext.request.get(None)
     return getattr(getattr(request, "client", None), "host", None) or "unknown"
-
-
-def _adapter_ref(service: StudioService, ref: str) -> str:
-    """A job id resolves to its folder; other refs (folder inside the data dir, Hub id) pass through checks."""
-    from ..uploads import UnsafePath, check_client_path
-
-    try:
-        return service.jobs.get(ref).job_dir
-    except (KeyError, ValueError):
-        pass
-    try:
-        return check_client_path(ref, [service.data_dir], "adapter")
-    except UnsafePath as exc:
-        raise gr.Error(str(exc), print_exception=False) from None

@@ -7,9 +7,7 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
-from ..evaluation import evaluate
-from ..inference import GenerationSettings, chat_stream, compare, setting_range
-from .api import _adapter_ref
+from ..inference import GenerationSettings, setting_range
 from .service import StudioService
 
 PRIVATE = {"api_visibility": "private"}
@@ -71,16 +69,15 @@ def build_chat_tab(service: StudioService) -> None:
             raise gr.Error("Pick an adapter first.")
         if not text.strip():
             return
-        path = _adapter_ref(service, ref)
         history = list(history or []) + [{"role": "user", "content": text}]
         msgs = [{"role": m["role"], "content": m["content"]} for m in history if isinstance(m.get("content"), str)]
         base_history = list(base_history or []) + [{"role": "user", "content": text}]
         if both:
             base_msgs = [{"role": m["role"], "content": m["content"]} for m in base_history]
-            base_answer = compare(path, base_msgs, settings(t, p, n, r), sys or None)["base"]
+            base_answer = service.compare(ref, base_msgs, settings(t, p, n, r), sys or None)["base"]
             base_history = base_history + [{"role": "assistant", "content": base_answer}]
         answer = ""
-        for answer in chat_stream(path, msgs, settings(t, p, n, r), sys or None):
+        for answer in service.chat(ref, msgs, settings(t, p, n, r), sys or None):
             yield "", history + [{"role": "assistant", "content": answer}], base_history
         yield "", history + [{"role": "assistant", "content": answer}], base_history
 
@@ -92,8 +89,8 @@ def build_chat_tab(service: StudioService) -> None:
             raise gr.Error("Pick an adapter first.")
         path = file if isinstance(file, str) or file is None else file.name
         try:
-            report = evaluate(_adapter_ref(service, ref), path, int(max_examples or 50),
-                              GenerationSettings(max_new_tokens=128), progress=lambda f, d: progress(f, desc=d))
+            report = service.evaluate(ref, path, int(max_examples or 50), GenerationSettings(max_new_tokens=128),
+                                      progress=lambda f, d: progress(f, desc=d))
         except (ValueError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from None
         metrics = pd.DataFrame([{"metric": k, "base": report.base[k], "fine-tuned": report.fine_tuned[k]}

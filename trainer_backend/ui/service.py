@@ -10,10 +10,11 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..access import Identity, current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector
+from ..inference import GenerationSettings
 from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
 from ..spec import JobSpec, SpecError, parse_spec
@@ -255,6 +256,39 @@ class StudioService:
             if has_trained_model(job.job_dir):
                 out[f"{job.name} ({job.id})"] = job.job_dir
         return out
+
+    # ---- chat, compare, evaluate: through here like every other endpoint; the loaded bases are shared and
+    # bounded (inference.MODELS, model_cache.py) -------------------------------------------------------------
+    def adapter_path(self, ref: str) -> str:
+        """A job id -> its folder; other refs (a folder inside the data dir, a Hub repo id) pass the path checks
+        (uploads.check_client_path: UnsafePath, a ValueError, for anything outside)."""
+        from ..uploads import check_client_path
+
+        try:
+            return self.jobs.get(ref).job_dir
+        except (KeyError, ValueError):
+            return check_client_path(ref, [self.data_dir], "adapter")
+
+    def chat(self, ref: str, messages: list[dict], settings: GenerationSettings,
+             system: Optional[str] = None) -> Iterator[str]:
+        """The fine-tuned model's answer so far, token by token."""
+        from ..inference import chat_stream
+
+        yield from chat_stream(self.adapter_path(ref), messages, settings, system)
+
+    def compare(self, ref: str, messages: list[dict], settings: GenerationSettings,
+                system: Optional[str] = None) -> dict[str, str]:
+        """{base, fine_tuned}: the same prompt answered with the adapter off and on (one loaded model)."""
+        from ..inference import compare
+
+        return compare(self.adapter_path(ref), messages, settings, system)
+
+    def evaluate(self, ref: str, data_path: Optional[str], max_examples: int, settings: GenerationSettings,
+                 progress: Optional[Callable[[float, str], None]] = None) -> Any:
+        """Base vs fine-tuned on held-out data (the job's validation split unless data_path is given)."""
+        from ..evaluation import evaluate
+
+        return evaluate(self.adapter_path(ref), data_path, max_examples, settings, progress=progress)
 
 
 def mapping_roles(data_format: Optional[str], all_roles: list[str]) -> list[str]:
