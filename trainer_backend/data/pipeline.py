@@ -166,7 +166,7 @@ class _Preparation:
             splits = layouts(rec, spec, self.rows_read, valid is not None)
             failed = {s.labels[i] for s in (train, valid) if s is not None for i in s.failed_files}
             self._check(results, rec, splits, labels, valid is not None, template_issues, failed)
-            meta = self._save_layout(build, results, splits, len(labels))
+            meta = self._save_layout(build, results, splits, labels, det)
             if key is None or states != file_states([train, valid]):  # a file changed while it was read
                 root, why = None, "a data file changed while it was read"
             published = cache.publish(build, root, key or "nokey", sorted(build.iterdir()), meta)
@@ -301,13 +301,15 @@ class _Preparation:
         return labels[split.first_file] if split.first_file is not None else None
 
     @staticmethod
-    def _save_layout(build: Path, results: list[ChunkResult], splits: dict[str, SplitLayout],
-                     n_labels: int) -> dict:
+    def _save_layout(build: Path, results: list[ChunkResult], splits: dict[str, SplitLayout], labels: list[str],
+                     det: Optional[Detection]) -> dict:
         for name, split in splits.items():
             np.save(build / f"members-{name}.npy", split.members)
             np.save(build / f"used-{name}.npy", split.used)
-        return {"shards": [Path(r.shard).name for r in results], "labels": n_labels,
-                "splits": {name: split.meta() for name, split in splits.items()}}
+        summary = {"format": det.format if det else "template", "source": labels[0] if labels else None,
+                   "rows": [split.stats.rows_used for split in splits.values()]}  # for `cache list`
+        return {"shards": [Path(r.shard).name for r in results], "labels": len(labels),
+                "splits": {name: split.meta() for name, split in splits.items()}, "summary": summary}
 
     def _finish(self, det: Optional[Detection], choice: Optional[TemplateChoice], eot: Optional[str], folder: Path,
                 meta: dict, labels: list[str], columns: list[str], status: str) -> PreparedData:
