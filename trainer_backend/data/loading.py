@@ -89,9 +89,9 @@ class SplitSource:
             ds = self.hub_dataset
             for start in range(0, len(ds), 1000):
                 batch = ds[start:start + 1000]
-                for k, values in enumerate(zip(*batch.values())):
-                    yield dict(zip(batch, values)), 0, start + k + 1
-                self.position.done_bytes = min(start + 1000, len(ds))
+                for k, values in enumerate(zip(*batch.values()), start + 1):
+                    self.position.done_bytes = k
+                    yield dict(zip(batch, values)), 0, k
             return
         for index, path in enumerate(self.files):
             base = self.position.done_bytes
@@ -167,39 +167,32 @@ def _stream_jsonl(path: Path, issues: IssueCollector, failed: set[int],
                 issues.error(_utf8_error(path, data, start + len(raw) - len(data), lineno, exc))
                 failed.add(index)
                 return
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                issues.error(DataIssue(f"invalid JSON: {exc.msg} at character {exc.colno}", str(path), lineno,
-                                       fix="each line must be one complete JSON object"))
-                continue
-            if not isinstance(obj, dict):
-                issues.error(DataIssue(f"expected a JSON object, got {type(obj).__name__}", str(path), lineno,
-                                       fix="each line must be an object like {\"text\": \"...\"}"))
-                continue
-            yield obj, lineno, offset / size
+            obj = _json_line(line, path, lineno, issues)
+            if obj is not None:
+                yield obj, lineno, offset / size
+
+
+def _json_line(line: str, path: Path, lineno: int, issues: IssueCollector) -> Optional[Row]:
+    """One line of JSON Lines: the object, or None (blank, or a problem recorded)."""
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        issues.error(DataIssue(f"invalid JSON: {exc.msg} at character {exc.colno}", str(path), lineno,
+                               fix="each line must be one complete JSON object"))
+        return None
+    if not isinstance(obj, dict):
+        issues.error(DataIssue(f"expected a JSON object, got {type(obj).__name__}", str(path), lineno,
+                               fix="each line must be an object like {\"text\": \"...\"}"))
+        return None
+    return obj
 
 
 def _jsonl_text(path: Path, text: str, issues: IssueCollector) -> list[tuple[Row, int]]:
     """JSON Lines saved with a .json name (already decoded)."""
-    out = []
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            issues.error(DataIssue(f"invalid JSON: {exc.msg} at character {exc.colno}", str(path), lineno,
-                                   fix="each line must be one complete JSON object"))
-            continue
-        if not isinstance(obj, dict):
-            issues.error(DataIssue(f"expected a JSON object, got {type(obj).__name__}", str(path), lineno,
-                                   fix="each line must be an object like {\"text\": \"...\"}"))
-            continue
-        out.append((obj, lineno))
-    return out
+    lines = ((_json_line(line, path, n, issues), n) for n, line in enumerate(text.split("\n"), 1))
+    return [(obj, n) for obj, n in lines if obj is not None]
 
 
 def _read_json(path: Path, text: str, issues: IssueCollector) -> list[tuple[Row, int]]:

@@ -159,7 +159,11 @@ class _Preparation:
             entry, why = cache.load_entry(root, key)
             if entry is not None:
                 return self._finish(det, choice, eot, entry.path, entry.meta, labels, columns, "hit")
-        build = cache.start_build(root, key or "nokey")
+        try:
+            build = cache.start_build(root, key or "nokey")
+        except OSError as exc:  # a cache folder we cannot write: prepare into a temporary one
+            root, why = None, f"cache folder not writable: {exc}"
+            build = cache.start_build(None, "nokey")
         try:
             results = self._stream(setup, chain(peek, train_rows), valid_rows, build, train, valid)
             rec = Records.of(results)
@@ -173,7 +177,7 @@ class _Preparation:
         except BaseException:
             cache.discard(build)
             raise
-        status = "off" if root is None else f"rebuilt ({why})" if why else "built"
+        status = ("off" + (f" ({why})" if why else "")) if root is None else f"rebuilt ({why})" if why else "built"
         prepared = self._finish(det, choice, eot, published.path, meta, labels, columns, status)
         if root is None:  # nothing will look for it again: it goes when the prepared data does
             prepared.keep_alive = weakref.finalize(prepared, shutil.rmtree, str(published.path), True)

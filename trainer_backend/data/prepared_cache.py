@@ -111,7 +111,7 @@ def _problem(folder: Path, key: Optional[str]) -> tuple[Optional[dict], Optional
 def load_entry(root: Optional[Path], key: str) -> tuple[Optional[Entry], Optional[str]]:
     """The verified entry for `key`, or (None, why not). An entry that fails the check is deleted."""
     if root is None:
-        return None, "cache off"
+        return None, None
     folder = _entry_dir(root, key)
     if not folder.exists():
         return None, None
