@@ -285,7 +285,8 @@ def _read_txt(text: str, mode: str) -> list[tuple[Row, int]]:
     if mode == "file":
         return [({"text": text.strip("\n")}, 1)] if text.strip() else []
     out: list[tuple[Row, int]] = []
-    block_start, block = 1, []
+    block_start = 1
+    block: list[str] = []
     for lineno, line in enumerate(text.split("\n"), 1):  # '\n' only, so row numbers are editor lines
         line = line.removesuffix("\r")
         if line.strip():

@@ -200,7 +200,7 @@ class _Preparation:
             else:
                 try:
                     choice = choose_chat_template(tok, d.chat_template)
-                    eot = end_of_turn(tok, choice)
+                    eot = end_of_turn(tok, choice) if choice is not None else eot
                 except RowError as exc:
                     problems.append(DataIssue(exc.message, fix=exc.fix))
         if eot and choice and len(tok(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
@@ -270,12 +270,12 @@ class _Preparation:
         d = self.spec.data
         issues = self._reading_problems()
         if valid_source and not self.rows_read[1]:
-            source = d.valid_split if Path(d.valid_split).expanduser().is_file() else d.path
+            source = str(d.valid_split) if Path(str(d.valid_split)).expanduser().is_file() else d.path
             issues.error(DataIssue(f"validation split '{d.valid_split}' has no rows", source,
                                    fix="fill it, use valid_split: auto, or leave it empty"))
-        for split in (0, 1):
+        for source_split in (0, 1):
             for kind in ("normalise", "vocab"):
-                _feed(issues, [r for r in results if r.split == split], kind, failed)
+                _feed(issues, [r for r in results if r.split == source_split], kind, failed)
         if d.valid_split == "auto" and not valid_source and 0 < int((rec.source == 0).sum()) < 2:
             n = int((rec.source == 0).sum())
             issues.error(DataIssue(f"valid_split: auto needs at least 2 valid training rows, found {n}",

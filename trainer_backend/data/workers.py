@@ -107,6 +107,7 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
                 prompt, completion = render_prompt_template(setup.prompt_template, row, roles)
                 ex = {"prompt": prompt, "completion": completion}
             else:
+                assert det is not None  # detected whenever there is no prompt template
                 ex = normalize_row(row, det, setup.system_prompt)
         except RowError as exc:
             result.normalise_total += 1
