@@ -241,3 +241,29 @@ def test_progress_callbacks_and_job_events(prep, make_spec, real_data, tmp_path)
     log.write("start", max_steps=10)
     reader.poll()
     assert reader.snapshot().preparing_percent is None
+
+
+def test_a_hub_split_is_keyed_by_its_revision(prep, make_spec, monkeypatch) -> None:
+    """Hub datasets stream like files; the key holds the fingerprint `datasets` gives the downloaded revision."""
+    from datasets import Dataset
+
+    from trainer_backend.data import loading
+
+    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(30)]
+    revision = {"rows": rows}
+    monkeypatch.setattr(loading, "_load_hub_split", lambda *a: Dataset.from_list(revision["rows"]))
+    spec = make_spec({"path": "someone/qa-pairs", "chat_template": "chatml"})
+    first = prep(spec)
+    assert first.cache == "built" and first.train.ref(3) == ("someone/qa-pairs[train]", 4)
+    assert prep(spec).cache == "hit"
+    revision["rows"] = rows[:-1] + [{"question": "What is 1+1?", "answer": "2"}]  # a new revision
+    assert prep(spec).cache == "built"
+
+
+def test_training_processes_use_the_cache_of_their_data_dir(tmp_path, monkeypatch) -> None:
+    from trainer_backend.jobs.supervisor import _prepared_cache_env
+
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    assert _prepared_cache_env(tmp_path) == {cache.CACHE_ENV: str(tmp_path.resolve() / "prepared-data")}
+    monkeypatch.setenv(cache.CACHE_ENV, "/elsewhere")
+    assert _prepared_cache_env(tmp_path) == {}  # an explicit choice is passed on as it is
