@@ -6,8 +6,10 @@ the API; when it does not, the line says "not available yet" and nothing fails. 
 job (the small model, enough steps to outlast the polling) is submitted through `trainer_backend.jobs.JobManager`
 on the same data dir as the app, and then, while it trains:
   single     1 gradio_client poller, back to back (no queueing: the per-call latency)
-  raw_paced  20 pollers, 1 call/s each, through Gradio's documented HTTP API with urllib (a light client)
-  paced      20 gradio_client pollers, 1 call/s each (a status view refreshing): the judged figure
+  rest_paced 20 light pollers, 1 call/s each, GET /api/v1/jobs/<id> (the app's plain route): the judged figure,
+             with training tokens/s under them vs. the same length of training alone
+  raw_paced  20 pollers, 1 call/s each, through Gradio's documented HTTP API with urllib (POST + SSE GET)
+  paced      20 gradio_client pollers, 1 call/s each (a status view refreshing)
   tight      20 gradio_client pollers back to back (saturation: calls/s the box sustains)
 For each, CPU time per call of the app process and of the pollers (this process) is recorded: on a small box
 the pollers share the CPU with the server and the training job. A `floor` reference (bench/_floor_app.py, no
@@ -32,6 +34,7 @@ from .common import (CHAT_GSM8K, REPO, Result, child_env, median, model_dir, pro
 START_TARGET_S = 8.0
 P95_TARGET_MS = 250.0          # light HTTP pollers (issue 13): the judged latency
 TOKENS_RATIO_TARGET = 0.9      # training tokens/s with the pollers / without
+WINDOW_PAIRS = 3               # alternating quiet / polled windows for that ratio
 
 
 @dataclass
@@ -39,13 +42,14 @@ class Config:
     repeats: int = 3
     pollers: int = 20
     poll_seconds: float = 20.0
+    idle_seconds: float = 10.0   # the app's own CPU use with no request, before the job starts
     interval: float = 1.0        # paced pollers: one call per second each (a status view refreshing)
     timeout: float = 90.0
     model: str = "small"
     floor: bool = True           # also measure the machine's floor (trivial endpoint, gradio vs plain HTTP)
 
 
-QUICK = Config(repeats=1, pollers=4, poll_seconds=3.0, timeout=90.0, model="tiny", floor=False)
+QUICK = Config(repeats=1, pollers=4, poll_seconds=3.0, idle_seconds=1.0, timeout=90.0, model="tiny", floor=False)
 
 
 def _free_port() -> int:
@@ -140,12 +144,39 @@ def poll(calls: list[Callable[[], Any]], seconds: float, interval: float = 0.0,
 
     def pct(q: float) -> float:
         return 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-    return {"pollers": len(calls), "interval_s": interval, "calls": len(lat), "errors": len(errors),
+    return {"pollers": len(calls), "interval_s": interval, "seconds": seconds, "calls": len(lat),
+            "errors": len(errors), "latencies_ms": [round(1000 * x, 2) for x in lat],
             "calls_per_s": len(lat) / seconds, "first_error": errors[0] if errors else None,
             "p50_ms": pct(0.50), "p95_ms": pct(0.95),
             "server_cpu_ms_per_call": 1000 * (server_cpu - server_cpu0) / n if server_cpu0 is not None
             and server_cpu is not None else None,
             "client_cpu_ms_per_call": 1000 * (sum(os.times()[:2]) - own_cpu0) / n}
+
+
+def _idle_cpu_percent(pid: int, seconds: float) -> Optional[float]:
+    """CPU the app takes while nobody uses it (a Space's server shares the box with training all day)."""
+    before = proc_cpu_seconds(pid)
+    time.sleep(seconds)
+    after = proc_cpu_seconds(pid)
+    return 100 * (after - before) / seconds if before is not None and after is not None else None
+
+
+def merge_polls(polls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several poll() windows of the same pollers as one: percentiles over every call, CPU per call averaged."""
+    lat = sorted(x for p in polls for x in p["latencies_ms"])
+    calls = max(len(lat), 1)
+    seconds = sum(p["seconds"] for p in polls)
+
+    def per_call(key: str) -> Optional[float]:
+        values = [(p[key], p["calls"]) for p in polls if p[key] is not None]
+        return sum(v * n for v, n in values) / calls if values else None
+    return {**polls[0], "seconds": seconds, "calls": len(lat), "errors": sum(p["errors"] for p in polls),
+            "calls_per_s": len(lat) / seconds, "latencies_ms": lat,
+            "first_error": next((p["first_error"] for p in polls if p["first_error"]), None),
+            "p50_ms": lat[min(len(lat) - 1, int(0.50 * len(lat)))] if lat else float("nan"),
+            "p95_ms": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan"),
+            "server_cpu_ms_per_call": per_call("server_cpu_ms_per_call"),
+            "client_cpu_ms_per_call": per_call("client_cpu_ms_per_call")}
 
 
 def _raw_call(url: str, api_name: str, data: list) -> Any:
@@ -159,6 +190,16 @@ def _raw_call(url: str, api_name: str, data: list) -> Any:
         body = r.read().decode()
     if "event: complete" not in body:
         raise RuntimeError(body[:200])
+    return body
+
+
+def _rest_call(url: str) -> Any:
+    import json as _json
+
+    with urllib.request.urlopen(url, timeout=60) as r:
+        body = _json.loads(r.read())
+    if "status" not in body:
+        raise RuntimeError(str(body)[:200])
     return body
 
 
@@ -186,19 +227,26 @@ def _poll_job_status(url: str, info: dict, data_dir: Path, work: Path, cfg: Conf
     # a light client, so the figure is the server's latency rather than gradio_client's own CPU cost
     payload = args + [p.get("parameter_default") for p in info.get("parameters", [])[len(args):]]
     raw = [lambda: _raw_call(url, "job_status", payload)] * cfg.pollers
+    # the judged light poller: the app's plain GET route for the same JSON (trainer_backend/ui/rest.py)
+    rest = [lambda: _rest_call(f"{url.rstrip('/')}/api/v1/jobs/{job.id}")] * cfg.pollers
     while not any(e.get("event") == "log" for e in read_events(work / "poll-job")) and time.time() < deadline + 120:
         time.sleep(0.5)  # the model is loaded and steps are being logged
-    quiet = (time.time(), None)  # training alone, then the same length of training under the light pollers
-    time.sleep(cfg.poll_seconds / 2)
-    quiet = (quiet[0], time.time())
-    busy_start = time.time()
-    raw_paced = poll(raw, cfg.poll_seconds / 2, cfg.interval, server_pid=server_pid)
-    busy = (busy_start, time.time())
+    # Training alone and training under the light pollers, in alternating windows (quiet, busy, quiet, ...), so
+    # that drift in the job's own speed (batch lengths, warm caches) falls on both sides of the ratio alike.
+    quiet, busy, rest_polls = [], [], []
+    for _ in range(WINDOW_PAIRS):
+        t = time.time()
+        time.sleep(cfg.poll_seconds / (2 * WINDOW_PAIRS))
+        quiet.append((t, time.time()))
+        t = time.time()
+        rest_polls.append(poll(rest, cfg.poll_seconds / (2 * WINDOW_PAIRS), cfg.interval, server_pid=server_pid))
+        busy.append((t, time.time()))
     events = read_events(work / "poll-job")
     out = {"single": poll(calls[:1], cfg.poll_seconds / 4, server_pid=server_pid),
-           "raw_paced": raw_paced,
-           "tokens_per_s_quiet": _tokens_per_second(events, *quiet),
-           "tokens_per_s_polled": _tokens_per_second(events, *busy),
+           "rest_paced": merge_polls(rest_polls),
+           "raw_paced": poll(raw, cfg.poll_seconds / 2, cfg.interval, server_pid=server_pid),
+           "tokens_per_s_quiet": _tokens_per_second(events, quiet),
+           "tokens_per_s_polled": _tokens_per_second(events, busy),
            "paced": poll(calls, cfg.poll_seconds, cfg.interval, server_pid=server_pid),
            "tight": poll(calls, cfg.poll_seconds / 2, server_pid=server_pid)}
     out["job_status_during_poll"] = manager.get(job.id).status
@@ -216,13 +264,16 @@ def _poll_job_status(url: str, info: dict, data_dir: Path, work: Path, cfg: Conf
     return out
 
 
-def _tokens_per_second(events: list[dict], start: float, end: float) -> Optional[float]:
-    """Training throughput between two wall-clock times, from the job's own `log` events (tokens_seen)."""
+def _tokens_per_second(events: list[dict], windows: list[tuple[float, float]]) -> Optional[float]:
+    """Training throughput over wall-clock windows, pooled, from the job's own `log` events (tokens_seen)."""
     logs = [e for e in events if e.get("event") == "log" and e.get("tokens_seen") is not None]
-    inside = [e for e in logs if start <= e["time"] <= end]
-    if len(inside) < 2 or inside[-1]["time"] <= inside[0]["time"]:
-        return None
-    return (inside[-1]["tokens_seen"] - inside[0]["tokens_seen"]) / (inside[-1]["time"] - inside[0]["time"])
+    tokens = seconds = 0.0
+    for start, end in windows:
+        inside = [e for e in logs if start <= e["time"] <= end]
+        if len(inside) >= 2 and inside[-1]["time"] > inside[0]["time"]:
+            tokens += inside[-1]["tokens_seen"] - inside[0]["tokens_seen"]
+            seconds += inside[-1]["time"] - inside[0]["time"]
+    return tokens / seconds if seconds else None
 
 
 def floor_reference(work: Path, cfg: Config) -> dict[str, Any]:
@@ -294,6 +345,7 @@ def run(work: Path, quick: bool = False, cfg: Optional[Config] = None) -> Result
         figs["cold_start_s"] = starts
         start = median(starts)
         named = endpoints(app.url)
+        figs["idle_cpu_percent"] = idle = _idle_cpu_percent(app.proc.pid, cfg.idle_seconds)
         figs["endpoints"] = sorted(named)
         if "/job_status" not in named:
             poll_part = (f"job_status: not available yet (the app exposes no /job_status endpoint; named endpoints: "
@@ -303,15 +355,19 @@ def run(work: Path, quick: bool = False, cfg: Optional[Config] = None) -> Result
             try:
                 p = figs["job_status"] = _poll_job_status(app.url, named["/job_status"], data_dir, work, cfg,
                                                              app.proc.pid)
-                pc, rw, tg, one = p["paced"], p["raw_paced"], p["tight"], p["single"]
+                pc, rw, tg, one = p["paced"], p["rest_paced"], p["tight"], p["single"]
+                gw = p["raw_paced"]
                 quiet, polled = p["tokens_per_s_quiet"], p["tokens_per_s_polled"]
                 tok_ratio = polled / quiet if quiet and polled else None
                 tok_part = (f"{polled:.0f} vs {quiet:.0f} alone = {tok_ratio:.2f}x" if tok_ratio is not None
                             else "not measured (too few log events)")
-                poll_part = (f"job_status while a job trains, {cfg.pollers} light HTTP pollers at 1 call/"
-                             f"{cfg.interval:g} s each: p50 {rw['p50_ms']:.0f} / p95 {rw['p95_ms']:.0f} ms "
-                             f"({rw['calls']} calls, {rw['errors']} errors; target p95 <= {P95_TARGET_MS:.0f} ms); "
-                             f"training tokens/s under them {tok_part} (target >= {TOKENS_RATIO_TARGET}); "
+                poll_part = (f"job_status while a job trains, {cfg.pollers} light HTTP pollers (GET /api/v1/jobs/"
+                             f"<id>) at 1 call/{cfg.interval:g} s each: p50 {rw['p50_ms']:.0f} / p95 "
+                             f"{rw['p95_ms']:.0f} ms ({rw['calls']} calls, {rw['errors']} errors, "
+                             f"{rw['server_cpu_ms_per_call']:.1f} ms server CPU per call; target p95 <= "
+                             f"{P95_TARGET_MS:.0f} ms); training tokens/s under them {tok_part} (target >= "
+                             f"{TOKENS_RATIO_TARGET}); the same through Gradio's call API (POST + SSE GET) p50 "
+                             f"{gw['p50_ms']:.0f} / p95 {gw['p95_ms']:.0f} ms ({gw['errors']} errors); "
                              f"{cfg.pollers} gradio_client pollers p50 {pc['p50_ms']:.0f} / p95 {pc['p95_ms']:.0f} ms; "
                              f"back-to-back "
                              f"gradio_client {tg['calls_per_s']:.0f} calls/s, CPU per call "
@@ -340,6 +396,8 @@ def run(work: Path, quick: bool = False, cfg: Optional[Config] = None) -> Result
     start_ok = start <= START_TARGET_S
     ok = None if quick else (start_ok and poll_ok is not False)
     n = f"median of {cfg.repeats}" if cfg.repeats > 1 else "1 run"
+    idle = figs.get("idle_cpu_percent")
+    idle_part = f"idle app {idle:.1f}% of a core; " if idle is not None else ""
     line = (f"app: cold start (process start -> HTTP 200) {start:.2f} s ({n}; target <= {START_TARGET_S:.0f} s); "
-            f"{poll_part}{verdict(ok)}")
+            f"{idle_part}{poll_part}{verdict(ok)}")
     return Result("app", line, figs, ok)

@@ -11,6 +11,7 @@ import pytest
 
 from matrix import accepts, api_cells, resolve_sample, spec_for
 
+pytestmark = pytest.mark.slow  # drives a started app (make test runs it)
 OPAQUE = "verbose error reporting"
 CELLS = api_cells()
 

@@ -128,6 +128,11 @@ def test_train_watch_download_and_chat(browser, app: AppServer, tmp_path: Path) 
     (_, l0, y0), (_, l1, y1) = train[0], train[-1]
     for _, loss, y in train:  # quantitative: pixel height is a linear function of the value
         assert abs(y - (y0 + (loss - l0) * (y1 - y0) / (l1 - l0))) < 1.5
+    cards = page.inner_text("#job-metrics")
+    assert re.search(r"peak (RAM|GPU)\s+[\d.]+ (MB|GB|GiB|MiB)", cards), cards  # the training process's peak
+    at_end = "e => e.scrollTop + e.clientHeight >= e.scrollHeight - 4"
+    page.wait_for_function(f"() => ({at_end})(document.querySelector('#job-log textarea'))", timeout=10_000)
+    assert "finished at step 60" in page.input_value("#job-log textarea")  # the newest lines are in view
     page.locator("#loss-plot").scroll_into_view_if_needed()
     shoot(page, "job-finished")
 
@@ -156,4 +161,19 @@ def test_train_watch_download_and_chat(browser, app: AppServer, tmp_path: Path) 
                            timeout=90_000)
     page.wait_for_timeout(2000)  # the last streamed tokens
     shoot(page, "chat-compare")
+    page.close()
+
+
+def test_train_tab_fits_a_phone(browser, app: AppServer) -> None:
+    """At 390 px nothing runs off the side: no horizontal scrolling, the primary path's buttons reachable."""
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page.goto(app.url)
+    page.wait_for_selector("text=Detected format", timeout=60_000)
+    assert "fits this machine" in page.inner_text("#model-fit")  # the fit line is there before any change
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page is {overflow} px wider than the phone"
+    for button in ("Check data & show report", "Start training"):
+        box = page.get_by_role("button", name=button).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 391, (button, box)
+    shoot(page, "train-tab-phone")
     page.close()

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -193,6 +193,39 @@ def test_gradio_file_route_serves_nothing_of_the_store(space: dict, target: str)
             "dotdot": f"{data}/../../../etc/passwd"}[target]
     url = space["app"].url + "gradio_api/file=" + urllib.parse.quote(str(path))
     attack(space, f"file route: {target}", lambda: _http_get(url), "HTTP 4")
+
+
+def _rest_get(url: str, token: Optional[str] = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"HTTP {exc.code}: {json.loads(exc.read()).get('error')}") from None
+
+
+@pytest.mark.parametrize("who, token, expect", [
+    ("anonymous", None, "HTTP 403: Sign in with Hugging Face"), ("stranger", TOKEN_OF[STRANGER], "HTTP 403"),
+    ("forged", FORGED_TOKEN, f"HTTP 401: the Hugging Face {REJECTED}")])
+@pytest.mark.parametrize("route", ["jobs", "job"])
+def test_plain_get_routes_refuse_visitors(space: dict, who: str, token: Optional[str], expect: str,
+                                          route: str) -> None:
+    """The pollers' GET routes (ui/rest.py) follow the same access rule as the Gradio endpoints."""
+    url = space["app"].url + ("api/v1/jobs" if route == "jobs" else f"api/v1/jobs/{space['private']}?series=1")
+    message = attack(space, f"{who}: GET {route}", lambda: _rest_get(url, token), expect)
+    assert who == "forged" or SIGN_IN.lower() in message.lower()
+
+
+def test_plain_get_routes_answer_members_like_job_status(space: dict) -> None:
+    base, job = space["app"].url + "api/v1/jobs", space["public"]
+    rows = _rest_get(base + "?limit=5", TOKEN_OF[MEMBER])
+    assert {space["public"], space["private"]} <= {r["id"] for r in rows}
+    status = _rest_get(f"{base}/{job}?series=1", TOKEN_OF[OWNER])
+    assert status == space["owner"].predict(job, True, api_name="/job_status")
+    assert status["status"] == "succeeded" and status["progress"]["loss_series"]
+    assert TOKEN_OF[OWNER] not in json.dumps(status)
+    with pytest.raises(ValueError, match="HTTP 404: no job 'nope'; GET /api/v1/jobs lists the job ids"):
+        _rest_get(f"{base}/nope", TOKEN_OF[OWNER])
 
 
 def test_a_raw_path_in_place_of_an_upload_is_refused(space: dict) -> None:

@@ -210,3 +210,42 @@ def test_vendor_template_preference_pairs_split_at_the_generation_prompt(tiny_mo
         if name in EXPECTED:
             turn = EXPECTED[name].get("last", EXPECTED[name]["turn"]).format(a=answer)
             assert text.startswith(turn) and not text[len(turn):].removesuffix(tok.eos_token).strip()
+
+
+# Templates of different shapes (reasoning channels, history rewriting, no generation markers, date headers):
+# `train` end to end on each; the masks `train` consumes are checked above for every template.
+TRAINED_END_TO_END = ["gptoss", "gemma4_v5", "nemotron_3_nano", "phi3_5"]  # + qwen3 in test_serve_as_trained
+
+
+@pytest.mark.slow  # trains (2 steps on the tiny model per template)
+@pytest.mark.parametrize("name", [n for n in TRAINED_END_TO_END if n in VENDOR])
+def test_train_runs_on_vendor_template(tiny_model_dir: Path, make_spec, real_data: Path, tmp_path: Path,
+                                       name: str) -> None:
+    import math
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from trainer_backend.training.adapter_meta import read_adapter_meta
+    from trainer_backend.training.events import read_events
+    from trainer_backend.training.run import run_training
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tok = vendor_tokenizer(tiny_model_dir, name)
+    tok.save_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.resize_token_embeddings(len(tok))  # the template's markers are new special tokens
+    model.save_pretrained(model_dir)
+    spec = make_spec({"path": str(real_data / "chat/oasst_en100_messages.jsonl"), "max_rows": 4,
+                      "system_prompt": "Answer kindly."}, lengths={"block_size": 512},
+                     model={"base_model": str(model_dir)},
+                     training={"max_steps": 2, "batch_size": 2, "save_strategy": "no", "eval_strategy": "no",
+                               "logging_steps": 1})
+    result = run_training(spec)
+    meta = read_adapter_meta(result.adapter_dir)
+    assert meta is not None and meta.end_of_turn and meta.chat_template_source, meta  # recorded for serving
+    assert f"{name}" in meta.chat_template_source or "tokenizer" in meta.chat_template_source
+    assert (Path(result.adapter_dir) / "adapter_model.safetensors").exists()
+    losses = [e["loss"] for e in read_events(spec.output_dir) if e.get("event") == "log"]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)

@@ -32,6 +32,8 @@ class ProgressSnapshot:
     grad_norm: Optional[float] = None
     tokens_per_second: Optional[float] = None
     tokens_seen: Optional[int] = None
+    peak_memory_bytes: Optional[int] = None  # the highest any run of the job reported
+    peak_memory_device: Optional[str] = None  # GPU (torch allocated) | RAM (process peak resident set)
     eval_loss: Optional[float] = None
     loss_series: tuple[tuple[int, float], ...] = ()   # (step, loss), continuous across resumes
     eval_series: tuple[tuple[int, float], ...] = ()   # (step, eval_loss)
@@ -71,6 +73,7 @@ class _State:
         self.total: Optional[int] = None
         self.epoch: Optional[float] = None
         self.eval_loss: Optional[float] = None
+        self.peak_memory: tuple[Optional[int], Optional[str]] = (None, None)
         self.losses: list[tuple[int, float]] = []
         self.evals: list[tuple[int, float]] = []
         self.lrs: list[tuple[int, float]] = []
@@ -121,6 +124,9 @@ class _State:
                 if isinstance(ev.get(key), (int, float)):
                     series.append((self.step, float(ev[key])))
             self._mark_epoch(ev.get("epoch"))
+            peak = ev.get("peak_memory_bytes")
+            if isinstance(peak, int) and peak > (self.peak_memory[0] or 0):
+                self.peak_memory = (peak, ev.get("peak_memory_device"))
             if isinstance(t, (int, float)):
                 if self.prev_log and self.step > self.prev_log[0] and t > self.prev_log[1]:
                     self.steps_per_second = (self.step - self.prev_log[0]) / (t - self.prev_log[1])
@@ -164,6 +170,7 @@ class _State:
             elapsed_seconds=round(elapsed, 2), eta_seconds=log.get("eta_seconds") if not self.outcome else None,
             loss=log.get("loss"), learning_rate=log.get("learning_rate"), grad_norm=log.get("grad_norm"),
             tokens_per_second=log.get("tokens_per_second"), tokens_seen=log.get("tokens_seen"),
+            peak_memory_bytes=self.peak_memory[0], peak_memory_device=self.peak_memory[1],
             eval_loss=self.eval_loss, loss_series=tuple(self.losses), eval_series=tuple(self.evals),
             lr_series=tuple(self.lrs), grad_norm_series=tuple(self.grad_norms),
             epoch_starts=tuple(self.epoch_starts), steps_per_second=self.steps_per_second,

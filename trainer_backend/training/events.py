@@ -89,6 +89,21 @@ class StopRequest:
             signal.signal(sig, previous)
 
 
+def peak_memory() -> tuple[Optional[int], Optional[str]]:
+    """The training process's peak memory so far: accelerator memory allocated by torch on a GPU (what decides
+    an out-of-memory), else the process's peak resident set (Linux reports KiB)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated()), "GPU"
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "RAM"
+    except (ImportError, OSError):
+        return None, None
+
+
 class EventsCallback(TrainerCallback):
     """Writes start/log/eval/checkpoint events, and turns a stop request into save-and-stop."""
 
@@ -140,12 +155,14 @@ class EventsCallback(TrainerCallback):
         elapsed = now - self.t0
         steps_run = step - self.start_step  # steps taken in this process (a resumed run starts mid-way)
         eta = elapsed / steps_run * max(state.max_steps - step, 0) if steps_run > 0 else None
+        peak_bytes, peak_device = peak_memory()
         self.log.write("log", step=step, max_steps=state.max_steps, epoch=state.epoch,
                        progress=round(step / state.max_steps, 4) if state.max_steps else None,
                        loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
                        grad_norm=logs.get("grad_norm"), tokens_seen=tokens,
                        tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
                        elapsed_seconds=round(elapsed, 2), eta_seconds=round(eta, 1) if eta is not None else None,
+                       peak_memory_bytes=peak_bytes, peak_memory_device=peak_device,
                        **{k: v for k, v in logs.items() if k not in _LOG_FIELDS})  # e.g. rewards/accuracies
         self.last_time, self.last_tokens = now, tokens
 

@@ -115,8 +115,8 @@ def metric_cards(job: dict) -> list[tuple[str, str]]:
     cards += [("runtime", human_duration(m.get("train_runtime", p.get("elapsed_seconds")))),
              ("tokens seen", human_number(p.get("tokens_seen"))),
              ("samples/s", human_number(m.get("train_samples_per_second", job.get("samples_per_second"))))]
-    if job.get("peak_memory_bytes"):
-        cards.append(("peak memory", human_bytes(job["peak_memory_bytes"])))
+    if p.get("peak_memory_bytes"):
+        cards.append((f"peak {p.get('peak_memory_device') or 'memory'}", human_bytes(p["peak_memory_bytes"])))
     cards += [("started", human_time(times.get("started_at"))), ("finished", human_time(times.get("finished_at")))]
     return cards
 

@@ -16,6 +16,9 @@ from . import charts
 from .job_view import CSS, cards_html, header_markdown, human_time, metric_cards, progress_html
 from .service import StudioService
 
+SHOW_LOG_END = ("() => { setTimeout(() => { const box = document.querySelector('#job-log textarea');"
+                " if (box) box.scrollTop = box.scrollHeight; }, 50); }")
+
 PRIVATE = {"api_visibility": "private"}
 TICK_SECONDS = 2.0
 ACTIONS = ("stop", "resume", "continue", "push")
@@ -54,6 +57,9 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         downloads = gr.File(label="Downloads (adapter .zip, spec, events, evaluation)", file_count="multiple",
                             interactive=False, elem_id="job-downloads")
         log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="job-log")
+        # autoscroll follows appended text only once the box has been scrolled; the newest lines are what a person
+        # opens a log for, so every new value is shown from its end.
+        log_box.change(None, None, None, js=SHOW_LOG_END, api_visibility="private")
         with gr.Accordion("Push to the Hub", open=False):
             with gr.Row():
                 push_repo = gr.Textbox(label="Hub repo (default: <you>/<project name>, private)", scale=3)

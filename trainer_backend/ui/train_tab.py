@@ -47,6 +47,10 @@ def build_raw(base_model: str, source: Optional[str], mapping: list[str], fields
     return values_to_raw(fields, values, raw)
 
 
+TINY_DEMO_FIT = ("**tiny-demo**: a 2-layer random-init model built locally (no download), a few MB of memory — "
+                 "for trying the flow. Pick a Hub model to see whether it fits this machine.")
+
+
 def build_train_tab(service: StudioService) -> dict[str, Any]:
     with gr.Tab("Train", id="train"):
         if on_space() and gpu_memory()[0] is None:
@@ -57,7 +61,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                 base_model = gr.Dropdown(SUGGESTED_MODELS, value=TINY_DEMO, allow_custom_value=True,
                                          label="Base model", info="Hub id or local folder; 'tiny-demo' trains "
                                                                   "offline in seconds")
-                model_fit = gr.Markdown()
+                model_fit = gr.Markdown(TINY_DEMO_FIT, elem_id="model-fit")  # the default model's fit, before any change
             with gr.Column(scale=3):
                 samples = list(example_datasets())
                 sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="Sample dataset")
@@ -138,7 +142,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
     def on_model(base: str, *values: Any) -> str:
         quant = next((v for f, v in zip(fields, values) if f.key == "training.quantization"), "none")
         if base == TINY_DEMO:
-            return "**tiny-demo**: a 2-layer random-init model built locally (no download) — for trying the flow."
+            return TINY_DEMO_FIT
         return estimate_fit(base, quant or "none").markdown()
 
     def on_report(spec_text: str, up: Any, progress: gr.Progress = gr.Progress()) -> tuple:
