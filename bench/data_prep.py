@@ -6,8 +6,8 @@ kind and size, two fresh child processes run one after the other on an empty cac
 
   first    `prepare_data(spec, tokenizer)` (read, detect, normalise + validate, chat template, tokenise, loss masks,
            length limits, Arrow shards into the cache; worker processes = every core, the product default) +
-           `trainer_datasets` (what training gets); then, timed apart, building the SFT trainer with the model
-           already loaded (with prepared rows TRL does no data work of its own).
+           `trainer_datasets` (what training gets); then, timed apart, loading the model and building the SFT
+           trainer, in that order as a training run does (with prepared rows TRL does no data work of its own).
   cached   the same in a new process (a re-run, a resumed job, Start after Check data): a cache hit.
 
 Peak memory: the child's own peak RSS (`wait4`), the largest worker's, and the whole process tree's proportional
@@ -86,14 +86,14 @@ def child(a: argparse.Namespace) -> None:
 
     spec = _spec(Path(a.data), Path(a.model), a.block_size, Path(a.work))
     tok = load_tokenizer(spec.model)
-    base = load_base_model(spec, "causal", tok) if a.build else None
     t0 = time.perf_counter()
     prepared = prepare_data(spec, tok, num_proc=a.num_proc or None)
     train, valid, ready = trainer_datasets(prepared, spec)
     res: dict[str, Any] = {"prepare_s": time.perf_counter() - t0, "cache": prepared.cache, "rows_used": len(train),
                            "report": prepared.report()["splits"]["train"]}
-    if base is not None:
+    if a.build:  # then the model, as a training run does (training/run.py: data first, model after)
         t1 = time.perf_counter()
+        base = load_base_model(spec, "causal", tok)
         trainer_module("sft").build(TrainContext(spec, base, tok, train, valid, lora_config(spec), data_ready=ready))
         res["build_s"] = time.perf_counter() - t1
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -171,7 +171,7 @@ def run(work: Path, quick: bool = False, cfg: Optional[Config] = None) -> Result
 
                         shutil.rmtree(folder)
     lines = [f"{'kind':<7}{'rows':>9}{'first s':>9}{'rows/s':>9}{'cached s':>10}{'first/cached':>14}"
-             f"{'peak PSS MB':>13}{'main RSS MB':>13}{'trainer build s':>17}"]
+             f"{'peak PSS MB':>13}{'main RSS MB':>13}{'model+trainer s':>17}"]
     for key, e in table.items():
         kind, rows = key.split("-")
         f, c = e["first"], e["cached"]

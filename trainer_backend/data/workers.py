@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +82,21 @@ class ChunkResult:
 
 
 def default_num_proc() -> int:
-    """$LORA_STUDIO_NUM_PROC, else the cores this process may use."""
+    """$LORA_STUDIO_NUM_PROC, else the cores this process may use (shared with the other ranks of a
+    multi-process training run on this machine, which prepare the same data at the same time)."""
     try:
         return max(1, int(os.environ[NUM_PROC_ENV]))
     except (KeyError, ValueError):
         pass
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks = 1
+    return max(1, cores // ranks)
 
 
 def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkResult:
@@ -189,12 +197,32 @@ def _vocab_issues(examples: list[dict], refs: list[tuple[int, int]], setup: Chun
 _worker_state: Optional[tuple[ChunkSetup, Any]] = None
 
 
-def _start_worker(payload: bytes) -> None:
+def _start_worker(payload: bytes, parent: int) -> None:
     global _worker_state
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
     for sig in (signal.SIGINT, signal.SIGTERM):  # the parent decides when to stop (and stops us)
         signal.signal(sig, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), name="exit-with-parent", daemon=True).start()
     _worker_state = pickle.loads(payload)
+
+
+def _exit_with(pid: int) -> None:
+    """End this worker when the preparing process ends, however it ends: an idle worker waits on a queue that it
+    holds open itself, so it (and a fork server waiting for it) would otherwise wait forever once that process is
+    killed."""
+    try:
+        fd = os.pidfd_open(pid)
+        select.select([fd], [], [])  # readable once the process has exited
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): look every second
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(1)
 
 
 def _run_in_worker(task: ChunkTask) -> ChunkResult:
@@ -211,7 +239,7 @@ class ChunkRunner:
         if num_proc > 1:
             self.pool = ProcessPoolExecutor(num_proc, mp_context=_context(tokenizer),
                                             initializer=_start_worker,
-                                            initargs=(pickle.dumps((setup, tokenizer)),))
+                                            initargs=(pickle.dumps((setup, tokenizer)), os.getpid()))
 
     def submit(self, task: ChunkTask) -> Future:
         if self.pool is not None:
