@@ -1,26 +1,25 @@
-"""3. Data preparation: rows/s to load, detect, template, tokenize and pack ~50k alpaca-sized rows.
+"""3. Data preparation at scale: 10k to 1M rows, from scratch and from the prepared-data cache.
 
-The real alpaca files (gpteacher roleplay + self-instruct seeds, 2,624 rows) are replicated to N rows in a temp
-JSONL. Each variant runs in its own child process (so TOKENIZERS_PARALLELISM takes effect and imports are not
-timed); inside it, phases are timed separately:
+The real samples in tests/data are replicated to N rows in a temp JSONL: `alpaca` (gpteacher roleplay +
+self-instruct seeds, 2,624 rows) and `chat` (oasst + gsm8k conversations in messages form, 300 rows). For each
+kind and size, two fresh child processes run one after the other on an empty cache folder:
 
-  prepare   `prepare_data(spec, tokenizer)`: read JSONL, detect format, normalise + validate every row, render
-            the chat template, tokenise, compute loss masks, apply length limits
-  arrow     `PreparedData.to_datasets()`
-  pack      building the SFT trainer (`trainer_module('sft').build`) with the model already loaded: TRL's
-            truncate / drop-fully-masked / best-fit-decreasing packing passes over the dataset
+  first    `prepare_data(spec, tokenizer)` (read, detect, normalise + validate, chat template, tokenise, loss masks,
+           length limits, Arrow shards into the cache; worker processes = every core, the product default) +
+           `trainer_datasets` (what training gets); then, timed apart, loading the model and building the SFT
+           trainer, in that order as a training run does (with prepared rows TRL does no data work of its own).
+  cached   the same in a new process (a re-run, a resumed job, Start after Check data): a cache hit.
 
-Variants: `1 core` (TOKENIZERS_PARALLELISM=false: one process, one thread), `2 threads` (the default: the Rust
-tokenizer's thread pool), `2 processes` (a prototype of `num_proc=2`: the file split in two shards prepared by a
-fork pool, results concatenated - the pipeline has no num_proc today), and a second run in the same process
-(LoRA Studio keeps no dataset cache, so it redoes the work) next to the load time of the Arrow dataset saved
-by the first run (what a cache hit would cost).
+Peak memory: the child's own peak RSS (`wait4`), the largest worker's, and the whole process tree's proportional
+set size (PSS: shared pages counted once), sampled every 0.2 s; the 2 GB target is judged on the tree.
+At 50k alpaca rows a third run with `num_proc=1` shows what the workers add.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -30,34 +29,41 @@ from typing import Any, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (ALPACA_FILES, REPO, Result, child_env, model_dir, python, run_child,  # noqa: E402
-                          verdict, write_json)
+from bench.common import (ALPACA_FILES, CHAT_GSM8K, CHAT_MESSAGES, REPO, Result, child_env, model_dir,  # noqa: E402
+                          python, run_child, verdict, write_json)
 
-TARGET_S = 30.0
+TARGET_50K_S, TARGET_CACHED_S, TARGET_LINEAR, TARGET_RSS_MB = 15.0, 1.0, 1.2, 2048.0
 
 
 @dataclass
 class Config:
-    rows: int = 50_000
+    sizes: tuple = (10_000, 50_000, 200_000, 1_000_000)
+    kinds: tuple = ("alpaca", "chat")
     model: str = "small"
     block_size: int = 1024     # the product default
-    variants: tuple = ("single", "threads", "procs")
+    one_core_at: int = 50_000  # also run num_proc=1 for alpaca at this size (0: never)
 
 
-QUICK = Config(rows=600, model="tiny", block_size=512, variants=("single",))
+QUICK = Config(sizes=(600,), kinds=("alpaca", "chat"), model="tiny", block_size=512, one_core_at=0)
 
 
-def make_rows_file(rows: int, out: Path) -> Path:
-    base = []
-    for path in ALPACA_FILES:
+def _base_rows(kind: str) -> list[dict]:
+    rows = []
+    for path in (ALPACA_FILES if kind == "alpaca" else [CHAT_MESSAGES, CHAT_GSM8K]):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
-                base.append({"instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]})
+                rows.append({"instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]}
+                            if kind == "alpaca" else {"messages": r["messages"]})
+    return rows
+
+
+def make_rows_file(rows: int, out: Path, kind: str = "alpaca") -> Path:
+    base = [json.dumps(r, ensure_ascii=False) + "\n" for r in _base_rows(kind)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
         for i in range(rows):
-            fh.write(json.dumps(base[i % len(base)], ensure_ascii=False) + "\n")
+            fh.write(base[i % len(base)])
     return out
 
 
@@ -70,139 +76,158 @@ def _spec(data: Path, model: Path, block_size: int, work: Path) -> Any:
                        "training": {"use_cpu": True, "eval_strategy": "no", "save_strategy": "no"}})[0]
 
 
-def _prepare_shard(args: tuple) -> tuple[list, list]:
-    from trainer_backend.data import prepare_data
-    from trainer_backend.training.model_loading import load_tokenizer
-
-    data, model, block_size, work = args
-    spec = _spec(Path(data), Path(model), block_size, Path(work))
-    enc = prepare_data(spec, load_tokenizer(spec.model)).train.encoded
-    return enc.input_ids, enc.labels
-
-
 def child(a: argparse.Namespace) -> None:
-    """One variant, timed phase by phase, in this (child) process."""
+    """One preparation, timed, in this (child) process."""
     from trainer_backend.data import prepare_data
-    from trainer_backend.training.model_loading import load_tokenizer
-
-    data, model, work = Path(a.data), Path(a.model), Path(a.work)
-    spec = _spec(data, model, a.block_size, work)
-    tok = load_tokenizer(spec.model)
-    res: dict[str, Any] = {"variant": a.variant, "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")}
-
-    t0 = time.perf_counter()
-    if a.variant == "procs":
-        import multiprocessing as mp
-
-        lines = data.read_text(encoding="utf-8").splitlines(keepends=True)
-        shards = []
-        for i in range(2):
-            shard = work / f"shard-{i}.jsonl"
-            shard.write_text("".join(lines[i::2]), encoding="utf-8")
-            shards.append((str(shard), str(model), a.block_size, str(work)))
-        t0 = time.perf_counter()  # splitting the file is not timed (a real num_proc would split rows, not files)
-        with mp.get_context("fork").Pool(2) as pool:
-            parts = pool.map(_prepare_shard, shards)
-        input_ids = [x for p in parts for x in p[0]]
-        labels = [x for p in parts for x in p[1]]
-        res["prepare_s"] = time.perf_counter() - t0
-        from datasets import Dataset
-
-        t1 = time.perf_counter()
-        train = Dataset.from_dict({"input_ids": input_ids, "labels": labels})
-        res["arrow_s"] = time.perf_counter() - t1
-    else:
-        prepared = prepare_data(spec, tok)
-        res["prepare_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        train, _ = prepared.to_datasets()
-        res["arrow_s"] = time.perf_counter() - t1
-        res["report"] = {k: v for k, v in prepared.report()["splits"]["train"].items() if k != "sample"}
-    res["rows_used"] = len(train)
-    res["tokens"] = int(sum(len(x) for x in train["input_ids"]))
-
     from trainer_backend.training.common import TrainContext
-    from trainer_backend.training.model_loading import load_base_model, lora_config
+    from trainer_backend.training.model_loading import load_base_model, load_tokenizer, lora_config
+    from trainer_backend.training.train_data import trainer_datasets
     from trainer_backend.training.trainers import trainer_module
 
-    base = load_base_model(spec, "causal", tok)
-    t2 = time.perf_counter()
-    trainer = trainer_module("sft").build(TrainContext(spec, base, tok, train, None, lora_config(spec)))
-    res["pack_s"] = time.perf_counter() - t2
-    res["packed_rows"] = len(trainer.train_dataset)
-    res["total_s"] = res["prepare_s"] + res["arrow_s"] + res["pack_s"]
-
-    if a.second:  # no dataset cache in the pipeline: a second run repeats everything; what would a cache cost?
-        t3 = time.perf_counter()
-        prepared2 = prepare_data(spec, tok)
-        train2, _ = prepared2.to_datasets()
-        res["second_prepare_arrow_s"] = time.perf_counter() - t3
-        cache = work / "arrow-cache"
-        train.save_to_disk(str(cache))
-        from datasets import load_from_disk
-
-        t4 = time.perf_counter()
-        cached = load_from_disk(str(cache))
-        _ = len(cached["input_ids"])  # touch the data
-        res["cache_load_s"] = time.perf_counter() - t4
-    from bench.common import peak_rss_self_mb
-
-    res["peak_rss_mb"] = peak_rss_self_mb()
+    spec = _spec(Path(a.data), Path(a.model), a.block_size, Path(a.work))
+    tok = load_tokenizer(spec.model)
+    t0 = time.perf_counter()
+    prepared = prepare_data(spec, tok, num_proc=a.num_proc or None)
+    train, valid, ready = trainer_datasets(prepared, spec)
+    res: dict[str, Any] = {"prepare_s": time.perf_counter() - t0, "cache": prepared.cache, "rows_used": len(train),
+                           "report": prepared.report()["splits"]["train"]}
+    if a.build:  # then the model, as a training run does (training/run.py: data first, model after)
+        t1 = time.perf_counter()
+        base = load_base_model(spec, "causal", tok)
+        trainer_module("sft").build(TrainContext(spec, base, tok, train, valid, lora_config(spec), data_ready=ready))
+        res["build_s"] = time.perf_counter() - t1
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     write_json(Path(a.out), res)
+
+
+class TreeMemory:
+    """Peak PSS (and RSS) of a process and its descendants, sampled."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.last, self.pss, self.rss = interval, 0.0, 0.0, 0.0
+
+    def __call__(self, pid: int) -> None:
+        import psutil
+
+        if time.monotonic() - self.last < self.interval:
+            return
+        self.last = time.monotonic()
+        try:
+            procs = [psutil.Process(pid)]
+            procs += procs[0].children(recursive=True)
+            pss = rss = 0
+            for p in procs:
+                info = p.memory_full_info()
+                pss, rss = pss + getattr(info, "pss", info.rss), rss + info.rss
+        except psutil.Error:  # a worker exited between the listing and the read
+            return
+        self.pss, self.rss = max(self.pss, pss / 2**20), max(self.rss, rss / 2**20)
+
+
+def _one(kind: str, rows: int, data: Path, model: Path, cfg: Config, work: Path, tag: str,
+         num_proc: int = 0, cache: Optional[Path] = None, quick: bool = False) -> dict:
+    out = work / f"{kind}-{rows}-{tag}.json"
+    cmd = [python(), "-m", "bench.data_prep", "--child", "--data", str(data), "--model", str(model),
+           "--block-size", str(cfg.block_size), "--work", str(work / "job"), "--out", str(out),
+           "--num-proc", str(num_proc)] + ([] if tag == "cached" else ["--build"])
+    env = child_env(None, LORA_STUDIO_PREPARED_CACHE=str(cache or work / "cache"))
+    env.pop("TOKENIZERS_PARALLELISM", None)  # the product's default environment
+    if quick:  # smoke: in this process (a child would spend longer importing than working)
+        os.environ["LORA_STUDIO_PREPARED_CACHE"] = env["LORA_STUDIO_PREPARED_CACHE"]
+        child(_parser().parse_args(cmd[3:]))
+        return json.loads(out.read_text())
+    memory = TreeMemory()
+    run = run_child(cmd, work / f"{kind}-{rows}-{tag}.log", env=env, cwd=REPO, timeout=3600, poll=memory,
+                    poll_interval=0.05).check()
+    res = json.loads(out.read_text())
+    res.update(wall_s=run.wall_s, process_peak_rss_mb=run.peak_rss_mb, tree_peak_pss_mb=memory.pss,
+               tree_peak_rss_mb=memory.rss)
+    return res
 
 
 def run(work: Path, quick: bool = False, cfg: Optional[Config] = None) -> Result:
     cfg = cfg or (QUICK if quick else Config())
     work.mkdir(parents=True, exist_ok=True)
-    data = make_rows_file(cfg.rows, work / f"alpaca-{cfg.rows}.jsonl")
     model = model_dir(cfg.model)
-    out: dict[str, Any] = {"config": {k: str(v) for k, v in vars(cfg).items()}}
-    for variant in cfg.variants:
-        env = child_env(None, TOKENIZERS_PARALLELISM="false" if variant in ("single", "procs") else "true")
-        res_path = work / f"{variant}.json"
-        vwork = work / variant
-        vwork.mkdir(exist_ok=True)
-        cmd = [python(), "-m", "bench.data_prep", "--child", "--variant", variant, "--data", str(data),
-               "--model", str(model), "--block-size", str(cfg.block_size), "--work", str(vwork), "--out",
-               str(res_path)] + (["--second"] if variant == "single" else [])
-        if quick:  # smoke: in this process (a child would spend longer importing than working)
-            child(_parser().parse_args(cmd[3:]))
-            out[variant] = json.loads(res_path.read_text())
-            continue
-        child_run = run_child(cmd, work / f"{variant}.log", env=env, cwd=REPO, timeout=600).check()
-        r = json.loads(res_path.read_text())
-        r["process_peak_rss_mb"] = child_run.peak_rss_mb
-        out[variant] = r
-    s = out["single"]
-    rps = cfg.rows / s["total_s"]
-    parts = [f"{cfg.rows} alpaca rows -> {s['packed_rows']} packed blocks: 1 core {s['total_s']:.1f} s "
-             f"({rps:.0f} rows/s; prepare {s['prepare_s']:.1f} + arrow {s['arrow_s']:.1f} + pack {s['pack_s']:.1f})"]
-    for v, label in (("threads", "default (Rust tokenizer threads)"), ("procs", "2 processes (num_proc prototype)")):
-        if v in out:
-            parts.append(f"{label} {out[v]['total_s']:.1f} s = {s['total_s'] / out[v]['total_s']:.2f}x")
-    parts.append(f"second run {s['second_prepare_arrow_s'] + s['pack_s']:.1f} s (no dataset cache; an Arrow cache "
-                 f"hit would load in {s['cache_load_s']:.2f} s)")
-    # judged on what the product does by default: TOKENIZERS_PARALLELISM unset = the tokenizer's thread pool
-    judged = out["threads"] if "threads" in out else s
-    ok = None if quick else judged["total_s"] <= TARGET_S * cfg.rows / 50_000
-    line = (f"data_prep: {'; '.join(parts)}; target <= {TARGET_S:.0f} s per 50k rows (judged on the default)"
-            f"{verdict(ok)}")
-    out["judged_s"] = judged["total_s"]
-    return Result("data_prep", line, out, ok)
+    table: dict[str, dict] = {}
+    for kind in cfg.kinds:
+        for rows in cfg.sizes:
+            data = make_rows_file(rows, work / f"{kind}-{rows}.jsonl", kind)
+            cache = work / f"cache-{kind}-{rows}"
+            first = _one(kind, rows, data, model, cfg, work, "first", cache=cache, quick=quick)
+            cached = _one(kind, rows, data, model, cfg, work, "cached", cache=cache, quick=quick)
+            entry = {"first": first, "cached": cached, "rows_per_s": rows / first["prepare_s"],
+                     "first_over_cached": first["prepare_s"] / max(cached["prepare_s"], 1e-9)}
+            if kind == "alpaca" and rows == cfg.one_core_at:
+                entry["one_core"] = _one(kind, rows, data, model, cfg, work, "1core", num_proc=1,
+                                         cache=work / f"cache-{kind}-{rows}-1core", quick=quick)
+            table[f"{kind}-{rows}"] = entry
+            if not quick:  # the 1M-row files and caches are GBs: keep only the figures
+                data.unlink()
+                for folder in (cache, work / f"cache-{kind}-{rows}-1core"):
+                    if folder.exists():
+                        import shutil
+
+                        shutil.rmtree(folder)
+    lines = [f"{'kind':<7}{'rows':>9}{'first s':>9}{'rows/s':>9}{'cached s':>10}{'first/cached':>14}"
+             f"{'peak PSS MB':>13}{'main RSS MB':>13}{'model+trainer s':>17}"]
+    for key, e in table.items():
+        kind, rows = key.split("-")
+        f, c = e["first"], e["cached"]
+        lines.append(f"{kind:<7}{int(rows):>9,}{f['prepare_s']:>9.1f}{e['rows_per_s']:>9,.0f}{c['prepare_s']:>10.2f}"
+                     f"{e['first_over_cached']:>13.0f}x{f.get('tree_peak_pss_mb', 0):>13,.0f}"
+                     f"{f.get('process_peak_rss_mb', f['peak_rss_mb']):>13,.0f}{f.get('build_s', 0):>17.1f}")
+    for key, e in table.items():
+        if "one_core" in e:
+            lines.append(f"{key} with num_proc=1: {e['one_core']['prepare_s']:.1f} s "
+                         f"({e['one_core']['prepare_s'] / e['first']['prepare_s']:.2f}x the default)")
+    out: dict[str, Any] = {"config": {k: str(v) for k, v in vars(cfg).items()}, "table": table, "lines": lines}
+    ok, judged = None, []
+    a50, a1m = table.get("alpaca-50000"), table.get("alpaca-1000000")
+    if not quick and a50:
+        judged += [a50["first"]["prepare_s"] <= TARGET_50K_S, a50["cached"]["prepare_s"] <= TARGET_CACHED_S]
+        if a1m:
+            linear = 20 * a50["first"]["prepare_s"]
+            out["alpaca_1m_over_linear"] = a1m["first"]["prepare_s"] / linear
+            judged += [out["alpaca_1m_over_linear"] <= TARGET_LINEAR, a1m["first"]["tree_peak_pss_mb"] <= TARGET_RSS_MB]
+        ok = all(judged)
+    head = "data_prep: " + (f"50k alpaca {a50['first']['prepare_s']:.1f} s from scratch (target <= {TARGET_50K_S:.0f}), "
+                            f"{a50['cached']['prepare_s']:.2f} s cached (<= {TARGET_CACHED_S:.0f})" if a50 else
+                            f"{len(table)} sizes")
+    if a1m:
+        head += (f"; 1M alpaca {a1m['first']['prepare_s']:.0f} s = {out['alpaca_1m_over_linear']:.2f}x linear from "
+                 f"50k (<= {TARGET_LINEAR}), peak PSS {a1m['first']['tree_peak_pss_mb']:,.0f} MB (<= 2048)")
+    write_json(work / "data_prep.json", out)
+    return Result("data_prep", head + verdict(ok) + "\n    " + "\n    ".join(lines), out, ok)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     p.add_argument("--child", action="store_true")
-    p.add_argument("--variant", default="single")
     p.add_argument("--data")
     p.add_argument("--model")
     p.add_argument("--block-size", type=int, default=1024)
     p.add_argument("--work")
     p.add_argument("--out")
-    p.add_argument("--second", action="store_true")
+    p.add_argument("--num-proc", type=int, default=0)
+    p.add_argument("--build", action="store_true", help="also build the SFT trainer (model loaded before timing)")
+    p.add_argument("--sizes", help="alone: rows, comma-separated (default 10000,50000,200000,1000000)")
+    p.add_argument("--kinds", help="alone: alpaca,chat")
     return p
 
 
 if __name__ == "__main__":
-    child(_parser().parse_args())
+    args = _parser().parse_args()
+    if args.child:
+        child(args)
+    else:  # python bench/data_prep.py [--sizes 10000,50000] [--kinds alpaca]: this benchmark alone
+        from bench.common import new_run_dir
+
+        cfg = Config()
+        if args.sizes:
+            cfg.sizes = tuple(int(s) for s in args.sizes.split(","))
+        if args.kinds:
+            cfg.kinds = tuple(args.kinds.split(","))
+        work = new_run_dir("data-prep")
+        print(run(work, cfg=cfg).line, f"\n(figures: {work / 'data_prep.json'})")

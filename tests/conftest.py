@@ -12,6 +12,15 @@ REAL_DATA = REPO / "tests" / "data"  # samples of real public datasets; tests/da
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Prepared data is cached in a folder of this run (shared with the processes it starts), never in the checkout.
+if "LORA_STUDIO_PREPARED_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="lora-studio-prepared-cache-")
+    os.environ["LORA_STUDIO_PREPARED_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,9 @@ def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str
     job = tmp_path / "cli-run"  # AutoTrain's convention: ./<project_name>
     events = [json.loads(l) for l in (job / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "finished" and "eval" in kinds and "checkpoint" in kinds
+    preparing = kinds[:kinds.index("start")]  # the data preparation's progress comes before step 0
+    assert preparing and set(preparing) == {"preparing"} and events[len(preparing) - 1]["progress"] == 1.0
+    assert kinds[-1] == "finished" and "eval" in kinds and "checkpoint" in kinds
     logs = [e for e in events if e["event"] == "log"]
     assert [e["step"] for e in logs] == [1, 2, 3, 4]
     assert all(e["loss"] > 0 and e["tokens_per_second"] > 0 and e["eta_seconds"] is not None for e in logs)

@@ -51,7 +51,7 @@ def test_cli_quick_start_runs_in_a_fresh_folder(tmp_path: Path, monkeypatch: pyt
     from trainer_backend.cli import main
 
     commands = _commands(readme_block("## Train from a YAML file", "bash"))
-    assert [c[3] for c in commands] == ["tiny-model", "validate", "doctor", "plan", "train"]
+    assert [c[3] for c in commands] == ["tiny-model", "validate", "doctor", "plan", "train", "cache"]
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
     outputs = []
@@ -65,4 +65,5 @@ def test_cli_quick_start_runs_in_a_fresh_folder(tmp_path: Path, monkeypatch: pyt
     assert "sample training string" in outputs[2]
     assert "peak memory:" in outputs[3] and "(counted" in outputs[3]
     assert "adapter saved to" in outputs[4]
+    assert "prepared-data cache" in outputs[5] and "capitals.jsonl" in outputs[5]  # what validate prepared
     assert (tmp_path / "capitals-demo" / "adapter" / "adapter_config.json").is_file()

@@ -82,7 +82,7 @@ def test_csv_with_semicolon_delimiter_is_read_as_columns(run, tmp_path):
     path.write_text("question;answer\nWhat is 1+1?;2\nWhat is 2+2?;4\n", encoding="utf-8")
     prepared = run(path, chat_template="chatml")
     assert prepared.detection.format == "qa"  # not one text column named 'question;answer'
-    assert prepared.train.raw.rows[1] == {"question": "What is 2+2?", "answer": "4"}
+    assert load_split(str(path), "train", IssueCollector(5)).rows[1] == {"question": "What is 2+2?", "answer": "4"}
 
 
 # ---- tokenized -------------------------------------------------------------------------------------
@@ -276,9 +276,9 @@ def test_parquet_and_json_columnar_load_the_same_rows_as_jsonl(run, tmp_path):
     columnar.write_text(json.dumps({k: [r[k] for r in rows] for k in rows[0]}), encoding="utf-8")
 
     results = [run(p, chat_template="chatml") for p in (jsonl, parquet, columnar)]
-    for prepared in results:
+    for path, prepared in zip((jsonl, parquet, columnar), results):
         assert prepared.detection.format == "alpaca"
-        assert prepared.train.raw.rows == rows
+        assert load_split(str(path), "train", IssueCollector(5)).rows == rows
         assert [r for _, r in prepared.train.refs] == [1, 2, 3, 4, 5]
     assert results[1].train.examples == results[0].train.examples == results[2].train.examples
     assert results[1].train.encoded.input_ids == results[0].train.encoded.input_ids

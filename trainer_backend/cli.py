@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, Optional
 
 from .job_files import ADAPTER_DIR, SPEC_FILE
@@ -33,7 +34,7 @@ def cmd_validate(args: argparse.Namespace, report_only: bool = False) -> int:
 
     spec = _load(args)
     try:
-        _, prepared = prepare_job(spec)
+        _, prepared = prepare_job(spec, PreparationBar())
     except (DataError, TrainerNotAvailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -46,9 +47,44 @@ def cmd_validate(args: argparse.Namespace, report_only: bool = False) -> int:
     return EXIT_OK
 
 
+class PreparationBar:
+    """A progress bar on stderr for preparations that take more than a second: rewritten in place on a terminal,
+    a line every 10 s otherwise (logs)."""
+
+    def __init__(self) -> None:
+        self.t0, self.printed, self.shown = time.monotonic(), 0.0, False
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        done = p.phase in ("done", "cached")
+        if not self.shown and (now - self.t0 < 1.0 or p.phase == "cached"):
+            return  # quick (or from the cache): no bar at all
+        if not done and not self.tty and now - self.printed < 10.0:
+            return
+        self.shown, self.printed = True, now
+        bar = "#" * int(20 * p.fraction)
+        text = f"[{bar:<20}] {p.line()}"
+        end = "\n" if done or not self.tty else ""
+        print(("\r" if self.tty else "") + text.ljust(78), end=end, file=sys.stderr, flush=True)
+
+    def event(self, record: dict) -> None:
+        """A `preparing` event of a training run."""
+        from .data.progress import PreparationProgress
+
+        self(PreparationProgress(record.get("phase") or "preparing", record.get("rows") or 0,
+                                 record.get("total_rows"), record.get("progress") or 0.0,
+                                 record.get("rows_per_second"), record.get("eta_seconds"), 0.0))
+
+
+_preparing = PreparationBar()
+
+
 def _console(record: dict) -> None:
     ev = record["event"]
-    if ev == "log":
+    if ev == "preparing":
+        _preparing.event(record)
+    elif ev == "log":
         pct = f"{100 * (record.get('progress') or 0):5.1f}%"
         eta = record.get("eta_seconds")
         eta_s = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "?"
@@ -190,9 +226,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .training.plan import plan_job
     from .training.trainers import TrainerNotAvailable
 
+    from .data.progress import preparation_progress
+
     spec = _load(args)
     try:
-        plan = plan_job(spec, hardware=args.hardware, probe_steps=args.probe_steps)
+        with preparation_progress(PreparationBar()):
+            plan = plan_job(spec, hardware=args.hardware, probe_steps=args.probe_steps)
     except (DataError, TrainerNotAvailable, OSError) as exc:  # OSError: the model or data could not be read
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -213,6 +252,39 @@ def cmd_launch(args: argparse.Namespace) -> int:
     spec = _load(args)
     path = spec.save(spec.job_dir / SPEC_FILE)
     return subprocess.call(training_command(path))
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`cache list`: the prepared-data cache's entries; `cache clear [KEY...]`: remove them (all by default)."""
+    from datetime import datetime
+
+    from .data import prepared_cache as cache
+
+    root = cache.cache_root()
+    if root is None:
+        print(f"the prepared-data cache is off (${cache.CACHE_ENV}=off)")
+        return EXIT_OK
+    if args.cache_command == "clear":
+        removed = cache.clear(root, args.keys or None)
+        print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {root}")
+        return EXIT_OK
+    found = cache.entries(root, verify=args.verify)
+    if args.json:
+        print(json.dumps([{"key": e.key, "path": str(e.path), "bytes": e.size, "last_used": e.last_used,
+                           "problem": e.problem, **e.meta.get("summary", {})} for e in found], indent=2))
+        return EXIT_OK
+    gb = 1024**3
+    print(f"prepared-data cache {root}: {len(found)} entries, {sum(e.size for e in found) / gb:.2f} GB "
+          f"(cap {cache.cap_bytes() / gb:.1f} GB, ${cache.CAP_ENV})")
+    if found:
+        print(f"{'key':<14}{'size':>10}  {'rows train/valid':<18}{'format':<11}{'last used':<18}source")
+    for e in found:
+        info = e.meta.get("summary", {})
+        rows = "/".join(f"{n:,}" for n in info.get("rows", [])) or "?"
+        print(f"{e.key[:12]:<14}{e.size / 1024**2:>8.1f}MB  {rows:<18}{info.get('format') or '?':<11}"
+              f"{datetime.fromtimestamp(e.last_used):%Y-%m-%d %H:%M}  {info.get('source', '?')}"
+              + (f"  PROBLEM: {e.problem}" if e.problem else ""))
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -274,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--merged", action="store_true", help="also push the merged model to <repo>-merged")
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.add_argument("--data-dir", help="job store folder (for job ids)")
+    cache = sub.add_parser("cache", help="the prepared-data cache (tokenised data reused by validate, train, resume)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    listing = cache_sub.add_parser("list", help="entries, most recently used first")
+    listing.add_argument("--verify", action="store_true", help="check every file's checksum (reads everything)")
+    listing.add_argument("--json", action="store_true")
+    clearing = cache_sub.add_parser("clear", help="remove entries (all of them unless keys are given)")
+    clearing.add_argument("keys", nargs="*", help="key prefixes as `cache list` shows them")
     tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
     tiny.add_argument("out_dir")
     return p
@@ -305,6 +384,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_chat(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "cache":
+            return cmd_cache(args)
         if args.command == "tiny-model":
             from .tiny_model import build_tiny_model
 

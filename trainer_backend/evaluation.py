@@ -83,7 +83,7 @@ def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
     tokenizer = load_tokenizer(spec.model)
     prepared = prepare_data(spec, tokenizer)
     split = prepared.train if data_path else prepared.valid
-    if split is None or not split.examples:
+    if split is None or not split.stats.rows_valid:
         raise ValueError("the job has no validation split to evaluate on; train with data.valid_split: auto (or a "
                          "split name), or evaluate on a file: `python -m trainer_backend evaluate JOB --data FILE` "
                          "or a file in the Chat / Evaluate tab")
@@ -121,21 +121,20 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
     chat, adapter = load_chat(ref)
     split, _ = _load_eval_split(adapter.path, data_path)
     settings = settings or GenerationSettings(temperature=0.0, max_new_tokens=128)
-    enc = split.encoded
-    n = min(max_examples, len(enc.source_index))
+    n = min(max_examples, len(split))
     report = EvalReport(rows=n)
     totals = {"base": [0.0, 0, 0, 0.0, 0], "fine_tuned": [0.0, 0, 0, 0.0, 0]}  # loss, tokens, em, rouge, contains
     for k in range(n):
-        example = split.examples[enc.source_index[k]]
+        example, encoded = split.example(k), split.row(k)
         row: dict[str, Any] = {}
         pair = _prompt_and_reference(example)
         for side, use_adapter in (("base", False), ("fine_tuned", True)):
             with chat.lock:
                 chat.activate(adapter)
                 with nullcontext() if use_adapter else chat.model.disable_adapter():
-                    loss, tokens = _mean_loss(chat.model, enc.input_ids[k], enc.labels[k])
+                    loss, counted = _mean_loss(chat.model, encoded["input_ids"], encoded["labels"])
             t = totals[side]
-            t[0], t[1] = t[0] + loss, t[1] + tokens
+            t[0], t[1] = t[0] + loss, t[1] + counted
             if pair:
                 rendered = example["prompt"] if adapter.meta.prompt_template else None
                 answer = chat.generate(adapter, pair[0], settings, use_adapter=use_adapter, prompt_text=rendered)

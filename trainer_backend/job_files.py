@@ -1,9 +1,11 @@
-"""The one home of a job folder's layout: every file and folder name a job writes or reads.
+"""The one home of a job folder's layout: every file and folder name a job writes or reads, and where the job
+store (the data dir) is.
 
 It sits at the bottom of the package (imports nothing of ours), so any layer can use it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +22,25 @@ CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_CONFIG = "adapter_config.json"   # inside ADAPTER_DIR when a LoRA adapter was trained
 MODEL_CONFIG = "config.json"             # inside ADAPTER_DIR when the full model was trained
 ADAPTER_ARCHIVE = "adapter.zip"      # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
+
+DATA_DIR_ENV = "LORA_STUDIO_DATA_DIR"
+SPACES_DATA_ROOT = Path("/data")  # Hugging Face Spaces mounts persistent storage here
+LOCAL_DATA_DIR = "lora-studio-data"
+PREPARED_DATA_DIR = "prepared-data"  # in the data dir: the prepared-data cache (data/prepared_cache.py)
+
+
+def store_dir(explicit: Optional[str | Path] = None, spaces_root: Path = SPACES_DATA_ROOT) -> Path:
+    """The data dir: `explicit`, else $LORA_STUDIO_DATA_DIR, else <spaces_root>/lora-studio when persistent storage
+    is mounted (jobs then survive a Space restart), else ./lora-studio-data."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    if spaces_root.is_dir() and os.access(spaces_root, os.W_OK | os.X_OK):
+        return spaces_root / "lora-studio"
+    return (Path.cwd() / LOCAL_DATA_DIR).resolve()
+
 
 # Set by the job supervisor for the training process: where that process writes the person's log (LOG_FILE).
 # Its raw stdout/stderr go to DEBUG_LOG_FILE.

@@ -12,7 +12,6 @@ prompt already holds (DeepSeek's <｜Assistant｜>, GPT-OSS's <|start|>assistant
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -96,17 +95,32 @@ def _locate_turn(tokenizer: Any, template: str, messages: list[dict], i: int, te
         if i == 0 and marked:
             return None
         raise
-    upto, _ = render_template(tokenizer, template, messages[: i + 1])
+    # the last turn renders as the whole conversation (rendered already)
+    upto = text if i + 1 == len(messages) else render_template(tokenizer, template, messages[: i + 1])[0]
     if not marked and not upto.startswith(with_prompt):
         raise RowError("the chat template's generation prompt is not how it renders an assistant turn, so what "
                        "the model generates cannot be located",
                        fix="choose a shipped template (data.chat_template: chatml), or set "
                            "training.completion_only_loss: false to train on the whole text knowingly")
-    start = len(os.path.commonprefix([with_prompt, text]))  # where the model starts generating this turn
-    header_start = min(len(os.path.commonprefix([prompt_end, text])), start)
+    start = common_prefix_length(with_prompt, text)  # where the model starts generating this turn
+    header_start = min(common_prefix_length(prompt_end, text), start)
     # the separator after a turn is not the answer; an end-of-turn marker rendered otherwise in history ends it too
-    turn_end = min(len(upto.rstrip()), len(os.path.commonprefix([upto, text])))
+    turn_end = min(len(upto.rstrip()), common_prefix_length(upto, text))
     return header_start, start, turn_end, _renders_as_generated(text, upto, messages[i])
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """len(os.path.commonprefix([a, b])), by bisecting on slice comparisons (C speed, not a Python loop)."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _renders_as_generated(text: str, upto: str, message: dict) -> bool:

@@ -1,18 +1,25 @@
 """Canonical examples -> token ids + labels (-100 where no loss), with length limits applied.
 
 The training string is built once, here, and used both for training and for the dataset report, so what
-the report shows is exactly what the model sees.
+the report shows is exactly what the model sees. Token work is columnar: a chunk of examples is tokenised in one
+batch and its ids, labels and limits are computed on flat numpy arrays, so no per-token Python object is made
+on the way to the Arrow shards (`EncodedColumns`); `encode_examples` gives the same result as Python lists.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from itertools import chain
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from .chat_render import render_chat
 
 IGNORE = -100
+
+# What became of one normalised example (an Arrow shard stores it per record; the report counts them).
+OK, TRUNCATED, DROPPED_TOO_LONG, DROPPED_NO_LOSS, FAILED = range(5)
+KEPT = (OK, TRUNCATED)
 
 
 @dataclass
@@ -28,11 +35,24 @@ class EncodeSettings:
 
 
 @dataclass
+class EncodedColumns:
+    """One chunk, columnar. Per example (aligned with the input): outcome, full length (-1 when the template
+    rejected it), assistant turns kept as history. Per kept example: its ids/labels as slices of flat arrays."""
+    outcome: np.ndarray        # int8
+    full_length: np.ndarray    # int32
+    history: np.ndarray        # int16
+    ids: np.ndarray            # int32, the kept examples' tokens back to back
+    labels: np.ndarray         # int32
+    offsets: np.ndarray        # int32, len(examples) + 1: example i is ids[offsets[i]:offsets[i + 1]] (empty if dropped)
+
+
+@dataclass
 class Encoded:
+    """The same as Python lists (tests, small callers)."""
     input_ids: list[list[int]] = field(default_factory=list)
     labels: list[list[int]] = field(default_factory=list)
     source_index: list[int] = field(default_factory=list)   # index into the normalised rows
-    full_lengths: list[int] = field(default_factory=list)   # length before any truncation, per input row
+    full_lengths: list[int] = field(default_factory=list)   # length before any truncation, per tokenised row
     truncated: int = 0
     dropped_too_long: int = 0
     dropped_no_loss: int = 0
@@ -82,103 +102,150 @@ def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings) -> tuple[st
     return text, spans, history_turns
 
 
-def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
-    arr = np.asarray(ids, dtype=np.int64)
-    if not offsets:
-        return arr.tolist()
-    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    keep = np.zeros(len(ids), dtype=bool)
-    for a, b in spans:
-        keep |= (off[:, 1] > a) & (off[:, 0] < b)
-    return np.where(keep, arr, IGNORE).tolist()
+def _flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged lists -> (values, bounds) with row r = values[bounds[r]:bounds[r + 1]]."""
+    bounds = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=bounds[1:])
+    values = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(bounds[-1]))
+    return values, bounds
 
 
-def tokenize_plans(texts: list[str], spans: list[list[tuple[int, int]]], tokenizer: Any) -> tuple[list, list]:
+def tokenize_plans(texts: list[str], spans: list[list[tuple[int, int]]],
+                   tokenizer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, bounds) flat: a token carries loss when its characters overlap a span."""
     if not texts:  # every row was rejected (reported by the caller); the fast tokenizer fails on an empty batch
-        return [], []
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64)
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        ids = enc["input_ids"]
-        return ids, [_labels(i, o, sp) for i, o, sp in zip(ids, enc["offset_mapping"], spans)]
+        # One call through the tokenizer sets the backend as a plain call would (no truncation, no padding,
+        # its special-token splitting); the backend then encodes without building a dict per row.
+        tokenizer(texts[:1], add_special_tokens=False, verbose=False)
+        encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        ids, bounds = _flat([e.ids for e in encodings])
+        pairs = chain.from_iterable(e.offsets for e in encodings)
+        offsets = np.fromiter(chain.from_iterable(pairs), dtype=np.int64, count=2 * len(ids)).reshape(-1, 2)
+        row = np.repeat(np.arange(len(texts)), np.diff(bounds))
+        keep = np.zeros(len(ids), dtype=bool)
+        width = max(len(sp) for sp in spans)
+        table = np.zeros((len(texts), max(width, 1), 2), dtype=np.int64)  # (0, 0) pads: overlaps nothing
+        for r, sp in enumerate(spans):
+            if sp:
+                table[r, : len(sp)] = sp
+        for k in range(width):
+            a, b = table[row, k, 0], table[row, k, 1]
+            keep |= (offsets[:, 1] > a) & (offsets[:, 0] < b)
+        return ids, np.where(keep, ids, IGNORE), bounds
     # Slow tokenizers have no offsets: tokenise span by span (boundaries may differ slightly).
     all_ids, all_labels = [], []
     for text, sp in zip(texts, spans):
         cuts = sorted({0, len(text), *[p for ab in sp for p in ab]})
-        ids, labels = [], []
+        row_ids: list[int] = []
+        row_labels: list[int] = []
         for a, b in zip(cuts, cuts[1:]):
             piece = tokenizer(text[a:b], add_special_tokens=False, verbose=False)["input_ids"]
             trainable = any(x <= a and b <= y for x, y in sp)
-            ids += piece
-            labels += piece if trainable else [IGNORE] * len(piece)
-        all_ids.append(ids)
-        all_labels.append(labels)
-    return all_ids, all_labels
+            row_ids += piece
+            row_labels += piece if trainable else [IGNORE] * len(piece)
+        all_ids.append(row_ids)
+        all_labels.append(row_labels)
+    ids, bounds = _flat(all_ids)
+    return ids, _flat(all_labels)[0], bounds
 
 
-def apply_limits(ids: list[int], labels: list[int], s: EncodeSettings) -> tuple[Optional[list], Optional[list], str]:
-    """Apply prompt/completion/block limits. Returns (ids, labels, outcome) with outcome in
-    ok | truncated | dropped_too_long | dropped_no_loss."""
-    outcome = "ok"
-    first = next((i for i, l in enumerate(labels) if l != IGNORE), None)
-    if first is None:
-        return None, None, "dropped_no_loss"
-    if s.max_prompt_length and first > s.max_prompt_length:
-        cut = first - s.max_prompt_length
-        ids, labels, first, outcome = ids[cut:], labels[cut:], s.max_prompt_length, "truncated"
-    if s.max_completion_length and len(ids) - first > s.max_completion_length:
-        end = first + s.max_completion_length
-        ids, labels, outcome = ids[:end], labels[:end], "truncated"
-    if s.cap_length and len(ids) > s.block_size:
-        if s.too_long == "drop":
-            return None, None, "dropped_too_long"
-        ids, labels, outcome = ids[: s.block_size], labels[: s.block_size], "truncated"
-    if all(l == IGNORE for l in labels):
-        return None, None, "dropped_no_loss"
-    return ids, labels, outcome
+def limit_rows(labels: np.ndarray, bounds: np.ndarray, s: EncodeSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prompt/completion/block limits for every row: (start, end) kept within each row, and its outcome."""
+    n = len(bounds) - 1
+    trained = labels != IGNORE
+    before = np.zeros(len(labels) + 1, dtype=np.int64)  # trained tokens before each position
+    np.cumsum(trained, out=before[1:])
+    where = np.flatnonzero(trained)
+    starts, ends = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    outcome = np.full(n, OK, dtype=np.int8)
+    for r in range(n):
+        b0, b1 = int(bounds[r]), int(bounds[r + 1])
+        if before[b1] == before[b0]:
+            outcome[r] = DROPPED_NO_LOSS
+            continue
+        first = int(where[before[b0]]) - b0
+        start, end, state = 0, b1 - b0, OK
+        if s.max_prompt_length and first > s.max_prompt_length:
+            start, first, state = first - s.max_prompt_length, s.max_prompt_length, TRUNCATED
+        if s.max_completion_length and end - start - first > s.max_completion_length:
+            end, state = start + first + s.max_completion_length, TRUNCATED
+        if s.cap_length and end - start > s.block_size:
+            if s.too_long == "drop":
+                outcome[r] = DROPPED_TOO_LONG
+                continue
+            end, state = start + s.block_size, TRUNCATED
+        if before[b0 + end] == before[b0 + start]:
+            outcome[r] = DROPPED_NO_LOSS
+            continue
+        starts[r], ends[r], outcome[r] = b0 + start, b0 + end, state
+    return starts, ends, outcome
 
 
-def encode_examples(examples: list[dict], tokenizer: Any, s: EncodeSettings,
-                    on_error: Any = None) -> Encoded:
+def _gather(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """values[starts[i]:ends[i]] back to back, with the offsets of each piece."""
+    lengths = ends - starts
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return values[index], offsets
+
+
+def encode_columns(examples: list[dict], tokenizer: Any, s: EncodeSettings,
+                   on_error: Optional[Callable[[int, Any], None]] = None) -> EncodedColumns:
     """Encode canonical examples. `on_error(index, RowError)` receives rows the template rejects."""
     from .issues import RowError
 
-    out = Encoded()
+    n = len(examples)
+    planned = list(range(n))
+    history = np.zeros(n, dtype=np.int16)
     if s.kind == "tokenized":
+        ids, bounds = _flat([ex["input_ids"] for ex in examples])
+        labels, _ = _flat([ex.get("labels") or ex["input_ids"] for ex in examples])
+    else:
+        texts, spans, planned = [], [], []
         for i, ex in enumerate(examples):
-            ids, labels = ex["input_ids"], ex.get("labels") or list(ex["input_ids"])
-            out.full_lengths.append(len(ids))
-            ids, labels, outcome = apply_limits(ids, labels, s)
-            _record(out, i, ids, labels, outcome)
-        return out
-    texts, spans, index = [], [], []
-    for i, ex in enumerate(examples):
-        try:
-            t, sp, history_turns = plan_chat_text(ex, tokenizer, s)
-        except RowError as exc:
-            if on_error is None:
-                raise
-            on_error(i, exc)
-            continue
-        out.history_turns += history_turns
-        texts.append(t)
-        spans.append(sp)
-        index.append(i)
-    all_ids, all_labels = tokenize_plans(texts, spans, tokenizer)
-    for i, ids, labels in zip(index, all_ids, all_labels):
-        out.full_lengths.append(len(ids))
-        ids, labels, outcome = apply_limits(ids, labels, s)
-        _record(out, i, ids, labels, outcome)
+            try:
+                t, sp, history[i] = plan_chat_text(ex, tokenizer, s)
+            except RowError as exc:
+                if on_error is None:
+                    raise
+                on_error(i, exc)
+                continue
+            texts.append(t)
+            spans.append(sp)
+            planned.append(i)
+        ids, labels, bounds = tokenize_plans(texts, spans, tokenizer)
+    starts, ends, planned_outcome = limit_rows(labels, bounds, s)
+    outcome = np.full(n, FAILED, dtype=np.int8)
+    full_length = np.full(n, -1, dtype=np.int32)
+    row_start, row_end = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    outcome[planned], full_length[planned] = planned_outcome, np.diff(bounds)
+    row_start[planned], row_end[planned] = starts, ends
+    kept_ids, offsets = _gather(ids, row_start, row_end)
+    kept_labels, _ = _gather(labels, row_start, row_end)
+    return EncodedColumns(outcome, full_length, history, kept_ids.astype(np.int32), kept_labels.astype(np.int32),
+                          offsets.astype(np.int32))
+
+
+def encode_examples(examples: list[dict], tokenizer: Any, s: EncodeSettings,
+                    on_error: Optional[Callable[[int, Any], None]] = None) -> Encoded:
+    """encode_columns as Python lists."""
+    cols = encode_columns(examples, tokenizer, s, on_error)
+    out = Encoded(history_turns=int(cols.history.sum()))
+    for i, state in enumerate(cols.outcome.tolist()):
+        if state != FAILED:
+            out.full_lengths.append(int(cols.full_length[i]))
+        if state in KEPT:
+            a, b = int(cols.offsets[i]), int(cols.offsets[i + 1])
+            out.input_ids.append(cols.ids[a:b].tolist())
+            out.labels.append(cols.labels[a:b].tolist())
+            out.source_index.append(i)
+        out.truncated += state == TRUNCATED
+        out.dropped_too_long += state == DROPPED_TOO_LONG
+        out.dropped_no_loss += state == DROPPED_NO_LOSS
     return out
-
-
-def _record(out: Encoded, i: int, ids: Optional[list], labels: Optional[list], outcome: str) -> None:
-    if ids is None:
-        setattr(out, outcome, getattr(out, outcome) + 1)
-        return
-    out.truncated += outcome == "truncated"
-    out.input_ids.append(ids)
-    out.labels.append(labels)
-    out.source_index.append(i)
 
 
 def render_masked(ids: list[int], labels: list[int], tokenizer: Any, open_mark: str = "[[no loss: ",

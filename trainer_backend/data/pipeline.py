@@ -1,169 +1,42 @@
-"""spec -> rows -> detected format -> canonical examples -> validated, templated, tokenised splits + a report."""
+"""spec -> rows -> detected format -> canonical examples -> validated, templated, tokenised splits + a report.
+
+The rows stream from the files in chunks; each chunk is normalised, validated and encoded (in worker processes
+when the data is large enough to pay for them) into an Arrow shard of the prepared-data cache, and the splits are
+laid out over those shards at the end. A second preparation of the same inputs (data/fingerprint.py) loads the
+cached entry instead. Problems are reported in the order a row-by-row pass would meet them: reading, then
+normalising, then templates, then encoding; a worker's messages name the file and row like any other.
+"""
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+import shutil
+import weakref
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, NoReturn, Optional
+
+import numpy as np
 
 from ..spec import TRAINER_FORMATS, JobSpec
 from ..trainer_registry import PAIR_TRAINERS, trainer_info
-from .encode import Encoded, EncodeSettings, encode_examples, render_masked
-from .preference import EncodedPreference, encode_preferences
-from .report import DatasetReport, FormatInfo, PreferenceSample, SplitReport, TokenSample, TokenStats
+from . import prepared_cache as cache
+from .assemble import Records, SplitLayout, layouts, length_warnings, no_usable_rows, split_notes
+from .encode import EncodeSettings
+from .fingerprint import file_states, prepared_key, tokenizer_digest
+from .formats import Detection, detect_format
+from .issues import DataError, DataIssue, IssueCollector, RowError
+from .loading import SplitSource, columns_of, open_split
+from .prepared import PreparedData, SplitData, load_records, training_columns
+from .progress import ProgressCallback, ProgressMeter, current_callback
+from .templates import choose_chat_template, end_of_turn
+from .vendor_templates import TemplateChoice
+from .workers import ChunkResult, ChunkRunner, ChunkSetup, ChunkTask, default_num_proc
 
 PREFERENCE_TRAINERS = PAIR_TRAINERS  # trainers that get prompt/chosen/rejected rows (trainer_registry.py)
-from .formats import Detection, detect_format, normalize_row
-from .issues import DataIssue, IssueCollector, RowError
-from .loading import RawSplit, load_split
-from .templates import choose_chat_template, end_of_turn, render_prompt_template
-from .vendor_templates import TemplateChoice
-
-
-@dataclass
-class SplitData:
-    name: str
-    raw: RawSplit
-    examples: list[dict] = field(default_factory=list)
-    refs: list[tuple[str, int]] = field(default_factory=list)
-    encoded: Optional[Encoded | EncodedPreference] = None
-
-    def summary(self, block_size: int) -> SplitReport:
-        import numpy as np
-
-        enc = self.encoded
-        lengths = np.asarray(enc.full_lengths if enc else [], dtype=np.int64)
-        report = SplitReport(rows_read=len(self.raw.rows), rows_valid=len(self.examples),
-                             rows_used=len(enc.source_index) if enc else 0)
-        if enc and len(lengths):
-            over = int((lengths > block_size).sum())
-            report = report.model_copy(update={
-                "tokens": TokenStats(min=int(lengths.min()), median=int(np.median(lengths)),
-                                     p95=int(np.percentile(lengths, 95)), max=int(lengths.max()),
-                                     total=int(lengths.sum())),
-                "longer_than_block_size": over, "pct_longer_than_block_size": round(100 * over / len(lengths), 2),
-                "truncated": enc.truncated, "dropped_too_long": enc.dropped_too_long,
-                "dropped_no_loss": enc.dropped_no_loss})
-        return report
-
-
-@dataclass
-class PreparedData:
-    spec: JobSpec
-    detection: Optional[Detection]
-    splits: dict[str, SplitData]
-    warnings: list[DataIssue]
-    notes: list[str]
-    end_of_turn: Optional[str]
-    tokenizer: Any = None
-    template: Optional[TemplateChoice] = None  # the chat template that trained (None: plain text)
-
-    @property
-    def train(self) -> SplitData:
-        return self.splits["train"]
-
-    @property
-    def valid(self) -> Optional[SplitData]:
-        return self.splits.get("valid")
-
-    def to_datasets(self) -> tuple[Any, Optional[Any]]:
-        from datasets import Dataset
-
-        def ds(s: Optional[SplitData]) -> Optional[Dataset]:
-            if s is None or s.encoded is None:
-                return None
-            if isinstance(s.encoded, EncodedPreference):
-                return Dataset.from_list(s.encoded.rows)
-            return Dataset.from_dict({"input_ids": s.encoded.input_ids, "labels": s.encoded.labels})
-        return ds(self.train), ds(self.valid)
-
-    def report(self, sample_row: int = 0) -> dict[str, Any]:
-        """The dataset report as JSON-ready data (data_report.json, `doctor --json`, the API)."""
-        return self.dataset_report(sample_row).to_dict()
-
-    def dataset_report(self, sample_row: int = 0) -> DatasetReport:
-        """The dataset report ("doctor"): format, counts, token lengths, truncation, a rendered sample."""
-        block = self.spec.lengths.block_size
-        fmt = FormatInfo(**self.detection.to_dict()) if self.detection else \
-            FormatInfo(format="template", reason="data.prompt_template is set")
-        return DatasetReport(
-            trainer=self.spec.training.trainer, format=fmt,
-            chat_template=self.spec.data.chat_template if not self.spec.data.prompt_template else "prompt_template",
-            chat_template_source=self.template.describe() if self.template else None,
-            end_of_turn=self.end_of_turn, splits={name: s.summary(block) for name, s in self.splits.items()},
-            block_size=block,
-            packing="auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
-            warnings=[str(w) for w in self.warnings], notes=self.notes, sample=self._sample(sample_row))
-
-    def _sample(self, sample_row: int) -> Optional[TokenSample | PreferenceSample]:
-        enc = self.train.encoded
-        if isinstance(enc, EncodedPreference):
-            if not enc.rows:
-                return None
-            i = min(sample_row, len(enc.rows) - 1)
-            file, row = self.train.refs[enc.source_index[i]]
-            pair = enc.rows[i]
-            if "chosen_ids" in pair:  # reward rows: token ids of prompt + answer
-                return PreferenceSample(file=file, row=row, chosen=self.tokenizer.decode(pair["chosen_ids"]),
-                                        rejected=self.tokenizer.decode(pair["rejected_ids"]),
-                                        margin=pair.get("margin"))
-            return PreferenceSample(file=file, row=row, prompt=pair["prompt"], chosen=pair["chosen"],
-                                    rejected=pair["rejected"], margin=pair.get("margin"))
-        if not enc or not enc.input_ids:
-            return None
-        i = min(sample_row, len(enc.input_ids) - 1)
-        ids, labels = enc.input_ids[i], enc.labels[i]
-        file, row = self.train.refs[enc.source_index[i]]
-        return TokenSample(file=file, row=row, tokens=len(ids), tokens_with_loss=sum(l != -100 for l in labels),
-                           rendered=render_masked(ids, labels, self.tokenizer))
-
-
-def _resolve_valid(spec: JobSpec, issues: IssueCollector) -> Optional[RawSplit]:
-    d = spec.data
-    if d.valid_split in (None, "auto"):
-        return None
-    if Path(d.valid_split).expanduser().is_file():  # valid_split may name a file of its own
-        return load_split(d.valid_split, "train", issues, text_split=d.text_split)
-    return load_split(d.path, d.valid_split, issues, d.config_name, d.text_split)
-
-
-def _normalize(split: SplitData, det: Optional[Detection], spec: JobSpec, issues: IssueCollector) -> None:
-    d = spec.data
-    roles = det.mapping.model_dump(exclude_none=True, exclude={"roles"}) if det else {}
-    for row, ref in zip(split.raw.rows, split.raw.refs):
-        try:
-            if d.prompt_template is not None:
-                prompt, completion = render_prompt_template(d.prompt_template, row, roles)
-                ex = {"prompt": prompt, "completion": completion}
-            else:
-                ex = normalize_row(row, det, d.system_prompt)
-        except RowError as exc:
-            issues.error(DataIssue(exc.message, ref[0], ref[1], exc.column, exc.fix))
-            continue
-        split.examples.append(ex)
-        split.refs.append(ref)
-
-
-def _carve_valid(train: SplitData, fraction: float, seed: int, issues: IssueCollector) -> Optional[SplitData]:
-    n = len(train.examples)
-    k = max(1, round(n * fraction))
-    if n < 2:
-        issues.error(DataIssue(f"valid_split: auto needs at least 2 valid training rows, found {n}",
-                               train.raw.refs[0][0] if train.raw.refs else None,
-                               fix="add rows, or leave valid_split empty"))
-        return None
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    held = set(order[:k])
-    valid = SplitData("valid", RawSplit("valid"))
-    keep_ex, keep_refs = [], []
-    for i, (ex, ref) in enumerate(zip(train.examples, train.refs)):
-        (valid.examples if i in held else keep_ex).append(ex)
-        (valid.refs if i in held else keep_refs).append(ref)
-        if i in held:
-            valid.raw.rows.append(train.raw.rows[i] if i < len(train.raw.rows) else {})
-    train.examples, train.refs = keep_ex, keep_refs
-    return valid
+PEEK_ROWS = 200            # rows read before anything else: format detection looks at these
+WORKER_MIN_ROWS = 6000     # fewer rows: starting workers costs more than it saves
+CHUNK_ROWS = (256, 4096)   # chunk size bounds; with workers, ~8 chunks per worker (even load, steady progress)
+IN_FLIGHT = 2              # chunks queued per worker (bounded memory: rows wait in the queue as Python objects)
 
 
 def encode_settings(spec: JobSpec, kind: str, template: Optional[str]) -> EncodeSettings:
@@ -175,137 +48,304 @@ def encode_settings(spec: JobSpec, kind: str, template: Optional[str]) -> Encode
                           max_completion_length=spec.lengths.max_completion_length, cap_length=not generic)
 
 
-def prepare_data(spec: JobSpec, tokenizer: Any) -> PreparedData:
-    """Load, detect, normalise, validate and tokenise every split. Raises DataError listing every problem."""
-    d = spec.data
-    issues = IssueCollector(d.max_errors)
-    notes: list[str] = []
-    raw_train = load_split(d.path, d.train_split, issues, d.config_name, d.text_split)
-    raw_valid = _resolve_valid(spec, issues)
-    if raw_train is not None and not raw_train.rows and not issues.errors:
-        issues.error(DataIssue("the dataset is empty (no rows)", d.path, fix="check the file and the split name"))
-    if raw_train is None or not raw_train.rows:
-        issues.raise_if_errors()
-    if d.max_rows:
-        raw_train = raw_train.head(d.max_rows)
-        raw_valid = raw_valid.head(d.max_rows) if raw_valid else None
+def prepare_data(spec: JobSpec, tokenizer: Any, num_proc: Optional[int] = None,
+                 progress: Optional[ProgressCallback] = None) -> PreparedData:
+    """Load, detect, normalise, validate and tokenise every split, or load the result from the cache. Raises
+    DataError listing every problem. num_proc: worker processes (default $LORA_STUDIO_NUM_PROC, else every core)."""
+    return _Preparation(spec, tokenizer, num_proc or default_num_proc(), progress or current_callback()).run()
 
-    det: Optional[Detection] = None
-    if d.prompt_template is None or d.prompt_template.preset:
+
+class _Preparation:
+    def __init__(self, spec: JobSpec, tokenizer: Any, num_proc: int, progress: Optional[ProgressCallback]):
+        self.spec, self.tokenizer, self.num_proc = spec, tokenizer, num_proc
+        self.meter = ProgressMeter(progress)
+        limit = spec.data.max_errors
+        # reading problems, in the order a sequential pass meets them: train, valid's resolution, valid's rows
+        self.read_issues = [IssueCollector(limit) for _ in range(3)]
+        self.rows_read = [0, 0]
+        self.first_file: list[Optional[str]] = [None, None]  # the file of each source's first row
+        self.warnings: list[DataIssue] = []
+
+    # ---- reading ------------------------------------------------------------------------------------------
+    def _rows(self, source: Optional[SplitSource], which: int, base: int) -> Iterator[tuple[dict, int, int]]:
+        """A source's rows (at most data.max_rows; the rest is still read, for its problems)."""
+        if source is None:
+            return
+        issues = self.read_issues[2 if which else 0]
+        cap = self.spec.data.max_rows
+        for row, index, number in source.rows(issues):
+            if cap and self.rows_read[which] >= cap:
+                continue
+            if self.first_file[which] is None:
+                self.first_file[which] = source.labels[index]
+            self.rows_read[which] += 1
+            yield row, base + index, number
+
+    def _open_valid(self) -> Optional[SplitSource]:
+        d = self.spec.data
+        if d.valid_split in (None, "auto"):
+            return None
+        if Path(d.valid_split).expanduser().is_file():  # valid_split may name a file of its own
+            return open_split(d.valid_split, "train", self.read_issues[1], text_split=d.text_split)
+        return open_split(d.path, d.valid_split, self.read_issues[1], d.config_name, d.text_split)
+
+    def _fail(self, *extra: DataIssue, drain: tuple[Iterator, ...] = ()) -> NoReturn:
+        """Read what is left (for its problems), add `extra`, and raise every problem found."""
+        for rows in drain:
+            for _ in rows:
+                pass
+        collector = self._reading_problems()
+        for issue in extra:
+            collector.error(issue)
+        collector.raise_if_errors()
+        raise AssertionError("_fail without a problem")
+
+    def _reading_problems(self) -> IssueCollector:
+        out = IssueCollector(self.spec.data.max_errors)
+        for c in self.read_issues:
+            for issue in c.errors:
+                out.error(issue)
+            out.dropped_errors += c.dropped_errors
+        return out
+
+    # ---- the run ------------------------------------------------------------------------------------------
+    def run(self) -> PreparedData:
+        spec, d, tok = self.spec, self.spec.data, self.tokenizer
+        train = open_split(d.path, d.train_split, self.read_issues[0], d.config_name, d.text_split)
+        valid = self._open_valid()
+        labels = (train.labels if train else []) + (valid.labels if valid else [])
+        train_rows = self._rows(train, 0, 0)
+        valid_rows = self._rows(valid, 1, len(train.labels) if train else 0)
+        peek = list(islice(train_rows, PEEK_ROWS))
+        if not peek:  # the validation split is read too, for its problems, before the dataset is called empty
+            for _ in valid_rows:
+                pass
+            empty = DataIssue("the dataset is empty (no rows)", d.path, fix="check the file and the split name")
+            self._fail(*([empty] if train is not None and not any(c.errors for c in self.read_issues) else []))
+        det: Optional[Detection] = None
+        if d.prompt_template is None or d.prompt_template.preset:
+            try:
+                det = detect_format(columns_of([r for r, _, _ in peek]), [r for r, _, _ in peek[:50]], d.format,
+                                    d.column_mapping)
+            except RowError as exc:
+                self._fail(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix),
+                           drain=(train_rows, valid_rows))
+        assert det is not None or d.prompt_template is not None
+        kind = "template" if det is None else det.kind
+        accepted = TRAINER_FORMATS[spec.training.trainer]
+        if det is not None and det.format not in accepted:
+            needs = "preference data (prompt, chosen, rejected)" if accepted == ("preference",) else \
+                f"{', '.join(accepted)} data"
+            self._fail(DataIssue(
+                f"trainer '{spec.training.trainer}' needs {needs}; this dataset looks like {det.format} data", d.path,
+                fix="map the columns with data.column_mapping {prompt, chosen, rejected}" if "preference" in accepted
+                else f"use data of a format the {spec.training.trainer} trainer takes, or another trainer"),
+                drain=(train_rows, valid_rows))
+        choice, eot, template_issues = self._choose_template(det, kind)
+        preference = None
+        if kind == "preference" and spec.training.trainer in PREFERENCE_TRAINERS:
+            preference = "ids" if trainer_info(spec.training.trainer).head == "seq_cls" else "text"
+        setup = ChunkSetup(det, d.prompt_template, d.system_prompt,
+                           encode_settings(spec, kind, choice.source if choice else None),
+                           choice.source if choice else None, labels, d.max_errors, encode=not template_issues,
+                           preference=preference, vocab_size=len(tok) if kind == "tokenized" else None,
+                           margin=bool(preference and det and det.mapping.margin))
+        columns = training_columns(preference, setup.margin)
+
+        root, key, why = cache.cache_root(), None, None
+        states: list = []
+        if not template_issues and train is not None:
+            states = file_states([train, valid])
+            key = prepared_key(spec, train, valid, tokenizer_digest(tok), setup.template)
+            entry, why = cache.load_entry(root, key)
+            if entry is not None:
+                return self._finish(det, choice, eot, entry.path, entry.meta, labels, columns, "hit")
         try:
-            det = detect_format(raw_train.columns, raw_train.rows[:50], d.format, d.column_mapping)
-        except RowError as exc:
-            issues.error(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix))
-            issues.raise_if_errors()
-    kind = "template" if d.prompt_template is not None else det.kind
-    accepted = TRAINER_FORMATS[spec.training.trainer]
-    if det is not None and det.format not in accepted:
-        needs = "preference data (prompt, chosen, rejected)" if accepted == ("preference",) else \
-            f"{', '.join(accepted)} data"
-        issues.error(DataIssue(f"trainer '{spec.training.trainer}' needs {needs}; this dataset looks like "
-                               f"{det.format} data", d.path,
-                               fix="map the columns with data.column_mapping {prompt, chosen, rejected}"
-                               if "preference" in accepted else f"use data of a format the {spec.training.trainer} "
-                                                                "trainer takes, or another trainer"))
-        issues.raise_if_errors()
+            build = cache.start_build(root, key or "nokey")
+        except OSError as exc:  # a cache folder we cannot write: prepare into a temporary one
+            root, why = None, f"cache folder not writable: {exc}"
+            build = cache.start_build(None, "nokey")
+        try:
+            results = self._stream(setup, chain(peek, train_rows), valid_rows, build, train, valid)
+            rec = Records.of(results)
+            splits = layouts(rec, spec, self.rows_read, valid is not None)
+            failed = {s.labels[i] for s in (train, valid) if s is not None for i in s.failed_files}
+            self._check(results, rec, splits, labels, valid is not None, template_issues, failed)
+            meta = self._save_layout(build, results, splits, labels, det)
+            if key is None or states != file_states([train, valid]):  # a file changed while it was read
+                root, why = None, "a data file changed while it was read"
+            published = cache.publish(build, root, key or "nokey", sorted(build.iterdir()), meta)
+        except BaseException:
+            cache.discard(build)
+            raise
+        status = ("off" + (f" ({why})" if why else "")) if root is None else f"rebuilt ({why})" if why else "built"
+        prepared = self._finish(det, choice, eot, published.path, meta, labels, columns, status)
+        if root is None:  # nothing will look for it again: it goes when the prepared data does
+            prepared.keep_alive = weakref.finalize(prepared, shutil.rmtree, str(published.path), True)
+        return prepared
 
-    splits = {"train": SplitData("train", raw_train)}
-    if raw_valid is not None:
-        splits["valid"] = SplitData("valid", raw_valid)
-        if not raw_valid.rows:
-            source = d.valid_split if Path(d.valid_split).expanduser().is_file() else d.path
+    def _choose_template(self, det: Optional[Detection],
+                         kind: str) -> tuple[Optional[TemplateChoice], Optional[str], list[DataIssue]]:
+        d, tok = self.spec.data, self.tokenizer
+        choice: Optional[TemplateChoice] = None
+        eot: Optional[str] = tok.eos_token
+        problems: list[DataIssue] = []
+        needs_chat = kind in ("messages", "preference") or (kind == "pair" and d.chat_template != "none"
+                                                            and d.prompt_template is None)
+        if needs_chat and det is not None:
+            if d.chat_template == "none":
+                problems.append(DataIssue(
+                    f"{det.format} data needs a chat template, but data.chat_template is 'none'", d.path,
+                    column=det.mapping.messages, fix="set data.chat_template to tokenizer, chatml, zephyr, llama3 "
+                                                     "or alpaca"))
+            else:
+                try:
+                    choice = choose_chat_template(tok, d.chat_template)
+                    eot = end_of_turn(tok, choice) if choice is not None else eot
+                except RowError as exc:
+                    problems.append(DataIssue(exc.message, fix=exc.fix))
+        if eot and choice and len(tok(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
+            warning = DataIssue(
+                f"the end-of-turn marker {eot!r} is not a single token for this tokenizer; the model learns it as "
+                "several pieces and generation stops on the text",
+                fix="prefer the tokenizer's own template or one whose markers it knows (chatml for Qwen-style "
+                    "vocabularies, llama3 for Llama 3)")
+            warning.severity = "warning"
+            self.warnings.append(warning)
+        return choice, eot, problems
+
+    # ---- streaming chunks through the workers --------------------------------------------------------------
+    def _stream(self, setup: ChunkSetup, train_rows: Iterator, valid_rows: Iterator, build: Path,
+                train: Optional[SplitSource], valid: Optional[SplitSource]) -> list[ChunkResult]:
+        sources = [s for s in (train, valid) if s is not None]
+        total_bytes = sum(s.total_bytes for s in sources) or 1
+        estimate = PEEK_ROWS / max(train.position.fraction, 1e-9) if train is not None else 0
+        workers = self.num_proc if self.num_proc > 1 and estimate >= WORKER_MIN_ROWS else 1
+        size = int(np.clip(estimate / (workers * 8), *CHUNK_ROWS)) if workers > 1 else CHUNK_ROWS[1]
+        runner = ChunkRunner(setup, self.tokenizer, workers)
+        results: list[ChunkResult] = []
+        pending: set[Future] = set()
+        done_rows = 0
+
+        def collect(block: bool) -> None:
+            nonlocal done_rows
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED) if block else (
+                {f for f in pending if f.done()}, None)
+            for future in finished:
+                pending.discard(future)
+                result = future.result()
+                results.append(result)
+                done_rows += result.rows_read
+            read = sum(s.position.done_bytes for s in sources) / total_bytes
+            self.meter.update(done_rows, sum(self.rows_read), read)
+
+        tasks = chain(self._tasks(train_rows, 0, size, build), self._tasks(valid_rows, 1, size, build))
+        try:
+            self.meter.update(0, 0, 0.0)
+            for task in tasks:
+                while len(pending) >= workers * IN_FLIGHT:
+                    collect(block=True)
+                pending.add(runner.submit(task))
+                collect(block=False)
+            while pending:
+                collect(block=True)
+            self.meter.update(done_rows, sum(self.rows_read), 1.0, final=True)
+        except BaseException:
+            runner.close(cancel=True)
+            raise
+        runner.close()
+        return sorted(results, key=lambda r: (r.split, r.chunk))
+
+    @staticmethod
+    def _tasks(rows: Iterator, split: int, size: int, build: Path) -> Iterator[ChunkTask]:
+        for chunk in range(1 << 40):
+            part = list(islice(rows, size))
+            if not part:
+                return
+            yield ChunkTask(split, chunk, [r for r, _, _ in part], [f for _, f, _ in part], [n for _, _, n in part],
+                            str(build / f"records-{split}-{chunk:05d}.arrow"))
+
+    # ---- problems, layout, result ---------------------------------------------------------------------------
+    def _check(self, results: list[ChunkResult], rec: Records, splits: dict[str, SplitLayout], labels: list[str],
+               valid_source: bool, template_issues: list[DataIssue], failed: set[str]) -> None:
+        d = self.spec.data
+        issues = self._reading_problems()
+        if valid_source and not self.rows_read[1]:
+            source = str(d.valid_split) if Path(str(d.valid_split)).expanduser().is_file() else d.path
             issues.error(DataIssue(f"validation split '{d.valid_split}' has no rows", source,
                                    fix="fill it, use valid_split: auto, or leave it empty"))
-    for split in splits.values():
-        _normalize(split, det, spec, issues)
-        if kind == "tokenized":
-            _check_vocab(split, tokenizer, issues)
-    if d.valid_split == "auto" and splits["train"].examples:
-        carved = _carve_valid(splits["train"], d.valid_fraction, spec.training.seed, issues)
-        if carved:
-            splits["valid"] = carved
-            notes.append(f"valid_split auto: held out {len(carved.examples)} of "
-                         f"{len(carved.examples) + len(splits['train'].examples)} rows (seed {spec.training.seed})")
-    if "valid" not in splits and spec.training.eval_strategy != "no":
-        notes.append("no validation split: evaluation is off (set data.valid_split, e.g. 'auto')")
+        for source_split in (0, 1):
+            for kind in ("normalise", "vocab"):
+                _feed(issues, [r for r in results if r.split == source_split], kind, failed)
+        if d.valid_split == "auto" and not valid_source and 0 < int((rec.source == 0).sum()) < 2:
+            n = int((rec.source == 0).sum())
+            issues.error(DataIssue(f"valid_split: auto needs at least 2 valid training rows, found {n}",
+                                   self.first_file[0], fix="add rows, or leave valid_split empty"))
+        for issue in template_issues:
+            issues.error(issue)
+        issues.raise_if_errors()
+        # encoding problems, split by split as the rows now fall (after valid_split: auto)
+        found: dict[int, DataIssue] = {}
+        total = 0
+        for r, base in zip(results, rec.chunk_base):
+            found.update({base + i: issue for i, issue in r.encode_errors})
+            total += r.encode_total
+        for name, split in splits.items():
+            for i in split.members[np.isin(split.members, list(found))]:
+                issues.error(found[int(i)])
+            self.warnings += length_warnings(name, split.stats, split.history_turns, self._where(split, labels),
+                                             self.spec.lengths.block_size)
+            if not split.used.size and not issues.errors:
+                issues.error(no_usable_rows(name, split.stats, self._where(split, labels) or d.path))
+        issues.dropped_errors += total - len(found)
+        if issues.errors:
+            raise DataError(issues.errors, issues.dropped_errors)
 
-    choice: Optional[TemplateChoice] = None
-    eot: Optional[str] = tokenizer.eos_token
-    needs_chat = kind in ("messages", "preference") or (kind == "pair" and d.chat_template != "none"
-                                                        and d.prompt_template is None)
-    if needs_chat:
-        if d.chat_template == "none":
-            issues.error(DataIssue(f"{det.format} data needs a chat template, but data.chat_template is 'none'",
-                                   d.path, column=det.mapping.messages,
-                                   fix="set data.chat_template to tokenizer, chatml, zephyr, llama3 or alpaca"))
-        else:
-            try:
-                choice = choose_chat_template(tokenizer, d.chat_template)
-                eot = end_of_turn(tokenizer, choice)
-            except RowError as exc:
-                issues.error(DataIssue(exc.message, fix=exc.fix))
-    if eot and choice and len(tokenizer(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
-        issues.warn(DataIssue(f"the end-of-turn marker {eot!r} is not a single token for this tokenizer; the model "
-                              "learns it as several pieces and generation stops on the text",
-                              fix="prefer the tokenizer's own template or one whose markers it knows (chatml for "
-                                  "Qwen-style vocabularies, llama3 for Llama 3)"))
-    issues.raise_if_errors()
+    @staticmethod
+    def _where(split: SplitLayout, labels: list[str]) -> Optional[str]:
+        return labels[split.first_file] if split.first_file is not None else None
 
-    template = choice.source if choice else None
-    settings = encode_settings(spec, kind, template)
-    for split in splits.values():
-        def on_error(i: int, exc: RowError, split: SplitData = split) -> None:
-            issues.error(DataIssue(exc.message, *split.refs[i], exc.column, exc.fix))
-        if kind == "preference" and spec.training.trainer in PREFERENCE_TRAINERS:
-            split.encoded = encode_preferences(split.examples, tokenizer, settings, template,
-                                               as_ids=trainer_info(spec.training.trainer).head == "seq_cls",
-                                               on_error=on_error)
-        else:
-            split.encoded = encode_examples(split.examples, tokenizer, settings, on_error)
-        _length_warnings(split, spec, issues)
-        if not split.encoded.source_index and not issues.errors:
-            enc = split.encoded
-            fix = "raise lengths.block_size" + (
-                " or set data.too_long: truncate" if enc.dropped_too_long else
-                " or set lengths.max_prompt_length so long prompts are cut from the left")
-            issues.error(DataIssue(f"no usable rows left in the {split.name} split after length limits",
-                                   split.refs[0][0] if split.refs else d.path, fix=fix))
-    issues.raise_if_errors()
-    return PreparedData(spec, det, splits, issues.warnings, notes, eot, tokenizer, choice)
+    @staticmethod
+    def _save_layout(build: Path, results: list[ChunkResult], splits: dict[str, SplitLayout], labels: list[str],
+                     det: Optional[Detection]) -> dict:
+        for name, split in splits.items():
+            np.save(build / f"members-{name}.npy", split.members)
+            np.save(build / f"used-{name}.npy", split.used)
+        summary = {"format": det.format if det else "template", "source": labels[0] if labels else None,
+                   "rows": [split.stats.rows_used for split in splits.values()]}  # for `cache list`
+        return {"shards": [Path(r.shard).name for r in results], "labels": len(labels),
+                "splits": {name: split.meta() for name, split in splits.items()}, "summary": summary}
 
+    def _finish(self, det: Optional[Detection], choice: Optional[TemplateChoice], eot: Optional[str], folder: Path,
+                meta: dict, labels: list[str], columns: list[str], status: str) -> PreparedData:
+        from .report import SplitReport
 
-def _check_vocab(split: SplitData, tokenizer: Any, issues: IssueCollector) -> None:
-    vocab = len(tokenizer)
-    for ex, ref in zip(split.examples, split.refs):
-        bad = [t for t in ex["input_ids"] if t < 0 or t >= vocab]
-        if bad:
-            issues.error(DataIssue(f"token id {bad[0]} is outside the tokenizer's vocabulary (size {vocab})",
-                                   ref[0], ref[1], "input_ids", "tokenize with the base model's own tokenizer"))
-        labels = ex.get("labels") or []
-        if any(l != -100 and (l < 0 or l >= vocab) for l in labels):
-            issues.error(DataIssue(f"labels must be -100 or a token id below {vocab}", ref[0], ref[1], "labels"))
+        if meta["labels"] != len(labels):  # cannot happen for the same key; refuse rather than mislabel rows
+            raise ValueError(f"prepared-data cache entry {folder} names {meta['labels']} files, not {len(labels)}")
+        records = load_records(folder, meta["shards"])
+        splits = {}
+        for name, m in meta["splits"].items():
+            stats = SplitReport(**m["stats"])
+            splits[name] = SplitData(name, stats, records, np.load(folder / f"members-{name}.npy"),
+                                     np.load(folder / f"used-{name}.npy"), labels, columns, m["history_turns"])
+            if status == "hit":  # the warnings a fresh preparation would give, from the stored numbers
+                where = labels[m["first_file"]] if m["first_file"] is not None else None
+                self.warnings += length_warnings(name, stats, m["history_turns"], where,
+                                                 self.spec.lengths.block_size)
+        notes = split_notes(self.spec, splits)
+        prepared = PreparedData(self.spec, det, splits, self.warnings, notes, eot, self.tokenizer, choice, folder,
+                                status)
+        if status == "hit":
+            self.meter.cached(len(prepared.train))
+        return prepared
 
 
-def _length_warnings(split: SplitData, spec: JobSpec, issues: IssueCollector) -> None:
-    enc = split.encoded
-    n = len(split.examples)
-    where = split.refs[0][0] if split.refs else None
-    block = spec.lengths.block_size
-    if enc.truncated:
-        issues.warn(DataIssue(f"{enc.truncated} of {n} {split.name} rows are longer than the limits and were "
-                              f"truncated (block_size {block})", where,
-                              fix="raise lengths.block_size, or set data.too_long: drop"))
-    if enc.dropped_too_long:
-        issues.warn(DataIssue(f"{enc.dropped_too_long} of {n} {split.name} rows are longer than block_size "
-                              f"{block} and were dropped", where, fix="raise lengths.block_size"))
-    if getattr(enc, "history_turns", 0):  # preference rows have no history turns
-        issues.warn(DataIssue(f"{enc.history_turns} earlier assistant turns in the {split.name} split are rendered "
-                              "differently once later turns follow (the chat template drops their reasoning from "
-                              "history), so they are kept as context and not trained; each conversation's last "
-                              "answer trains as the model generates it", where,
-                              fix="to train every turn, split conversations into one row per assistant turn, or "
-                                  "use a template that renders history as generated (data.chat_template: chatml)"))
-    if enc.dropped_no_loss:
-        issues.warn(DataIssue(f"{enc.dropped_no_loss} of {n} {split.name} rows had no trainable tokens left "
-                              f"(prompt fills the limit) and were dropped", where,
-                              fix="raise lengths.block_size or set lengths.max_prompt_length"))
+def _feed(issues: IssueCollector, results: list[ChunkResult], kind: str, failed: set[str]) -> None:
+    """Add the chunks' `kind` problems in row order; those a chunk did not keep count as dropped. A file that
+    turned out not to be UTF-8 part-way yields no rows at all, so its rows' problems are not reported."""
+    for r in results:
+        kept = getattr(r, f"{kind}_errors")
+        for issue in kept:
+            if issue.file not in failed:
+                issues.error(issue)
+        issues.dropped_errors += getattr(r, f"{kind}_total") - len(kept)

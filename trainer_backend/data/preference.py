@@ -6,13 +6,12 @@ or completion limits. The reward trainer takes token ids (`chosen_ids` / `reject
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .encode import EncodeSettings
+from .encode import DROPPED_NO_LOSS, DROPPED_TOO_LONG, FAILED, OK, TRUNCATED, EncodeSettings
 from .issues import RowError
-from .chat_render import render_template
+from .chat_render import common_prefix_length, render_template
 
 
 @dataclass
@@ -23,6 +22,8 @@ class EncodedPreference:
     truncated: int = 0
     dropped_too_long: int = 0
     dropped_no_loss: int = 0
+    outcomes: list[int] = field(default_factory=list)  # per example (encode.py's OK, TRUNCATED, ...)
+    lengths: list[int] = field(default_factory=list)   # per example: full length, -1 when rejected
 
 
 def _plain(messages: list[dict]) -> str:
@@ -40,7 +41,7 @@ def render_preference(example: dict, tokenizer: Any, template: Optional[str]) ->
             fulls = [render_template(tokenizer, template, prompt + example[k])[0] for k in ("chosen", "rejected")]
             # The answers start where the rendering leaves the generation prompt (as in SFT, chat_render.py):
             # Nemotron's prompt ends "<think>\n", its rendered turn "<think></think>": the answer is "</think>...".
-            cut = min(len(os.path.commonprefix([head, full])) for full in fulls)
+            cut = min(common_prefix_length(head, full) for full in fulls)
             texts = [fulls[0][:cut]] + [full[cut:].rstrip() for full in fulls]
             if not all(m["content"] in texts[0] for m in prompt if isinstance(m.get("content"), str)):
                 raise RowError("the chat template renders the prompt differently once an answer follows",
@@ -81,25 +82,31 @@ def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, 
             prompt, chosen, rejected = render_preference(ex, tokenizer, template)
         except RowError as exc:
             on_error(i, exc)
+            out.outcomes.append(FAILED)
+            out.lengths.append(-1)
             continue
         prompt, p_len, p_cut = _keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
         chosen, c_len, c_cut = _keep_tokens(chosen, tokenizer, s.max_completion_length, from_end=False)
         rejected, r_len, r_cut = _keep_tokens(rejected, tokenizer, s.max_completion_length, from_end=False)
         total = p_len + max(c_len, r_len)
         out.full_lengths.append(total)
+        out.lengths.append(total)
         cut = p_cut or c_cut or r_cut
         if total > s.block_size:
             if s.too_long == "drop":
                 out.dropped_too_long += 1
+                out.outcomes.append(DROPPED_TOO_LONG)
                 continue
             if p_len >= s.block_size:
                 out.dropped_no_loss += 1
+                out.outcomes.append(DROPPED_NO_LOSS)
                 continue
             room = s.block_size - p_len
             chosen, _, _ = _keep_tokens(chosen, tokenizer, room, from_end=False)
             rejected, _, _ = _keep_tokens(rejected, tokenizer, room, from_end=False)
             cut = True
         out.truncated += cut
+        out.outcomes.append(TRUNCATED if cut else OK)
         if as_ids:
             ids = [tokenizer(prompt + c, add_special_tokens=False, verbose=False)["input_ids"][: s.block_size]
                    for c in (chosen, rejected)]

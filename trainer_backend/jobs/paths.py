@@ -5,24 +5,17 @@ import os
 from pathlib import Path
 from typing import Optional
 
-DATA_DIR_ENV = "LORA_STUDIO_DATA_DIR"
+from ..job_files import DATA_DIR_ENV, LOCAL_DATA_DIR, store_dir  # noqa: F401 - re-exported
+
 MAX_CONCURRENT_ENV = "LORA_STUDIO_MAX_CONCURRENT_JOBS"
 SPACES_DATA_ROOT = Path("/data")  # Hugging Face Spaces mounts persistent storage here
-LOCAL_DATA_DIR = "lora-studio-data"
 JOBS_SUBDIR = "jobs"
 
 
 def default_data_dir(explicit: Optional[str | Path] = None) -> Path:
     """--data-dir, else $LORA_STUDIO_DATA_DIR, else /data/lora-studio when persistent storage is mounted
     (jobs then survive a Space restart), else ./lora-studio-data."""
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    if SPACES_DATA_ROOT.is_dir() and os.access(SPACES_DATA_ROOT, os.W_OK | os.X_OK):
-        return SPACES_DATA_ROOT / "lora-studio"
-    return (Path.cwd() / LOCAL_DATA_DIR).resolve()
+    return store_dir(explicit, SPACES_DATA_ROOT)
 
 
 def default_max_concurrent() -> int:

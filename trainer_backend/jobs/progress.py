@@ -47,6 +47,8 @@ class ProgressSnapshot:
     last_checkpoint: Optional[str] = None
     outcome: Optional[str] = None            # finished | stopped | failed, for the latest run
     error: Optional[str] = None
+    preparing_percent: Optional[float] = None   # 0..100 while the run prepares its data (before step 0)
+    preparing_eta_seconds: Optional[float] = None
 
     def to_dict(self, series: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -87,9 +89,14 @@ class _State:
         self.last_checkpoint: Optional[str] = None
         self.outcome: Optional[str] = None
         self.error: Optional[str] = None
+        self.preparing: Optional[dict] = None  # the latest `preparing` event of a run that has not started
 
     def apply(self, ev: dict) -> None:
         kind, t = ev.get("event"), ev.get("time")
+        if kind == "preparing":
+            self.preparing = ev
+        elif kind in ("start", *OUTCOME_EVENTS):
+            self.preparing = None
         if kind == "start":
             if self.run_start is not None and self.last_time is not None:
                 self.prior_elapsed += max(self.last_time - self.run_start, 0.0)
@@ -153,7 +160,7 @@ class _State:
             self.epoch_starts.append((self.step, number))
 
     def snapshot(self) -> ProgressSnapshot:
-        log = self.last_log
+        log, prep = self.last_log, self.preparing
         elapsed = self.prior_elapsed
         if self.run_start is not None and self.last_time is not None:
             elapsed += max(self.last_time - self.run_start, 0.0)
@@ -168,7 +175,9 @@ class _State:
             lr_series=tuple(self.lrs), grad_norm_series=tuple(self.grad_norms),
             epoch_starts=tuple(self.epoch_starts), steps_per_second=self.steps_per_second,
             runs=self.runs, last_event=self.last_event, last_event_time=self.last_time,
-            last_checkpoint=self.last_checkpoint, outcome=self.outcome, error=self.error)
+            last_checkpoint=self.last_checkpoint, outcome=self.outcome, error=self.error,
+            preparing_percent=round(100 * float(prep.get("progress") or 0), 1) if prep else None,
+            preparing_eta_seconds=prep.get("eta_seconds") if prep else None)
 
 
 class EventsReader:

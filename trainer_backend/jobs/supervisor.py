@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Optional
 
-from ..job_files import LOG_FILE_ENV
+from ..job_files import LOG_FILE_ENV, PREPARED_DATA_DIR
 from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
 from ..training.launch import training_command
@@ -79,6 +79,14 @@ def child_env(extra: Optional[dict] = None) -> dict[str, str]:
     return env
 
 
+def _prepared_cache_env(data_dir: Path) -> dict[str, str]:
+    """Training processes reuse the data the app prepared (Check data, then Start): the cache of this data dir,
+    whatever their working directory."""
+    from ..data.prepared_cache import CACHE_ENV
+
+    return {} if os.environ.get(CACHE_ENV) else {CACHE_ENV: str(data_dir.resolve() / PREPARED_DATA_DIR)}
+
+
 def ensure_supervisor(data_dir: str | Path, max_concurrent: Optional[int] = None) -> Optional[int]:
     """Start a supervisor for `data_dir` unless one is running. Returns the new pid, or None.
 
@@ -93,7 +101,8 @@ def ensure_supervisor(data_dir: str | Path, max_concurrent: Optional[int] = None
         cmd += ["--max-concurrent", str(max_concurrent)]
     with open(data_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(data_dir), env=child_env(), start_new_session=True, close_fds=True)
+                                cwd=str(data_dir), env=child_env(_prepared_cache_env(data_dir)),
+                                start_new_session=True, close_fds=True)
     # Reap it when it exits so a long-lived caller (the UI) does not collect zombies; daemon: never blocks exit.
     threading.Thread(target=proc.wait, name=f"reap-supervisor-{proc.pid}", daemon=True).start()
     return proc.pid

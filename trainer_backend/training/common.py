@@ -19,6 +19,7 @@ class TrainContext:
     eval_dataset: Optional[Any]
     peft_config: Optional[Any]
     callbacks: list = field(default_factory=list)
+    data_ready: bool = False  # the datasets are final (cut, packed where packing applies): trainers use them as is
 
 
 def common_args(ctx: TrainContext) -> dict[str, Any]:

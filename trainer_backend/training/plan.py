@@ -153,9 +153,12 @@ def _tokens_and_steps(spec: JobSpec, train_ds: Any) -> tuple[Figure, Figure, int
     """Tokens in the prepared train split, and optimizer steps (max_steps, or epochs over the data)."""
     from .model_loading import resolve_packing
 
+    import pyarrow.compute as pc
+
     tokens = 0
     for column in [c for c in train_ds.column_names if c.endswith("input_ids")]:
-        tokens += sum(len(ids) for ids in train_ds[column])
+        for batch in train_ds.select_columns([column]).with_format("arrow").iter(batch_size=8192):  # flat memory
+            tokens += int(pc.sum(pc.list_value_length(batch[column])).as_py() or 0)
     rows = len(train_ds)
     per_step = spec.training.batch_size * spec.training.gradient_accumulation
     if spec.training.max_steps and spec.training.max_steps > 0:

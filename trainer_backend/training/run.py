@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Callable, Optional
 from transformers import PrinterCallback
 
 from ..data import DataError, prepare_data
+from ..data.progress import PreparationCancelled, PreparationProgress, ProgressCallback
 from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
 from ..job_status import JobStatus
 from ..spec import JobSpec
@@ -21,8 +23,8 @@ from .events import EventLog, EventsCallback, StopRequest
 from .hardware import fit_to_hardware
 from .model_loading import load_base_model, load_tokenizer, lora_config, model_load_settings, use_cpu
 from .oom import free_memory, install_fault_hook, is_out_of_memory, smaller_batch
+from .train_data import trainer_datasets
 from .trainers import TrainerNotAvailable, trainer_module
-
 
 
 @dataclass
@@ -34,14 +36,14 @@ class RunResult:
     checkpoint: Optional[str] = None
 
 
-def prepare_job(spec: JobSpec) -> tuple[Any, Any]:
+def prepare_job(spec: JobSpec, progress: Optional[ProgressCallback] = None) -> tuple[Any, Any]:
     """Everything that can fail before the model is loaded: trainer availability, tokenizer, data. Settings
     this machine cannot honour are replaced here (with a warning in the report), before anything uses them."""
     trainer_module(spec.training.trainer)
     _check_tracker(spec.training.log)
     hardware_warnings = fit_to_hardware(spec)
     tokenizer = load_tokenizer(spec.model)
-    prepared = prepare_data(spec, tokenizer)
+    prepared = prepare_data(spec, tokenizer, progress=progress)
     prepared.warnings[:0] = hardware_warnings
     return tokenizer, prepared
 
@@ -82,19 +84,23 @@ def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
 def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     job_dir = spec.job_dir
     module = trainer_module(spec.training.trainer)
-    tokenizer, prepared = prepare_job(spec)
-    (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
-    train_ds, eval_ds = prepared.to_datasets()
+    try:
+        tokenizer, prepared = prepare_job(spec, _preparing_events(events, stop))
+    except PreparationCancelled:
+        prepared = None
     checkpoint = resolve_checkpoint(spec)
-    if stop.requested:  # stopped while the data was being prepared: don't load the model at all
+    if prepared is None or stop.requested:  # stopped while the data was being prepared: don't load the model
         events.write("stopped", step=0, checkpoint=checkpoint)
         return RunResult(JobStatus.STOPPED, job_dir, {}, checkpoint=checkpoint)
+    (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
+    train_ds, eval_ds, data_ready = trainer_datasets(prepared, spec)
 
-    info = {"train_rows": len(train_ds), "valid_rows": len(eval_ds) if eval_ds is not None else 0,
+    valid_rows = len(prepared.valid) if prepared.valid is not None else 0  # rows, not packed blocks
+    info = {"train_rows": len(prepared.train), "valid_rows": valid_rows,
             "device": "cpu" if use_cpu(spec) else "cuda", "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     while True:  # more than once only after an out-of-memory adjustment (training/oom.py)
         trainer = _build_trainer(spec, module, tokenizer, train_ds, eval_ds,
-                                 [EventsCallback(events, stop, {**info, "resumed_from": checkpoint})])
+                                 [EventsCallback(events, stop, {**info, "resumed_from": checkpoint})], data_ready)
         try:
             output = trainer.train(resume_from_checkpoint=checkpoint)
             break
@@ -145,16 +151,46 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
 
 
 def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
-                   callbacks: list) -> Any:
+                   callbacks: list, data_ready: bool = False) -> Any:
     """A fresh base model and trainer (a retry after out-of-memory must not reuse a model LoRA already wraps)."""
+    import datasets
+
     task = getattr(module, "MODEL_TASK", "causal")
     model = load_base_model(spec, task, tokenizer)
     install_fault_hook(model)
     ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds,
-                       lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"), callbacks)
-    trainer = module.build(ctx)
+                       lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"), callbacks,
+                       data_ready=data_ready)
+    # A trainer that maps our memory-mapped rows (DPO tokenising, say) would otherwise write `datasets` cache
+    # files into the prepared-data cache entry, beside files that are checked; its results go to a temporary
+    # folder instead, as they did when the rows were in memory.
+    caching = datasets.is_caching_enabled()
+    datasets.disable_caching()
+    try:
+        trainer = module.build(ctx)
+    finally:
+        if caching:
+            datasets.enable_caching()
     trainer.remove_callback(PrinterCallback)  # events.jsonl (and its console echo) replace the dict prints
     return trainer
+
+
+def _preparing_events(events: EventLog, stop: StopRequest) -> ProgressCallback:
+    """`preparing` events (at most one a second) so the Jobs tab shows "preparing data 37%" before step 0; a stop
+    request ends the preparation."""
+    last = [0.0]
+
+    def on_progress(p: PreparationProgress) -> None:
+        if stop.requested:
+            raise PreparationCancelled()
+        now = time.monotonic()
+        if p.phase == "preparing" and now - last[0] < 1.0:
+            return
+        last[0] = now
+        events.write("preparing", phase=p.phase, progress=round(p.fraction, 4), rows=p.rows,
+                     total_rows=p.total_rows, rows_per_second=round(p.rows_per_second or 0, 1) or None,
+                     eta_seconds=round(p.eta_seconds, 1) if p.eta_seconds is not None else None)
+    return on_progress
 
 
 def _trained_dtype(model: Any) -> Optional[str]:

@@ -91,7 +91,11 @@ def progress_html(job: dict) -> str:
                      else "ETA estimating…")
     elif status == QUEUED:
         facts = ["waiting for a free training slot"]
-    if status in ACTIVE:
+    if status in ACTIVE and p.get("preparing_percent") is not None:  # before step 0: the data is being prepared
+        pct = p["preparing_percent"]
+        eta = p.get("preparing_eta_seconds")
+        facts = [f"preparing data {pct:.0f}%"] + ([f"ETA {human_duration(eta)}"] if eta is not None else [])
+    elif status in ACTIVE:
         facts += [f"{human_number(p.get('tokens_per_second'))} tokens/s",
                   f"{human_number(job.get('samples_per_second'))} samples/s"]
     label = html.escape(" · ".join(facts))

@@ -10,6 +10,7 @@ import gradio as gr
 import yaml
 
 from ..access import on_space
+from ..data.progress import preparation_progress
 from ..data.report import DatasetReport
 from ..job_files import SPEC_FILE
 from ..model_info import estimate_fit, gpu_memory
@@ -144,8 +145,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             return TINY_DEMO_FIT
         return estimate_fit(base, quant or "none").markdown()
 
-    def on_report(spec_text: str, up: Any) -> tuple:
-        out = service.validate(spec_text, _path(up))
+    def on_report(spec_text: str, up: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # long datasets show a bar
+            out = service.validate(spec_text, _path(up))
         if not out["ok"]:
             return (_problems(out["errors"]), "", "", gr.update(open=False))
         rep = DatasetReport.from_dict(out["report"])
@@ -156,14 +158,15 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         return out["markdown"] if out["ok"] else _problems(out["errors"])
 
     def on_start(spec_text: str, up: Any, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
-                 oauth_token: Optional[gr.OAuthToken] = None) -> tuple[str, str]:
+                 oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
         from .api import _guard
 
         ident = _guard(request, profile, oauth_token)
-        check = service.validate(spec_text, _path(up))
-        if not check["ok"]:
-            return _problems(check["errors"]), ""
-        out = service.start(spec_text, _path(up), ident.username)
+        with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # from the cache after Check data
+            check = service.validate(spec_text, _path(up))
+            if not check["ok"]:
+                return _problems(check["errors"]), ""
+            out = service.start(spec_text, _path(up), ident.username)
         if not out["job_id"] or out["status"] == "failed":
             return _problems(out.get("issues") or [out.get("error") or "rejected"]), ""
         return f"✅ Job **{out['job_id']}** queued — follow it in the Jobs tab.", out["job_id"]
