@@ -19,6 +19,7 @@ _PREFERENCE = PAIR_TRAINERS
 _CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "chat")
 _ALIASES = {"adamw_bnb_8bit": "adamw_8bit"}  # the same optimizer under its other transformers name
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+AUTOTRAIN_AUTO_LOGGING_STEPS = 25  # what AutoTrain's logging_steps=-1 ("auto") comes to, at most
 _ENV_ONLY = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # AutoTrain key -> (our section, our key), copied unchanged when not null.
@@ -166,7 +167,7 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
     else:
         # AutoTrain renders text_column through the chat template whenever one is set (sft and default
         # trainers), so then it holds conversations whatever its name.
-        templated = data.get("chat_template", "none") != "none"
+        templated = data.get("chat_template") not in (None, "none")  # AutoTrain without one renders nothing
         if text_col is not None and (templated or str(text_col).lower() in _CONVERSATION_COLUMNS):
             columns["messages"] = text_col
         elif text_col is not None:
@@ -226,7 +227,8 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
     elif strategy is not None:
         training["eval_strategy"] = strategy
         if strategy == "steps":  # transformers falls back to logging_steps; AutoTrain's auto value is <= 25
-            training["eval_steps"] = training.get("logging_steps", 25)
+            training["eval_steps"] = training["logging_steps"] if "logging_steps" in training \
+                else AUTOTRAIN_AUTO_LOGGING_STEPS
     save_strategy = take("save_strategy", None)  # older AutoTrain versions only
     if save_strategy is not None:
         training["save_strategy"] = save_strategy

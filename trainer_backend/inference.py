@@ -113,16 +113,10 @@ def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
     return AdapterRef(path, meta.base_model or config["base_model_name_or_path"], meta)
 
 
-def _fill_prompt_template(tpl: dict, message: str) -> str:
+def _fill_prompt_template(template: str, message: str) -> str:
     """Single-turn prompt in the training prompt template: every placeholder takes the user's message."""
-    text = tpl.get("prompt_if_empty") or tpl.get("prompt")
-    if tpl.get("preset") and not tpl.get("prompt"):
-        from .data.templates import PROMPT_PRESETS
-
-        preset = PROMPT_PRESETS[tpl["preset"]]
-        text = preset.prompt_if_empty or preset.prompt
-    fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
-    return text.format_map({f: message for f in fields})
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    return template.format_map({f: message for f in fields})
 
 
 class ChatModel:
@@ -192,11 +186,11 @@ class ChatModel:
         """Token ids of the prompt exactly as training rendered it (prompt_text: already rendered)."""
         tok = self.tokenizers[adapter.name]
         msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
-        tpl = adapter.meta.prompt_template
+        template = adapter.meta.single_turn_prompt()
         if prompt_text is not None:
             text = prompt_text
-        elif tpl:  # trained on a prompt template: single turn, in the same words
-            text = _fill_prompt_template(tpl, messages[-1]["content"])
+        elif template:  # trained on a prompt template: single turn, in the same words
+            text = _fill_prompt_template(template, messages[-1]["content"])
         elif adapter.meta.chat_template == "none" or not tok.chat_template:
             text = "\n\n".join(m["content"] for m in msgs) + "\n"
         else:

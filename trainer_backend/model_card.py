@@ -133,7 +133,7 @@ def _usage(repo_id: str, meta: AdapterMeta, eot_is_token: bool, merged: bool) ->
         stop = f', eos_token_id=[tokenizer.convert_tokens_to_ids("{eot}"), tokenizer.eos_token_id]'
     elif eot:
         stop = f", stop_strings=[{eot!r}], tokenizer=tokenizer"
-    prompt_template = meta.prompt_template
+    prompt_template = meta.single_turn_prompt()
     if info.documents or (meta.chat_template == "none" and not prompt_template):
         lines += ['inputs = tokenizer("Once upon a time", return_tensors="pt")']
     elif prompt_template:
@@ -157,10 +157,8 @@ def _notes(lines: list[str], local_base: bool) -> str:
     return "\n".join(lines + notes)
 
 
-def _prompt_example(template: dict[str, Any]) -> str:
-    prompt = template.get("prompt") or ("### Instruction:\n{instruction}\n\n### Response:\n"
-                                        if template.get("preset") == "alpaca" else "Question: {question}\nAnswer:")
-    return re.sub(r"\{(\w+)\}", lambda m: f"<{m.group(1)}>", prompt)
+def _prompt_example(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: f"<{m.group(1)}>", template)
 
 
 def _fmt(value: Any) -> str:

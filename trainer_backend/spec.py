@@ -88,6 +88,11 @@ class PromptTemplate(_Section):
             raise ValueError("prompt_template needs `preset`, or both `prompt` and `response`")
         return self
 
+    def filled_from(self, preset: "PromptTemplate") -> "PromptTemplate":
+        """This template with the parts it leaves out taken from `preset` (the preset's own text)."""
+        return PromptTemplate(prompt=self.prompt or preset.prompt, response=self.response or preset.response,
+                              prompt_if_empty=self.prompt_if_empty or preset.prompt_if_empty)
+
 
 class DataSpec(_Section):
     path: str = _f(..., "File, list of files (comma-separated), folder with train.*/valid.*, or Hub dataset id.",

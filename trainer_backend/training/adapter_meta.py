@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..job_files import META_FILE
+from ..spec import PromptTemplate
 
 
 class ModelLoad(BaseModel):
@@ -43,7 +44,7 @@ class AdapterMeta(BaseModel):
     chat_template: Optional[str] = None          # the data.chat_template setting (tokenizer, chatml, none...)
     chat_template_source: Optional[str] = None   # which template text trained (the dataset report's line)
     end_of_turn: Optional[str] = None
-    prompt_template: Optional[dict[str, Any]] = None
+    prompt_template: Optional[PromptTemplate] = None  # data.prompt_template as trained (preset unresolved)
     lora: bool = True
     quantization: Literal["none", "int8", "int4"] = "none"
     format: Optional[str] = None
@@ -56,6 +57,21 @@ class AdapterMeta(BaseModel):
         if self.model_load is not None:
             return self.model_load
         return ModelLoad(base_model=self.base_model, quantization=self.quantization)
+
+    def prompt_parts(self) -> Optional[PromptTemplate]:
+        """The prompt template that trained, with a preset's text filled in (as data/templates.py renders it)."""
+        tpl = self.prompt_template
+        if tpl is None or tpl.preset is None:
+            return tpl
+        from ..data.templates import PROMPT_PRESETS  # here: the data package is not needed to read the file
+
+        return tpl.filled_from(PROMPT_PRESETS[tpl.preset])
+
+    def single_turn_prompt(self) -> Optional[str]:
+        """The prompt part a one-message chat fills (every placeholder takes the message), or None without a
+        prompt template. Only the message is given, so the variant for empty extra columns applies."""
+        parts = self.prompt_parts()
+        return (parts.prompt_if_empty or parts.prompt) if parts else None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -142,7 +142,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         base_model=spec.model.base_model, trainer=spec.training.trainer, chat_template=spec.data.chat_template,
         chat_template_source=prepared.template.describe() if prepared.template else None,
         end_of_turn=prepared.end_of_turn,
-        prompt_template=spec.data.prompt_template.model_dump(exclude_none=True) if spec.data.prompt_template else None,
+        prompt_template=spec.data.prompt_template,
         lora=spec.lora.enabled, quantization=spec.training.quantization,
         format=prepared.detection.format if prepared.detection else "template", metrics=metrics,
         model_load=model_load_settings(spec), adapter_dtype=_trained_dtype(trainer.model)))
