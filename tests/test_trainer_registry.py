@@ -47,3 +47,46 @@ def test_model_card_wording_comes_from_the_registry(name: str) -> None:
 def test_unknown_trainer_names_the_trainers_there_are() -> None:
     with pytest.raises(KeyError, match="trainers: sft, generic"):
         trainer_info("grpo")
+
+
+def test_trainer_modules_do_not_restate_what_the_registry_says() -> None:
+    """The model head (and every other need) is the registry's; a trainer module only builds its TRL trainer."""
+    for name in TRAINERS:
+        module = importlib.import_module(f"trainer_backend.training.trainers.{name}")
+        restated = {"MODEL_TASK", "FORMATS", "HEAD", "PAIRS"} & set(vars(module))
+        assert not restated, f"training/trainers/{name}.py restates {restated}: put it in trainer_registry.py"
+
+
+def _plan_memory(trainer: str, lora: bool) -> dict:
+    from types import SimpleNamespace
+
+    from trainer_backend.training.plan import _memory
+
+    spec, _ = parse_spec({"model": {"base_model": "org/m"}, "data": {"path": "d.jsonl"},
+                          "training": {"trainer": trainer, "batch_size": 2}, "lora": {"enabled": lora},
+                          "lengths": {"block_size": 512, "model_max_length": 512}})
+    config = SimpleNamespace(hidden_size=512, intermediate_size=2048, num_hidden_layers=4, vocab_size=32_000)
+    memory = _memory(spec, total=10**8, trainable=10**6 if lora else 10**8, quantizable=8 * 10**7, config=config,
+                     dtype_bytes=2, on_gpu=True)
+    return {k: v.value for k, v in memory.items()}
+
+
+def test_the_plan_counts_pairs_and_reference_models_from_the_registry() -> None:
+    sft, orpo = _plan_memory("sft", lora=True), _plan_memory("orpo", lora=True)
+    assert orpo["activations"] == pytest.approx(2 * sft["activations"]), "chosen and rejected go through together"
+    assert orpo["logits"] == pytest.approx(2 * sft["logits"])
+    assert _plan_memory("dpo", lora=True)["weights"] == sft["weights"], "with LoRA the reference is the base"
+    assert _plan_memory("dpo", lora=False)["weights"] == pytest.approx(
+        2 * _plan_memory("orpo", lora=False)["weights"], rel=1e-4)
+    assert [n for n, t in TRAINERS.items() if t.reference_model] == ["dpo"]
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_the_card_says_what_the_reference_model_was(lora: bool) -> None:
+    from trainer_backend.model_card import build_model_card
+    from trainer_backend.training.adapter_meta import AdapterMeta
+
+    card = build_model_card("alice/x", AdapterMeta(base_model="org/base", trainer="dpo", lora=lora), None, None)
+    assert ("the adapter turned off" in card) == lora and ("frozen copy of the base" in card) == (not lora)
+    orpo = build_model_card("alice/x", AdapterMeta(base_model="org/base", trainer="orpo", lora=lora), None, None)
+    assert "reference model was" not in orpo

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from huggingface_hub import ModelCard, ModelCardData
 
 from .spec import JobSpec
-from .trainer_registry import trainer_info
+from .trainer_registry import TrainerInfo, trainer_info
 from .training.adapter_meta import AdapterMeta
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
@@ -66,9 +66,10 @@ def build_model_card(repo_id: str, meta: AdapterMeta, spec: Optional[JobSpec], r
         else f"`{display_name(base)}` (a local model)"
     what = ("the LoRA adapter merged into its base model" if merged
             else "a LoRA adapter" if meta.lora else "a fully fine-tuned model")
+    info = trainer_info(trainer)
     parts = [f"# {repo_id.split('/')[-1]}", "",
              f"{what[0].upper()}{what[1:]} for {base_link}, trained with LoRA Studio "
-             f"using the `{trainer}` trainer ({trainer_info(trainer).title}). {trainer_info(trainer).card_summary}"]
+             f"using the `{trainer}` trainer ({info.title}). {info.card_summary}{_reference_note(info, meta)}"]
     if merged:
         parts.append(f"The adapter alone is in [{merged_from}](https://huggingface.co/{merged_from}).")
     if not is_hub_id(base) and not merged:
@@ -90,6 +91,13 @@ def build_model_card(repo_id: str, meta: AdapterMeta, spec: Optional[JobSpec], r
     text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts)
     validate_card(text)
     return text
+
+
+def _reference_note(info: TrainerInfo, meta: AdapterMeta) -> str:
+    if not info.reference_model:
+        return ""
+    return (" The reference model was the base itself (the adapter turned off)." if meta.lora
+            else " The reference model was a frozen copy of the base.")
 
 
 def validate_card(text: str) -> ModelCard:

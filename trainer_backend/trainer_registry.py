@@ -19,10 +19,18 @@ class TrainerInfo:
     formats: tuple[str, ...]           # data formats it trains on; the data check refuses the rest
     pairs: bool = False                # trains on preference pairs (prompt, chosen, rejected)
     head: Literal["causal", "seq_cls"] = "causal"  # seq_cls: a one-logit score head (reward models)
+    # Scores against a frozen reference model: with LoRA it is the base with the adapter off (no extra memory);
+    # fully fine-tuning, TRL loads a second copy of the weights (the plan counts it).
+    reference_model: bool = False
     uses_beta: bool = False            # training.beta applies
     uses_dpo_loss_type: bool = False   # training.dpo_loss_type applies
     documents: bool = False            # rows are documents: packed by default, no chat prompt in the card
     card_summary: str = ""             # one sentence for the model card
+
+    @property
+    def sequences_per_row(self) -> int:
+        """Sequences one row puts through the model in a step: a pair's chosen and rejected go in one batch."""
+        return 2 if self.pairs else 1
 
     @property
     def pipeline_tag(self) -> str:
@@ -37,9 +45,8 @@ TRAINERS: dict[str, TrainerInfo] = {t.name: t for t in (
     TrainerInfo("reward", "reward modelling", ("preference",), pairs=True, head="seq_cls",
                 card_summary="Scores a conversation: higher means preferred (trained on chosen/rejected pairs)."),
     TrainerInfo("dpo", "direct preference optimisation", ("preference",), pairs=True, uses_beta=True,
-                uses_dpo_loss_type=True,
-                card_summary="Trained to prefer the chosen answer over the rejected one (DPO, reference model = "
-                             "the base with the adapter off)."),
+                uses_dpo_loss_type=True, reference_model=True,
+                card_summary="Trained to prefer the chosen answer over the rejected one (DPO)."),
     TrainerInfo("orpo", "odds-ratio preference optimisation", ("preference",), pairs=True, uses_beta=True,
                 card_summary="Trained on chosen answers with an odds-ratio penalty on rejected ones (ORPO, no "
                              "reference model)."),

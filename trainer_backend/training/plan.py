@@ -5,10 +5,12 @@ Every figure says how it was obtained: `counted` (from the model's shapes or the
 and hardware). The model is instantiated on the meta device to count parameters — no weights are loaded — except
 for the opt-in probe.
 
-Memory model (bytes; T = tokens in one micro-batch = batch_size x block_size, H hidden, I intermediate, L layers,
-V vocabulary, b = bytes of the compute dtype):
+Memory model (bytes; T = tokens in one micro-batch = batch_size x block_size x sequences per row (2 for preference
+pairs: chosen and rejected go through the model together), H hidden, I intermediate, L layers, V vocabulary, b =
+bytes of the compute dtype; what each trainer needs comes from trainer_registry.py):
   weights        quantizable linear weights x (0.56 for int4 nf4 + double quant, 1.06 int8, b otherwise) +
-                 the rest (embeddings, head, norms) x b
+                 the rest (embeddings, head, norms) x b; twice for a trainer with a reference model trained
+                 without LoRA (TRL loads a frozen copy; with LoRA the reference is the base, adapter off)
   lora+optimizer trainable x 16 (fp32 weight, gradient and two Adam moments)
   activations    without checkpointing L x T x (10 H + 4 I) x b; with it L x T x H x b + one layer's full set
                  (SDPA / flash attention: no sequence-squared term)
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ..spec import JobSpec
+from ..trainer_registry import trainer_info
 
 GIB = 2**30
 CPU_RUNTIME_GIB = 0.52
@@ -125,15 +128,19 @@ def _counts(spec: JobSpec, task: str) -> tuple[int, int, int, Any]:
 def _memory(spec: JobSpec, total: int, trainable: int, quantizable: int, config: Any, dtype_bytes: int,
             on_gpu: bool) -> dict[str, Figure]:
     q = spec.training.quantization
+    trainer = trainer_info(spec.training.trainer)
     per_linear = {"int4": 0.56, "int8": 1.06}.get(q, dtype_bytes)
     weights = quantizable * per_linear + (total - quantizable) * dtype_bytes
+    reference_copy = trainer.reference_model and not spec.lora.enabled
+    if reference_copy:
+        weights *= 2
     optimizer = trainable * 16
     text = getattr(config, "text_config", None) or config
     hidden = getattr(text, "hidden_size", 0) or 0
     inter = getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden
     layers = getattr(text, "num_hidden_layers", 0) or 0
     vocab = getattr(text, "vocab_size", 0) or 0
-    tokens = spec.training.batch_size * spec.lengths.block_size
+    tokens = spec.training.batch_size * spec.lengths.block_size * trainer.sequences_per_row
     layer_full = tokens * (10 * hidden + 4 * inter) * dtype_bytes
     without_ckpt = layers * layer_full
     with_ckpt = layers * tokens * hidden * dtype_bytes + layer_full
@@ -142,7 +149,8 @@ def _memory(spec: JobSpec, total: int, trainable: int, quantizable: int, config:
     runtime = GPU_RUNTIME_GIB * GIB + 0.1 * (weights + optimizer + activations + logits) if on_gpu \
         else CPU_RUNTIME_GIB * GIB
     est = lambda v, note="": Figure(round(v / GIB, 6), "GiB", "estimated", note)  # noqa: E731
-    return {"weights": est(weights, f"quantization {q}"), "lora_and_optimizer": est(optimizer),
+    weights_note = f"quantization {q}" + ("; with the frozen reference copy" if reference_copy else "")
+    return {"weights": est(weights, weights_note), "lora_and_optimizer": est(optimizer),
             "activations": est(activations), "activations_without_checkpointing": est(without_ckpt),
             "activations_with_checkpointing": est(with_ckpt), "logits": est(logits),
             "runtime": est(runtime, "GPU context + allocator slack" if on_gpu else "Python + libraries"),
@@ -195,9 +203,8 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     """The plan of `spec`. probe_steps > 0 loads the model and times that many real optimizer steps."""
     from .model_loading import precision, use_cpu
     from .run import prepare_job
-    from .trainers import trainer_module
 
-    task = getattr(trainer_module(spec.training.trainer), "MODEL_TASK", "causal")
+    task = trainer_info(spec.training.trainer).head
     if hardware:  # planning for other hardware than this machine's: its GPU (if any) decides the precision
         on_gpu = HARDWARE.get(hardware, (None, None, None))[1] is not None
         prec = spec.training.mixed_precision if spec.training.mixed_precision != "auto" else \

@@ -17,6 +17,7 @@ from ..data.progress import PreparationCancelled, PreparationProgress, ProgressC
 from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
 from ..job_status import JobStatus
 from ..spec import JobSpec
+from ..trainer_registry import trainer_info
 from .adapter_meta import AdapterMeta, write_adapter_meta
 from .common import TrainContext, resolve_checkpoint
 from .events import EventLog, EventsCallback, StopRequest
@@ -155,7 +156,7 @@ def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, ev
     """A fresh base model and trainer (a retry after out-of-memory must not reuse a model LoRA already wraps)."""
     import datasets
 
-    task = getattr(module, "MODEL_TASK", "causal")
+    task = trainer_info(spec.training.trainer).head
     model = load_base_model(spec, task, tokenizer)
     install_fault_hook(model)
     ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds,

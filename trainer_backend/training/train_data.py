@@ -32,7 +32,7 @@ def trainer_datasets(prepared: PreparedData, spec: JobSpec) -> tuple[Any, Option
     strategy = packing_strategy(spec)
     if strategy is None:
         # sft rows are cut to block_size already; generic rows are whole documents that only packing cuts
-        return train, valid, spec.training.trainer == "sft"
+        return train, valid, not trainer_info(spec.training.trainer).documents
     block = spec.lengths.block_size
     return (_packed(prepared, "train", train, strategy, block),
             _packed(prepared, "valid", valid, strategy, block) if valid is not None else None, True)

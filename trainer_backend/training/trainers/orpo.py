@@ -6,8 +6,6 @@ from typing import Any
 
 from ..common import TrainContext, common_args
 
-MODEL_TASK = "causal"
-
 
 def build(ctx: TrainContext) -> Any:
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer

@@ -7,8 +7,6 @@ from typing import Any
 
 from ..common import TrainContext, common_args
 
-MODEL_TASK = "seq_cls"
-
 
 def build(ctx: TrainContext) -> Any:
     from trl import RewardConfig, RewardTrainer
