@@ -116,7 +116,7 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
 # The layers, bottom first (README "Layout" says the same). A module may import its own layer and the ones below.
 LAYERS = [
     {"job_files", "job_status", "errors", "ml_stack", "tiny_model", "trainer_registry", "spec_values"},  # names, values
-    {"spec", "autotrain"},                                               # the job spec (and AutoTrain's dialect of it)
+    {"spec", "autotrain", "generation"},       # the job spec (and AutoTrain's dialect of it), sampling settings
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"access", "public_demo", "uploads", "model_card", "hub", "model_cache", "inference", "evaluation", "jobs"},

@@ -53,7 +53,8 @@ def sentiment_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_stream_yields_incrementally_and_stops_at_end_of_turn(sentiment_job: dict) -> None:
-    from trainer_backend.inference import GenerationSettings, chat_stream
+    from trainer_backend.generation import GenerationSettings
+    from trainer_backend.inference import chat_stream
 
     question = [{"role": "user", "content": "Review: I love this bike.\nSentiment?"}]
     chunks = list(chat_stream(sentiment_job["job"], question, GenerationSettings(max_new_tokens=40)))
@@ -74,7 +75,7 @@ def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict) -> None:
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
     from trainer_backend.evaluation import evaluate
     from trainer_backend.job_files import EVAL_FILE
-    from trainer_backend.inference import GenerationSettings
+    from trainer_backend.generation import GenerationSettings
 
     seen: list[float] = []
     report = evaluate(sentiment_job["job"], sentiment_job["held_out"], max_examples=20,
@@ -93,7 +94,7 @@ def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
 
 def test_evaluate_defaults_to_the_jobs_validation_split(sentiment_job: dict) -> None:
     from trainer_backend.evaluation import evaluate
-    from trainer_backend.inference import GenerationSettings
+    from trainer_backend.generation import GenerationSettings
 
     report = evaluate(sentiment_job["job"], max_examples=5, settings=GenerationSettings(max_new_tokens=4))
     assert report.rows == 5 and report.fine_tuned["eval_loss"] < report.base["eval_loss"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from trainer_backend.generation import GenerationSettings
 from trainer_backend.model_cache import MEMORY_ENV, MODELS_ENV, ModelCache, limits_from_env, model_bytes
 
 
@@ -70,7 +71,7 @@ def test_adapters_beyond_the_cap_are_unloaded_and_come_back_when_asked(tiny_mode
     monkeypatch.setattr(inference, "MAX_ADAPTERS_PER_MODEL", 2)
     monkeypatch.setattr(inference, "MODELS", ModelCache(2, 1 << 40))
     refs = [str(_random_adapter(tiny_model_dir, tmp_path / f"adapter{i}", seed=i)) for i in range(3)]
-    settings = inference.GenerationSettings(max_new_tokens=4)
+    settings = GenerationSettings(max_new_tokens=4)
     question = [{"role": "user", "content": "hi"}]
     first = inference.compare(refs[0], question, settings)["fine_tuned"]
     chat, _ = inference.load_chat(refs[1])
@@ -85,7 +86,6 @@ def test_chat_compare_evaluate_go_through_the_service(tiny_model_dir: Path, tmp_
     """A job id resolves to its folder, a path outside the data dir is refused before any model loads."""
     import shutil
 
-    from trainer_backend.inference import GenerationSettings
     from trainer_backend.jobs import JobManager
     from trainer_backend.ui.service import StudioService
 

@@ -166,7 +166,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from .inference import GenerationSettings
+    from .generation import GenerationSettings
 
     try:
         return GenerationSettings.checked(temperature=args.temperature, top_p=args.top_p,
@@ -179,6 +179,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """One prompt (--prompt) or an interactive session; answers stream as they are generated."""
+    settings = _settings(args)  # refused before anything is loaded or typed
     from .inference import chat_stream, compare
 
     history: list[dict] = []
@@ -195,12 +196,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 return EXIT_OK
         history.append({"role": "user", "content": text})
         if args.compare:
-            answers = compare(args.adapter, history, _settings(args), args.system)
+            answers = compare(args.adapter, history, settings, args.system)
             print(f"base:       {answers['base']}\nfine-tuned: {answers['fine_tuned']}")
             history.append({"role": "assistant", "content": answers["fine_tuned"]})
             continue
         shown = ""
-        for shown_now in chat_stream(args.adapter, history, _settings(args), args.system):
+        for shown_now in chat_stream(args.adapter, history, settings, args.system):
             print(shown_now[len(shown):], end="", flush=True)
             shown = shown_now
         print()
@@ -208,9 +209,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     from .evaluation import evaluate
 
-    report = evaluate(args.adapter, args.data, args.max_examples, _settings(args))
+    report = evaluate(args.adapter, args.data, args.max_examples, settings)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -322,13 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_spec("launch", "train in the foreground with training.num_processes / distributed applied "
                         "(torchrun on CPU, accelerate launch on GPUs)")
     sub.add_parser("schema", help="print the job spec's JSON schema")
+    from .generation import DEFAULTS, EVALUATION, GenerationSettings, setting_range
+
     def with_adapter(name: str, help_text: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("adapter", help="job folder, adapter folder or Hub repo id")
-        sp.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-        sp.add_argument("--top-p", type=float, default=0.9)
-        sp.add_argument("--max-new-tokens", type=int, default=256)
-        sp.add_argument("--repetition-penalty", type=float, default=1.0)
+        defaults = EVALUATION if name == "evaluate" else DEFAULTS
+        for field, kind in (("temperature", float), ("top_p", float), ("max_new_tokens", int),
+                            ("repetition_penalty", float)):
+            low, high = setting_range(field)
+            sp.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(defaults, field),
+                            help=f"{GenerationSettings.model_fields[field].description}; {low:g} to {high:g} "
+                                 "(default: %(default)s)")
         return sp
 
     chat = with_adapter("chat", "chat with a trained adapter (same template as training, streams)")

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .job_files import EVAL_FILE, SPEC_FILE
-from .inference import GenerationSettings, gpu_call, load_chat
+from .generation import EVALUATION, GenerationSettings
+from .inference import gpu_call, load_chat
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -120,7 +121,7 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
 
     chat, adapter = load_chat(ref)
     split, _ = _load_eval_split(adapter.path, data_path)
-    settings = settings or GenerationSettings(temperature=0.0, max_new_tokens=128)
+    settings = settings or EVALUATION
     n = min(max_examples, len(split))
     report = EvalReport(rows=n)
     totals = {"base": [0.0, 0, 0, 0.0, 0], "fine_tuned": [0.0, 0, 0, 0.0, 0]}  # loss, tokens, em, rouge, contains

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from .generation import GenerationSettings
 from .job_files import ADAPTER_DIR
 from .model_cache import ModelCache, limits_from_env
 from .training.adapter_meta import AdapterMeta, ModelLoad, read_adapter_meta
@@ -27,56 +26,6 @@ try:  # ZeroGPU Spaces grant a GPU per call to functions wrapped by spaces.GPU; 
 except Exception:  # pragma: no cover - spaces is in requirements, but the app must not die without it
     def gpu_call(fn: Any = None, **_: Any) -> Any:
         return fn if fn is not None else (lambda f: f)
-
-
-
-class GenerationSettings(BaseModel):
-    """How to sample an answer. The bounds are the caps for every caller (API, UI sliders, CLI); a value outside
-    them is refused with a message, never clamped silently. The public demo's tighter cap on max_new_tokens lives
-    in public_demo.DemoCaps."""
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_p: float = Field(0.9, ge=0.01, le=1.0)
-    max_new_tokens: int = Field(256, ge=1, le=4096)
-    repetition_penalty: float = Field(1.0, ge=0.5, le=5.0)
-
-    @classmethod
-    def checked(cls, max_new_tokens_cap: Optional[int] = None, **values: Any) -> "GenerationSettings":
-        """Validate client values; ValueError names the field, its range and what was sent."""
-        problems = []
-        for name, value in values.items():
-            low, high = setting_range(name)
-            if name == "max_new_tokens" and max_new_tokens_cap is not None:
-                high = min(high, max_new_tokens_cap)
-            try:
-                ok = low <= float(value) <= high and (name != "max_new_tokens" or float(value).is_integer())
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                problems.append(f"{name} must be a number from {low:g} to {high:g} (got {value!r})")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return cls(**{k: int(v) if k == "max_new_tokens" else float(v) for k, v in values.items()})
-
-    def kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        if self.temperature > 0:
-            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
-        else:
-            kw.update(do_sample=False)
-        return kw
-
-
-def setting_range(name: str) -> tuple[float, float]:
-    """(lowest, highest) allowed for one GenerationSettings field, read from its Field constraints."""
-    low, high = float("-inf"), float("inf")
-    for rule in GenerationSettings.model_fields[name].metadata:
-        if getattr(rule, "ge", None) is not None:
-            low = float(rule.ge)
-        if getattr(rule, "le", None) is not None:
-            high = float(rule.le)
-    return (0.0 if low == float("-inf") else low), high
 
 
 @dataclass

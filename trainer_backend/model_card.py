@@ -25,7 +25,9 @@ def is_hub_id(value: Optional[str]) -> bool:
     """A Hub repo id (e.g. `Qwen/Qwen2.5-0.5B`), as opposed to a local file or folder."""
     from .data.loading import looks_local
 
-    return bool(value) and not looks_local(value) and not Path(value).expanduser().exists() \
+    if not value:
+        return False
+    return not looks_local(value) and not Path(value).expanduser().exists() \
         and HUB_ID.fullmatch(value) is not None and "--" not in value and ".." not in value
 
 

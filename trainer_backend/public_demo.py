@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .access import AccessDenied
+from .generation import DEMO_MAX_NEW_TOKENS, demo_max_new_tokens
 
 PUBLIC_ADAPTERS_ENV = "LORA_STUDIO_PUBLIC_ADAPTERS"
 
 
 @dataclass(frozen=True)
 class DemoCaps:
-    max_new_tokens: int = 128
+    max_new_tokens: int = DEMO_MAX_NEW_TOKENS  # within GenerationSettings' own range (generation.py)
     max_prompt_chars: int = 2000
     requests_per_minute: int = 10
 
@@ -32,7 +33,7 @@ class DemoCaps:
                 return max(1, int(os.environ.get(name, default)))
             except ValueError:
                 return default
-        return cls(num("LORA_STUDIO_DEMO_MAX_NEW_TOKENS", cls.max_new_tokens),
+        return cls(demo_max_new_tokens(num("LORA_STUDIO_DEMO_MAX_NEW_TOKENS", cls.max_new_tokens)),
                    num("LORA_STUDIO_DEMO_MAX_PROMPT_CHARS", cls.max_prompt_chars),
                    num("LORA_STUDIO_DEMO_REQUESTS_PER_MINUTE", cls.requests_per_minute))
 

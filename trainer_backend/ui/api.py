@@ -137,7 +137,7 @@ def register_api(service: StudioService) -> None:
 
 
 def _register_inference_api(service: StudioService) -> None:
-    from ..inference import GenerationSettings
+    from ..generation import DEFAULTS, EVALUATION, GenerationSettings
 
     def settings(temperature: float, top_p: float, max_new_tokens: int, repetition_penalty: float) -> Any:
         cap = None if is_member(current_caller()) else DemoCaps.from_env().max_new_tokens
@@ -162,8 +162,9 @@ def _register_inference_api(service: StudioService) -> None:
     @gr.api(api_name="chat")
     @public  # visitors: the public demo only (visitor_turn)
     def chat(adapter: str, message: str, history: Optional[list[dict]] = None, system: str = "",
-             temperature: float = 0.0, top_p: float = 0.9, max_new_tokens: int = 256,
-             repetition_penalty: float = 1.0) -> Iterator[str]:
+             temperature: float = DEFAULTS.temperature, top_p: float = DEFAULTS.top_p,
+             max_new_tokens: int = DEFAULTS.max_new_tokens,
+             repetition_penalty: float = DEFAULTS.repetition_penalty) -> Iterator[str]:
         """Streams the fine-tuned model's answer (adapter: job id, job folder or Hub repo id)."""
         messages = list(history or []) + [{"role": "user", "content": message}]
         text = "".join(str(m.get("content", "")) for m in messages if isinstance(m, dict)) + (system or "")
@@ -176,10 +177,10 @@ def _register_inference_api(service: StudioService) -> None:
 
     @gr.api(api_name="compare")
     @public  # visitors: the public demo only (visitor_turn)
-    def compare(adapter: str, message: str, system: str = "", temperature: float = 0.0,
-                max_new_tokens: int = 256) -> dict:
+    def compare(adapter: str, message: str, system: str = "", temperature: float = DEFAULTS.temperature,
+                max_new_tokens: int = DEFAULTS.max_new_tokens) -> dict:
         """The same prompt answered by the base model and the fine-tuned one: {base, fine_tuned}."""
-        gen = settings(temperature, 0.9, max_new_tokens, 1.0)
+        gen = settings(temperature, DEFAULTS.top_p, max_new_tokens, DEFAULTS.repetition_penalty)
         try:
             with visitor_turn(adapter, (message or "") + (system or "")):
                 return service.compare(adapter, [{"role": "user", "content": message}], gen, system or None)
@@ -187,10 +188,12 @@ def _register_inference_api(service: StudioService) -> None:
             raise gr.Error(str(exc), print_exception=False) from None
 
     @gr.api(api_name="evaluate")
-    def evaluate(adapter: str, max_examples: int = 50, max_new_tokens: int = 128) -> dict:
+    def evaluate(adapter: str, max_examples: int = 50, max_new_tokens: int = EVALUATION.max_new_tokens) -> dict:
         """Base vs fine-tuned on the job's validation split: loss, perplexity, exact match, ROUGE-L, examples."""
         _bounded("max_examples", max_examples, 1, 10_000)
-        report = service.evaluate(adapter, None, int(max_examples), settings(0.0, 0.9, max_new_tokens, 1.0))
+        report = service.evaluate(adapter, None, int(max_examples),
+                                  settings(EVALUATION.temperature, EVALUATION.top_p, max_new_tokens,
+                                           EVALUATION.repetition_penalty))
         return report.to_dict()
 
 

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
-from ..inference import GenerationSettings, setting_range
+from ..generation import EVALUATION, GenerationSettings, setting_range
 from .service import StudioService
 
 PRIVATE = {"api_visibility": "private"}
@@ -89,7 +89,7 @@ def build_chat_tab(service: StudioService) -> None:
             raise gr.Error("Pick an adapter first.")
         path = file if isinstance(file, str) or file is None else file.name
         try:
-            report = service.evaluate(ref, path, int(max_examples or 50), GenerationSettings(max_new_tokens=128),
+            report = service.evaluate(ref, path, int(max_examples or 50), EVALUATION,
                                       progress=lambda f, d: progress(f, desc=d))
         except (ValueError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from None

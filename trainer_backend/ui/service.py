@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..access import Identity, current_caller, is_member, on_space
 from ..data.issues import DataError, IssueCollector
-from ..inference import GenerationSettings
+from ..generation import GenerationSettings
 from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
 from ..spec import JobSpec, SpecError, parse_spec
