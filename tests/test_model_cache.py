@@ -38,6 +38,63 @@ def test_models_go_when_their_memory_together_is_over_the_cap() -> None:
     assert model_bytes(big) == 4 * 100 * 100
 
 
+def test_room_is_made_before_a_load_and_evicted_models_are_freed() -> None:
+    """Loading a third model with a cap of two never holds three: the least recently used one is dropped (and
+    collected) first. One still in use by a request stays whole until that request lets go of it."""
+    import gc
+    import weakref
+
+    import torch
+
+    freed: list[int] = []
+    cache: ModelCache[Any] = ModelCache(max_models=2, max_bytes=1 << 40, on_freed=lambda: freed.append(1))
+    a_ref = weakref.ref(cache.get("a", lambda: _linear(8)))
+    in_use = cache.get("b", lambda: _linear(8))  # a request holds b
+    weights = in_use.weight.detach().clone()
+
+    def load_c() -> Any:
+        assert cache.keys() == ["b"] and a_ref() is None, "a was dropped and collected before c loads"
+        return _linear(8)
+
+    cache.get("c", load_c)
+    assert freed == [1]
+    cache.get("d", lambda: _linear(8))  # b goes too, while the request still holds it
+    assert cache.keys() == ["c", "d"] and freed == [1], "b is not freed while in use"
+    assert torch.equal(in_use.weight, weights) and in_use(torch.ones(1, 8)).shape == (1, 8)
+    del in_use
+    gc.collect()
+    assert freed == [1, 1], "the device cache is emptied once the request let go of b"
+
+
+def test_a_loaded_model_is_served_while_another_loads_and_a_model_loads_once() -> None:
+    import threading
+
+    cache: ModelCache[Any] = ModelCache(max_models=3, max_bytes=1 << 40, on_evict=lambda: None)
+    a = cache.get("a", lambda: _linear(4))
+    loading, release = threading.Event(), threading.Event()
+    loads: list[str] = []
+
+    def slow_load() -> Any:
+        loads.append("slow")
+        loading.set()
+        assert release.wait(10)
+        return _linear(4)
+
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get("slow", slow_load))) for _ in range(2)]
+    threads[0].start()
+    assert loading.wait(10)
+    threads[1].start()  # asks for the same model while it loads: waits for that load, loads nothing itself
+    done = threading.Event()
+    threading.Thread(target=lambda: (cache.get("a", lambda: pytest.fail("a is cached")), done.set())).start()
+    assert done.wait(5), "a request for a loaded model does not wait for another model's load"
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert loads == ["slow"] and len(results) == 2 and results[0] is results[1]
+    assert cache.get("a", lambda: pytest.fail("a is cached")) is a
+
+
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MODELS_ENV, "3")
     monkeypatch.setenv(MEMORY_ENV, "1.5")
@@ -48,7 +105,8 @@ def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert count == 2 and memory > 0  # defaults: 2 models, half of the memory there is
 
 
-def _random_adapter(base: Path, out: Path, seed: int) -> Path:
+def _random_adapter(base: Path, out: Path, seed: int, load: Any = None) -> Path:
+    """A LoRA adapter with random (non-zero) weights on `base`, recorded as loading the base per `load`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,8 +118,37 @@ def _random_adapter(base: Path, out: Path, seed: int) -> Path:
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    write_adapter_meta(out, AdapterMeta(base_model=str(base), chat_template="chatml", end_of_turn="<|im_end|>"))
+    write_adapter_meta(out, AdapterMeta(base_model=str(base), chat_template="chatml", end_of_turn="<|im_end|>",
+                                        model_load=load))
     return out
+
+
+def test_a_base_evicted_while_it_streams_finishes_its_answer_unchanged(tiny_model_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count cap 1: a chat on another base evicts the one mid-answer; that answer still streams to its end, token
+    for token the same as without the eviction (the request holds its model until it is done)."""
+    import shutil
+
+    from trainer_backend import inference
+    from trainer_backend.training.adapter_meta import ModelLoad, read_adapter_meta, write_adapter_meta
+
+    loads = [ModelLoad(base_model=str(tiny_model_dir), attn_implementation=kernel) for kernel in ("eager", "sdpa")]
+    first_adapter = _random_adapter(tiny_model_dir, tmp_path / "adapter0", seed=0, load=loads[0])
+    other = shutil.copytree(first_adapter, tmp_path / "adapter1")  # the same adapter on another way of loading
+    write_adapter_meta(other, read_adapter_meta(other).model_copy(update={"model_load": loads[1]}))
+    refs = [str(first_adapter), str(other)]
+    settings = GenerationSettings(max_new_tokens=8)
+    question = [{"role": "user", "content": "hello there"}]
+    monkeypatch.setattr(inference, "MODELS", ModelCache(1, 1 << 40))
+    expected = list(inference.chat_stream(refs[0], question, settings))
+    assert len(expected) > 1, "streams in several pieces"
+
+    monkeypatch.setattr(inference, "MODELS", ModelCache(1, 1 << 40))
+    stream = inference.chat_stream(refs[0], question, settings)
+    first = next(stream)
+    inference.load_chat(refs[1])  # another base: the streaming one is evicted
+    assert inference.MODELS.keys() == [loads[1].model_dump_json()]
+    assert [first, *stream] == expected
 
 
 def test_adapters_beyond_the_cap_are_unloaded_and_come_back_when_asked(tiny_model_dir: Path, tmp_path: Path,
