@@ -63,13 +63,17 @@ def test_stream_yields_incrementally_and_stops_at_end_of_turn(sentiment_job: dic
     assert "<|im_end|>" not in chunks[-1] and len(chunks) < 40, "generation stopped at the end-of-turn token"
 
 
-def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict) -> None:
-    from trainer_backend.inference import MODELS, GenerationSettings, compare
+def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer_backend import inference
+    from trainer_backend.generation import GenerationSettings
+    from trainer_backend.model_cache import ModelCache
 
-    answers = compare(sentiment_job["job"], [{"role": "user", "content": "Review: The car is awful.\nSentiment?"}],
-                      GenerationSettings(max_new_tokens=8))
+    monkeypatch.setattr(inference, "MODELS", ModelCache(2, 1 << 40))  # empty: other tests' models do not count
+    answers = inference.compare(sentiment_job["job"],
+                                [{"role": "user", "content": "Review: The car is awful.\nSentiment?"}],
+                                GenerationSettings(max_new_tokens=8))
     assert answers["fine_tuned"] == "negative" and answers["base"] != answers["fine_tuned"]
-    assert len(MODELS.keys()) == 1, "base and fine-tuned share one loaded model"
+    assert len(inference.MODELS.keys()) == 1, "base and fine-tuned share one loaded model"
 
 
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
