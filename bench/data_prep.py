@@ -11,7 +11,9 @@ kind and size, two fresh child processes run one after the other on an empty cac
   cached   the same in a new process (a re-run, a resumed job, Start after Check data): a cache hit.
 
 Peak memory: the child's own peak RSS (`wait4`), the largest worker's, and the whole process tree's proportional
-set size (PSS: shared pages counted once), sampled every 0.2 s; the 2 GB target is judged on the tree.
+set size (PSS: shared pages counted once), sampled every 0.2 s; the 2 GB target is judged on the tree. CPU s: CPU
+time of the preparing process and its workers (other tenants of a shared box barely move it, unlike wall time);
+load: the 1-minute load average around the run.
 At 50k alpaca rows a third run with `num_proc=1` shows what the workers add.
 """
 from __future__ import annotations
@@ -86,11 +88,12 @@ def child(a: argparse.Namespace) -> None:
 
     spec = _spec(Path(a.data), Path(a.model), a.block_size, Path(a.work))
     tok = load_tokenizer(spec.model)
-    t0 = time.perf_counter()
+    load0, cpu0, t0 = os.getloadavg()[0], _cpu_s(), time.perf_counter()
     prepared = prepare_data(spec, tok, num_proc=a.num_proc or None)
     train, valid, ready = trainer_datasets(prepared, spec)
-    res: dict[str, Any] = {"prepare_s": time.perf_counter() - t0, "cache": prepared.cache, "rows_used": len(train),
-                           "report": prepared.report()["splits"]["train"]}
+    res: dict[str, Any] = {"prepare_s": time.perf_counter() - t0, "cpu_s": _cpu_s() - cpu0, "cache": prepared.cache,
+                           "rows_used": len(train), "report": prepared.report()["splits"]["train"],
+                           "loadavg": [load0, os.getloadavg()[0]]}
     if a.build:  # then the model, as a training run does (training/run.py: data first, model after)
         t1 = time.perf_counter()
         base = load_base_model(spec, "causal", tok)
@@ -99,6 +102,12 @@ def child(a: argparse.Namespace) -> None:
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     write_json(Path(a.out), res)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the workers, once the pool has shut down)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 class TreeMemory:
@@ -170,14 +179,15 @@ def run(work: Path, quick: bool = False, cfg: Optional[Config] = None) -> Result
                         import shutil
 
                         shutil.rmtree(folder)
-    lines = [f"{'kind':<7}{'rows':>9}{'first s':>9}{'rows/s':>9}{'cached s':>10}{'first/cached':>14}"
-             f"{'peak PSS MB':>13}{'main RSS MB':>13}{'model+trainer s':>17}"]
+    lines = [f"{'kind':<7}{'rows':>9}{'first s':>9}{'CPU s':>8}{'rows/s':>9}{'cached s':>10}{'first/cached':>14}"
+             f"{'peak PSS MB':>13}{'main RSS MB':>13}{'model+trainer s':>17}{'load':>7}"]
     for key, e in table.items():
         kind, rows = key.split("-")
         f, c = e["first"], e["cached"]
-        lines.append(f"{kind:<7}{int(rows):>9,}{f['prepare_s']:>9.1f}{e['rows_per_s']:>9,.0f}{c['prepare_s']:>10.2f}"
-                     f"{e['first_over_cached']:>13.0f}x{f.get('tree_peak_pss_mb', 0):>13,.0f}"
-                     f"{f.get('process_peak_rss_mb', f['peak_rss_mb']):>13,.0f}{f.get('build_s', 0):>17.1f}")
+        lines.append(f"{kind:<7}{int(rows):>9,}{f['prepare_s']:>9.1f}{f.get('cpu_s', 0):>8.1f}{e['rows_per_s']:>9,.0f}"
+                     f"{c['prepare_s']:>10.2f}{e['first_over_cached']:>13.0f}x{f.get('tree_peak_pss_mb', 0):>13,.0f}"
+                     f"{f.get('process_peak_rss_mb', f['peak_rss_mb']):>13,.0f}{f.get('build_s', 0):>17.1f}"
+                     f"{max(f.get('loadavg', [0])):>7.1f}")
     for key, e in table.items():
         if "one_core" in e:
             lines.append(f"{key} with num_proc=1: {e['one_core']['prepare_s']:.1f} s "

@@ -39,13 +39,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from hub_state import REPO_NAME_RE, Commit, HubError, HubState, Repo, _Fault, _now, git_blob_oid  # noqa: E402,F401
+from hub_jobs import LoopbackJobs  # noqa: E402
+from hub_state import REPO_NAME_RE, Commit, HubError, HubState, Repo, _Fault, _now, git_blob_oid, metadata_errors  # noqa: E402,F401
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "LoopbackHub/1.0"
     protocol_version = "HTTP/1.0"  # one request per connection: stop() really cuts clients off
     state: HubState  # set on the subclass made per server
+    jobs: LoopbackJobs
     base_url: str
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet; `state.requests` is the log
@@ -135,47 +137,58 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create_repo(json.loads(body or b"{}"), user)
         if method == "POST" and path == "/api/validate-yaml":
             return self._validate_yaml(json.loads(body or b"{}"))
-        if m := re.fullmatch(r"/api/models/([^/]+)/([^/]+)/preupload/([^/]+)", path):
+        if (jobs := self.jobs.route(method, path, body, user)) is not None:
+            return jobs
+        if method == "GET" and path == "/api/models":  # list_models(author=..., search=...)
+            author, search = query.get("author", [None])[0], query.get("search", [""])[0]
+            return 200, {}, [{"id": r.repo_id, "modelId": r.repo_id, "author": r.owner, "private": r.private,
+                              "createdAt": r.created_at, "lastModified": r.commits[-1].date}
+                             for key, r in sorted(self.state.repos.items()) if r.kind == "model"
+                             and (author is None or r.owner == author) and search in r.name
+                             and (not r.private or r.owner == user)]
+        if m := re.fullmatch(r"/api/(models|datasets)/([^/]+)/([^/]+)/preupload/([^/]+)", path):
             if method == "POST":
-                self.state.writable_repo(f"{m[1]}/{m[2]}", user)
+                self.state.writable_repo(_key(m[1], m[2], m[3]), user)
                 files = json.loads(body)["files"]
                 return 200, {}, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                                             "oid": None} for f in files]}
-        if m := re.fullmatch(r"/api/models/([^/]+)/([^/]+)/commit/([^/]+)", path):
+        if m := re.fullmatch(r"/api/(models|datasets)/([^/]+)/([^/]+)/commit/([^/]+)", path):
             if method == "POST":
-                return self._commit(self.state.writable_repo(f"{m[1]}/{m[2]}", user), m[3], body)
-        if m := re.fullmatch(r"/api/models/([^/]+)/([^/]+)/tree/([^/]+)(?:/(.*))?", path):
+                return self._commit(self.state.writable_repo(_key(m[1], m[2], m[3]), user), m[4], body)
+        if m := re.fullmatch(r"/api/(models|datasets)/([^/]+)/([^/]+)/tree/([^/]+)(?:/(.*))?", path):
             if method == "GET":
-                repo = self.state.visible_repo(f"{m[1]}/{m[2]}", user)
+                repo = self.state.visible_repo(_key(m[1], m[2], m[3]), user)
                 recursive = query.get("recursive", [""])[0].lower() in ("true", "1")
-                return self._tree(repo, m[3], (m[4] or "").strip("/"), recursive)
-        if m := re.fullmatch(r"/api/models/([^/]+)/([^/]+)(?:/revision/([^/]+))?", path):
+                return self._tree(repo, m[4], (m[5] or "").strip("/"), recursive)
+        if m := re.fullmatch(r"/api/(models|datasets)/([^/]+)/([^/]+)(?:/revision/([^/]+))?", path):
             if method == "GET":
-                return self._repo_info(self.state.visible_repo(f"{m[1]}/{m[2]}", user), m[3] or "main")
-        if m := re.fullmatch(r"/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", path):
+                return self._repo_info(self.state.visible_repo(_key(m[1], m[2], m[3]), user), m[4] or "main")
+        if m := re.fullmatch(r"/(datasets/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", path):
             if method in ("GET", "HEAD"):
-                return self._resolve(self.state.visible_repo(f"{m[1]}/{m[2]}", user), m[3], m[4])
+                return self._resolve(self.state.visible_repo(_key(m[1] or "models", m[2], m[3]), user), m[4], m[5])
         raise HubError(404, f"no route for {method} {path} on the loopback hub")
 
     def _create_repo(self, payload: dict[str, Any], user: Optional[str]) -> tuple[int, dict[str, str], Any]:
         if user is None:
             raise HubError(401, "You must be authenticated to create a repo")
-        if payload.get("type") not in (None, "model"):
-            raise HubError(400, "the loopback hub only hosts model repos")
+        kind = payload.get("type") or "model"
+        if kind not in ("model", "dataset"):
+            raise HubError(400, "the loopback hub hosts model and dataset repos")
         owner, name = payload.get("organization") or user, str(payload.get("name", ""))
         if owner != user:
             raise HubError(403, f"You don't have the rights to create a repo under {owner}")
         if not REPO_NAME_RE.match(name) or "--" in name or ".." in name or name.endswith(".git"):
             raise HubError(400, f"Invalid repo name '{name}'")
-        repo_id, url = f"{owner}/{name}", f"{self.base_url}/{owner}/{name}"
-        if repo_id in self.state.repos:
-            raise HubError(409, "You already created this model repo", url=url)  # the client reads the url
+        repo_id = f"{owner}/{name}"
+        url = f"{self.base_url}/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
+        if _key(kind + "s", owner, name) in self.state.repos:
+            raise HubError(409, f"You already created this {kind} repo", url=url)  # the client reads the url
         private = payload.get("visibility", "public") == "private" or bool(payload.get("private"))
-        repo = Repo(owner, name, private, _now())
+        repo = Repo(owner, name, private, _now(), kind=kind)
         first = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}
         repo.commits.append(Commit(hashlib.sha1(f"{repo_id}:{time.time_ns()}".encode()).hexdigest(),
                                    "initial commit", first, _now()))
-        self.state.repos[repo_id] = repo
+        self.state.repos[_key(kind + "s", owner, name)] = repo
         return 200, {}, {"url": url, "name": repo_id, "id": repo_id}
 
     def _validate_yaml(self, payload: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
@@ -190,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not errors and not isinstance(meta, (dict, type(None))):
                 errors.append({"message": "metadata must be a YAML mapping"})
             elif isinstance(meta, dict):
-                errors += _metadata_errors(meta)
+                errors += metadata_errors(meta)
         if errors:
             return 400, {"X-Error-Message": "Invalid metadata"}, {"errors": errors, "warnings": []}
         return 200, {}, {"errors": [], "warnings": []}
@@ -272,23 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, headers, content
 
 
-def _metadata_errors(meta: dict[str, Any]) -> list[dict[str, str]]:
-    """The checks the Hub's validator is strict about for model cards (types of well-known keys)."""
-    errors = []
-    for key in ("license", "library_name", "pipeline_tag"):
-        if key in meta and not isinstance(meta[key], str):
-            errors.append({"message": f'"{key}" must be a string'})
-    for key in ("tags", "datasets", "base_model", "language"):
-        value = meta.get(key)
-        if value is not None and not (isinstance(value, str) or
-                                      (isinstance(value, list) and all(isinstance(v, str) for v in value))):
-            errors.append({"message": f'"{key}" must be a string or a list of strings'})
-    for key in ("base_model", "datasets"):  # the Hub links these: they must be repo ids, not local paths
-        values = meta.get(key) or []
-        for value in [values] if isinstance(values, str) else values:
-            if isinstance(value, str) and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value):
-                errors.append({"message": f'"{key}" must be a Hub repo id, got {value!r}'})
-    return errors
+def _key(kind: str, owner: str, name: str) -> str:
+    """Where a repo is kept in HubState.repos: model repos by their id, dataset repos as datasets/<id>."""
+    return f"{owner}/{name}" if kind == "models" else f"datasets/{owner}/{name}"
 
 
 class _ReusableServer(ThreadingHTTPServer):
@@ -303,6 +302,7 @@ class HubServer:
     def __init__(self, tokens: dict[str, str], port: int = 0):
         self.state = HubState(tokens)
         self.port = port
+        self.jobs = LoopbackJobs("")  # its hub_url is set by start(), once the port is known
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -317,10 +317,10 @@ class HubServer:
     def start(self) -> "HubServer":
         if self._httpd is not None:
             return self
-        handler = type("BoundHandler", (_Handler,), {"state": self.state, "base_url": ""})
+        handler = type("BoundHandler", (_Handler,), {"state": self.state, "base_url": "", "jobs": self.jobs})
         httpd = _ReusableServer(("127.0.0.1", self.port), handler)
         self.port = httpd.server_address[1]
-        handler.base_url = self.url
+        handler.base_url = self.jobs.hub_url = self.url
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"loopback-hub:{self.port}", daemon=True)
@@ -340,6 +340,12 @@ class HubServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving for good: every Job still running is killed too (`stop` alone leaves them running, as a
+        Hub outage would)."""
+        self.jobs.stop_all()
         self.stop()
 
     # ---- test controls ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class Repo:
     private: bool
     created_at: str
     commits: list[Commit] = field(default_factory=list)
+    kind: str = "model"  # or "dataset"
 
     @property
     def repo_id(self) -> str:
@@ -114,3 +115,22 @@ class HubState:
                     yield f"{repo.repo_id}@{commit.oid[:8]} (title)", commit.title.encode()
                     for path, content in commit.files.items():
                         yield f"{repo.repo_id}@{commit.oid[:8]}:{path}", content
+
+
+def metadata_errors(meta: dict[str, Any]) -> list[dict[str, str]]:
+    """The checks the Hub's validator is strict about for model cards (types of well-known keys)."""
+    errors = []
+    for key in ("license", "library_name", "pipeline_tag"):
+        if key in meta and not isinstance(meta[key], str):
+            errors.append({"message": f'"{key}" must be a string'})
+    for key in ("tags", "datasets", "base_model", "language"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, str) or
+                                      (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            errors.append({"message": f'"{key}" must be a string or a list of strings'})
+    for key in ("base_model", "datasets"):  # the Hub links these: they must be repo ids, not local paths
+        values = meta.get(key) or []
+        for value in [values] if isinstance(values, str) else values:
+            if isinstance(value, str) and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value):
+                errors.append({"message": f'"{key}" must be a Hub repo id, got {value!r}'})
+    return errors

@@ -66,7 +66,7 @@ def loopback_hub() -> Iterator[HubServer]:
             yield server
         finally:
             huggingface_hub.set_client_factory(default_client_factory)
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

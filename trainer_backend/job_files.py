@@ -21,6 +21,7 @@ CHECKPOINTS_DIR = "checkpoints"      # the trainer's output_dir: checkpoint-<ste
 CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_CONFIG = "adapter_config.json"   # inside ADAPTER_DIR when a LoRA adapter was trained
 MODEL_CONFIG = "config.json"             # inside ADAPTER_DIR when the full model was trained
+REMOTE_STATE_FILE = "remote.json"   # a job on HF Jobs: its Job ids, repo and how far the mirror got (remote/)
 ADAPTER_ARCHIVE = "adapter.zip"      # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
 
 DATA_DIR_ENV = "LORA_STUDIO_DATA_DIR"
@@ -45,6 +46,9 @@ def store_dir(explicit: Optional[str | Path] = None, spaces_root: Path = SPACES_
 # Set by the job supervisor for the training process: where that process writes the person's log (LOG_FILE).
 # Its raw stdout/stderr go to DEBUG_LOG_FILE.
 LOG_FILE_ENV = "LORA_STUDIO_LOG_FILE"
+# Also set for the training process: which job of the store it is, and whose (a synced job's repo records both).
+JOB_ID_ENV = "LORA_STUDIO_JOB_ID"
+JOB_OWNER_ENV = "LORA_STUDIO_JOB_OWNER"
 
 
 def checkpoint_dir(job_dir: str | Path, step: int) -> Path:

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .errors import SpecError  # re-exported: callers catch spec.SpecError
+from .spec_base import _f, _Section
+from .spec_compute import ComputeSpec
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
 from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
 from .trainer_registry import TRAINERS, trainer_info
@@ -25,15 +27,6 @@ FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "pr
 # The data formats each trainer trains on (trainer_registry.py): the data check refuses the rest, and the command
 # matrix test (tests/test_command_matrix.py) gets one cell per trainer x format from here.
 TRAINER_FORMATS: dict[str, tuple[str, ...]] = {name: t.formats for name, t in TRAINERS.items()}
-
-
-def _f(default: Any, description: str, ui: str = "advanced", **kw: Any) -> Any:
-    """A Field whose description doubles as UI help text and CLI/YAML docs."""
-    return Field(default, description=description, json_schema_extra={"ui": ui}, **kw)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelSpec(_Section):
@@ -197,6 +190,11 @@ class HubSpec(_Section):
     repo_id: Optional[str] = _f(None, "Target repo 'user/name' (default: <user>/<project_name>).")
     private: bool = _f(True, "Create the repo private.")
     token: Optional[SecretStr] = _f(None, "HF token; use '${HF_TOKEN}'. Never written to disk or logs.")
+    sync: bool = _f(False, "Keep the job on the Hub while it trains (events, checkpoints, adapter in a private repo): a "
+                           "restart with an empty disk lists it again and resumes it. Always on for hf_jobs.")
+    sync_repo: Optional[str] = _f(None, "Repo the job is kept in (default: <user>/lora-studio-job-<job id>, private).")
+    sync_every: int = _f(60, "Seconds between syncs of events and logs (checkpoints go up as soon as saved).",
+                         ge=5, le=3600)
     pause_space_when_idle: bool = _f(False, "On a paid-GPU Space: pause the Space when the job queue is empty "
                                             "(stops billing; restart it from the Space page). Off by default.")
 
@@ -215,6 +213,7 @@ class JobSpec(_Section):
     lengths: LengthSpec = Field(default_factory=LengthSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
 
     @field_validator("project_name")
     @classmethod
@@ -253,9 +252,18 @@ class JobSpec(_Section):
             problem = repo_id_problem(self.hub.repo_id if "/" in self.hub.repo_id else f"user/{self.hub.repo_id}")
             if problem:
                 problems.append(f"hub.repo_id: {problem}")
+        if self.hub.sync_repo:
+            problem = repo_id_problem(self.hub.sync_repo)
+            if problem:
+                problems.append(f"hub.sync_repo: {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def synced(self) -> bool:
+        """Does this job keep itself on the Hub (hub.sync, or any HF Jobs run)?"""
+        return self.hub.sync or self.compute.backend == "hf_jobs"
 
     # ---- derived values -------------------------------------------------------------------------
     @property

@@ -37,10 +37,12 @@ def train_and_push(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None)
     """Train; then, when the spec asks for it (hub.push_to_hub), push. A failed push leaves a trained job
     with status NOT_PUSHED that `push` can retry."""
     from ..training.run import run_training
+    from .sync import synced_job
 
-    result = run_training(spec, echo=echo)
-    if result.status == JobStatus.SUCCEEDED and spec.hub.push_to_hub:
-        outcome = push_and_record(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
-                                  private=spec.hub.private, metrics=result.metrics)
-        result.status = outcome.status
+    with synced_job(spec, EventLog(spec.job_dir)):  # hub.sync / HF Jobs: the job folder kept on the Hub
+        result = run_training(spec, echo=echo)
+        if result.status == JobStatus.SUCCEEDED and spec.hub.push_to_hub:
+            outcome = push_and_record(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
+                                      private=spec.hub.private, metrics=result.metrics)
+            result.status = outcome.status
     return result

@@ -17,7 +17,7 @@ from ..job_files import ADAPTER_DIR, REPORT_FILE, checkpoints, has_trained_model
 from ..job_status import ExitCode
 from .procs import group_members, is_alive, process_start_time, signal_name
 from .progress import OUTCOME_EVENTS, EventsReader, events_in_range
-from .store import ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, STOPPED, SUCCEEDED, Job, JobStore
+from .store import ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RUNNING, STOPPED, SUCCEEDED, Job, JobStore
 
 EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.OK, ExitCode.INVALID, ExitCode.STOPPED, \
     ExitCode.NOT_PUSHED  # `... train` exit codes, as this module reads them
@@ -146,6 +146,11 @@ def recover(store: JobStore) -> list[Job]:
     for job in store.active():
         if job.pid and is_alive(job.pid, job.pid_start):
             alive.append(job)
+        elif job.status == RUNNING and ((job.spec or {}).get("compute") or {}).get("backend") == "hf_jobs":
+            # Its HF Job runs on without us: queue it again, and the new runner re-attaches (remote/runner.py).
+            kill_leftovers(job)
+            store.update(job.id, only_if_status=(RUNNING,), status=QUEUED, queued_at=time.time(), pid=None,
+                         pid_start=None)
         else:
             kill_leftovers(job)
             finalize(store, job, None)

@@ -230,6 +230,8 @@ class JobManager:
                 raise JobStateError(f"job {job.id} is already at step {done}; resume with "
                                     f"training.max_steps > {done} (it is {spec.training.max_steps})")
             spec.training.resume_from_checkpoint = str(own)
+        elif spec.synced:  # kept on the Hub: the run pulls the repo's latest checkpoint (none: it starts over)
+            spec.training.resume_from_checkpoint = "latest"
         elif not (inherited and inherited != "latest" and Path(inherited).is_dir()):
             spec.training.resume_from_checkpoint = None
         spec.output_dir = job.job_dir

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Optional
 
-from ..job_files import LOG_FILE_ENV, PREPARED_DATA_DIR
+from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE_ENV, PREPARED_DATA_DIR
 from . import lifecycle
 from .paths import default_data_dir, default_max_concurrent
 from ..training.launch import training_command
@@ -258,7 +258,8 @@ class Supervisor:
             with open(job.debug_log_path, "ab") as debug:
                 debug.write(header.encode())
                 debug.flush()
-                env = child_env({**(job.env or {}), "LORA_STUDIO_JOB_ID": job.id, LOG_FILE_ENV: str(job.log_path)})
+                env = child_env({**(job.env or {}), JOB_ID_ENV: job.id, JOB_OWNER_ENV: job.owner or "",
+                                 LOG_FILE_ENV: str(job.log_path)})
                 proc = launch(cmd, debug, cwd, env, niceness=train_niceness(env))
         except Exception as exc:  # the row must not stay "running" without a process
             self.store.update(job.id, only_if_status=ACTIVE, status=FAILED, finished_at=time.time(),

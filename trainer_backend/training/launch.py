@@ -40,8 +40,13 @@ def plan(training: TrainingSpec) -> tuple[int, bool]:
     return max(int(wanted), 1), gpus > 0
 
 
+REMOTE_RUNNER_MODULE = "trainer_backend.remote.runner"  # a job on HF Jobs: submits and mirrors it (remote/)
+
+
 def training_command(spec_path: str | Path, extra: Sequence[str] = ()) -> list[str]:
     spec: JobSpec = load_spec(spec_path)[0]
+    if spec.compute.backend == "hf_jobs":
+        return [sys.executable, "-m", REMOTE_RUNNER_MODULE, str(spec_path)]
     training = spec.training
     n, on_gpu = plan(training)
     train = ["trainer_backend", "train", str(spec_path), *extra]

@@ -18,7 +18,7 @@ from ..spec import JobSpec
 # Fields with a dedicated widget elsewhere on the Train tab, or never set from a browser.
 SPECIAL = {"output_dir", "model.base_model", "data.path", "data.column_mapping", "data.prompt_template",
            "hub.token", "training.resume_from_checkpoint"}
-SECTIONS = ("model", "data", "lora", "lengths", "training", "hub")
+SECTIONS = ("model", "data", "lora", "lengths", "training", "hub", "compute")
 
 
 @dataclass
