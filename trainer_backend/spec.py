@@ -194,7 +194,7 @@ class HubSpec(_Section):
                            "restart with an empty disk lists it again and resumes it. Always on for hf_jobs.")
     sync_repo: Optional[str] = _f(None, "Repo the job is kept in (default: <user>/lora-studio-job-<job id>, private).")
     sync_every: int = _f(60, "Seconds between syncs of events and logs (checkpoints go up as soon as saved).",
-                         ge=5, le=3600)
+                         ge=2, le=3600)
     pause_space_when_idle: bool = _f(False, "On a paid-GPU Space: pause the Space when the job queue is empty "
                                             "(stops billing; restart it from the Space page). Off by default.")
 
@@ -252,6 +252,9 @@ class JobSpec(_Section):
             problem = repo_id_problem(self.hub.repo_id if "/" in self.hub.repo_id else f"user/{self.hub.repo_id}")
             if problem:
                 problems.append(f"hub.repo_id: {problem}")
+        if self.compute.backend == "hf_jobs" and tr.accelerate_config:
+            problems.append("training.accelerate_config is a file on this machine: an HF Job cannot read it; use "
+                            "training.distributed instead")
         if self.hub.sync_repo:
             problem = repo_id_problem(self.hub.sync_repo)
             if problem:

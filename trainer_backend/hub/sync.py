@@ -239,6 +239,10 @@ def synced_job(spec: Any, events: Any = None) -> Iterator[Optional[JobSync]]:
                     "backend": spec.compute.backend}
         if read_json(repo_id, MANIFEST_FILE, token) != manifest:
             put_file(repo_id, MANIFEST_FILE, json.dumps(manifest, indent=1).encode(), token, "job manifest")
+        for name in (EVENTS_FILE, LOG_FILE):  # a fresh folder (a new HF Job, an emptied disk) continues the history
+            if not (job_dir / name).exists() and (held := read_file(repo_id, name, token)) is not None:
+                job_dir.mkdir(parents=True, exist_ok=True)
+                (job_dir / name).write_bytes(held)
         if spec.training.resume_from_checkpoint and latest_checkpoint(job_dir) is None:
             pulled = download_latest_checkpoint(repo_id, job_dir, token)
             if pulled is None and spec.training.resume_from_checkpoint == "latest":

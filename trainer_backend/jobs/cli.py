@@ -59,6 +59,8 @@ def add_job_commands(subparsers: Any) -> None:
     cont.add_argument("id")
     cont.add_argument("--epochs", type=float, required=True)
     cont.add_argument("--name")
+    jsub.add_parser("restore", parents=[common], help="list again the jobs kept on the Hub (hub.sync, HF Jobs) "
+                                                      "that this data dir lost; token from HF_TOKEN")
     wait = jsub.add_parser("wait", parents=[common], help=f"wait for a job to end; exit {exit_code_help()}")
     wait.add_argument("id")
     wait.add_argument("--timeout", type=float)
@@ -76,7 +78,7 @@ def run_job_command(args: argparse.Namespace) -> int:
         if args.command == "submit":
             return _submit(manager, args)
         handler = {"list": _list, "show": _show, "logs": _logs, "stop": _stop, "resume": _resume,
-                   "continue": _continue, "wait": _wait}[args.jobs_command]
+                   "continue": _continue, "wait": _wait, "restore": _restore}[args.jobs_command]
         return handler(manager, args)
     except (JobNotFound, JobStateError, SpecError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -227,6 +229,21 @@ def _continue(manager: Any, args: argparse.Namespace) -> int:
         return ExitCode.INVALID
     _err(f"queued job {job.id}: continues {args.id} for {args.epochs:g} more epoch(s)")
     print(job.id)
+    return 0
+
+
+def _restore(manager: Any, args: argparse.Namespace) -> int:
+    from ..hub.client import HubError
+
+    try:
+        restored = manager.restore_from_hub()
+    except HubError as exc:
+        _err(f"error: {exc}")
+        return ExitCode.FAILED
+    for job_id in restored:
+        job = manager.get(job_id)
+        print(f"{job.id}  {job.status:<12} {job.name}")
+    _err(f"{len(restored)} job(s) restored from the Hub")
     return 0
 
 

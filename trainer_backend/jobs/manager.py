@@ -83,6 +83,14 @@ class JobManager:
             if Path(other.job_dir) == job_dir:
                 raise JobStateError(f"job {other.id} ({other.status}) already uses {job_dir}; "
                                     "choose another output_dir or wait for it")
+        if job_spec.compute.backend == "hf_jobs":
+            from ..remote.hf_jobs import preflight
+
+            remote_problems = preflight(job_spec.compute, job_spec.hub.token)
+            if remote_problems:
+                return self._record_invalid(job_id, name, common, "cannot run on HF Jobs: " + remote_problems[0],
+                                            {"kind": "validation", "issues": remote_problems},
+                                            job_spec.to_public_dict(), str(job_dir))
         if validate_data:
             problem = intake.validate_data(job_spec)
             if problem is not None:
@@ -244,6 +252,15 @@ class JobManager:
             raise JobStateError(f"job {job.id} changed state meanwhile; try again")
         self._kick()
         return self.store.get(job.id)
+
+    def restore_from_hub(self, token: Any = None) -> builtins.list[str]:
+        """List again the jobs kept on the Hub (hub.sync, HF Jobs) that this data dir lost (remote/restore.py)."""
+        from ..remote.restore import restore_jobs
+
+        restored = restore_jobs(self.store, self.jobs_dir, token)
+        if any(self.store.status_of(j) == QUEUED for j in restored):
+            self._kick()  # a Job still running on HF Jobs: its runner re-attaches
+        return restored
 
     def continue_training(self, job_id: str, epochs: float, *, name: Optional[str] = None,
                           owner: Optional[str] = None, validate_data: bool = False) -> Job:

@@ -106,3 +106,27 @@ def node_rank() -> tuple[int, int, Optional[str], int]:
         host = os.environ.get(MASTER_ADDR_ENV) or \
             os.environ.get("HF_NETWORK_GROUP_PREFIX", "") + os.environ.get(MASTER_ENV, MASTER_ALIAS)
     return int(os.environ.get(NODE_RANK_ENV, "0")), nodes, host, int(os.environ.get(MASTER_PORT_ENV, "29500"))
+
+
+def preflight(compute: ComputeSpec, token: object = None) -> list[str]:
+    """What stops this job from running on HF Jobs, found before anything is uploaded or billed."""
+    from ..hub.client import HubError, resolve_token
+
+    try:
+        tok = resolve_token(token)  # type: ignore[arg-type]
+    except HubError as exc:
+        return [f"HF Jobs needs a token with write access: {exc}"]
+    problems = []
+    try:
+        image_for(compute)
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        flavor = check_flavor(tok, compute.flavor)
+        if compute.nodes > 1 and flavor.gpus == 0:
+            problems.append(f"compute.nodes={compute.nodes} needs a GPU flavor ({compute.flavor} has no GPU)")
+    except ValueError as exc:
+        problems.append(str(exc))
+    except HubError as exc:
+        problems.append(f"could not read the HF Jobs hardware list: {exc}")
+    return problems

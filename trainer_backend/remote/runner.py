@@ -81,14 +81,19 @@ class RemoteRun:
         if spec.training.resume_from_checkpoint:
             remote_spec.training.resume_from_checkpoint = "latest"  # the repo's latest (hub/sync.py pulls it)
         info = {"job_id": job_id, "owner": os.environ.get(JOB_OWNER_ENV) or None, "staged": staged.to_dict(),
-                "nodes": compute.nodes}
+                "nodes": compute.nodes, "namespace": ns, "spec": spec.to_public_dict()}
         hubsync.put_file(repo, hubsync.REMOTE_SPEC_FILE, remote_spec.to_yaml().encode(), self.token, "job spec")
         hubsync.put_file(repo, hubsync.REMOTE_FILE, json.dumps(info, indent=1).encode(), self.token, "job info")
         nodes.clear_stop(repo, self.token)  # a stop of an earlier attempt must not stop this one
         started = nodes.start(self.token, ns, image, compute, repo, job_id)
+        # The repo's events.jsonl and train.log only grow across attempts (the Job continues them: hub/sync.py), so
+        # the mirror goes on from where the last attempt left it.
+        mirrored = self.state.get("mirrored", {}) if self.state.get("sync_repo") == repo else {}
         self.state = {"namespace": ns, "sync_repo": repo, "flavor": compute.flavor, "job_ids": [s.job_id for s in
-                      started], "urls": [s.url for s in started], "mirrored": {}, "job_log_lines": {}}
+                      started], "urls": [s.url for s in started], "mirrored": mirrored, "job_log_lines": {}}
         self.save_state()
+        info["job_ids"] = self.state["job_ids"]  # what a restore from the Hub re-attaches to (remote/restore.py)
+        hubsync.put_file(repo, hubsync.REMOTE_FILE, json.dumps(info, indent=1).encode(), self.token, "job ids")
         self.events.write("remote_submitted", backend="hf_jobs", flavor=compute.flavor, nodes=compute.nodes,
                           job_ids=self.state["job_ids"], url=started[0].url, repo_id=repo)
         self.say(f"started HF Job {started[0].job_id} on {compute.flavor}" +

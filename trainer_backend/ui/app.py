@@ -35,12 +35,31 @@ def welcome_markdown() -> str:
     return text
 
 
+def restore_synced_jobs(jobs: Any) -> None:
+    """With the owner's HF_TOKEN set, jobs kept on the Hub that this disk lost come back (in the background: the
+    app starts at once). LORA_STUDIO_RESTORE_FROM_HUB=0 turns it off."""
+    import os
+    import threading
+
+    if not os.environ.get("HF_TOKEN") or os.environ.get("LORA_STUDIO_RESTORE_FROM_HUB", "1") == "0":
+        return
+
+    def restore() -> None:
+        try:
+            jobs.restore_from_hub()
+        except Exception as exc:  # noqa: BLE001 - a Hub that is away must not stop the app; the text has no token
+            print(f"restoring synced jobs from the Hub failed: {type(exc).__name__}: {exc}", flush=True)
+
+    threading.Thread(target=restore, name="restore-synced-jobs", daemon=True).start()
+
+
 def build_app(manager: Any = None) -> gr.Blocks:
     from ..jobs import JobManager
     from ..ml_stack import import_ml_stack
 
     import_ml_stack()  # before any request thread can import transformers for the first time (ml_stack.py)
     service = StudioService(manager or JobManager())
+    restore_synced_jobs(service.jobs)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(HEADER)
         with gr.Row():

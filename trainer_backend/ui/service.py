@@ -229,12 +229,20 @@ class StudioService:
                 return
             time.sleep(interval)
 
+    def _forget(self, job_id: str) -> None:
+        """An action changed the job: the next status read must show it, not a cached answer from before."""
+        with self._status_lock:
+            for key in [k for k in self._status_cache if k[0] == job_id]:
+                del self._status_cache[key]
+
     def stop(self, job_id: str) -> dict[str, Any]:
         job = self.jobs.stop(job_id)
+        self._forget(job.id)
         return {"id": job.id, "status": job.status}
 
     def resume(self, job_id: str) -> dict[str, Any]:
         job = self.jobs.resume(job_id)
+        self._forget(job.id)
         return {"id": job.id, "status": job.status}
 
     def continue_training(self, job_id: str, epochs: float) -> dict[str, Any]:
@@ -243,6 +251,7 @@ class StudioService:
 
     def push(self, job_id: str, repo_id: Optional[str], merged: bool, token: Optional[str]) -> dict[str, Any]:
         job = self.jobs.push(job_id, repo_id or None, merged, token)
+        self._forget(job.id)
         return {"id": job.id, "status": job.status, "hub_url": (job.artifacts or {}).get("hub_url"),
                 "error": job.error}
 

@@ -1,0 +1,94 @@
+"""Jobs kept on the Hub come back to a data dir that lost them (a Space restarted with an empty disk, a new
+machine): each `<user>/lora-studio-job-*` repo the store does not know becomes a job row again, with its spec,
+events and log (and adapter, when it finished). A job whose HF Job still runs is queued, so a runner re-attaches to
+it; one that was cut off is `interrupted`, and Resume continues from the repo's latest checkpoint (hub/sync.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..hub import sync as hubsync
+from ..hub.client import HubError, resolve_token
+from ..hub.jobs_api import job_state, whoami
+from ..job_files import ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, SPEC_FILE, has_trained_model
+from ..job_status import JobStatus
+from ..spec import parse_spec
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+OUTCOME_STATUS = {"finished": JobStatus.SUCCEEDED, "pushed": JobStatus.SUCCEEDED, "stopped": JobStatus.STOPPED,
+                  "failed": JobStatus.FAILED, "push_failed": JobStatus.NOT_PUSHED}
+
+
+def _last_outcome(events: bytes) -> tuple[Optional[str], Optional[float]]:
+    outcome, when = None, None
+    for line in events.decode("utf-8", "replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") in OUTCOME_STATUS:
+            outcome, when = record["event"], record.get("time")
+        elif record.get("event") == "started":
+            outcome, when = None, None  # a later attempt began: its outcome is what counts
+    return outcome, when
+
+
+def restore_jobs(store: Any, jobs_dir: Path, token: Optional[str] = None) -> list[str]:
+    """Recreate the synced jobs `store` lacks; returns their ids. Never touches a job the store has."""
+    tok = resolve_token(token)
+    restored = []
+    for repo in hubsync.synced_repos(whoami(tok), tok):
+        try:
+            job_id = _restore_one(store, jobs_dir, repo, tok)
+        except (HubError, ValueError, OSError) as exc:  # one unreadable repo must not hide the others
+            print(f"could not restore {repo}: {exc}")
+            continue
+        if job_id:
+            restored.append(job_id)
+    return restored
+
+
+def _restore_one(store: Any, jobs_dir: Path, repo: str, token: str) -> Optional[str]:
+    manifest = hubsync.read_json(repo, hubsync.MANIFEST_FILE, token) or {}
+    remote = hubsync.read_json(repo, hubsync.REMOTE_FILE, token)
+    job_id = str(manifest.get("job_id") or (remote or {}).get("job_id") or repo.split(hubsync.SYNC_REPO_PREFIX)[-1])
+    if not JOB_ID.match(job_id) or store.exists(job_id):
+        return None
+    raw = (remote or {}).get("spec") or yaml.safe_load(hubsync.read_file(repo, SPEC_FILE, token) or b"{}")
+    job_dir = jobs_dir / job_id
+    raw.update(output_dir=str(job_dir))
+    raw.setdefault("hub", {}).update(sync=True, sync_repo=repo)
+    spec, _ = parse_spec(raw, f"{repo}/{SPEC_FILE}")
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec.save(job_dir / SPEC_FILE)
+    events = hubsync.read_file(repo, EVENTS_FILE, token) or b""
+    (job_dir / EVENTS_FILE).write_bytes(events)
+    (job_dir / LOG_FILE).write_bytes(hubsync.read_file(repo, LOG_FILE, token) or b"")
+    outcome, finished_at = _last_outcome(events)
+    status = OUTCOME_STATUS.get(outcome or "", JobStatus.INTERRUPTED)
+    if status in (JobStatus.SUCCEEDED, JobStatus.NOT_PUSHED):
+        hubsync.download_folder(repo, ADAPTER_DIR, job_dir, token)
+        if not has_trained_model(job_dir):
+            status = JobStatus.INTERRUPTED
+    now = time.time()
+    if remote and remote.get("job_ids") and spec.compute.backend == "hf_jobs":
+        ns = remote.get("namespace") or repo.split("/")[0]
+        live = [j for j in remote["job_ids"] if not job_state(token, ns, j).terminal]
+        if live:  # still running on HF Jobs: a runner re-attaches (remote/runner.py) once it is queued
+            (job_dir / REMOTE_STATE_FILE).write_text(json.dumps({
+                "namespace": ns, "sync_repo": repo, "job_ids": remote["job_ids"], "flavor": spec.compute.flavor,
+                "mirrored": {EVENTS_FILE: len(events), LOG_FILE: (job_dir / LOG_FILE).stat().st_size}}))
+            status = JobStatus.QUEUED
+    store.create(job_id, name=manifest.get("name") or spec.project_name, status=status,
+                 spec=spec.to_public_dict(), job_dir=str(job_dir), created_at=now, queued_at=now,
+                 finished_at=None if status == JobStatus.QUEUED else (finished_at or now),
+                 owner=manifest.get("owner") or (remote or {}).get("owner"), attempt=1,
+                 error="restored from the Hub after this machine lost it; resume continues from the latest synced "
+                       "checkpoint" if status == JobStatus.INTERRUPTED else None)
+    return job_id
