@@ -225,6 +225,32 @@ def test_a_synced_local_job_comes_back_after_its_disk_is_lost(jobs_hub: Any, tin
 
 
 @pytest.mark.slow
+def test_two_nodes_train_one_model_data_parallel(jobs_hub: Any, tiny_model_dir: Path, real_data: Path,
+                                                 data_dir: Path) -> None:
+    """compute.nodes: 2 starts two Jobs in one network group; they rendezvous (gloo over loopback here) and train
+    one model together: every rank ends at the same step, and rank 0 keeps the job on the Hub."""
+    from trainer_backend.jobs import JobManager
+
+    manager = JobManager(data_dir)
+    t0 = time.monotonic()
+    job = manager.submit(_spec(tiny_model_dir, real_data / "chat/oasst_en100_messages.jsonl", "two-nodes", 6,
+                               compute={"nodes": 2, "flavor": "a10g-largex2"}))
+    done = manager.wait(job.id, timeout=300)
+    took = time.monotonic() - t0
+    assert done.status == "succeeded", done.error
+    ids = json.loads((Path(done.job_dir) / "remote.json").read_text())["job_ids"]
+    nodes = [jobs_hub.jobs.jobs[i] for i in ids]
+    assert len(nodes) == 2 and all(n.stage == "COMPLETED" for n in nodes)
+    assert nodes[0].spec["network"] == {"group": nodes[1].spec["network"]["group"], "aliases": ["rank0"]}
+    ends = [[line for _, line in n.lines if line.startswith(f"rank {r} of 2:")] for r, n in enumerate(nodes)]
+    assert ends == [["rank 0 of 2: succeeded at step 6"], ["rank 1 of 2: succeeded at step 6"]], ends
+    start = next(e for e in _events(done.job_dir) if e["event"] == "start")
+    assert start["world_size"] == 2
+    assert Path(done.job_dir, "adapter", "adapter_config.json").is_file()
+    print(f"\n2-node HF Jobs run (submit -> adapter here): {took:.1f} s; both ranks ended at step 6")
+
+
+@pytest.mark.slow
 def test_the_token_is_nowhere_but_the_job_secret(jobs_hub: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     """After the runs above: not in any Job's env, command or logs, any repo file or commit, any local file."""
     if not jobs_hub.jobs.jobs:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, Optional
@@ -128,6 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     except Exception:
         return EXIT_FAILED
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank says where it ended: they must agree
+        print(f"rank {os.environ.get('RANK', '0')} of {os.environ['WORLD_SIZE']}: {result.status} at step {result.step}")
     if result.status == JobStatus.STOPPED:
         print(f"stopped; resume with --set training.resume_from_checkpoint=latest ({result.checkpoint})")
         return EXIT_STOPPED
@@ -256,39 +259,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return subprocess.call(training_command(path))
 
 
-def cmd_cache(args: argparse.Namespace) -> int:
-    """`cache list`: the prepared-data cache's entries; `cache clear [KEY...]`: remove them (all by default)."""
-    from datetime import datetime
-
-    from .data import prepared_cache as cache
-
-    root = cache.cache_root()
-    if root is None:
-        print(f"the prepared-data cache is off (${cache.CACHE_ENV}=off)")
-        return EXIT_OK
-    if args.cache_command == "clear":
-        removed = cache.clear(root, args.keys or None)
-        print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {root}")
-        return EXIT_OK
-    found = cache.entries(root, verify=args.verify)
-    if args.json:
-        print(json.dumps([{"key": e.key, "path": str(e.path), "bytes": e.size, "last_used": e.last_used,
-                           "problem": e.problem, **e.meta.get("summary", {})} for e in found], indent=2))
-        return EXIT_OK
-    gb = 1024**3
-    print(f"prepared-data cache {root}: {len(found)} entries, {sum(e.size for e in found) / gb:.2f} GB "
-          f"(cap {cache.cap_bytes() / gb:.1f} GB, ${cache.CAP_ENV})")
-    if found:
-        print(f"{'key':<14}{'size':>10}  {'rows train/valid':<18}{'format':<11}{'last used':<18}source")
-    for e in found:
-        info = e.meta.get("summary", {})
-        rows = "/".join(f"{n:,}" for n in info.get("rows", [])) or "?"
-        print(f"{e.key[:12]:<14}{e.size / 1024**2:>8.1f}MB  {rows:<18}{info.get('format') or '?':<11}"
-              f"{datetime.fromtimestamp(e.last_used):%Y-%m-%d %H:%M}  {info.get('source', '?')}"
-              + (f"  PROBLEM: {e.problem}" if e.problem else ""))
-    return EXIT_OK
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
     from .spec import JobSpec
 
@@ -392,6 +362,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "cache":
+            from .cache_cli import cmd_cache
+
             return cmd_cache(args)
         if args.command == "tiny-model":
             from .tiny_model import build_tiny_model

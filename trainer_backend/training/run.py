@@ -35,6 +35,7 @@ class RunResult:
     metrics: dict
     adapter_dir: Optional[Path] = None
     checkpoint: Optional[str] = None
+    step: int = 0  # optimizer steps done (the same on every rank of a distributed run)
 
 
 def prepare_job(spec: JobSpec, progress: Optional[ProgressCallback] = None) -> tuple[Any, Any]:
@@ -127,9 +128,9 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     if stop.requested:
         ckpt = checkpoint_dir(job_dir, step)
         if not trainer.is_world_process_zero():
-            return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt))
+            return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt), step=step)
         events.write("stopped", step=step, checkpoint=str(ckpt) if ckpt.exists() else None)
-        return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt))
+        return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt), step=step)
 
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     if eval_ds is not None:  # final eval numbers belong in the summary; reuse the one just run if any
@@ -137,7 +138,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     adapter_dir = job_dir / ADAPTER_DIR
     trainer.save_model(str(adapter_dir))  # collective under FSDP/DeepSpeed; writes on rank 0 only
     if not trainer.is_world_process_zero():
-        return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir)
+        return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir, step=step)
     tokenizer.save_pretrained(str(adapter_dir))
     write_adapter_meta(adapter_dir, AdapterMeta(
         base_model=spec.model.base_model, trainer=spec.training.trainer, chat_template=spec.data.chat_template,
@@ -148,7 +149,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         format=prepared.detection.format if prepared.detection else "template", metrics=metrics,
         model_load=model_load_settings(spec), adapter_dtype=_trained_dtype(trainer.model)))
     events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
-    return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir)
+    return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir, step=step)
 
 
 def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
