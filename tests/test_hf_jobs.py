@@ -107,6 +107,27 @@ def test_refused_before_anything_is_uploaded_or_billed(jobs_hub: Any, tiny_model
     assert no_token.status == "failed" and "token" in no_token.error
 
 
+def test_the_plan_prices_the_job_on_the_chosen_hardware(jobs_hub: Any, tiny_model_dir: Path, real_data: Path,
+                                                       tmp_path: Path) -> None:
+    from trainer_backend.jobs import JobManager
+    from trainer_backend.ui.service import StudioService
+
+    service = StudioService(JobManager(tmp_path / "data", autostart=False))
+    spec = _spec(Path("x"), Path("x"), "priced", 400, model={"base_model": "tiny-demo"},
+                 compute={"flavor": "a10g-small", "timeout": "2h", "nodes": 1})
+    data = str(real_data / "chat/oasst_en100_messages.jsonl")
+    out = service.plan(json.dumps(spec), data)
+    assert out["ok"], out
+    md = out["markdown"]
+    seconds = out["plan"]["time_seconds"]["value"]
+    assert out["plan"]["hardware"] == "a10g-small" and seconds is not None
+    # the loopback Hub lists a10g-small at $0.0166667/min = $1.00/h; 2 h timeout -> at most $2.00
+    assert f"estimated cost: **${seconds / 3600:.2f}**" in md and "at most **$2.00**" in md and "`h100` $4.50/h" in md, md
+    two = service.plan(json.dumps({**spec, "compute": {**spec["compute"], "flavor": "a10g-largex2", "nodes": 2}}),
+                       data)
+    assert "× 2 nodes" in two["markdown"] and "at most **$12.00**" in two["markdown"], two["markdown"]
+
+
 @pytest.mark.slow
 def test_from_the_app_live_progress_stop_resume_adapter_and_chat(jobs_hub: Any, real_data: Path,
                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:

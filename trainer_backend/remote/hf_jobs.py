@@ -130,3 +130,35 @@ def preflight(compute: ComputeSpec, token: object = None) -> list[str]:
     except HubError as exc:
         problems.append(f"could not read the HF Jobs hardware list: {exc}")
     return problems
+
+
+def cost_markdown(compute: ComputeSpec, estimated_seconds: Optional[float], token: object = None) -> str:
+    """The HF Jobs price of this plan: flavor price x estimated time x nodes, the most the timeout allows, and the
+    other hardware with its price (live from the Hub)."""
+    from ..hub.client import HubError, resolve_token
+    from ..spec_compute import timeout_seconds
+
+    try:
+        try:
+            tok: Optional[str] = resolve_token(token)  # type: ignore[arg-type]
+        except HubError:
+            tok = None
+        flavors = jobs_api.list_flavors(tok)
+    except HubError as exc:
+        return f"\n\n**HF Jobs**: prices unavailable ({exc})"
+    chosen = next((f for f in flavors if f.name == compute.flavor), None)
+    if chosen is None:
+        return f"\n\n**HF Jobs**: {jobs_api.flavor_problem(compute.flavor, flavors)}"
+    rate = chosen.usd_per_hour * compute.nodes
+    nodes = f" × {compute.nodes} nodes" if compute.nodes > 1 else ""
+    lines = [f"\n\n**HF Jobs**: {chosen.pretty_name} (`{chosen.name}`, ${chosen.usd_per_hour:.2f}/h){nodes}"]
+    if estimated_seconds is not None:
+        lines.append(f"- estimated cost: **${rate * estimated_seconds / 3600:.2f}** for ~{max(estimated_seconds / 60, 1):.0f} "
+                     "min of training (plus a few minutes to start)")
+    if compute.timeout:
+        most = rate * timeout_seconds(compute.timeout) / 3600
+        lines.append(f"- at most **${most:.2f}**: the Job is stopped at its {compute.timeout} timeout")
+    others = ", ".join(f"`{f.name}` ${f.usd_per_hour:.2f}/h" for f in flavors if f.gpus and f.name != chosen.name)
+    if others:
+        lines.append(f"- other hardware: {others}")
+    return "\n".join(lines)

@@ -136,12 +136,19 @@ class StudioService:
 
         try:
             spec, _ = self.parse_client_spec(spec_text, dataset_file)
-            plan = plan_job(spec, hardware=hardware, probe_steps=probe_steps)
+            remote = spec.compute.backend == "hf_jobs"
+            plan = plan_job(spec, hardware=hardware or (spec.compute.flavor if remote else None),
+                            probe_steps=0 if remote else probe_steps)  # a probe here says nothing of the Job's GPU
         except DataError as exc:
             return {"ok": False, "errors": [str(i) for i in exc.issues]}
         except (SpecError, TrainerNotAvailable, ValueError, OSError) as exc:
             return {"ok": False, "errors": [str(exc)]}
-        return {"ok": True, "plan": plan.to_dict(), "markdown": plan.markdown()}
+        markdown = plan.markdown()
+        if remote:
+            from ..remote.hf_jobs import cost_markdown
+
+            markdown += cost_markdown(spec.compute, plan.time_seconds.value)
+        return {"ok": True, "plan": plan.to_dict(), "markdown": markdown}
 
     # ---- jobs ------------------------------------------------------------------------------------------
     def start(self, spec_text: str, dataset_file: Optional[str], owner: Optional[str]) -> dict[str, Any]:
