@@ -11,6 +11,9 @@ It speaks just enough of the Hub API for `HfApi.whoami/create_repo/upload_folder
   GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]
   GET  /api/models/{ns}/{name}[/revision/{rev}]
   HEAD/GET /{ns}/{name}/resolve/{rev}/{path}       (X-Repo-Commit, ETag, Content-Length, Range)
+  GET  /api/models?author=&search=                 -> list_models
+  the same routes under /api/datasets/... and /datasets/... for dataset repos
+  /api/jobs/...                                    -> HF Jobs that really run (tests/hub_jobs.py)
 
 Auth follows the Hub: `Authorization: Bearer <token>` maps to a user; an unknown token is a 401 on every route;
 a private repo is invisible (404 RepoNotFound) to anyone but its owner; writing to another user's repo is 403.

@@ -1,7 +1,7 @@
 """JobSpec: the single typed description of a training job.
 
 UI widgets, CLI overrides, YAML files, the API schema and validation are all derived from these models.
-Field metadata (`ui`: "basic" | "advanced", ranges via ge/le, `description`) is what the UI renders.
+Field metadata (`ui`: "basic" | "advanced" | "compute", ranges via ge/le, `description`) is what the UI renders.
 """
 from __future__ import annotations
 

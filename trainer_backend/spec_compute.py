@@ -1,6 +1,7 @@
 """Where a job trains: on this machine (`local`), or on pay-per-second Hugging Face Jobs hardware (`hf_jobs`).
 
-The remote path itself lives in trainer_backend/remote/; this is only what a person chooses.
+The remote path itself lives in trainer_backend/remote/; this is only what a person chooses. The Train tab shows the
+fields marked ui="compute" beside Start (ui/train_tab.py).
 """
 from __future__ import annotations
 
@@ -27,17 +28,17 @@ def timeout_seconds(timeout: str) -> int:
 
 class ComputeSpec(_Section):
     backend: Literal["local", "hf_jobs"] = _f(
-        "local", "Where to train: this machine, or Hugging Face Jobs (pay-per-second GPUs; needs a token).", "basic")
+        "local", "Where to train: this machine, or Hugging Face Jobs (pay-per-second GPUs; needs a token).", "compute")
     flavor: str = _f("a10g-small", "HF Jobs hardware (a10g-small, l4x1, a100-large, h100, ...): checked against the "
-                                   "Hub's list, whose prices the Train tab shows.", "basic")
+                                   "Hub's list; Plan shows the prices.", "compute")
     timeout: Optional[str] = _f(None, "Longest an HF Job may run (e.g. 90m, 3h): billing stops there. Required for "
-                                      "hf_jobs.", "basic")
+                                      "hf_jobs.", "compute")
     namespace: Optional[str] = _f(None, "User or organisation that runs (and pays for) the Job; default: the "
                                         "token's user.")
     image: Optional[str] = _f(None, "Docker image of the Job; default: this Space's own image when the app runs on a "
                                     "Space, otherwise required (an image built from this repo's Dockerfile).")
     nodes: int = _f(1, "Machines to train on together (data-parallel over every GPU of each; the same flavor).",
-                    ge=1, le=MAX_NODES)
+                    "compute", ge=1, le=MAX_NODES)
 
     @field_validator("timeout")
     @classmethod

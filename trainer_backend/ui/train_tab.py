@@ -81,7 +81,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             all_mappings = gr.Checkbox(False, label="Show every column-mapping field (not only the format's)")
             with gr.Row(equal_height=False):
                 advanced = build_fields("advanced")
-        fields = basic + advanced
+        with gr.Row(equal_height=False, elem_id="compute"):  # where it trains: next to Start, priced by Plan
+            compute = build_fields("compute")
+        fields = basic + advanced + compute
         with gr.Row():
             report_btn = gr.Button("Check data & show report")
             plan_btn = gr.Button("Plan: memory, time, cost", elem_id="plan-job")
