@@ -94,6 +94,8 @@ def test_refused_before_anything_is_uploaded_or_billed(jobs_hub: Any, tiny_model
         parse_spec(_spec(tiny_model_dir, data, "no-timeout", 4, compute={"timeout": None}))
     with pytest.raises(SpecError, match="under a minute"):
         parse_spec(_spec(tiny_model_dir, data, "short", 4, compute={"timeout": "30s"}))
+    with pytest.raises(SpecError, match="must start with 'lora-studio-job-'"):  # never sync into a real repo
+        parse_spec(_spec(tiny_model_dir, data, "mine", 4, hub={"sync": True, "sync_repo": "alice/my-model"}))
     bad_data = tmp_path / "broken.jsonl"
     bad_data.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": 3}\n')
     broken = manager.submit(_spec(tiny_model_dir, bad_data, "bad-data", 4, data={"format": "messages"}))
@@ -191,6 +193,12 @@ def test_a_killed_app_reattaches_to_the_running_job(jobs_hub: Any, tiny_model_di
     manager = JobManager(data_dir)
     job = manager.submit(_spec(tiny_model_dir, real_data / "chat/oasst_en100_messages.jsonl", "reattach", 100000))
     _wait_for(lambda: manager.snapshot(job.id).step >= 2, 150, "mirrored progress")
+    jobs_hub.stop()  # the Hub away for a few seconds: the runner and the Job's sync retry, nothing is lost
+    time.sleep(4)
+    jobs_hub.start()
+    step_then = manager.snapshot(job.id).step
+    _wait_for(lambda: manager.snapshot(job.id).step > step_then + 2, 90, "progress after the Hub came back")
+    assert manager.get(job.id).status == "running"
     remote_ids = json.loads((Path(job.job_dir) / "remote.json").read_text())["job_ids"]
     _kill_everything_working_on(data_dir)  # the app, its supervisor and the runner are gone; the HF Job is not
     assert jobs_hub.jobs.jobs[remote_ids[0]].stage == "RUNNING"

@@ -21,6 +21,7 @@ CHECKPOINTS_DIR = "checkpoints"      # the trainer's output_dir: checkpoint-<ste
 CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_CONFIG = "adapter_config.json"   # inside ADAPTER_DIR when a LoRA adapter was trained
 MODEL_CONFIG = "config.json"             # inside ADAPTER_DIR when the full model was trained
+SYNC_REPO_PREFIX = "lora-studio-job-"  # name prefix of the Hub repo a synced job is kept in (hub/sync.py)
 REMOTE_STATE_FILE = "remote.json"   # a job on HF Jobs: its Job ids, repo and how far the mirror got (remote/)
 ADAPTER_ARCHIVE = "adapter.zip"      # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .errors import SpecError  # re-exported: callers catch spec.SpecError
+from .job_files import SYNC_REPO_PREFIX
 from .spec_base import _f, _Section
 from .spec_compute import ComputeSpec
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
@@ -259,6 +260,9 @@ class JobSpec(_Section):
             problem = repo_id_problem(self.hub.sync_repo)
             if problem:
                 problems.append(f"hub.sync_repo: {problem}")
+            elif not self.hub.sync_repo.split("/")[1].startswith(SYNC_REPO_PREFIX):
+                problems.append(f"hub.sync_repo: the name must start with '{SYNC_REPO_PREFIX}' (the sync replaces "
+                                "files in it: it must not be a model or dataset repo of yours)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..job_files import (ADAPTER_DIR, CHECKPOINT_PREFIX, CHECKPOINTS_DIR, EVENTS_FILE, LOG_FILE, REPORT_FILE,
-                         SPEC_FILE, latest_checkpoint)
+                         SPEC_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
 from .client import DEFAULT_RETRY, HubError, RetryPolicy, call_with_retries, redact
 
 log = logging.getLogger(__name__)
 
-SYNC_REPO_PREFIX = "lora-studio-job-"
 MANIFEST_FILE = "lora_studio_job.json"
 REMOTE_FILE = "remote/job.json"
 REMOTE_SPEC_FILE = "remote/spec.yaml"

@@ -16,7 +16,8 @@ import yaml
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
 from ..hub.jobs_api import job_state, whoami
-from ..job_files import ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, SPEC_FILE, has_trained_model
+from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
+                         has_trained_model)
 from ..job_status import JobStatus
 from ..spec import parse_spec
 
@@ -57,7 +58,7 @@ def restore_jobs(store: Any, jobs_dir: Path, token: Optional[str] = None) -> lis
 def _restore_one(store: Any, jobs_dir: Path, repo: str, token: str) -> Optional[str]:
     manifest = hubsync.read_json(repo, hubsync.MANIFEST_FILE, token) or {}
     remote = hubsync.read_json(repo, hubsync.REMOTE_FILE, token)
-    job_id = str(manifest.get("job_id") or (remote or {}).get("job_id") or repo.split(hubsync.SYNC_REPO_PREFIX)[-1])
+    job_id = str(manifest.get("job_id") or (remote or {}).get("job_id") or repo.split(SYNC_REPO_PREFIX)[-1])
     if not JOB_ID.match(job_id) or store.exists(job_id):
         return None
     raw = (remote or {}).get("spec") or yaml.safe_load(hubsync.read_file(repo, SPEC_FILE, token) or b"{}")
