@@ -70,12 +70,24 @@ def resolve_sample(sample: str, folder: Path, model_dir: Path) -> Path:
     return path
 
 
+# What a grpo cell scores its completions with: a reward any format's prompts can be scored by (no column).
+GRPO = {"rewards": [{"type": "length", "max_length": 40}], "num_generations": 2, "max_completion_length": 16}
+# The report sample each trainer's rows give (data/report.py kinds) and how the CLI headlines it.
+SAMPLE_KINDS = {"dpo": "preference", "orpo": "preference", "reward": "preference", "kto": "feedback",
+                "grpo": "prompt"}
+HEADLINES = {"preference": "sample preference pair (", "feedback": "sample feedback row (",
+             "prompt": "sample prompt (", "tokens": "sample training string ("}
+
+
 def spec_for(trainer: str, data_path: Path, model: str, **training: object) -> dict:
-    return {"project_name": f"m-{trainer}", "model": {"base_model": model},
+    spec = {"project_name": f"m-{trainer}", "model": {"base_model": model},
             "data": {"path": str(data_path), "chat_template": "chatml", "max_rows": MAX_ROWS},
             "lengths": dict(LENGTHS),
             "training": {"trainer": trainer, "max_steps": 2, "batch_size": 2, "gradient_accumulation": 1,
                          "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no", **training}}
+    if trainer == "grpo":
+        spec["grpo"] = dict(GRPO)
+    return spec
 
 
 def api_cells() -> list[tuple[str, str, str]]:

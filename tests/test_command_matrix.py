@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix import FORMATS, GENERATED, SAMPLES, TRAINERS, accepts, data_cells, format_cells, resolve_sample, spec_for
+from matrix import (FORMATS, GENERATED, HEADLINES, SAMPLE_KINDS, SAMPLES, TRAINERS, accepts, data_cells, format_cells,
+                    resolve_sample, spec_for)
 from trainer_backend.cli import main
-from trainer_backend.data.report import PreferenceSample, TokenSample
 
 # One BLAS thread per trainer: on 2 shared cores OpenMP spin-waiting otherwise slows a step many times.
 JOB_ENV = ("--env", "OMP_NUM_THREADS=1", "--env", "MKL_NUM_THREADS=1")
@@ -64,7 +64,8 @@ def test_cli_validate_and_doctor(trainer: str, fmt: str, sample: str, tiny_model
     assert code == 0, err[-3000:]
     assert f"format:        {fmt} — " in out and f"trainer:       {trainer}" in out
     assert "OK: the data is valid for this spec." in out
-    headline = "sample preference pair (" if trainer in ("dpo", "orpo", "reward") else "sample training string ("
+    kind = SAMPLE_KINDS.get(trainer, "tokens")
+    headline = HEADLINES[kind]
     assert headline in out
 
     code, out, _ = _run(capsys, "doctor", spec)
@@ -75,8 +76,7 @@ def test_cli_validate_and_doctor(trainer: str, fmt: str, sample: str, tiny_model
     report = json.loads(out)
     assert report["format"]["format"] == fmt and report["trainer"] == trainer
     assert report["splits"]["train"]["rows_used"] >= 1
-    sample_kind = PreferenceSample if trainer in ("dpo", "orpo", "reward") else TokenSample
-    assert report["sample"]["kind"] == sample_kind.model_fields["kind"].default and report["sample"]["rendered"]
+    assert report["sample"]["kind"] == kind and report["sample"]["rendered"]
     if trainer in ("dpo", "orpo"):  # the exact strings TRL gets: prompt up to the assistant header, then answers
         assert report["sample"]["prompt"].endswith("<|im_start|>assistant\n")
         assert report["sample"]["chosen"] != report["sample"]["rejected"]
@@ -123,4 +123,4 @@ def test_cli_submit_refuses_an_invalid_combination(trainer: str, tiny_model_dir:
                                                    capsys: pytest.CaptureFixture) -> None:
     spec = str(_write(tmp_path, trainer, SAMPLES["text"][0], tiny_model_dir))
     code, out, err = _run(capsys, "submit", spec, "--data-dir", str(tmp_path / "store"))
-    assert code == 2 and f"trainer '{trainer}' needs preference data" in err and "will not run" in err
+    assert code == 2 and f"trainer '{trainer}' needs " in err and "will not run" in err

@@ -116,7 +116,8 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
 # The layers, bottom first (README "Layout" says the same). A module may import its own layer and the ones below.
 LAYERS = [
     {"job_files", "job_status", "errors", "ml_stack", "tiny_model", "trainer_registry", "spec_values"},  # names, values
-    {"spec", "spec_base", "spec_compute", "autotrain", "generation"},  # the job spec (+ AutoTrain's dialect), sampling
+    {"spec", "spec_base", "spec_compute", "spec_rl", "autotrain", "generation", "rewards"},  # the job spec (+ AutoTrain's
+    # dialect), sampling settings, the reward functions GRPO's spec names
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"access", "public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",

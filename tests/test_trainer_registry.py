@@ -22,13 +22,14 @@ def test_the_spec_the_registry_and_the_trainer_modules_name_the_same_trainers() 
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_pair_trainers_refuse_other_formats_from_the_registry(name: str) -> None:
     spec = {"model": {"base_model": "org/m"}, "data": {"path": "d.jsonl", "format": "messages"},
-            "training": {"trainer": name}}
+            "training": {"trainer": name}, "grpo": {"rewards": [{"type": "length", "max_length": 50}]}
+            if name == "grpo" else {}}
     if trainer_info(name).pairs:
         with pytest.raises(Exception, match=f"trainer '{name}' needs preference data"):
             parse_spec(spec)
     else:
         assert parse_spec(spec)[0].training.trainer == name
-    assert (name in PAIR_TRAINERS) == ("messages" not in trainer_info(name).formats)
+    assert (name in PAIR_TRAINERS) == (trainer_info(name).formats == ("preference",))
 
 
 @pytest.mark.parametrize("name", sorted(TRAINERS))
@@ -46,7 +47,7 @@ def test_model_card_wording_comes_from_the_registry(name: str) -> None:
 
 def test_unknown_trainer_names_the_trainers_there_are() -> None:
     with pytest.raises(KeyError, match="trainers: sft, generic"):
-        trainer_info("grpo")
+        trainer_info("ppo")
 
 
 def test_trainer_modules_do_not_restate_what_the_registry_says() -> None:
@@ -78,7 +79,7 @@ def test_the_plan_counts_pairs_and_reference_models_from_the_registry() -> None:
     assert _plan_memory("dpo", lora=True)["weights"] == sft["weights"], "with LoRA the reference is the base"
     assert _plan_memory("dpo", lora=False)["weights"] == pytest.approx(
         2 * _plan_memory("orpo", lora=False)["weights"], rel=1e-4)
-    assert [n for n, t in TRAINERS.items() if t.reference_model] == ["dpo"]
+    assert [n for n, t in TRAINERS.items() if t.reference_model] == ["dpo", "kto", "grpo"]
 
 
 @pytest.mark.parametrize("lora", [True, False])

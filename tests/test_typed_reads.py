@@ -16,6 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trainer_backend"
 NOT_SPEC_DICTS = {
     ("jobs/progress.py", "max_steps"): "events.jsonl lines carry the trainer's computed total; the default keeps "
                                        "the last total seen",
+    ("data/formats.py", "type"): "OpenAI content parts ({type, text}) of a message in the user's data",
+    ("rewards.py", "text"): "OpenAI content parts ({type, text}) of a conversational completion",
 }
 
 
@@ -63,7 +65,7 @@ def test_the_grep_catches_a_restated_default(tmp_path: Path) -> None:
     fake = tmp_path / "trainer_backend"
     (fake / "hub").mkdir(parents=True)
     (fake / "hub" / "x.py").write_text('q = spec.get("training", {}).get("quantization", "none")\n'
-                                       'user = whoami.get("name", "?")  # not a spec field: fine\n')
+                                       'user = whoami.get("fullname", "?")  # not a spec field: fine\n')
     assert defaulted_spec_reads(fake) == [
         'trainer_backend/hub/x.py:1: q = spec.get("training", {}).get("quantization", "none")']
 

@@ -121,6 +121,10 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
 
     chat, adapter = load_chat(ref)
     split, _ = _load_eval_split(adapter.path, data_path)
+    if "references" in split.columns:  # a GRPO job: its held-out prompts, scored by its own rewards
+        report = evaluate_rewards(chat, adapter, split, max_examples, progress=progress)
+        _save(adapter.path.parent, report)
+        return report
     settings = settings or EVALUATION
     n = min(max_examples, len(split))
     report = EvalReport(rows=n)
@@ -157,7 +161,54 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
             m = len(report.examples)
             metrics.update(exact_match=em / m, rouge_l=rouge / m, contains_reference=contains / m)
         setattr(report, side, metrics)
-    job_dir = adapter.path.parent
+    _save(adapter.path.parent, report)
+    return report
+
+
+def _save(job_dir: Path, report: EvalReport) -> None:
     if (job_dir / SPEC_FILE).is_file():
         (job_dir / EVAL_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+
+
+REWARD_SAMPLES = 4  # completions per held-out prompt: the mean reward estimates what GRPO optimises
+
+
+def evaluate_rewards(chat: Any, adapter: Any, split: Any, max_examples: int = 50, samples: int = REWARD_SAMPLES,
+                     seed: int = 0, progress: Optional[Callable[[float, str], None]] = None) -> EvalReport:
+    """Mean reward (total and per reward function) of base vs fine-tuned on held-out GRPO prompts: `samples`
+    completions per prompt at the job's sampling settings, scored by the job's own rewards."""
+    import torch
+
+    from .rewards import build_reward_functions
+    from .spec import load_spec
+
+    spec, _ = load_spec(adapter.path.parent / SPEC_FILE)
+    g = spec.grpo
+    functions = build_reward_functions(g.rewards)
+    weights = [r.weight for r in g.rewards]
+    settings = GenerationSettings(temperature=g.temperature, top_p=g.top_p,
+                                  max_new_tokens=min(g.max_completion_length, 4096))
+    n = min(max_examples, len(split))
+    report = EvalReport(rows=n)
+    sums = {side: [0.0] * (len(functions) + 1) for side in ("base", "fine_tuned")}
+    torch.manual_seed(seed)
+    for k in range(n):
+        row, example = split.row(k), split.example(k)
+        shown: dict[str, Any] = {"prompt": example["prompt"][-1]["content"], "references": row["references"]}
+        for side, use_adapter in (("base", False), ("fine_tuned", True)):
+            completions = [chat.generate(adapter, example["prompt"], settings, use_adapter=use_adapter,
+                                         prompt_text=row["prompt"]) for _ in range(samples)]
+            scores = [f(prompts=[row["prompt"]] * samples, completions=completions,
+                        references=[row["references"]] * samples) for f in functions]
+            totals = [sum(w * (s[i] or 0.0) for w, s in zip(weights, scores)) for i in range(samples)]
+            for j, s in enumerate(scores):
+                sums[side][j] += sum(x or 0.0 for x in s) / samples
+            sums[side][-1] += sum(totals) / samples
+            shown[side], shown[f"{side}_reward"] = completions[0], round(totals[0], 4)
+        report.examples.append(shown)
+        if progress:
+            progress((k + 1) / n, f"evaluated {k + 1}/{n}")
+    for side, values in sums.items():
+        metrics = {f"reward/{f.name}": v / max(n, 1) for f, v in zip(functions, values)}
+        setattr(report, side, {"reward": values[-1] / max(n, 1), **metrics})
     return report

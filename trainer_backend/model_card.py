@@ -83,6 +83,7 @@ def build_model_card(repo_id: str, meta: AdapterMeta, spec: Optional[JobSpec], r
     parts += _results(meta.metrics)
     parts += _evaluation(evaluation)
     parts += _data_section(spec, report, meta)
+    parts += _rewards(spec, meta.metrics) if spec and spec.grpo.rewards else []
     parts += _hyperparameters(spec) if spec else []
     if not merged:  # the training records live in the adapter repo only
         parts += ["## Files", "",
@@ -245,6 +246,20 @@ _HYPERPARAMETERS = ("trainer", "learning_rate", "epochs", "max_steps", "batch_si
                     "quantization", "packing", "completion_only_loss", "seed")
 
 
+def _rewards(spec: JobSpec, metrics: dict[str, Any]) -> list[str]:
+    """The reward functions a GRPO adapter was trained with, and the mean score each had at the end."""
+    rows = []
+    for r in spec.grpo.rewards:
+        reads = f"column `{r.column}`" if r.column else "the completion"
+        setting = r.pattern or (f"{r.min_length or 0}-{r.max_length or '∞'} {r.unit}" if r.type == "length" else "") \
+            or ", ".join([*(f"+{w}" for w in r.all_of), *(f"-{w}" for w in r.none_of)]) or \
+            (f"`{Path(r.file).name}`:{r.function}" if r.file else "")
+        rows.append(f"| {_cell(r.label)} | {r.type} | {_fmt(r.weight)} | {reads} | {_cell(setting)} | "
+                    f"{_fmt(metrics.get(f'train_rewards/{r.label}/mean', '—'))} |")
+    return ["## Rewards", "", "Completions were scored by these functions; the total reward is their weighted sum.",
+            "", "| reward | type | weight | reads | setting | last mean |", "|---|---|---|---|---|---|", *rows, ""]
+
+
 def _hyperparameters(spec: JobSpec) -> list[str]:
     tr, lora = spec.training, spec.lora
     rows: list[tuple[str, Any]] = [(k, getattr(tr, k)) for k in _HYPERPARAMETERS if getattr(tr, k) is not None]
@@ -254,6 +269,10 @@ def _hyperparameters(spec: JobSpec) -> list[str]:
         rows.append(("beta", tr.beta))
     if info.uses_dpo_loss_type:
         rows.append(("dpo_loss_type", tr.dpo_loss_type))
+    if info.rows == "prompts":
+        rows += [(f"grpo.{k}", v) for k, v in spec.grpo.model_dump(exclude={"rewards"}).items()]
+    if info.rows == "feedback":
+        rows += [(f"kto.{k}", v) for k, v in spec.kto.model_dump().items() if v is not None]
     if lora.enabled:
         rows += [(f"lora.{k}", getattr(lora, k)) for k in ("r", "alpha", "dropout", "target_modules", "use_dora",
                                                            "use_rslora")]

@@ -17,14 +17,16 @@ from .errors import SpecError  # re-exported: callers catch spec.SpecError
 from .job_files import SYNC_REPO_PREFIX
 from .spec_base import _f, _Section
 from .spec_compute import ComputeSpec
+from .spec_rl import GRPOSpec, KTOSpec, rl_problems
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
 from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
 from .trainer_registry import TRAINERS, trainer_info
 
-TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo"]  # = trainer_registry.TRAINERS (a test checks)
+TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo", "kto", "grpo"]  # = trainer_registry.TRAINERS (a test checks)
 AVAILABLE_TRAINERS: set[str] = set(TRAINERS)
 ChatTemplateName = Literal[CHAT_TEMPLATES]  # type: ignore[valid-type]  # spec_values.py
-FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized"]
+FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized", "prompt",
+                     "feedback"]  # = "auto" + trainer_registry.DATA_FORMATS (a test checks)
 # The data formats each trainer trains on (trainer_registry.py): the data check refuses the rest, and the command
 # matrix test (tests/test_command_matrix.py) gets one cell per trainer x format from here.
 TRAINER_FORMATS: dict[str, tuple[str, ...]] = {name: t.formats for name, t in TRAINERS.items()}
@@ -57,6 +59,7 @@ class ColumnMapping(_Section):
     chosen: Optional[str] = _f(None, "Preferred answer column (preference data).")
     rejected: Optional[str] = _f(None, "Rejected answer column (preference data).")
     margin: Optional[str] = _f(None, "Optional reward margin column (reward trainer).")
+    label: Optional[str] = _f(None, "Thumbs-up/down column of feedback data (kto): true/false, 1/0, up/down, ...")
     roles: dict[str, str] = _f({}, "Extra role names to map, e.g. {bot: assistant}. Targets: system/user/assistant.")
 
     @field_validator("roles")
@@ -138,7 +141,8 @@ class LengthSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    trainer: TrainerName = _f("sft", "sft, generic (continued pre-training), reward, dpo or orpo.", "basic")
+    trainer: TrainerName = _f("sft", "sft, generic (continued pre-training), reward, dpo, orpo, kto (thumbs-up/down "
+                                     "feedback) or grpo (rewards a program checks).", "basic")
     quantization: Literal["none", "int8", "int4"] = _f("none", "Load the base in 8/4-bit (QLoRA).", "basic")
     learning_rate: float = _f(2e-4, "Peak learning rate.", "basic", gt=0, le=1)
     epochs: float = _f(1.0, "Training epochs.", "basic", gt=0, le=1000)
@@ -174,7 +178,7 @@ class TrainingSpec(_Section):
                                             "> 1 on CPU runs data-parallel over gloo).", ge=1, le=1024)
     accelerate_config: Optional[str] = _f(None, "An accelerate config file (multi-node, custom FSDP/DeepSpeed); "
                                                 "overrides `distributed`.")
-    beta: float = _f(0.1, "DPO/ORPO beta.", gt=0)
+    beta: float = _f(0.1, "DPO/ORPO/KTO beta (GRPO has its own: grpo.beta).", gt=0)
     dpo_loss_type: Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
                            "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = _f(
         "sigmoid", "DPO loss: sigmoid (original DPO), ipo, hinge, robust, ...")
@@ -215,6 +219,8 @@ class JobSpec(_Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    grpo: GRPOSpec = Field(default_factory=GRPOSpec)
+    kto: KTOSpec = Field(default_factory=KTOSpec)
 
     @field_validator("project_name")
     @classmethod
@@ -263,6 +269,7 @@ class JobSpec(_Section):
             elif not self.hub.sync_repo.split("/")[1].startswith(SYNC_REPO_PREFIX):
                 problems.append(f"hub.sync_repo: the name must start with '{SYNC_REPO_PREFIX}' (the sync replaces "
                                 "files in it: it must not be a model or dataset repo of yours)")
+        problems += rl_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

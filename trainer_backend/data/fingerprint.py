@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from ..spec import JobSpec
 from .loading import SplitSource
+from .rl_rows import reference_columns
 
 # Bump whenever the pipeline's output (records, stats, layout) changes for the same inputs: old entries then miss.
 PIPELINE_VERSION = 1
@@ -92,6 +93,9 @@ def prepared_key(spec: JobSpec, train: SplitSource, valid: Optional[SplitSource]
         "lengths": spec.lengths.model_dump(mode="json"),
         "training": {"trainer": spec.training.trainer, "completion_only_loss": spec.training.completion_only_loss,
                      "seed": spec.training.seed if spec.data.valid_split == "auto" else None},
+        # grpo rows hold the reference values its rewards read, and prompts cut to leave room for a completion
+        "grpo": {"columns": reference_columns(spec), "max_completion_length": spec.grpo.max_completion_length}
+        if spec.training.trainer == "grpo" else None,
         "tokenizer": tokenizer_fp,
         "template": template,
         "libraries": {p: _version(p) for p in ("tokenizers", "transformers", "jinja2", "pyarrow")},

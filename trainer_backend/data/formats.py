@@ -6,6 +6,8 @@ Canonical examples:
   messages:    {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
   preference:  {"prompt": [messages], "chosen": [messages], "rejected": [messages]}
   tokenized:   {"input_ids": [int], "labels": [int] | None}
+  prompt:      {"prompt": [messages], "references": {column: value}, "answer": str | None}   (grpo; rl_rows.py)
+  feedback:    {"prompt": [messages], "completion": [messages], "label": bool}            (kto; rl_rows.py)
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .issues import RowError
 ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant",
                 "prompter": "user"}
 FORMAT_KIND = {"text": "text", "alpaca": "pair", "qa": "pair", "messages": "messages", "sharegpt": "messages",
-               "preference": "preference", "tokenized": "tokenized"}
+               "preference": "preference", "tokenized": "tokenized", "prompt": "prompt", "feedback": "feedback"}
 
 # The names chat templates read an assistant turn's reasoning by (Qwen3/DeepSeek, GPT-OSS/LFM2.5, Gemma 4).
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -36,7 +38,37 @@ _CANDIDATES = {
     "chosen": ("chosen", "preferred_output", "chosen_response", "preferred"),
     "rejected": ("rejected", "non_preferred_output", "rejected_response", "dispreferred"),
     "system": ("system", "system_prompt"),
+    "label": ("label", "thumbs", "thumbs_up", "feedback", "desirable", "is_good", "liked", "kto_label"),
+    "prompt_only": ("prompt", "question", "query", "problem", "instruction"),
+    "completion": ("completion", "response", "output", "answer"),
 }
+# What a thumbs-up / thumbs-down cell may hold (case-insensitive); anything else is refused with this list.
+LABEL_VALUES: dict[str, bool] = {
+    **{k: True for k in ("true", "1", "yes", "y", "up", "thumbs_up", "thumbsup", "good", "positive", "desirable",
+                          "like", "liked", "accept", "accepted", "+1", "\U0001f44d")},
+    **{k: False for k in ("false", "0", "no", "n", "down", "thumbs_down", "thumbsdown", "bad", "negative",
+                           "undesirable", "dislike", "disliked", "reject", "rejected", "-1", "\U0001f44e")},
+}
+
+
+def parse_label(value: Any) -> Optional[bool]:
+    """A feedback cell as a bool, or None when it is not a thumbs-up / thumbs-down value."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1, -1):
+        return value == 1
+    if isinstance(value, str):
+        return LABEL_VALUES.get(value.strip().lower())
+    return None
+
+
+def _label_column(columns: list[str], sample: list[dict], given: Optional[str]) -> Optional[str]:
+    """The thumbs-up/down column: the mapped one, or a known name whose sampled values all read as booleans."""
+    if given:
+        return given
+    col = _first(columns, _CANDIDATES["label"])
+    values = [r.get(col) for r in sample if col and r.get(col) is not None]
+    return col if values and all(parse_label(v) is not None for v in values) else None
 
 
 @dataclass
@@ -78,9 +110,16 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
         return m.get(role) or _first(columns, _CANDIDATES[cands])
 
     fmt, why = requested, "set in the spec"
+    label = _label_column(columns, sample, m.get("label"))
+    answer = m.get("response") or _first(columns, _CANDIDATES["completion"])
     if requested == "auto":
         if "input_ids" in columns:
             fmt, why = "tokenized", "column 'input_ids' holds token ids"
+        elif label and (col("messages", "messages") or (answer and col("prompt", "qa_prompt"))):
+            fmt = "feedback"
+            why = f"column '{label}' holds thumbs-up/down labels for " + (
+                f"the conversations in '{col('messages', 'messages')}'" if col("messages", "messages") and not answer
+                else f"the answers in '{answer}'")
         elif (m.get("chosen") or _first(columns, _CANDIDATES["chosen"])) and \
                 (m.get("rejected") or _first(columns, _CANDIDATES["rejected"])):
             fmt, why = "preference", f"columns '{col('chosen', 'chosen')}' and '{col('rejected', 'rejected')}' found"
@@ -101,6 +140,9 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
                 col("prompt", "qa_prompt") != col("response", "qa_response"):
             fmt = "qa"
             why = f"columns '{col('prompt', 'qa_prompt')}' -> '{col('response', 'qa_response')}' found (prompt -> answer)"
+        elif (m.get("prompt") or _first(columns, _CANDIDATES["prompt_only"])) and not answer:
+            fmt = "prompt"
+            why = f"column '{col('prompt', 'prompt_only')}' holds prompts and there is no answer column (prompt-only)"
         elif col("text", "text"):
             fmt, why = "text", f"column '{col('text', 'text')}' holds plain text"
         else:
@@ -124,6 +166,15 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
         m.setdefault("response", col("response", "qa_response") or "response")
     elif kind == "messages":
         m.setdefault("messages", col("messages", "messages") or "messages")
+    elif kind == "prompt":
+        m.setdefault("prompt", col("prompt", "prompt_only") or "prompt")
+    elif kind == "feedback":
+        m.setdefault("label", label or "label")
+        if answer and col("prompt", "qa_prompt"):
+            m.setdefault("prompt", col("prompt", "qa_prompt"))
+            m.setdefault("response", answer)
+        else:
+            m.setdefault("messages", col("messages", "messages") or "messages")
     elif kind == "preference":
         m.setdefault("chosen", col("chosen", "chosen") or "chosen")
         m.setdefault("rejected", col("rejected", "rejected") or "rejected")
@@ -131,7 +182,7 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
             m["prompt"] = _first(columns, ("prompt", "input", "question"))
         if "margin" not in m and _first(columns, ("margin",)):
             m["margin"] = _first(columns, ("margin",))
-    if kind in ("pair", "messages", "preference") and "system" not in m and _first(columns, _CANDIDATES["system"]):
+    if kind in ("pair", "messages", "preference", "prompt", "feedback") and "system" not in m and _first(columns, _CANDIDATES["system"]):
         m["system"] = _first(columns, _CANDIDATES["system"])
     if given:
         why += f"; column mapping from the spec: {given}"
@@ -315,6 +366,9 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
                 raise RowError(f"margin must be a number, got {row.get(m.margin)!r}", m.margin,
                                "fill the margin column with numbers, or unmap it") from None
         return example
+    if det.kind in ("prompt", "feedback"):  # read by data/rl_rows.py for the trainers that take them
+        raise RowError(f"{det.format} data is for trainer {'grpo' if det.kind == 'prompt' else 'kto'}",
+                       fix="choose that trainer, or data of a format this trainer takes")
     return _normalize_tokenized(row)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, NoReturn, Optional
 import numpy as np
 
 from ..spec import TRAINER_FORMATS, JobSpec
-from ..trainer_registry import PAIR_TRAINERS, trainer_info
+from ..trainer_registry import trainer_info
 from . import prepared_cache as cache
 from .assemble import Records, SplitLayout, layouts, length_warnings, no_usable_rows, split_notes
 from .encode import EncodeSettings
@@ -27,12 +27,12 @@ from .formats import Detection, detect_format
 from .issues import DataError, DataIssue, IssueCollector, RowError
 from .loading import SplitSource, columns_of, open_split
 from .prepared import PreparedData, SplitData, load_records, training_columns
+from .rl_rows import reference_columns, reference_readers
 from .progress import ProgressCallback, ProgressMeter, current_callback
 from .templates import choose_chat_template, end_of_turn
 from .vendor_templates import TemplateChoice
 from .workers import ChunkResult, ChunkRunner, ChunkSetup, ChunkTask, default_num_proc
 
-PREFERENCE_TRAINERS = PAIR_TRAINERS  # trainers that get prompt/chosen/rejected rows (trainer_registry.py)
 PEEK_ROWS = 200            # rows read before anything else: format detection looks at these
 WORKER_MIN_ROWS = 6000     # fewer rows: starting workers costs more than it saves
 CHUNK_ROWS = (256, 4096)   # chunk size bounds; with workers, ~8 chunks per worker (even load, steady progress)
@@ -40,12 +40,15 @@ IN_FLIGHT = 2              # chunks queued per worker (bounded memory: rows wait
 
 
 def encode_settings(spec: JobSpec, kind: str, template: Optional[str]) -> EncodeSettings:
-    generic = trainer_info(spec.training.trainer).documents
+    info = trainer_info(spec.training.trainer)
+    generic = info.documents
+    # GRPO generates its completions: a prompt must leave room for the longest one it may sample
+    completion = spec.grpo.max_completion_length if info.rows == "prompts" else spec.lengths.max_completion_length
     return EncodeSettings(kind=kind, chat_template=template,
                           completion_only_loss=spec.training.completion_only_loss and not generic,
                           block_size=spec.lengths.block_size, too_long=spec.data.too_long,
                           max_prompt_length=spec.lengths.max_prompt_length,
-                          max_completion_length=spec.lengths.max_completion_length, cap_length=not generic)
+                          max_completion_length=completion, cap_length=not generic)
 
 
 def prepare_data(spec: JobSpec, tokenizer: Any, num_proc: Optional[int] = None,
@@ -134,22 +137,20 @@ class _Preparation:
         kind = "template" if det is None else det.kind
         accepted = TRAINER_FORMATS[spec.training.trainer]
         if det is not None and det.format not in accepted:
-            needs = "preference data (prompt, chosen, rejected)" if accepted == ("preference",) else \
-                f"{', '.join(accepted)} data"
             self._fail(DataIssue(
-                f"trainer '{spec.training.trainer}' needs {needs}; this dataset looks like {det.format} data", d.path,
-                fix="map the columns with data.column_mapping {prompt, chosen, rejected}" if "preference" in accepted
-                else f"use data of a format the {spec.training.trainer} trainer takes, or another trainer"),
-                drain=(train_rows, valid_rows))
+                f"trainer '{spec.training.trainer}' needs {_needs(accepted)}; this dataset looks like {det.format} "
+                "data", d.path, fix=_format_fix(spec.training.trainer, accepted)), drain=(train_rows, valid_rows))
         choice, eot, template_issues = self._choose_template(det, kind)
-        preference = None
-        if kind == "preference" and spec.training.trainer in PREFERENCE_TRAINERS:
-            preference = "ids" if trainer_info(spec.training.trainer).head == "seq_cls" else "text"
+        info = trainer_info(spec.training.trainer)
+        preference: Optional[str] = info.rows if info.rows in ("feedback", "prompts") else None
+        if kind == "preference" and info.pairs:
+            preference = "ids" if info.head == "seq_cls" else "text"
         setup = ChunkSetup(det, d.prompt_template, d.system_prompt,
                            encode_settings(spec, kind, choice.source if choice else None),
                            choice.source if choice else None, labels, d.max_errors, encode=not template_issues,
                            preference=preference, vocab_size=len(tok) if kind == "tokenized" else None,
-                           margin=bool(preference and det and det.mapping.margin))
+                           margin=bool(preference in ("ids", "text") and det and det.mapping.margin),
+                           reference_columns=reference_columns(spec), reference_readers=reference_readers(spec))
         columns = training_columns(preference, setup.margin)
 
         root, key, why = cache.cache_root(), None, None
@@ -190,7 +191,7 @@ class _Preparation:
         choice: Optional[TemplateChoice] = None
         eot: Optional[str] = tok.eos_token
         problems: list[DataIssue] = []
-        needs_chat = kind in ("messages", "preference") or (kind == "pair" and d.chat_template != "none"
+        needs_chat = kind in ("messages", "preference", "prompt", "feedback") or (kind == "pair" and d.chat_template != "none"
                                                             and d.prompt_template is None)
         if needs_chat and det is not None:
             if d.chat_template == "none":
@@ -338,6 +339,22 @@ class _Preparation:
         if status == "hit":
             self.meter.cached(len(prepared.train))
         return prepared
+
+
+def _needs(accepted: tuple[str, ...]) -> str:
+    if accepted == ("preference",):
+        return "preference data (prompt, chosen, rejected)"
+    if accepted == ("feedback",):
+        return "feedback data (prompt, completion and a thumbs-up/down label)"
+    return f"{', '.join(accepted)} data"
+
+
+def _format_fix(trainer: str, accepted: tuple[str, ...]) -> str:
+    if "preference" in accepted:
+        return "map the columns with data.column_mapping {prompt, chosen, rejected}"
+    if "feedback" in accepted:
+        return "map the columns with data.column_mapping {prompt, response, label} (or {messages, label})"
+    return f"use data of a format the {trainer} trainer takes, or another trainer"
 
 
 def _feed(issues: IssueCollector, results: list[ChunkResult], kind: str, failed: set[str]) -> None:

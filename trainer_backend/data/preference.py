@@ -1,4 +1,5 @@
 """Preference rows -> what DPO / ORPO / reward trainers consume, with our prompt/completion limits applied.
+(KTO and GRPO rows reuse the rendering: rl_rows.py.)
 
 DPO and ORPO take text (prompt rendered up to the assistant header; chosen/rejected = the rendered assistant
 turn incl. end-of-turn and one EOS), because TRL 1.16 re-tokenises them itself and no longer enforces prompt
@@ -32,13 +33,22 @@ def _plain(messages: list[dict]) -> str:
 
 def render_preference(example: dict, tokenizer: Any, template: Optional[str]) -> tuple[str, str, str]:
     """(prompt_text, chosen_text, rejected_text); each completion ends with exactly one EOS."""
-    prompt, eos = example["prompt"], tokenizer.eos_token or ""
+    prompt, (chosen, rejected) = render_answers(example["prompt"], [example["chosen"], example["rejected"]],
+                                                tokenizer, template)
+    return prompt, chosen, rejected
+
+
+def render_answers(prompt: list[dict], answers: list[list[dict]], tokenizer: Any,
+                   template: Optional[str]) -> tuple[str, list[str]]:
+    """The prompt's text up to where the model starts answering, and each answer's text from there (incl. its
+    end-of-turn marker), each ending with exactly one EOS: what DPO, ORPO and KTO get."""
+    eos = tokenizer.eos_token or ""
     if template is None:
-        texts = [_plain(prompt)] + ["".join(m["content"] for m in example[k]) for k in ("chosen", "rejected")]
+        texts = [_plain(prompt)] + ["".join(m["content"] for m in answer) for answer in answers]
     else:
         try:
             head, _ = render_template(tokenizer, template, prompt, add_generation_prompt=True)
-            fulls = [render_template(tokenizer, template, prompt + example[k])[0] for k in ("chosen", "rejected")]
+            fulls = [render_template(tokenizer, template, prompt + answer)[0] for answer in answers]
             # The answers start where the rendering leaves the generation prompt (as in SFT, chat_render.py):
             # Nemotron's prompt ends "<think>\n", its rendered turn "<think></think>": the answer is "</think>...".
             cut = min(common_prefix_length(head, full) for full in fulls)
@@ -50,11 +60,27 @@ def render_preference(example: dict, tokenizer: Any, template: Optional[str]) ->
             raise
         except Exception as exc:  # the template's own raise_exception()
             raise RowError(f"chat template rejected the conversation: {exc}") from None
-    out = [texts[0]] + [t if t.endswith(eos) else t + eos for t in texts[1:]]
+    return strip_added_bos(texts[0], tokenizer), [t if t.endswith(eos) else t + eos for t in texts[1:]]
+
+
+def render_prompt(prompt: list[dict], tokenizer: Any, template: Optional[str]) -> str:
+    """The text a model generates from for this prompt (the generation prompt included), as the trainer
+    tokenises it: what GRPO samples completions from, and what chat sends."""
+    if template is None:
+        return strip_added_bos(_plain(prompt), tokenizer)
+    try:
+        head, _ = render_template(tokenizer, template, prompt, add_generation_prompt=True)
+    except Exception as exc:  # the template's own raise_exception()
+        raise RowError(f"chat template rejected the conversation: {exc}") from None
+    return strip_added_bos(head, tokenizer)
+
+
+def strip_added_bos(text: str, tokenizer: Any) -> str:
+    """TRL tokenises text with special tokens: keep one BOS, not two."""
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and out[0].startswith(bos) and _adds_bos(tokenizer):
-        out[0] = out[0][len(bos):]  # TRL tokenises the text with special tokens: keep one BOS, not two
-    return out[0], out[1], out[2]
+    if bos and text.startswith(bos) and _adds_bos(tokenizer):
+        return text[len(bos):]
+    return text
 
 
 def _adds_bos(tokenizer: Any) -> bool:
@@ -62,7 +88,7 @@ def _adds_bos(tokenizer: Any) -> bool:
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
-def _keep_tokens(text: str, tokenizer: Any, limit: Optional[int], from_end: bool) -> tuple[str, int, bool]:
+def keep_tokens(text: str, tokenizer: Any, limit: Optional[int], from_end: bool) -> tuple[str, int, bool]:
     """Cut `text` to `limit` tokens at a token boundary (from the left when from_end). Returns text, n, cut?"""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     n = len(enc["input_ids"])
@@ -85,9 +111,9 @@ def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, 
             out.outcomes.append(FAILED)
             out.lengths.append(-1)
             continue
-        prompt, p_len, p_cut = _keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
-        chosen, c_len, c_cut = _keep_tokens(chosen, tokenizer, s.max_completion_length, from_end=False)
-        rejected, r_len, r_cut = _keep_tokens(rejected, tokenizer, s.max_completion_length, from_end=False)
+        prompt, p_len, p_cut = keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
+        chosen, c_len, c_cut = keep_tokens(chosen, tokenizer, s.max_completion_length, from_end=False)
+        rejected, r_len, r_cut = keep_tokens(rejected, tokenizer, s.max_completion_length, from_end=False)
         total = p_len + max(c_len, r_len)
         out.full_lengths.append(total)
         out.lengths.append(total)
@@ -102,8 +128,8 @@ def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, 
                 out.outcomes.append(DROPPED_NO_LOSS)
                 continue
             room = s.block_size - p_len
-            chosen, _, _ = _keep_tokens(chosen, tokenizer, room, from_end=False)
-            rejected, _, _ = _keep_tokens(rejected, tokenizer, room, from_end=False)
+            chosen, _, _ = keep_tokens(chosen, tokenizer, room, from_end=False)
+            rejected, _, _ = keep_tokens(rejected, tokenizer, room, from_end=False)
             cut = True
         out.truncated += cut
         out.outcomes.append(TRUNCATED if cut else OK)

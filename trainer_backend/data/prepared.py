@@ -20,19 +20,10 @@ from . import prepared_cache
 from .encode import Encoded, render_masked
 from .formats import Detection
 from .issues import DataIssue
-from .report import DatasetReport, FormatInfo, PreferenceSample, SplitReport, TokenSample
+from .report import (DatasetReport, FeedbackSample, FormatInfo, PreferenceSample, PromptSample, Sample, SplitReport,
+                     TokenSample)
 from .vendor_templates import TemplateChoice
-
-TOKEN_COLUMNS = ["input_ids", "labels"]
-
-
-def training_columns(preference: Optional[str], margin: bool) -> list[str]:
-    """The columns a trainer gets: token ids + labels (sft, generic), texts (dpo, orpo), ids (reward)."""
-    if preference is None:
-        return TOKEN_COLUMNS
-    cols = ["chosen_ids", "rejected_ids"] if preference == "ids" else ["prompt", "chosen", "rejected"]
-    return cols + (["margin"] if margin else [])
-
+from .workers import TOKEN_COLUMNS, training_columns  # noqa: F401 - training_columns: re-exported
 
 @dataclass
 class PreferenceView:
@@ -162,7 +153,7 @@ class PreparedData:
             packing="auto (on with flash-attention)" if self.spec.packing is None else self.spec.packing,
             warnings=[str(w) for w in self.warnings], notes=self.notes, sample=self._sample(sample_row))
 
-    def _sample(self, sample_row: int) -> Optional[TokenSample | PreferenceSample]:
+    def _sample(self, sample_row: int) -> Optional[Sample]:
         train = self.train
         if not len(train):
             return None
@@ -172,6 +163,11 @@ class PreparedData:
         if "chosen_ids" in pair:  # reward rows: token ids of prompt + answer
             return PreferenceSample(file=file, row=row, chosen=self.tokenizer.decode(pair["chosen_ids"]),
                                     rejected=self.tokenizer.decode(pair["rejected_ids"]), margin=pair.get("margin"))
+        if "label" in pair:
+            return FeedbackSample(file=file, row=row, prompt=pair["prompt"], completion=pair["completion"],
+                                  label=pair["label"])
+        if "references" in pair:
+            return prompt_sample(self.spec, pair, train.example(i), file, row)
         if "chosen" in pair:
             return PreferenceSample(file=file, row=row, prompt=pair["prompt"], chosen=pair["chosen"],
                                     rejected=pair["rejected"], margin=pair.get("margin"))
@@ -186,3 +182,23 @@ def load_records(folder: Path, shards: list[str]) -> Any:
 
     parts = [Dataset.from_file(str(folder / name)) for name in shards]
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def prompt_sample(spec: JobSpec, pair: dict[str, Any], example: dict[str, Any], file: str, row: int) -> PromptSample:
+    """A GRPO row for the report, with each built-in reward's score of the row's reference answer."""
+    from ..rewards import score
+
+    references = json.loads(pair["references"])
+    rewards = spec.grpo.rewards
+    answer: Optional[str] = example.get("answer")
+    source: Optional[str] = "the row's answer"
+    if answer is None:
+        column = next((r.column for r in rewards if r.column and r.column in references), None)
+        answer, source = (str(references[column]), f"column '{column}'") if column else (None, None)
+    scores: dict[str, Optional[float]] = {}
+    if answer is not None:
+        for r in rewards:
+            scores[r.label] = None if r.type == "python" else round(
+                score(r, answer, references.get(r.column) if r.column else None), 4)
+    return PromptSample(file=file, row=row, prompt=pair["prompt"], references=references, reference_answer=answer,
+                        reference_answer_from=source, reference_scores=scores)

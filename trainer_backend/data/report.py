@@ -82,7 +82,52 @@ class PreferenceSample(_Part):
                 "after prompt/completion limits)")
 
 
-Sample = Union[TokenSample, PreferenceSample]
+class FeedbackSample(_Part):
+    """One unpaired answer with its thumbs-up/down label, as KTO gets it."""
+    kind: Literal["feedback"] = "feedback"
+    file: Optional[str] = None
+    row: Optional[int] = None
+    prompt: str
+    completion: str
+    label: bool
+
+    @property
+    def rendered(self) -> str:
+        return f"[[prompt]]\n{self.prompt}\n[[completion: {'thumbs up' if self.label else 'thumbs down'}]]\n" \
+               f"{self.completion}"
+
+    def headline(self) -> str:
+        return (f"sample feedback row ({self.file} row {self.row}, {'desirable' if self.label else 'undesirable'}; "
+                "the exact texts the trainer gets)")
+
+
+class PromptSample(_Part):
+    """One GRPO prompt exactly as the model receives it, the values its rewards read, and each reward's score of
+    the row's own reference answer: a correct reference should score full marks."""
+    kind: Literal["prompt"] = "prompt"
+    file: Optional[str] = None
+    row: Optional[int] = None
+    prompt: str
+    references: dict[str, Any] = Field(default_factory=dict)
+    reference_answer: Optional[str] = None   # the text scored below
+    reference_answer_from: Optional[str] = None
+    reference_scores: dict[str, Optional[float]] = Field(default_factory=dict)  # None: not run here (python)
+
+    @property
+    def rendered(self) -> str:
+        lines = [f"[[prompt]]\n{self.prompt}"]
+        lines += [f"[[column '{k}' (the rewards read it)]] {v}" for k, v in self.references.items()]
+        if self.reference_answer is not None:
+            scores = ", ".join(f"{k} {'not run' if v is None else f'{v:g}'}" for k, v in self.reference_scores.items())
+            lines.append(f"[[reference answer ({self.reference_answer_from}) scores: {scores}]]")
+        return "\n".join(lines)
+
+    def headline(self) -> str:
+        return (f"sample prompt ({self.file} row {self.row}; the exact text the model generates from, the values its "
+                "rewards read, and what each reward gives the reference answer)")
+
+
+Sample = Union[TokenSample, PreferenceSample, FeedbackSample, PromptSample]
 
 
 class DatasetReport(_Part):
@@ -110,7 +155,7 @@ class DatasetReport(_Part):
         out = self.model_dump(mode="json")
         if self.sample is None:
             out.pop("sample")  # absent, not null: nothing was sampled
-        elif isinstance(self.sample, PreferenceSample):
+        elif not isinstance(self.sample, TokenSample):
             out["sample"]["rendered"] = self.sample.rendered  # one field every viewer can show
         return out
 

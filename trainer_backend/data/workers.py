@@ -28,9 +28,24 @@ from .encode import FAILED, EncodeSettings, encode_columns
 from .formats import Detection, normalize_row
 from .issues import DataIssue, RowError
 from .preference import encode_preferences
+from .rl_rows import REFERENCES_COLUMN, encode_feedback, encode_prompts, normalize_feedback_row, normalize_prompt_row
 from .templates import render_prompt_template
 
 NUM_PROC_ENV = "LORA_STUDIO_NUM_PROC"
+TOKEN_COLUMNS = ["input_ids", "labels"]
+
+
+def training_columns(preference: Optional[str], margin: bool) -> list[str]:
+    """The columns a trainer gets: token ids + labels (sft, generic), texts (dpo, orpo), ids (reward), prompt +
+    completion + label (kto), prompt + reference values (grpo)."""
+    if preference is None:
+        return TOKEN_COLUMNS
+    if preference == "feedback":
+        return ["prompt", "completion", "label"]
+    if preference == "prompts":
+        return ["prompt", REFERENCES_COLUMN]
+    cols = ["chosen_ids", "rejected_ids"] if preference == "ids" else ["prompt", "chosen", "rejected"]
+    return cols + (["margin"] if margin else [])
 
 
 @dataclass
@@ -44,7 +59,11 @@ class ChunkSetup:
     labels: list[str]              # file index -> how messages name the file
     max_errors: int
     encode: bool = True            # False: only normalise (the template could not be chosen; errors are all we want)
-    preference: Optional[str] = None  # "text" (dpo, orpo) or "ids" (reward) for preference trainers
+    # The rows a trainer gets when they are not token sequences: "text" (dpo, orpo) or "ids" (reward) pairs,
+    # "feedback" (kto), "prompts" (grpo: prompt text + the reference columns its rewards read; rl_rows.py).
+    preference: Optional[str] = None
+    reference_columns: Optional[tuple[str, ...]] = ()  # grpo: None = every column (a Python reward reads any)
+    reference_readers: dict[str, str] = field(default_factory=dict)
     vocab_size: Optional[int] = None  # tokenized rows: ids must be below it
     margin: bool = False           # preference rows carry a margin column
 
@@ -116,7 +135,13 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
                 ex = {"prompt": prompt, "completion": completion}
             else:
                 assert det is not None  # detected whenever there is no prompt template
-                ex = normalize_row(row, det, setup.system_prompt)
+                if setup.preference == "prompts":
+                    ex = normalize_prompt_row(row, det, setup.system_prompt, setup.reference_columns,
+                                              setup.reference_readers)
+                elif setup.preference == "feedback":
+                    ex = normalize_feedback_row(row, det, setup.system_prompt)
+                else:
+                    ex = normalize_row(row, det, setup.system_prompt)
         except RowError as exc:
             result.normalise_total += 1
             if len(result.normalise_errors) < limit:
@@ -142,6 +167,15 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
     if not setup.encode:
         result.outcome, result.full_length = np.full(n, FAILED, np.int8), np.full(n, -1, np.int32)
         result.history = np.zeros(n, np.int16)
+    elif setup.preference in ("prompts", "feedback"):
+        encode = encode_prompts if setup.preference == "prompts" else encode_feedback
+        rl = encode(examples, tokenizer, s, setup.template, on_error)
+        result.outcome = np.asarray(rl.outcomes, dtype=np.int8)
+        result.full_length = np.asarray(rl.lengths, dtype=np.int32)
+        result.history = np.zeros(n, np.int16)
+        for name in training_columns(setup.preference, False):
+            values = [rl.rows[i][name] if i in rl.rows else None for i in range(n)]
+            columns[name] = pa.array(values, pa.bool_() if name == "label" else pa.string())
     elif setup.preference:
         enc = encode_preferences(examples, tokenizer, s, setup.template, setup.preference == "ids", on_error)
         result.outcome = np.asarray(enc.outcomes, dtype=np.int8)

@@ -20,6 +20,8 @@ class TrainContext:
     peft_config: Optional[Any]
     callbacks: list = field(default_factory=list)
     data_ready: bool = False  # the datasets are final (cut, packed where packing applies): trainers use them as is
+    end_of_turn: Optional[str] = None  # what ends an assistant turn (generating trainers stop there)
+    events: Optional[Any] = None       # the run's EventLog (trainers that record more than metrics: grpo samples)
 
 
 def common_args(ctx: TrainContext) -> dict[str, Any]:

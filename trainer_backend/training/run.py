@@ -102,7 +102,8 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
             "device": "cpu" if use_cpu(spec) else "cuda", "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     while True:  # more than once only after an out-of-memory adjustment (training/oom.py)
         trainer = _build_trainer(spec, module, tokenizer, train_ds, eval_ds,
-                                 [EventsCallback(events, stop, {**info, "resumed_from": checkpoint})], data_ready)
+                                 [EventsCallback(events, stop, {**info, "resumed_from": checkpoint})], data_ready,
+                                 prepared.end_of_turn, events)
         try:
             output = trainer.train(resume_from_checkpoint=checkpoint)
             break
@@ -122,7 +123,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
                      previous_gradient_accumulation=spec.training.gradient_accumulation, resume_from=checkpoint)
         spec = smaller
         spec.save(job_dir / SPEC_FILE)  # a resume of this job starts with the micro-batch that fits
-    metrics = dict(output.metrics)
+    metrics = {**dict(output.metrics), **_last_rewards(trainer.state.log_history)}
     step = trainer.state.global_step
 
     if stop.requested:
@@ -153,7 +154,8 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
 
 
 def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
-                   callbacks: list, data_ready: bool = False) -> Any:
+                   callbacks: list, data_ready: bool = False, end_of_turn: Optional[str] = None,
+                   events: Optional[EventLog] = None) -> Any:
     """A fresh base model and trainer (a retry after out-of-memory must not reuse a model LoRA already wraps)."""
     import datasets
 
@@ -162,7 +164,7 @@ def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, ev
     install_fault_hook(model)
     ctx = TrainContext(spec, model, tokenizer, train_ds, eval_ds,
                        lora_config(spec, "SEQ_CLS" if task == "seq_cls" else "CAUSAL_LM"), callbacks,
-                       data_ready=data_ready)
+                       data_ready=data_ready, end_of_turn=end_of_turn, events=events)
     # A trainer that maps our memory-mapped rows (DPO tokenising, say) would otherwise write `datasets` cache
     # files into the prepared-data cache entry, beside files that are checked; its results go to a temporary
     # folder instead, as they did when the rows were in memory.
@@ -193,6 +195,14 @@ def _preparing_events(events: EventLog, stop: StopRequest) -> ProgressCallback:
                      total_rows=p.total_rows, rows_per_second=round(p.rows_per_second or 0, 1) or None,
                      eta_seconds=round(p.eta_seconds, 1) if p.eta_seconds is not None else None)
     return on_progress
+
+
+def _last_rewards(history: list[dict]) -> dict[str, float]:
+    """The last logged reward figures (grpo: total and per reward, KL, completion length; kto: rewards/...), as
+    train_* metrics: what the run ended on, for the summary and the model card."""
+    last = next((h for h in reversed(history) if "reward" in h or any(k.startswith("rewards/") for k in h)), {})
+    keys = [k for k in last if k in ("reward", "reward_std", "kl") or k.startswith(("rewards/", "completions/mean_l"))]
+    return {f"train_{k}": float(last[k]) for k in keys if isinstance(last[k], (int, float))}
 
 
 def _trained_dtype(model: Any) -> Optional[str]:

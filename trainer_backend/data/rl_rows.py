@@ -1,0 +1,199 @@
+"""Rows for the trainers that learn from signals rather than target text: GRPO (prompts whose completions the
+model generates and reward functions score) and KTO (single answers labelled thumbs-up or thumbs-down).
+
+GRPO takes the prompt side of any conversational format (messages without the last assistant turn, alpaca's
+instruction + input, a question) plus the reference values its rewards read from the row, checked here: a reward
+naming a column the row lacks is a data error with file, row and column, found before training. The prompt is
+stored as the exact text the model generates from (its chat template's generation prompt included).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..spec import JobSpec
+from .encode import DROPPED_NO_LOSS, DROPPED_TOO_LONG, FAILED, OK, TRUNCATED, EncodeSettings
+from .formats import Detection, _maybe_json, _text, normalize_messages, parse_label
+from .issues import RowError
+from .preference import keep_tokens, render_answers, render_prompt
+
+REFERENCES_COLUMN = "references"  # GRPO rows: the reference values of the row, as one JSON object per row
+
+
+def reference_columns(spec: JobSpec) -> Optional[tuple[str, ...]]:
+    """The columns GRPO rewards read from each row; None = every column (a Python reward may read any)."""
+    rewards = spec.grpo.rewards
+    if any(r.type == "python" for r in rewards):
+        return None
+    return tuple(dict.fromkeys(r.column for r in rewards if r.column))
+
+
+def reference_readers(spec: JobSpec) -> dict[str, str]:
+    """column -> the reward that reads it (for messages naming what needs the column)."""
+    out: dict[str, str] = {}
+    for r in spec.grpo.rewards:
+        if r.column:
+            out.setdefault(r.column, f"reward '{r.label}'")
+    return out
+
+
+# ---- normalisation ------------------------------------------------------------------------------------------
+
+
+def _prompt_messages(row: dict, det: Detection, system_prompt: Optional[str]) -> tuple[list[dict], Optional[str]]:
+    """(prompt messages, the row's own answer if it has one) for any format GRPO takes."""
+    m = det.mapping
+    system = _text(row, m.system, "system", required=False) or system_prompt
+    if det.kind == "messages":
+        column = m.messages or "messages"
+        if column not in row:
+            raise RowError(f"missing column '{column}'", column,
+                           "map the conversation column with data.column_mapping.messages")
+        messages = normalize_messages(row[column], column, m.roles, system, need_assistant=False)
+        answer = None
+        if messages[-1]["role"] == "assistant":  # a full conversation: its last answer is the reference
+            answer, messages = messages[-1]["content"], messages[:-1]
+        if not messages or messages[-1]["role"] != "user":
+            raise RowError("the conversation does not end with a user turn to answer", m.messages,
+                           "end each conversation with the user's message (an assistant reply after it is fine)")
+        return messages, answer
+    prompt = _text(row, m.prompt, "prompt")
+    extra = _text(row, m.input, "input", required=False) if m.input else ""
+    if extra.strip():
+        prompt = f"{prompt}\n\n{extra}"
+    answer = _text(row, m.response, "response", required=False) if m.response else None
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return messages, answer or None
+
+
+def _json_value(value: Any) -> Any:
+    """A cell as JSON (reward functions get it back as such); other types (dates, bytes) as their text."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def normalize_prompt_row(row: dict, det: Detection, system_prompt: Optional[str],
+                         wanted: Optional[tuple[str, ...]], readers: dict[str, str]) -> dict:
+    """One raw row -> {"prompt": [messages], "references": {column: value}, "answer": str | None}; `wanted`
+    and `readers` as reference_columns() and reference_readers() give them."""
+    messages, answer = _prompt_messages(row, det, system_prompt)
+    references: dict[str, Any] = {}
+    if wanted is None:  # a Python reward: every column but the prompt's own
+        used = {det.mapping.messages, det.mapping.prompt, det.mapping.input, det.mapping.system}
+        references = {k: _json_value(v) for k, v in row.items() if k not in used}
+    for column in wanted or ():
+        if column not in row:
+            raise RowError(f"missing column '{column}' that {readers.get(column, 'a reward')} reads; this row has columns "
+                           f"{sorted(row)}", column, "add the column, or point the reward's `column` at one of them")
+        value = _maybe_json(row[column]) if isinstance(row[column], str) else row[column]
+        if value is None or (isinstance(value, str) and not value.strip()) or value == []:
+            raise RowError(f"column '{column}' that {readers.get(column, 'a reward')} reads is empty", column,
+                           "fill in the reference answer or remove the row")
+        references[column] = _json_value(row[column])
+    return {"prompt": messages, "references": references, "answer": answer}
+
+
+def normalize_feedback_row(row: dict, det: Detection, system_prompt: Optional[str]) -> dict:
+    """One raw row -> {"prompt": [messages], "completion": [assistant message], "label": bool}."""
+    m = det.mapping
+    column = m.label or "label"
+    if column not in row:
+        raise RowError(f"missing column '{column}' (thumbs-up/down label)", column,
+                       "add the label column, or map it with data.column_mapping.label")
+    label = parse_label(row[column])
+    if label is None:
+        raise RowError(f"label must be a thumbs-up or thumbs-down value, got {row[column]!r}", column,
+                       "use true/false (also 1/0, yes/no, up/down, good/bad, 👍/👎)")
+    system = _text(row, m.system, "system", required=False) or system_prompt
+    if m.response:  # prompt + completion columns
+        raw = _maybe_json(row.get(m.prompt)) if m.prompt else None
+        if isinstance(raw, list):
+            prompt = normalize_messages(raw, m.prompt or "prompt", m.roles, system, need_assistant=False)
+        else:
+            prompt = [{"role": "user", "content": _text(row, m.prompt, "prompt")}]
+            if system:
+                prompt.insert(0, {"role": "system", "content": system})
+        answer = _maybe_json(row.get(m.response))
+        if isinstance(answer, list):
+            turns = normalize_messages(answer, m.response, m.roles)
+            completion = [turns[-1]]
+        else:
+            completion = [{"role": "assistant", "content": _text(row, m.response, "response")}]
+    else:  # a conversation whose last assistant turn got the thumbs
+        conversation = m.messages or "messages"
+        if conversation not in row:
+            raise RowError(f"missing column '{conversation}'", conversation,
+                           "map the conversation column with data.column_mapping.messages")
+        turns = normalize_messages(row[conversation], conversation, m.roles, system)
+        last = max(i for i, t in enumerate(turns) if t["role"] == "assistant")
+        prompt, completion = turns[:last], [turns[last]]
+    if not any(t["role"] == "user" for t in prompt):
+        raise RowError("no user turn before the rated answer", m.prompt or m.messages,
+                       "give each row the prompt the answer replies to")
+    return {"prompt": prompt, "completion": completion, "label": label}
+
+
+# ---- encoding ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedRL:
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # example index -> training columns
+    outcomes: list[int] = field(default_factory=list)              # per example (encode.py's OK, TRUNCATED, ...)
+    lengths: list[int] = field(default_factory=list)               # per example, tokens before limits; -1 failed
+
+
+def encode_prompts(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
+                   on_error: Callable[[int, RowError], None]) -> EncodedRL:
+    """GRPO rows: the prompt text, cut (from the left) to what leaves room for a full completion."""
+    out = EncodedRL()
+    budget = s.block_size - (s.max_completion_length or 0)
+    limit = min(budget, s.max_prompt_length or budget)
+    for i, ex in enumerate(examples):
+        try:
+            text = render_prompt(ex["prompt"], tokenizer, template)
+        except RowError as exc:
+            on_error(i, exc)
+            out.outcomes.append(FAILED)
+            out.lengths.append(-1)
+            continue
+        n = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        out.lengths.append(n + (s.max_completion_length or 0))
+        if n > limit and s.too_long == "drop":
+            out.outcomes.append(DROPPED_TOO_LONG)
+            continue
+        text, _, cut = keep_tokens(text, tokenizer, limit, from_end=True)
+        out.outcomes.append(TRUNCATED if cut else OK)
+        out.rows[i] = {"prompt": text, REFERENCES_COLUMN: json.dumps(ex["references"], ensure_ascii=False)}
+    return out
+
+
+def encode_feedback(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
+                    on_error: Callable[[int, RowError], None]) -> EncodedRL:
+    """KTO rows: prompt and completion texts (as DPO's, one answer instead of two) and the label."""
+    out = EncodedRL()
+    for i, ex in enumerate(examples):
+        try:
+            prompt, (completion,) = render_answers(ex["prompt"], [ex["completion"]], tokenizer, template)
+        except RowError as exc:
+            on_error(i, exc)
+            out.outcomes.append(FAILED)
+            out.lengths.append(-1)
+            continue
+        prompt, p_len, p_cut = keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
+        completion, c_len, c_cut = keep_tokens(completion, tokenizer, s.max_completion_length, from_end=False)
+        out.lengths.append(p_len + c_len)
+        cut = p_cut or c_cut
+        if p_len + c_len > s.block_size:
+            if s.too_long == "drop" or p_len >= s.block_size:
+                out.outcomes.append(DROPPED_TOO_LONG if s.too_long == "drop" else DROPPED_NO_LOSS)
+                continue
+            completion, _, _ = keep_tokens(completion, tokenizer, s.block_size - p_len, from_end=False)
+            cut = True
+        out.outcomes.append(TRUNCATED if cut else OK)
+        out.rows[i] = {"prompt": prompt, "completion": completion, "label": bool(ex["label"])}
+    return out
