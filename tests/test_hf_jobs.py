@@ -152,6 +152,12 @@ def test_from_the_app_live_progress_stop_resume_adapter_and_chat(jobs_hub: Any, 
         live = _wait_for(lambda: (s := status())["status"] == "running" and s["progress"]["step"] >= 3 and s, 150,
                          "mirrored progress from the HF Job")
         assert live["progress"]["total_steps"] == 300 and live["progress"]["loss_series"], live["progress"]
+        compute = live["compute"]
+        assert compute["backend"] == "hf_jobs" and compute["flavor"] == "cpu-basic" and len(compute["urls"]) == 1
+        assert compute["repo_id"] == f"alice/lora-studio-job-{job_id}"
+        from trainer_backend.ui.job_view import header_markdown
+
+        assert f"[HF Job 1]({compute['urls'][0]})" in header_markdown(live)  # what the Jobs tab shows
         client.predict(job_id, api_name="/stop_job")
         stopped = _wait_for(lambda: (s := status())["status"] in ("stopped", "failed", "succeeded") and s, 90,
                             "the stop")

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ..job_files import EVENTS_FILE, SPEC_FILE, latest_checkpoint
+from ..job_files import EVENTS_FILE, REMOTE_STATE_FILE, SPEC_FILE, latest_checkpoint
 from ..spec import JobSpec, SpecError, load_spec, parse_spec
+from ..spec_compute import ComputeSpec
 from . import intake, lifecycle
 from .paths import JOBS_SUBDIR, default_data_dir
 from .procs import is_alive, signal_group
@@ -167,7 +168,7 @@ class JobManager:
                       "duration_seconds": round(end - job.started_at, 2) if end and job.started_at else None},
             "progress": snap.to_dict(series=series),
             "metrics": job.metrics, "error": job.error, "error_details": job.error_details,
-            "paths": lifecycle.collect_artifacts(job), "spec": job.spec,
+            "paths": lifecycle.collect_artifacts(job), "spec": job.spec, "compute": _compute_view(job),
         }
 
     def logs(self, job_id: str, tail: Optional[int] = 200) -> str:
@@ -289,3 +290,18 @@ class JobManager:
         raw["training"].update(epochs=round(trained + epochs, 6), max_steps=-1, resume_from_checkpoint=str(ckpt))
         return self.submit(raw, name=name or f"{parent.name}+{epochs:g}ep", owner=owner or parent.owner,
                            validate_data=validate_data, env=parent.env, parent_id=parent.id)
+
+
+def _compute_view(job: Job) -> dict[str, Any]:
+    """Where the job trains: local, or its HF Job(s) with their pages and the job repo (remote/runner.py)."""
+    compute = ComputeSpec.model_validate((job.spec or {}).get("compute") or {})
+    view: dict[str, Any] = {"backend": compute.backend}
+    if compute.backend != "hf_jobs":
+        return view
+    view.update(flavor=compute.flavor, nodes=compute.nodes)
+    try:
+        state = json.loads((Path(job.job_dir) / REMOTE_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return view
+    view.update(job_ids=state.get("job_ids"), urls=state.get("urls"), repo_id=state.get("sync_repo"))
+    return view
