@@ -172,6 +172,28 @@ def test_grpo_trains_from_yaml_records_rewards_and_samples(data: Path, tiny_mode
 
 
 @pytest.mark.slow
+def test_a_python_reward_file_trains_from_the_cli(tiny_model_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    (tmp_path / "my_reward.py").write_text(
+        "def short_and_numeric(prompts, completions, final_answer, **columns):\n"
+        "    return [float(any(ch.isdigit() for ch in c)) - len(c) / 1000 for c in completions]\n")
+    monkeypatch.chdir(tmp_path)  # a relative path in the YAML, as a user writes it
+    rewards = [{"type": "python", "name": "mine", "file": "my_reward.py", "function": "short_and_numeric"}]
+    spec = _spec(tiny_model_dir, {"path": str(PROMPTS), "max_rows": 4}, "grpo", tmp_path / "job",
+                 grpo={"rewards": rewards, "num_generations": 2, "max_completion_length": 8})
+    code, _, err = _cli(capsys, tmp_path, spec, "train")
+    assert code == 0, err[-3000:]
+    saved = yaml.safe_load((tmp_path / "job" / "spec.yaml").read_text())
+    assert saved["grpo"]["rewards"][0]["file"] == str(tmp_path / "my_reward.py")
+    logs = [json.loads(line) for line in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
+    assert any("rewards/mine/mean" in e for e in logs if e["event"] == "log")
+    spec["grpo"]["rewards"][0]["function"] = "nope"
+    spec["output_dir"] = str(tmp_path / "job2")
+    code, _, err = _cli(capsys, tmp_path, spec, "train")
+    assert code != 0 and "short_and_numeric" in err and "nope" in err  # names what the file defines
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("data", KTO_FILES, ids=["prompt-completion-label", "messages-thumbs"])
 def test_kto_trains_from_yaml_and_chats(data: Path, tiny_model_dir: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture) -> None:
@@ -226,3 +248,60 @@ def test_grpo_raises_the_mean_reward_on_held_out_prompts(tmp_path: Path) -> None
     assert after["reward/correct"] >= before["reward/correct"] - 0.1, "the format must not cost the answers"
     saved = json.loads((tmp_path / "grpo" / "evaluation.json").read_text())
     assert saved["fine_tuned"]["reward"] == pytest.approx(after["reward"]) and len(saved["examples"]) == 24
+
+
+# ---- from gradio_client, on a started app -------------------------------------------------------------------
+
+GRPO_APP_SPEC = """model: {base_model: tiny-demo}
+data: {chat_template: chatml, max_rows: 12, valid_split: auto, valid_fraction: 0.25}
+lengths: {block_size: 192, max_prompt_length: 128}
+training: {trainer: grpo, max_steps: 2, batch_size: 2, gradient_accumulation: 2, logging_steps: 1,
+           save_strategy: "no", eval_strategy: "no"}
+grpo:
+  num_generations: 2
+  max_completion_length: 16
+  sample_every: 1
+  rewards: [{type: numeric_match, column: answer}, {type: regex, name: format, pattern: '.*<answer>.*</answer>.*'}]
+"""
+KTO_APP_SPEC = """model: {base_model: tiny-demo}
+data: {chat_template: chatml, max_rows: 12}
+lengths: {block_size: 192, max_prompt_length: 96}
+training: {trainer: kto, max_steps: 2, batch_size: 2, gradient_accumulation: 1, logging_steps: 1,
+           save_strategy: "no", eval_strategy: "no"}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec, data", [(GRPO_APP_SPEC, GSM8K), (KTO_APP_SPEC, KTO_FILES[1])], ids=["grpo", "kto"])
+def test_grpo_and_kto_from_gradio_client(shared_app, spec: str, data: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(shared_app.url, verbose=False)
+    report = client.predict(spec, handle_file(str(data)), api_name="/dataset_report")
+    assert report["ok"], report
+    trainer = "grpo" if "grpo" in spec else "kto"
+    assert report["report"]["sample"]["kind"] == ("prompt" if trainer == "grpo" else "feedback")
+    started = client.predict(spec, handle_file(str(data)), api_name="/start_training")
+    assert started["status"] == "queued", started
+    job_id = started["job_id"]
+    snapshots = list(client.submit(job_id, 0.5, api_name="/job_events"))
+    assert snapshots[-1]["status"] == "succeeded", snapshots[-1]
+    answer = ""
+    for answer in client.submit(job_id, "How many clips did Natalia sell?", [], "", 0.0, 0.9, 8, 1.0,
+                                api_name="/chat"):
+        pass
+    assert isinstance(answer, str)
+    assert set(client.predict(job_id, "Hello", "", 0.0, 8, api_name="/compare")) == {"base", "fine_tuned"}
+    if trainer == "grpo":  # held-out prompts scored by the job's own rewards, base vs fine-tuned
+        evaluation = client.predict(job_id, 3, 16, api_name="/evaluate")
+        assert {"reward", "reward/numeric_match", "reward/format"} <= set(evaluation["fine_tuned"])
+        assert evaluation["rows"] == 3 and len(evaluation["examples"]) == 3
+
+
+def test_the_readme_grpo_example_is_a_valid_spec() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Reinforcement learning with rewards", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    raw = yaml.safe_load(block)
+    spec, _ = parse_spec({"model": {"base_model": "org/m"}, "data": {"path": "gsm8k.jsonl"}, **raw})
+    assert [r.type for r in spec.grpo.rewards] == ["numeric_match", "regex"] and spec.grpo.rewards[1].weight == 0.5

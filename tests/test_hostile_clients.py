@@ -160,6 +160,11 @@ def test_member_cannot_name_files_outside_their_uploads(space: dict) -> None:
     spec = examples.replace("training: {", "training: {accelerate_config: /etc/passwd, ")
     attack(space, "member: accelerate_config=/etc/passwd",
            lambda: _unwrap(member.predict(spec, None, api_name="/start_training")), "outside")
+    for target in ("/etc/passwd", "app.py", str(Path(__file__).resolve())):  # code that would run on the server
+        spec = examples.replace("training: {", "training: {trainer: grpo, gradient_accumulation: 2, ") + \
+            "grpo: {num_generations: 2, max_completion_length: 8, rewards: [{type: python, file: '" + target + "'}]}\n"
+        attack(space, f"member: python reward file={target}",
+               lambda s=spec: _unwrap(member.predict(s, None, api_name="/start_training")), "outside")
 
 
 def _stream(job: Any) -> list:

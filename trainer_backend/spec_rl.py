@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 
 from pydantic import Field, field_validator, model_validator
@@ -57,6 +58,13 @@ class RewardSpec(_Section):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"json_schema is not valid JSON: {exc.msg} at character {exc.pos + 1}") from None
         return v
+
+    @field_validator("file")
+    @classmethod
+    def _absolute_file(cls, v: Optional[str]) -> Optional[str]:
+        # the trainer runs in another process, maybe another folder: the file it loads must not depend on that
+        path = Path(v).expanduser() if v else None
+        return str(path.resolve()) if path is not None and path.is_file() else v
 
     @model_validator(mode="after")
     def _complete(self) -> "RewardSpec":
@@ -155,6 +163,9 @@ def rl_problems(spec: Any) -> list[str]:
                             f"({spec.lengths.block_size}) so the prompt still fits")
     elif g.rewards:
         problems.append(f"grpo.rewards only apply to trainer 'grpo' (trainer is '{tr.trainer}'); remove them")
+    if spec.compute.backend == "hf_jobs" and any(r.file for r in g.rewards):
+        problems.append("a python reward's file is on this machine: an HF Job cannot read it; use the built-in "
+                        "rewards, or run the job locally")
     if tr.trainer == "kto" and tr.batch_size < 2:
         problems.append("trainer 'kto' needs training.batch_size >= 2: its KL term compares each completion with "
                         "another prompt's in the same batch")

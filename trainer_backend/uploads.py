@@ -111,6 +111,12 @@ def sanitize_client_spec(spec: JobSpec, data_dir: Path, roots: Optional[list[Pat
     if spec.training.accelerate_config:  # handed to `accelerate launch --config_file`: never any server file
         spec.training.accelerate_config = check_client_path(spec.training.accelerate_config, roots,
                                                             "training.accelerate_config")
+    for reward in spec.grpo.rewards:  # a Python reward runs on this server: only a file the client uploaded
+        if reward.file:  # never a Hub id, never relative to wherever the trainer runs
+            if not _inside(Path(reward.file), roots):
+                raise UnsafePath(f"grpo reward '{reward.label}': file '{reward.file}' is outside the app's upload "
+                                 "folders; upload the .py file and name the uploaded copy")
+            reward.file = str(Path(reward.file).expanduser().resolve())
     if spec.training.resume_from_checkpoint not in (None, "latest"):
         raise UnsafePath("training.resume_from_checkpoint: only 'latest' may be given from the app")
     spec.output_dir = None  # the job manager places the job under the data dir

@@ -43,11 +43,23 @@ def prepare_job(spec: JobSpec, progress: Optional[ProgressCallback] = None) -> t
     this machine cannot honour are replaced here (with a warning in the report), before anything uses them."""
     trainer_module(spec.training.trainer)
     _check_tracker(spec.training.log)
+    _check_rewards(spec)
     hardware_warnings = fit_to_hardware(spec)
     tokenizer = load_tokenizer(spec.model)
     prepared = prepare_data(spec, tokenizer, progress=progress)
     prepared.warnings[:0] = hardware_warnings
     return tokenizer, prepared
+
+
+def _check_rewards(spec: JobSpec) -> None:
+    """A reward that cannot be built (a python file that does not load, a function it lacks) fails here, before
+    the data is prepared or a model loaded."""
+    from ..rewards import RewardError, build_reward_functions
+
+    try:
+        build_reward_functions(spec.grpo.rewards)
+    except RewardError as exc:
+        raise TrainerNotAvailable(f"grpo.rewards: {exc}") from None
 
 
 def _check_tracker(name: str) -> None:
@@ -72,6 +84,9 @@ def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
     except DataError as exc:
         events.write("failed", error="data validation failed", kind="data",
                      issues=[str(i) for i in exc.issues], truncated=exc.truncated)
+        raise
+    except TrainerNotAvailable as exc:  # a setting this machine or the rewards cannot honour: no traceback
+        events.write("failed", error=str(exc), kind="spec")
         raise
     except BaseException as exc:
         tb = traceback.format_exc()

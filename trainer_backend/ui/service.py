@@ -19,7 +19,7 @@ from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
 from ..spec import JobSpec, SpecError, parse_spec
 from ..uploads import EXAMPLES_DIR, load_client_yaml, sanitize_client_spec, store_upload, user_upload_dir
-from .job_view import allowed_actions, samples_per_step
+from .job_view import allowed_actions, samples_per_step, trainer_of
 
 TINY_DEMO = "tiny-demo"
 EVENTS_STREAM_MAX_SECONDS = 3600.0  # a /job_events stream ends after this; the client reconnects
@@ -75,6 +75,9 @@ class StudioService:
         if spec.model.trust_remote_code and not is_member(current_caller()):
             raise SpecError("model.trust_remote_code runs code from the model repo on this server; only the "
                             "Space's owner and members may turn it on")
+        if any(r.type == "python" for r in spec.grpo.rewards) and not is_member(current_caller()):
+            raise SpecError("a python reward runs its file's code on this server; only the Space's owner and "
+                            "members may use one (the built-in rewards need no code)")
         return sanitize_client_spec(spec, self.data_dir, self.client_roots()), warnings
 
     def client_roots(self) -> list[Path]:
@@ -172,14 +175,16 @@ class StudioService:
         return rows
 
     def status(self, job_id: str, series: bool = True) -> dict[str, Any]:
-        """The job as JSON (see JobManager.describe) plus samples/s, without the spec; briefly cached."""
+        """The job as JSON (see JobManager.describe) plus samples/s and its trainer, not the spec; cached briefly."""
         key, now = (job_id, bool(series)), time.monotonic()
         with self._status_lock:
             hit = self._status_cache.get(key)
         if hit and now - hit[0] < STATUS_CACHE_SECONDS:
             return hit[1]
         data = self.jobs.describe(job_id, series=series)
-        per_step = samples_per_step(data.pop("spec", None))
+        spec = data.pop("spec", None)
+        per_step = samples_per_step(spec)
+        data["trainer"] = trainer_of(spec)
         rate = data["progress"].get("steps_per_second")
         data["samples_per_second"] = round(rate * per_step, 2) if rate and per_step else None
         with self._status_lock:
