@@ -14,7 +14,9 @@ from .errors import SpecError
 from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
 from .trainer_registry import PAIR_TRAINERS, TRAINERS
 
-_TRAINERS = tuple(TRAINERS)  # AutoTrain's llm-<name> tasks map onto ours by name
+# AutoTrain's own llm-<name> trainers (AutoTrain has no kto or grpo task); each maps onto ours of the same name.
+AUTOTRAIN_TRAINERS: tuple[str, ...] = tuple(t for t in ("sft", "generic", "dpo", "orpo", "reward") if t in TRAINERS)
+_TRAINERS = AUTOTRAIN_TRAINERS
 _PREFERENCE = PAIR_TRAINERS
 _CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "chat")
 _ALIASES = {"adamw_bnb_8bit": "adamw_8bit"}  # the same optimizer under its other transformers name
