@@ -4,7 +4,8 @@ from __future__ import annotations
 import random
 import statistics
 
-from trainer_backend.ui.charts import EVAL, SMOOTHED, TRAIN, loss_chart, smooth
+from trainer_backend.ui.charts import (COMPLETION_LENGTH, EVAL, EVAL_REWARD, KL, SMOOTHED, TOTAL_REWARD, TRAIN,
+                                      kl_length_chart, loss_chart, reward_chart, smooth)
 
 
 def _layer_rows(chart: dict, series: str) -> list[dict]:
@@ -37,3 +38,45 @@ def test_loss_chart_axes_are_numbers_and_all_series_are_drawn() -> None:
     assert [r["value"] for r in _layer_rows(chart, EVAL)][:2] == [2.6, 2.2]
     log_chart = loss_chart({"loss_series": [[1, 0.0], [2, 1.0]]}, log_scale=True)
     assert [r["value"] for r in _layer_rows(log_chart, TRAIN)] == [1.0]  # zero cannot sit on a log axis
+
+
+def _quantitative_axes(chart: dict) -> bool:
+    encodings = [layer["encoding"] for layer in chart["layer"]]
+    return bool(encodings) and all(e["y"]["type"] == "quantitative" and e["x"]["type"] == "quantitative"
+                                   and e["x"]["field"] == "step" for e in encodings)
+
+
+GRPO_PROGRESS = {"total_steps": 40, "reward_series": [[s, (20 + s) / 50] for s in range(1, 21)],
+                 "reward_function_series": {"correct": [[s, s / 20] for s in range(1, 21)],
+                                            "format": [[s, 0.5] for s in range(1, 21)]},
+                 "eval_reward_series": [[20, 1.1]], "kl_series": [[1, 0.0], [2, 0.002], [3, 0.004]],
+                 "completion_length_series": [[1, 180.0], [2, 150.5], [3, 120.0]]}
+
+
+def test_reward_chart_draws_the_total_and_each_reward_on_numeric_axes_from_zero_to_the_highest() -> None:
+    chart = reward_chart(GRPO_PROGRESS)
+    assert _quantitative_axes(chart)
+    assert [r["value"] for r in _layer_rows(chart, TOTAL_REWARD)][:2] == [0.42, 0.44]
+    assert [(r["step"], r["value"]) for r in _layer_rows(chart, "correct")][-1] == (20, 1.0)
+    assert len(_layer_rows(chart, "format")) == 20 and _layer_rows(chart, EVAL_REWARD)[0]["value"] == 1.1
+    y = chart["layer"][0]["encoding"]["y"]
+    assert y["scale"]["domain"] == [0.0, 1.1]  # 0 to the highest reward seen (here the eval reward)
+    assert chart["layer"][0]["encoding"]["x"]["scale"]["domain"] == [0, 40]
+    color = chart["layer"][0]["encoding"]["color"]["scale"]
+    assert color["domain"] == [TOTAL_REWARD, "correct", "format", EVAL_REWARD]
+    assert len(color["range"]) == len(color["domain"])  # Gradio's line chart themes each entry of the range
+    negative = reward_chart({"reward_series": [[1, -0.5], [2, 0.25]]})
+    assert negative["layer"][0]["encoding"]["y"]["scale"]["domain"] == [-0.5, 0.25]
+    empty = reward_chart({})
+    assert empty["layer"][0]["encoding"]["y"]["scale"]["domain"] == [0.0, 1.0] and not _layer_rows(empty, TOTAL_REWARD)
+
+
+def test_kl_and_completion_length_chart_gives_each_its_own_numeric_axis() -> None:
+    chart = kl_length_chart(GRPO_PROGRESS)
+    assert _quantitative_axes(chart) and chart["resolve"] == {"scale": {"y": "independent"}}
+    assert [r["value"] for r in _layer_rows(chart, KL)] == [0.0, 0.002, 0.004]
+    assert [r["value"] for r in _layer_rows(chart, COMPLETION_LENGTH)] == [180.0, 150.5, 120.0]
+    assert [layer["encoding"]["y"]["axis"]["orient"] for layer in chart["layer"]] == ["left", "right"]
+    no_kl = kl_length_chart({"completion_length_series": [[1, 10.0]]})  # grpo.beta = 0 logs no KL
+    assert len(no_kl["layer"]) == 1 and _layer_rows(no_kl, COMPLETION_LENGTH)
+    assert _quantitative_axes(kl_length_chart({}))

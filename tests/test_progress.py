@@ -47,3 +47,54 @@ def test_peak_memory_is_the_highest_any_run_reported(tmp_path):
     snap = EventsReader(path).snapshot()
     assert (snap.peak_memory_bytes, snap.peak_memory_device) == (5 << 30, "GPU")
     assert snap.to_dict(series=False)["peak_memory_bytes"] == 5 << 30
+
+
+def test_grpo_rewards_kl_length_and_samples_are_followed_across_a_resume(tmp_path):
+    """A GRPO run's events: the total reward and each reward function's mean per step, KL, completion length,
+    eval reward and the latest sample completions (newest first), all JSON-ready; a resume cuts them back."""
+    def grpo_log(step: int, correct: float) -> str:
+        return line("log", step=step, max_steps=30, loss=0.01, reward=correct + 0.5, reward_std=0.2, kl=step / 1000,
+                    **{"rewards/correct/mean": correct, "rewards/correct/std": 0.1, "rewards/format/mean": 0.5,
+                       "completions/mean_length": 100.0 + step, "entropy": 0.7})
+
+    def samples(step: int, n: int) -> str:
+        return line("samples", step=step, samples=[
+            {"prompt": f"q{step}.{i}", "completion": f"a{step}.{i}", "rewards": {"correct": 1.0, "format": None},
+             "total": 1.0} for i in range(n)])
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(line("start", max_steps=30, start_step=0) + samples(1, 4) + grpo_log(1, 0.0)
+                    + "".join(grpo_log(s, s / 20) for s in range(2, 21)) + samples(10, 4) + samples(20, 4)
+                    + line("eval", step=20, eval_loss=0.5, eval_reward=0.9))
+    reader = EventsReader(path)
+    snap = reader.snapshot()
+    assert snap.reward == 1.5 and snap.kl == 0.02 and snap.reward_margin is None
+    assert dict(snap.reward_function_series)["correct"][:2] == ((1, 0.0), (2, 0.1))
+    assert [p[0] for p in snap.reward_series] == list(range(1, 21)) and snap.eval_reward_series == ((20, 0.9),)
+    assert snap.completion_length_series[-1] == (20, 120.0) and snap.kl_series[0] == (1, 0.001)
+    assert [(x["step"], x["prompt"]) for x in snap.samples][:5] == [(20, "q20.0"), (20, "q20.1"), (20, "q20.2"),
+                                                                    (20, "q20.3"), (10, "q10.0")]
+    data = json.loads(json.dumps(snap.to_dict(series=True)))  # JSON-ready, as /job_status returns it
+    assert data["reward_function_series"]["format"][0] == [1, 0.5] and data["reward_series"][-1] == [20, 1.5]
+    assert data["samples"][0] == {"step": 20, "prompt": "q20.0", "completion": "a20.0",
+                                  "rewards": {"correct": 1.0, "format": None}, "total": 1.0}
+    compact = snap.to_dict(series=False)
+    assert "samples" not in compact and "reward_series" not in compact and compact["reward"] == 1.5
+    with path.open("a") as fh:  # crash, resume from checkpoint 10: steps 11-20 and their samples are re-done
+        fh.write(line("start", max_steps=30, start_step=10) + grpo_log(11, 0.9))
+    snap = reader.snapshot()
+    assert [p[0] for p in snap.reward_series][-2:] == [10, 11] and not snap.eval_reward_series
+    assert [x["step"] for x in snap.samples] == [10] * 4 + [1] * 4
+
+
+def test_samples_are_capped_and_kto_margins_are_followed(tmp_path):
+    from trainer_backend.jobs.progress import MAX_SAMPLES
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(line("start", max_steps=100, start_step=0) + "".join(
+        line("samples", step=s, samples=[{"prompt": "p", "completion": "c", "rewards": {"r": s}, "total": s}] * 3)
+        for s in range(1, 30)) + line("log", step=5, loss=0.6, kl=0.3, **{"rewards/margins": 1.25,
+                                                                          "rewards/chosen": 0.5}))
+    snap = EventsReader(path).snapshot()
+    assert len(snap.samples) == MAX_SAMPLES and snap.samples[0]["step"] == 29 and snap.samples[-1]["step"] == 23
+    assert (snap.reward_margin, snap.kl, snap.reward, snap.reward_function_series) == (1.25, 0.3, None, ())

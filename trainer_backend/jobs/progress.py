@@ -3,11 +3,24 @@
 The training process appends one JSON line per event. `EventsReader` remembers its byte offset and the
 state folded from every line so far, so a poll costs one `stat()` when nothing changed and reads only
 the new bytes when something did: cheap enough for many clients polling every second.
+
+Besides the loss, learning rate and grad norm, the snapshot follows the metrics of the RL trainers (events.jsonl
+carries TRL's names as extra keys of `log` events; see training/events.py):
+
+- `reward`, `kl`, `reward_margin`: the last logged `reward` (GRPO: mean total reward of the step), `kl` (GRPO
+  with grpo.beta > 0, KTO) and `rewards/margins` (KTO, DPO). Scalars: they are in the summary too.
+- `reward_series` (step, reward); `reward_function_series` {reward name: [(step, `rewards/<name>/mean`)]};
+  `eval_reward_series` (step, `eval_reward`); `kl_series` (step, kl); `completion_length_series` (step,
+  `completions/mean_length`). Like every series, only in `to_dict(series=True)` and cut back on a resume.
+- `samples`: the completions of the latest `samples` events (GRPO, every grpo.sample_every steps), newest first,
+  at most MAX_SAMPLES: {step, prompt, completion, rewards: {name: score or None}, total}.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -15,7 +28,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 OUTCOME_EVENTS = ("finished", "stopped", "failed", "push_failed")
-SERIES_FIELDS = ("loss_series", "eval_series", "lr_series", "grad_norm_series", "epoch_starts")
+SERIES_FIELDS = ("loss_series", "eval_series", "lr_series", "grad_norm_series", "epoch_starts", "reward_series",
+                 "eval_reward_series", "kl_series", "completion_length_series")
+MAX_SAMPLES = 20  # sample completions kept (newest first): what the Jobs tab's table shows
+# `log` keys followed as series (the name used here <- the key in events.jsonl)
+LOG_SERIES = {"reward": "reward", "kl": "kl", "completion_length": "completions/mean_length"}
+_REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")  # GRPO: one per reward function (not KTO's rewards/chosen)
+Points = tuple[tuple[int, float], ...]
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,15 @@ class ProgressSnapshot:
     error: Optional[str] = None
     preparing_percent: Optional[float] = None   # 0..100 while the run prepares its data (before step 0)
     preparing_eta_seconds: Optional[float] = None
+    reward: Optional[float] = None           # GRPO: mean total reward of the last logged step
+    kl: Optional[float] = None               # GRPO (grpo.beta > 0), KTO: KL to the reference model, last logged
+    reward_margin: Optional[float] = None    # KTO, DPO: rewards/margins, last logged
+    reward_series: Points = ()               # (step, mean total reward)
+    reward_function_series: tuple[tuple[str, Points], ...] = ()  # (reward name, (step, mean of that reward)...)
+    eval_reward_series: Points = ()          # (step, eval_reward)
+    kl_series: Points = ()                   # (step, kl)
+    completion_length_series: Points = ()    # (step, completions/mean_length), in tokens
+    samples: tuple[dict, ...] = ()           # sample completions with their rewards, newest first
 
     def to_dict(self, series: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -57,6 +85,12 @@ class ProgressSnapshot:
                 data[name] = [list(p) for p in getattr(self, name)]
             else:
                 data.pop(name)
+        if series:
+            data["reward_function_series"] = {n: [list(p) for p in points] for n, points in self.reward_function_series}
+            data["samples"] = [dict(s, rewards=dict(s["rewards"])) for s in self.samples]
+        else:
+            data.pop("reward_function_series")
+            data.pop("samples")
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -90,6 +124,9 @@ class _State:
         self.outcome: Optional[str] = None
         self.error: Optional[str] = None
         self.preparing: Optional[dict] = None  # the latest `preparing` event of a run that has not started
+        self.metrics: dict[str, list[tuple[int, float]]] = {}  # LOG_SERIES names and "rewards/<name>" -> points
+        self.eval_rewards: list[tuple[int, float]] = []
+        self.samples: list[dict] = []  # oldest first, at most MAX_SAMPLES
 
     def apply(self, ev: dict) -> None:
         kind, t = ev.get("event"), ev.get("time")
@@ -111,6 +148,9 @@ class _State:
             self.lrs = [p for p in self.lrs if p[0] <= start_step]
             self.grad_norms = [p for p in self.grad_norms if p[0] <= start_step]
             self.epoch_starts = [p for p in self.epoch_starts if p[0] <= start_step]
+            self.metrics = {k: [p for p in v if p[0] <= start_step] for k, v in self.metrics.items()}
+            self.eval_rewards = [p for p in self.eval_rewards if p[0] <= start_step]
+            self.samples = [x for x in self.samples if x["step"] <= start_step]
             self.prev_log, self.steps_per_second = None, None
             self.step = start_step
         elif kind == "log":
@@ -124,6 +164,7 @@ class _State:
                 if isinstance(ev.get(key), (int, float)):
                     series.append((self.step, float(ev[key])))
             self._mark_epoch(ev.get("epoch"))
+            self._follow_metrics(ev)
             peak = ev.get("peak_memory_bytes")
             if isinstance(peak, int) and peak > (self.peak_memory[0] or 0):
                 self.peak_memory = (peak, ev.get("peak_memory_device"))
@@ -135,6 +176,10 @@ class _State:
             self.eval_loss = ev.get("eval_loss")
             if self.eval_loss is not None:
                 self.evals.append((int(ev.get("step") or self.step), float(self.eval_loss)))
+            if _number(ev.get("eval_reward")):
+                self.eval_rewards.append((int(ev.get("step") or self.step), float(ev["eval_reward"])))
+        elif kind == "samples":
+            self._add_samples(ev)
         elif kind == "checkpoint":
             self.last_checkpoint = ev.get("path")
         elif kind in OUTCOME_EVENTS:
@@ -149,6 +194,23 @@ class _State:
             self.last_event = kind
         if isinstance(t, (int, float)):
             self.last_time = float(t)
+
+    def _follow_metrics(self, ev: dict) -> None:
+        """The RL metrics of a `log` event: total reward, each reward function's mean, KL, completion length."""
+        for name, key in LOG_SERIES.items():
+            if _number(ev.get(key)):
+                self.metrics.setdefault(name, []).append((self.step, float(ev[key])))
+        for key, value in ev.items():
+            match = _REWARD_MEAN.match(key)
+            if match and _number(value):
+                self.metrics.setdefault(f"rewards/{match[1]}", []).append((self.step, float(value)))
+
+    def _add_samples(self, ev: dict) -> None:
+        step = int(ev.get("step") or self.step)
+        for sample in ev.get("samples") or []:
+            if isinstance(sample, dict):
+                self.samples.append(_sample(step, sample))
+        del self.samples[:-MAX_SAMPLES]
 
     def _mark_epoch(self, epoch: Any) -> None:
         """Remember the first logged step of each new epoch (the chart draws a rule there)."""
@@ -177,7 +239,34 @@ class _State:
             runs=self.runs, last_event=self.last_event, last_event_time=self.last_time,
             last_checkpoint=self.last_checkpoint, outcome=self.outcome, error=self.error,
             preparing_percent=round(100 * float(prep.get("progress") or 0), 1) if prep else None,
-            preparing_eta_seconds=prep.get("eta_seconds") if prep else None)
+            preparing_eta_seconds=prep.get("eta_seconds") if prep else None,
+            **self._rl_fields(log))
+
+    def _rl_fields(self, log: dict) -> dict[str, Any]:
+        series = {name: tuple(self.metrics.get(name, ())) for name in LOG_SERIES}
+        functions = tuple((k.split("/", 1)[1], tuple(v)) for k, v in self.metrics.items() if k.startswith("rewards/"))
+        margin = log.get("rewards/margins")
+        return {"reward": log.get("reward") if _number(log.get("reward")) else None,
+                "kl": log.get("kl") if _number(log.get("kl")) else None,
+                "reward_margin": margin if _number(margin) else None,
+                "reward_series": series["reward"], "kl_series": series["kl"],
+                "completion_length_series": series["completion_length"], "reward_function_series": functions,
+                "eval_reward_series": tuple(self.eval_rewards),
+                # newest step first; a step's samples keep their order (sorted() is stable)
+                "samples": tuple(sorted(self.samples, key=lambda x: -x["step"]))}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sample(step: int, sample: dict) -> dict:
+    """One sample completion as the snapshot keeps it: plain strings and numbers (JSON-ready, nothing else)."""
+    rewards = sample.get("rewards") if isinstance(sample.get("rewards"), dict) else {}
+    total = sample.get("total")
+    return {"step": step, "prompt": str(sample.get("prompt") or ""), "completion": str(sample.get("completion") or ""),
+            "rewards": {str(k): float(v) if _number(v) else None for k, v in rewards.items()},
+            "total": float(total) if _number(total) else None}
 
 
 class EventsReader:

@@ -157,18 +157,25 @@ def _memory(spec: JobSpec, total: int, trainable: int, quantizable: int, config:
             "peak": est(weights + optimizer + activations + logits + runtime)}
 
 
-def _tokens_and_steps(spec: JobSpec, train_ds: Any) -> tuple[Figure, Figure, int]:
-    """Tokens in the prepared train split, and optimizer steps (max_steps, or epochs over the data)."""
+def _tokens_and_steps(spec: JobSpec, train_ds: Any, report_tokens: int = 0) -> tuple[Figure, Figure, int]:
+    """Tokens in the prepared train split, and optimizer steps (max_steps, or epochs over the data). Rows of text
+    that the trainer tokenises itself (dpo, orpo, kto, grpo) are counted from the dataset report."""
     from .model_loading import resolve_packing
 
     import pyarrow.compute as pc
 
     tokens = 0
-    for column in [c for c in train_ds.column_names if c.endswith("input_ids")]:
+    id_columns = [c for c in train_ds.column_names if c.endswith("input_ids")]
+    for column in id_columns:
         for batch in train_ds.select_columns([column]).with_format("arrow").iter(batch_size=8192):  # flat memory
             tokens += int(pc.sum(pc.list_value_length(batch[column])).as_py() or 0)
+    if not id_columns:
+        tokens = report_tokens
     rows = len(train_ds)
     per_step = spec.training.batch_size * spec.training.gradient_accumulation
+    if trainer_info(spec.training.trainer).rows == "prompts":  # a step's sequences are num_generations per prompt
+        rows *= spec.grpo.num_generations
+        tokens *= spec.grpo.num_generations
     if spec.training.max_steps and spec.training.max_steps > 0:
         steps = spec.training.max_steps
         how = "from training.max_steps"
@@ -177,7 +184,11 @@ def _tokens_and_steps(spec: JobSpec, train_ds: Any) -> tuple[Figure, Figure, int
         steps = max(1, math.ceil(sequences / per_step)) * math.ceil(spec.training.epochs)
         how = f"{spec.training.epochs:g} epoch(s) of {sequences:,} sequences, {per_step} per step"
     step_tokens = min(tokens / max(rows, 1) * per_step, spec.lengths.block_size * per_step)
-    return (Figure(tokens, "tokens", "counted", f"{rows:,} rows in the prepared train split"),
+    rows_note = f"{len(train_ds):,} rows in the prepared train split" + (
+        "" if id_columns else "; prompt + answer tokens from the dataset report" if rows == len(train_ds) else
+        f"; each prompt + {spec.grpo.max_completion_length} completion tokens, {spec.grpo.num_generations} "
+        "completions per prompt")
+    return (Figure(tokens, "tokens", "counted", rows_note),
             Figure(steps, "optimizer steps", "counted", how), int(step_tokens))
 
 
@@ -216,7 +227,8 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     memory = _memory(spec, total, trainable, quantizable, config, dtype_bytes, on_gpu)
     _, prepared = prepare_job(spec)
     train_ds, _ = prepared.to_datasets()
-    tokens, steps, step_tokens = _tokens_and_steps(spec, train_ds)
+    report_tokens = prepared.train.stats.tokens.total if prepared.train.stats.tokens else 0
+    tokens, steps, step_tokens = _tokens_and_steps(spec, train_ds, report_tokens)
     peak_tflops, capacity_gib, price = HARDWARE.get(hardware, (None, None, None))
     notes: list[str] = []
     if probe_steps > 0:
@@ -233,6 +245,9 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     if price is not None and time_fig.value is not None:
         cost = Figure(round(time_fig.value / 3600 * price, 2), "USD", "estimated",
                       f"{hardware} at ${price:.2f}/h (Spaces list price; check the current one)")
+    if trainer_info(spec.training.trainer).rows == "prompts" and probe_steps <= 0:
+        notes.append("the time leaves out generating the completions, which usually takes most of a GRPO step: "
+                     "run a probe (a few real steps) for a measured time")
     fits = None
     if capacity_gib and on_gpu:
         fits = memory["peak"].value <= capacity_gib * 0.95

@@ -95,7 +95,8 @@ def register_api(service: StudioService) -> None:
     @gr.api(api_name="job_status", queue=False)  # a cheap read: no queue round trip for pollers
     def job_status(job_id: str, series: bool = False) -> dict:
         """One job: status, progress (step/total, percent, elapsed, ETA, loss, lr, tokens/s, eval loss; the loss
-        series when series=true), times, metrics, error, artifact paths."""
+        series when series=true; GRPO runs add reward/KL/length series and sample completions), trainer, times,
+        metrics, error, artifact paths."""
         return service.status(job_id, series)
 
     @gr.api(api_name="job_events")

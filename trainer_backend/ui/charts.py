@@ -138,3 +138,71 @@ def compare_chart(runs: Sequence[tuple[str, dict]], log_scale: bool = False) -> 
          "encoding": {"x": _x(None), "y": y, "color": color, "tooltip": tooltip}},
         {"data": {"values": points}, "mark": {"type": "point", "filled": True, "size": 50, **_NO_STROKE},
          "encoding": {"x": _x(None), "y": y, "color": color, "tooltip": tooltip}}]}
+
+
+TOTAL_REWARD, EVAL_REWARD = "total reward", "eval reward"
+KL, COMPLETION_LENGTH = "KL", "completion length"
+# Gradio themes a line chart's series by their index in the colour range; these are the colours without a theme.
+PALETTE = ("#4f46e5", "#f97316", "#0d9488", "#db2777", "#ca8a04", "#7c3aed", "#16a34a", "#0284c7")
+
+
+def _series_color(names: Sequence[str]) -> dict[str, Any]:
+    return {"field": "series", "type": "nominal", "title": None, "legend": {"orient": "top", "labelLimit": 300},
+            "scale": {"domain": list(names) or ["—"],
+                      "range": [PALETTE[i % len(PALETTE)] for i in range(max(len(names), 1))]}}
+
+
+def reward_domain(rows: Sequence[dict]) -> list[float]:
+    """From 0 (or the lowest reward, when a reward goes negative) to the highest reward seen."""
+    values = [r["value"] for r in rows]
+    low, high = min([0.0, *values]), max([0.0, *values])
+    return [low, high if high > low else low + 1.0]
+
+
+def reward_chart(progress: dict) -> dict[str, Any]:
+    """GRPO: the mean total reward per step and one line per reward function (its mean score), eval reward as
+    dots; y from 0 to the highest reward seen, x = step."""
+    total = _rows(_thin(progress.get("reward_series") or []), TOTAL_REWARD, False)
+    functions = progress.get("reward_function_series") or {}
+    per_function = [row for name, points in functions.items() for row in _rows(_thin(points), name, False)]
+    evals = _rows(progress.get("eval_reward_series") or [], EVAL_REWARD, False)
+    drawn = {r["series"] for r in total + per_function + evals}
+    color = _series_color([n for n in (TOTAL_REWARD, *functions, EVAL_REWARD) if n in drawn])
+    y = {"field": "value", "type": "quantitative", "title": "reward (mean over the step's completions)",
+         "scale": {"domain": reward_domain(total + per_function + evals)}}
+    x = _x(progress.get("total_steps"))
+    tooltip = [{"field": "series", "type": "nominal", "title": "reward"}, {"field": "step", "type": "quantitative"},
+               {"field": "value", "type": "quantitative", "title": "mean", "format": ".3f"}]
+    return {**_base("Reward", 260), "layer": [
+        {"data": {"values": per_function}, "mark": {"type": "line", "strokeWidth": 1.5},
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}},
+        {"data": {"values": total}, "mark": {"type": "line", "strokeWidth": 3},
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}},
+        {"data": {"values": evals}, "mark": {"type": "point", "filled": True, "size": 50, **_NO_STROKE},
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}}]}
+
+
+def kl_length_chart(progress: dict) -> dict[str, Any]:
+    """GRPO: KL to the reference model (left axis) and the mean completion length in tokens (right axis)."""
+    kl = _rows(_thin(progress.get("kl_series") or []), KL, False)
+    length = _rows(_thin(progress.get("completion_length_series") or []), COMPLETION_LENGTH, False)
+    color = _series_color([n for n, rows in ((KL, kl), (COMPLETION_LENGTH, length)) if rows])
+    x = _x(progress.get("total_steps"))
+
+    def layer(rows: list[dict], title: str, orient: str, fmt: str) -> dict[str, Any]:
+        # tick labels as a person writes them (Vega's default reads "2e+2" for 200 on a short axis)
+        y = {"field": "value", "type": "quantitative", "title": title, "scale": {"zero": True},
+             "axis": {"orient": orient, "tickCount": 4, "format": "~g" if orient == "left" else "d"}}
+        return {"data": {"values": rows}, "mark": {"type": "line", "strokeWidth": 1.5},
+                "encoding": {"x": x, "y": y, "color": color,
+                             "tooltip": [{"field": "series", "type": "nominal"},
+                                         {"field": "step", "type": "quantitative"},
+                                         {"field": "value", "type": "quantitative", "format": fmt}]}}
+
+    layers = [layer(rows, title, orient, fmt) for rows, title, orient, fmt in (
+        (kl, "KL", "left", ".4g"), (length, "completion length (tokens)", "right", ".1f")) if rows]
+    # KL (~0.01) and lengths (~100 tokens) share no scale: each line gets its own y-axis
+    # (a short chart with a legend and two axis titles needs the title set off, or Gradio's box cuts it)
+    return {**_base("KL / completion length", 220),
+            "title": {"text": "KL / completion length", "offset": 14, "anchor": "start"},
+            "layer": layers or [layer([], "KL", "left", ".4g")], "resolve": {"scale": {"y": "independent"}}}

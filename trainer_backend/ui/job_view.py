@@ -105,11 +105,62 @@ def progress_html(job: dict) -> str:
             f'background:{color}"></div></div><div class="ls-progress-label">{label}</div></div>')
 
 
+def trainer_of(spec: Optional[dict]) -> Optional[str]:
+    """The trainer a stored job spec names (None for a spec refused before it was complete)."""
+    return ((spec or {}).get("training") or {}).get("trainer")
+
+
+def format_score(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+
+def rl_cards(job: dict) -> list[tuple[str, str]]:
+    """GRPO: last total reward, each reward function's last mean, KL, completion length. KTO: margin and KL."""
+    p, trainer = job["progress"], job.get("trainer")
+    cards: list[tuple[str, str]] = []
+    if trainer == "grpo":
+        cards.append(("last reward", format_score(p.get("reward"))))
+        for name, points in (p.get("reward_function_series") or {}).items():
+            cards.append((f"reward: {name}", format_score(points[-1][1] if points else None)))
+        if p.get("completion_length_series"):
+            cards.append(("completion length", f"{p['completion_length_series'][-1][1]:.0f} tokens"))
+    elif trainer == "kto" and p.get("reward_margin") is not None:
+        cards.append(("reward margin", format_score(p["reward_margin"])))
+    if trainer in ("grpo", "kto") and p.get("kl") is not None:
+        cards.append(("KL", f"{p['kl']:.4g}"))
+    return cards
+
+
+PROMPT_TAIL, COMPLETION_HEAD = 160, 800  # characters of a sample shown in the table
+
+
+def samples_table(progress: dict) -> tuple[list[str], list[list[Any]]]:
+    """GRPO's sample completions as (headers, rows), newest first: step, the prompt's end, the completion, each
+    reward's score and the weighted total."""
+    samples = progress.get("samples") or []
+    names = list(dict.fromkeys(name for s in samples for name in s["rewards"]))
+    rows = []
+    for s in samples:
+        prompt, completion = s["prompt"], s["completion"]
+        prompt = prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
+        completion = completion if len(completion) <= COMPLETION_HEAD else completion[:COMPLETION_HEAD] + "…"
+        rows.append([s["step"], prompt, completion, *(format_score(s["rewards"].get(n)) for n in names),
+                     format_score(s["total"])])
+    return ["step", "prompt (end)", "completion", *names, "total"], rows
+
+
+def samples_column_widths(headers: list[str]) -> list[str]:
+    """The samples table's column widths: the texts get most of the row, each score an equal share of the rest."""
+    scores = len(headers) - 3
+    return ["6%", "30%", "40%", *[f"{24 / scores:.2f}%"] * scores]
+
+
 def metric_cards(job: dict) -> list[tuple[str, str]]:
-    """(label, value) cards: final train/eval loss, runtime, tokens seen, throughput, started/finished."""
+    """(label, value) cards: the RL trainers' rewards (rl_cards), final train/eval loss, runtime, tokens seen,
+    throughput, started/finished."""
     p, m, times = job["progress"], job.get("metrics") or {}, job.get("times") or {}
-    cards = [("last train loss", format_loss(p.get("loss"))),
-             ("eval loss", format_loss(m.get("eval_loss", p.get("eval_loss"))))]
+    cards = rl_cards(job) + [("last train loss", format_loss(p.get("loss"))),
+                             ("eval loss", format_loss(m.get("eval_loss", p.get("eval_loss"))))]
     if m.get("train_loss") is not None:
         cards.append(("mean train loss", format_loss(m["train_loss"])))
     cards += [("runtime", human_duration(m.get("train_runtime", p.get("elapsed_seconds")))),
@@ -129,6 +180,13 @@ def cards_html(cards: list[tuple[str, str]]) -> str:
 
 def header_markdown(job: dict) -> str:
     lines = [f"### {job['name']} · `{job['id']}` · **{job['status']}**"]
+    compute = job.get("compute") or {}
+    if compute.get("backend") == "hf_jobs":
+        links = " · ".join(f"[HF Job {i + 1}]({url})" for i, url in enumerate(compute.get("urls") or []))
+        nodes = f" × {compute['nodes']} nodes" if (compute.get("nodes") or 1) > 1 else ""
+        repo = f" · kept in `{compute['repo_id']}`" if compute.get("repo_id") else ""
+        lines.append(f"Runs on **Hugging Face Jobs** · `{compute.get('flavor')}`{nodes}"
+                     + (f" · {links}" if links else " · starting") + repo)
     if job.get("error"):
         lines.append(f"**Error:** {job['error']}")
     return "\n\n".join(lines)

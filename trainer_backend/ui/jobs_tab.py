@@ -1,19 +1,22 @@
 """Jobs tab: every job with its status; the selected one's progress bar, metric cards, charts (loss with eval
-loss, learning rate, grad norm), downloads, log tail and the actions possible in its status; and a chart that
-overlays several runs. A timer re-reads the job store, so the page never needs a reload and closing the
-browser loses nothing. Callbacks only call the service and the Gradio-free views (job_view.py, charts.py)."""
+loss, learning rate, grad norm; for GRPO also reward, KL / completion length and a table of sample completions),
+downloads, log tail and the actions possible in its status; and a chart that overlays several runs. A timer
+re-reads the job store, so the page never needs a reload and closing the browser loses nothing. Callbacks only
+call the service and the Gradio-free views (job_view.py, charts.py)."""
 from __future__ import annotations
 
 import json
 from typing import Any, Optional
 
 import gradio as gr
+import pandas as pd
 from gradio.components.plot import AltairPlotData
 
 from ..access import AccessDenied, Identity, identify
 from ..job_status import UNFINISHED
 from . import charts
-from .job_view import CSS, cards_html, header_markdown, human_time, metric_cards, progress_html
+from .job_view import (CSS, cards_html, header_markdown, human_time, metric_cards, progress_html,
+                       samples_column_widths, samples_table)
 from .service import StudioService
 
 SHOW_LOG_END = ("() => { setTimeout(() => { const box = document.querySelector('#job-log textarea');"
@@ -36,6 +39,20 @@ def jobs_table(jobs: list[dict]) -> list[list]:
              human_time(j["created_at"])] for j in jobs]
 
 
+def rl_views(job: Optional[dict], redraw: bool = True) -> tuple:
+    """GRPO's charts box, reward chart, KL / length chart, samples box and samples table; hidden for the rest."""
+    if not redraw:
+        return (gr.skip(),) * 5
+    if not job or job.get("trainer") != "grpo":
+        hidden = gr.update(visible=False)
+        return hidden, None, None, hidden, None
+    p = job["progress"]
+    headers, rows = samples_table(p)
+    shown = gr.update(visible=True)
+    return (shown, vega(charts.reward_chart(p)), vega(charts.kl_length_chart(p)), shown,
+            gr.update(value=pd.DataFrame(rows, columns=headers), column_widths=samples_column_widths(headers)))
+
+
 def build_jobs_tab(service: StudioService) -> dict[str, Any]:
     with gr.Tab("Jobs", id="jobs"):
         gr.HTML(f"<style>{CSS}</style>", padding=False)
@@ -49,11 +66,17 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             continue_btn = gr.Button("Continue training", interactive=False, elem_id="job-continue", min_width=80)
         action_md = gr.Markdown()
         cards = gr.HTML(elem_id="job-metrics", padding=False)
+        with gr.Column(visible=False, elem_id="grpo-charts") as grpo_charts:
+            reward_plot = gr.Plot(label="Reward", elem_id="reward-plot", show_label=False)
+            kl_plot = gr.Plot(label="KL / completion length", elem_id="kl-length-plot", show_label=False)
         log_scale = gr.Checkbox(False, label="Log-scale loss axis", elem_id="log-scale")
         loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
         with gr.Row():
             lr_plot = gr.Plot(label="Learning rate", elem_id="lr-plot", show_label=False, min_width=280)
             grad_plot = gr.Plot(label="Grad norm", elem_id="grad-norm-plot", show_label=False, min_width=280)
+        with gr.Column(visible=False, elem_id="grpo-samples") as grpo_samples:
+            samples_df = gr.Dataframe(label="Sample completions with their rewards (newest first)", wrap=True,
+                                      interactive=False, max_height=460, elem_id="samples-table")
         downloads = gr.File(label="Downloads (adapter .zip, spec, events, evaluation)", file_count="multiple",
                             interactive=False, elem_id="job-downloads")
         log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="job-log")
@@ -87,11 +110,12 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         if selected is None:
             off = [gr.update(interactive=False)] * len(ACTIONS)
             return (picker, "No jobs yet — start one in the Train tab.", "", "", None, None, None, None, "",
-                    jobs_table(jobs), compare_choices, None, *off)
+                    jobs_table(jobs), compare_choices, None, *off, *rl_views(None))
         job = service.job_view(selected)
         p = job["progress"]
         key = (selected, job["status"], p.get("last_event_time"), len(p.get("loss_series") or []), bool(scale))
-        if key == shown:  # nothing new: leave the charts and downloads alone (no redraw, no file copies)
+        redraw = key != shown
+        if not redraw:  # nothing new: leave the charts and downloads alone (no redraw, no file copies)
             plots = (gr.skip(),) * 4
         else:
             files = service.downloads(selected, _caller(request, profile, oauth_token)) or None
@@ -101,11 +125,12 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
                                               "#db2777")), files)
         states = [gr.update(interactive=job["actions"][a]) for a in ACTIONS]
         return (picker, header_markdown(job), progress_html(job), cards_html(metric_cards(job)), *plots,
-                service.logs(selected, 40), jobs_table(jobs), compare_choices, key, *states)
+                service.logs(selected, 40), jobs_table(jobs), compare_choices, key, *states, *rl_views(job, redraw))
 
     inputs = [job_select, log_scale, drawn]
     outputs = [job_select, status_md, progress, cards, loss_plot, lr_plot, grad_plot, downloads, log_box, jobs_df,
-               compare_select, drawn, stop_btn, resume_btn, continue_btn, push_btn]
+               compare_select, drawn, stop_btn, resume_btn, continue_btn, push_btn, grpo_charts, reward_plot, kl_plot,
+               grpo_samples, samples_df]
     timer.tick(refresh, inputs, outputs, **PRIVATE)
     job_select.input(refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)
     log_scale.input(refresh, [job_select, log_scale, gr.State(None)], outputs, **PRIVATE)

@@ -19,6 +19,8 @@ from ..spec import JobSpec
 SPECIAL = {"output_dir", "model.base_model", "data.path", "data.column_mapping", "data.prompt_template",
            "hub.token", "training.resume_from_checkpoint"}
 SECTIONS = ("model", "data", "lora", "lengths", "training", "hub", "compute")
+# Sections of one trainer's settings: the Train tab shows each in its own group, only while that trainer is chosen.
+TRAINER_SECTIONS = ("grpo", "kto")
 
 
 @dataclass
@@ -70,25 +72,30 @@ def _component(key: str, info: FieldInfo) -> FormField:
                                                        info=help_text))
 
 
-def iter_fields(level: str) -> list[tuple[str, FieldInfo]]:
-    """(dotted key, FieldInfo) of every simple field at this UI level ('basic' or 'advanced')."""
+def iter_fields(level: str, sections: tuple[str, ...] = SECTIONS) -> list[tuple[str, FieldInfo]]:
+    """(dotted key, FieldInfo) of every simple field at this UI level ('basic', 'advanced' or 'compute') of these
+    sections (and of the spec's top level, unless only TRAINER_SECTIONS are asked for). Lists (grpo.rewards) are
+    not simple fields: they have their own editor."""
     out = []
     for name, info in JobSpec.model_fields.items():
-        if name in SECTIONS:
+        if name in TRAINER_SECTIONS and name not in sections:
+            continue
+        if name in sections:
             section = info.annotation
             for sub, sub_info in section.model_fields.items():
                 key = f"{name}.{sub}"
                 extra = sub_info.json_schema_extra or {}
                 if key not in SPECIAL and isinstance(extra, dict) and extra.get("ui") == level:
                     out.append((key, sub_info))
-        elif name not in SPECIAL and isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("ui") == level:
+        elif sections == SECTIONS and name not in SPECIAL and isinstance(info.json_schema_extra, dict) \
+                and info.json_schema_extra.get("ui") == level:
             out.append((name, info))
     return out
 
 
-def build_fields(level: str) -> list[FormField]:
+def build_fields(level: str, sections: tuple[str, ...] = SECTIONS) -> list[FormField]:
     """Create the widgets (inside the caller's current Gradio layout context)."""
-    return [_component(key, info) for key, info in iter_fields(level)]
+    return [_component(key, info) for key, info in iter_fields(level, sections)]
 
 
 def values_to_raw(fields: list[FormField], values: list[Any], raw: Optional[dict] = None) -> dict:

@@ -1,5 +1,6 @@
-"""Train tab: model, dataset (+ preview, detected format, column mapping), spec-generated settings,
-dataset report, YAML/CLI preview, save/load config, Start. Callbacks only gather inputs and call the service."""
+"""Train tab: model, dataset (+ preview, detected format, column mapping), spec-generated settings (a trainer's
+own settings, with GRPO's rewards table, shown only while it is chosen), dataset report, YAML/CLI preview, save/load
+config, Start. Callbacks only gather inputs and call the service."""
 from __future__ import annotations
 
 import tempfile
@@ -17,6 +18,7 @@ from ..model_info import estimate_fit, gpu_memory
 from ..spec import ColumnMapping, SpecError, parse_spec
 from ..training.plan import HARDWARE
 from ..uploads import EXAMPLES_DIR
+from . import reward_table
 from .service import TINY_DEMO, StudioService, example_datasets, mapping_roles
 from .spec_form import FormField, build_fields, raw_to_values, values_to_raw
 
@@ -77,13 +79,18 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             demo_btn = gr.Button("Use demo settings (tiny model learns the sample in ~1 min on CPU)", size="sm")
         with gr.Row(equal_height=False):
             basic = build_fields("basic")
+        grpo_box, rewards_df, rewards_msg, grpo_fields = _grpo_settings()
+        with gr.Accordion("KTO settings (thumbs-up / thumbs-down weights)", open=False, visible=False,
+                          elem_id="kto-settings") as kto_box:
+            with gr.Row(equal_height=False):
+                kto_fields = build_fields("basic", ("kto",)) + build_fields("advanced", ("kto",))
         with gr.Accordion("Advanced settings", open=False):
             all_mappings = gr.Checkbox(False, label="Show every column-mapping field (not only the format's)")
             with gr.Row(equal_height=False):
                 advanced = build_fields("advanced")
         with gr.Row(equal_height=False, elem_id="compute"):  # where it trains: next to Start, priced by Plan
             compute = build_fields("compute")
-        fields = basic + advanced + compute
+        fields = basic + advanced + compute + grpo_fields + kto_fields
         with gr.Row():
             report_btn = gr.Button("Check data & show report")
             plan_btn = gr.Button("Plan: memory, time, cost", elem_id="plan-job")
@@ -105,18 +112,24 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                 save_btn = gr.DownloadButton("Save config")
                 load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"], elem_id="load-config")
         job_started = gr.Textbox(visible=False, elem_id="job-started")
+        form_problem = gr.State(None)  # what keeps the form from being a spec (a bad rewards row), else None
 
     widgets = [c.component for c in fields]
-    all_inputs = [base_model, sample, upload, hub_id, *mapping, *widgets]
+    all_inputs = [base_model, sample, upload, hub_id, *mapping, *widgets, rewards_df]
+    trainer_widget = next(f.component for f in fields if f.key == "training.trainer")
 
-    def gather(base: str, sample_name: Optional[str], up: Any, hub: str, *rest: Any) -> dict:
-        maps, values = list(rest[: len(MAPPING_ROLES)]), list(rest[len(MAPPING_ROLES):])
-        return build_raw(base, dataset_source(sample_name, up, hub), maps, fields, values)
+    def gather(base: str, sample_name: Optional[str], up: Any, hub: str, *rest: Any) -> tuple[dict, Optional[str]]:
+        maps, values = list(rest[: len(MAPPING_ROLES)]), list(rest[len(MAPPING_ROLES): -1])
+        raw = build_raw(base, dataset_source(sample_name, up, hub), maps, fields, values)
+        return raw, reward_table.apply_trainer_sections(raw, rest[-1])
 
-    def show_yaml(*args: Any) -> tuple[str, str]:
-        raw = gather(*args)
+    def show_yaml(*args: Any) -> tuple[str, str, str, Optional[str]]:
+        raw, problem = gather(*args)
         text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
-        return text, "python -m trainer_backend validate spec.yaml && python -m trainer_backend submit spec.yaml"
+        if problem:  # the preview says why the rewards are missing
+            text = f"# grpo.rewards left out: {problem}\n{text}"
+        return (text, "python -m trainer_backend validate spec.yaml && python -m trainer_backend submit spec.yaml",
+                f"⚠️ {problem}" if problem else "", problem)
 
     format_widget = next(f.component for f in fields if f.key == "data.format")
 
@@ -147,7 +160,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             return TINY_DEMO_FIT
         return estimate_fit(base, quant or "none").markdown()
 
-    def on_report(spec_text: str, up: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+    def on_report(spec_text: str, up: Any, problem: Optional[str], progress: gr.Progress = gr.Progress()) -> tuple:
+        if problem:
+            return (_problems([problem]), "", "", gr.update(open=False))
         with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # long datasets show a bar
             out = service.validate(spec_text, _path(up))
         if not out["ok"]:
@@ -155,15 +170,20 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         rep = DatasetReport.from_dict(out["report"])
         return (_ok_message(out), rep.markdown(), rep.sample.rendered if rep.sample else "", gr.update(open=True))
 
-    def on_plan(spec_text: str, up: Any, measure: bool, target: str) -> str:
+    def on_plan(spec_text: str, up: Any, problem: Optional[str], measure: bool, target: str) -> str:
+        if problem:
+            return _problems([problem])
         out = service.plan(spec_text, _path(up), probe_steps=3 if measure else 0, hardware=target or None)
         return out["markdown"] if out["ok"] else _problems(out["errors"])
 
-    def on_start(spec_text: str, up: Any, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
-                 oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+    def on_start(spec_text: str, up: Any, problem: Optional[str], request: gr.Request,
+                 profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None,
+                 progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
         from .api import _guard
 
         ident = _guard(request, profile, oauth_token)
+        if problem:
+            return _problems([problem]), ""
         with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # from the cache after Check data
             check = service.validate(spec_text, _path(up))
             if not check["ok"]:
@@ -174,7 +194,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         return f"✅ Job **{out['job_id']}** queued — follow it in the Jobs tab.", out["job_id"]
 
     def on_save(*args: Any) -> str:
-        raw = gather(*args)
+        raw, problem = gather(*args)
+        if problem:
+            raise gr.Error(f"cannot save this config: {problem}")
         path = Path(tempfile.mkdtemp()) / "lora-studio-spec.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
         return str(path)
@@ -189,25 +211,51 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             spec, _ = parse_spec(yaml.safe_load(text) or {}, path.name)
         except (SpecError, ValueError, yaml.YAMLError) as exc:
             raise gr.Error(f"cannot load this config: {exc}") from None
-        return [spec.model.base_model, *raw_to_values(fields, spec)]
+        rows, notes = reward_table.rewards_to_rows(spec.grpo.rewards)
+        for note in notes:
+            gr.Warning(note)
+        return [spec.model.base_model, *raw_to_values(fields, spec), rows, *trainer_boxes(spec.training.trainer)]
 
     dataset_inputs = [sample, upload, hub_id, format_widget, all_mappings]
     gr.on([sample.change, upload.change, hub_id.submit, format_widget.input, all_mappings.input], on_dataset,
           dataset_inputs, [detected, preview, *mapping], **PRIVATE)
     gr.on([base_model.change] + [f.component.change for f in fields if f.key == "training.quantization"],
           on_model, [base_model, *widgets], model_fit, **PRIVATE)
-    gr.on([c.change for c in all_inputs], show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE)
+    shown = [yaml_box, cli_box, rewards_msg, form_problem]
+    gr.on([c.change for c in all_inputs], show_yaml, all_inputs, shown, **PRIVATE)
+    trainer_widget.change(trainer_boxes, trainer_widget, [grpo_box, kto_box], **PRIVATE)
     # The YAML box is refreshed first so that what is validated/started is exactly what the user sees.
-    report_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
-        on_report, [yaml_box, upload], [messages, report_md, sample_text, report_box], **PRIVATE)
-    start_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
-        on_start, [yaml_box, upload], [messages, job_started], **PRIVATE)
-    plan_btn.click(show_yaml, all_inputs, [yaml_box, cli_box], **PRIVATE).then(
-        on_plan, [yaml_box, upload, probe, hardware], plan_md, **PRIVATE)
+    report_btn.click(show_yaml, all_inputs, shown, **PRIVATE).then(
+        on_report, [yaml_box, upload, form_problem], [messages, report_md, sample_text, report_box], **PRIVATE)
+    start_btn.click(show_yaml, all_inputs, shown, **PRIVATE).then(
+        on_start, [yaml_box, upload, form_problem], [messages, job_started], **PRIVATE)
+    plan_btn.click(show_yaml, all_inputs, shown, **PRIVATE).then(
+        on_plan, [yaml_box, upload, form_problem, probe, hardware], plan_md, **PRIVATE)
     save_btn.click(on_save, all_inputs, save_btn, **PRIVATE)
-    load_btn.upload(on_load, load_btn, [base_model, *widgets], **PRIVATE)
-    demo_btn.click(lambda: on_load(str(DEMO_SPEC)), None, [base_model, *widgets], **PRIVATE)
+    loaded = [base_model, *widgets, rewards_df, grpo_box, kto_box]
+    load_btn.upload(on_load, load_btn, loaded, **PRIVATE)
+    demo_btn.click(lambda: on_load(str(DEMO_SPEC)), None, loaded, **PRIVATE)
     return {"job_started": job_started, "on_dataset": (on_dataset, dataset_inputs, [detected, preview, *mapping])}
+
+
+def trainer_boxes(trainer: Optional[str]) -> tuple[Any, Any]:
+    """The GRPO and KTO groups are shown only while their trainer is chosen."""
+    return gr.update(visible=trainer == "grpo"), gr.update(visible=trainer == "kto")
+
+
+def _grpo_settings() -> tuple[Any, Any, Any, list[FormField]]:
+    """GRPO's group (shown while trainer = grpo): the rewards table with its help, then the grpo.* fields."""
+    with gr.Accordion("GRPO: rewards and generation", open=True, visible=False, elem_id="grpo-settings") as box:
+        rewards = gr.Dataframe(reward_table.DEFAULT_ROWS, headers=reward_table.COLUMNS,
+                               datatype=reward_table.DATATYPES, type="array", interactive=True, wrap=True,
+                               column_widths=reward_table.COLUMN_WIDTHS, elem_id="grpo-rewards",
+                               label="Rewards: one row per reward (a cell's ⋮ menu adds or deletes rows)")
+        problem = gr.Markdown(elem_id="grpo-rewards-problem")
+        with gr.Accordion("What each reward type checks, and its setting", open=False, elem_id="grpo-rewards-help"):
+            gr.Markdown(reward_table.HELP)
+        with gr.Row(equal_height=False):
+            fields = build_fields("basic", ("grpo",)) + build_fields("advanced", ("grpo",))
+    return box, rewards, problem, fields
 
 
 def _path(up: Any) -> Optional[str]:
