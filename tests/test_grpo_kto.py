@@ -126,6 +126,18 @@ def test_kto_detects_thumbs_columns_and_reports_the_label(tiny_model_dir: Path, 
     assert report["splits"]["train"]["rows_used"] == 20
 
 
+def test_the_plan_counts_completions_and_asks_for_a_probe(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from trainer_backend.training.plan import plan_job
+
+    spec, _ = parse_spec(_spec(tiny_model_dir, {"path": str(PROMPTS), "max_rows": 8}, "grpo", tmp_path / "job",
+                               grpo={"rewards": [{"type": "numeric_match", "column": "final_answer"}],
+                                     "num_generations": 4, "max_completion_length": 32}))
+    plan = plan_job(spec)
+    assert plan.train_tokens.value > 8 * 4 * 32, "each of 4 completions per prompt: prompt + 32 tokens"
+    assert "4 completions per prompt" in plan.train_tokens.note
+    assert any("run a probe" in n for n in plan.notes)
+
+
 # ---- training from YAML; the adapter chats ------------------------------------------------------------------
 
 
@@ -147,6 +159,7 @@ def test_grpo_trains_from_yaml_records_rewards_and_samples(data: Path, tiny_mode
                  grpo={"rewards": rewards, "num_generations": 2, "max_completion_length": 12, "sample_every": 1})
     code, out, err = _cli(capsys, tmp_path, spec, "train")
     assert code == 0, err[-3000:]
+    assert "step 2/2 reward " in out and "sample at step 1 (reward " in out, out
     events = [json.loads(line) for line in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
     logs = [e for e in events if e["event"] == "log"]
     assert {"reward", "rewards/numeric_match/mean", "rewards/length/mean", "completions/mean_length"} <= set(logs[-1])

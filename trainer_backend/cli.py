@@ -90,11 +90,20 @@ def _console(record: dict) -> None:
         eta = record.get("eta_seconds")
         eta_s = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "?"
         bar = "#" * int(20 * (record.get("progress") or 0))
-        print(f"[{bar:<20}] {pct} step {record['step']}/{record['max_steps']} loss {record.get('loss') or 0:.4f} "
+        # GRPO's loss says little (it is ~0 by construction); its reward is what a person follows
+        score = f"reward {record['reward']:.3f}" if isinstance(record.get("reward"), (int, float)) else \
+            f"loss {record.get('loss') or 0:.4f}"
+        print(f"[{bar:<20}] {pct} step {record['step']}/{record['max_steps']} {score} "
               f"lr {record.get('learning_rate') or 0:.2e} {record.get('tokens_per_second') or 0:.0f} tok/s "
               f"ETA {eta_s}", flush=True)
+    elif ev == "samples":
+        best = max(record.get("samples") or [{}], key=lambda x: x.get("total") or 0)
+        if best.get("completion") is not None:
+            print(f"sample at step {record['step']} (reward {best.get('total')}): "
+                  f"{best['completion'][:160]!r}", flush=True)
     elif ev == "eval":
-        print(f"eval at step {record['step']}: loss {record.get('eval_loss')}", flush=True)
+        reward = f", reward {record['eval_reward']:.3f}" if isinstance(record.get("eval_reward"), (int, float)) else ""
+        print(f"eval at step {record['step']}: loss {record.get('eval_loss')}{reward}", flush=True)
     elif ev == "start":
         print(f"training: {record['max_steps']} steps on {record.get('device')}, "
               f"{record.get('train_rows')} train / {record.get('valid_rows')} valid rows", flush=True)
