@@ -100,6 +100,24 @@ def keep_tokens(text: str, tokenizer: Any, limit: Optional[int], from_end: bool)
     return text[: offsets[limit - 1][1]], limit, True
 
 
+def fit_answers(prompt: str, answers: list[str], tokenizer: Any,
+                s: EncodeSettings) -> tuple[int, str, list[str], int]:
+    """The prompt and completion limits, then the block budget, for a prompt and its answers (a pair's two, KTO's
+    one): (outcome as encode.py names it, prompt, answers, full length in tokens before the block budget)."""
+    prompt, p_len, p_cut = keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
+    kept = [keep_tokens(a, tokenizer, s.max_completion_length, from_end=False) for a in answers]
+    answers, total = [k[0] for k in kept], p_len + max(k[1] for k in kept)
+    cut = p_cut or any(k[2] for k in kept)
+    if total > s.block_size:
+        if s.too_long == "drop":
+            return DROPPED_TOO_LONG, prompt, answers, total
+        if p_len >= s.block_size:
+            return DROPPED_NO_LOSS, prompt, answers, total
+        answers = [keep_tokens(a, tokenizer, s.block_size - p_len, from_end=False)[0] for a in answers]
+        cut = True
+    return (TRUNCATED if cut else OK), prompt, answers, total
+
+
 def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
                        as_ids: bool, on_error: Callable[[int, RowError], None]) -> EncodedPreference:
     out = EncodedPreference()
@@ -111,28 +129,15 @@ def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, 
             out.outcomes.append(FAILED)
             out.lengths.append(-1)
             continue
-        prompt, p_len, p_cut = keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
-        chosen, c_len, c_cut = keep_tokens(chosen, tokenizer, s.max_completion_length, from_end=False)
-        rejected, r_len, r_cut = keep_tokens(rejected, tokenizer, s.max_completion_length, from_end=False)
-        total = p_len + max(c_len, r_len)
+        outcome, prompt, (chosen, rejected), total = fit_answers(prompt, [chosen, rejected], tokenizer, s)
         out.full_lengths.append(total)
         out.lengths.append(total)
-        cut = p_cut or c_cut or r_cut
-        if total > s.block_size:
-            if s.too_long == "drop":
-                out.dropped_too_long += 1
-                out.outcomes.append(DROPPED_TOO_LONG)
-                continue
-            if p_len >= s.block_size:
-                out.dropped_no_loss += 1
-                out.outcomes.append(DROPPED_NO_LOSS)
-                continue
-            room = s.block_size - p_len
-            chosen, _, _ = keep_tokens(chosen, tokenizer, room, from_end=False)
-            rejected, _, _ = keep_tokens(rejected, tokenizer, room, from_end=False)
-            cut = True
-        out.truncated += cut
-        out.outcomes.append(TRUNCATED if cut else OK)
+        out.outcomes.append(outcome)
+        out.dropped_too_long += outcome == DROPPED_TOO_LONG
+        out.dropped_no_loss += outcome == DROPPED_NO_LOSS
+        if outcome not in (OK, TRUNCATED):
+            continue
+        out.truncated += outcome == TRUNCATED
         if as_ids:
             ids = [tokenizer(prompt + c, add_special_tokens=False, verbose=False)["input_ids"][: s.block_size]
                    for c in (chosen, rejected)]

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..spec import JobSpec
-from .encode import DROPPED_NO_LOSS, DROPPED_TOO_LONG, FAILED, OK, TRUNCATED, EncodeSettings
+from .encode import DROPPED_TOO_LONG, FAILED, OK, TRUNCATED, EncodeSettings
 from .formats import Detection, _maybe_json, _text, normalize_messages, parse_label
 from .issues import RowError
-from .preference import keep_tokens, render_answers, render_prompt
+from .preference import fit_answers, keep_tokens, render_answers, render_prompt
 
 REFERENCES_COLUMN = "references"  # GRPO rows: the reference values of the row, as one JSON object per row
 
@@ -184,16 +184,10 @@ def encode_feedback(examples: list[dict], tokenizer: Any, s: EncodeSettings, tem
             out.outcomes.append(FAILED)
             out.lengths.append(-1)
             continue
-        prompt, p_len, p_cut = keep_tokens(prompt, tokenizer, s.max_prompt_length, from_end=True)
-        completion, c_len, c_cut = keep_tokens(completion, tokenizer, s.max_completion_length, from_end=False)
-        out.lengths.append(p_len + c_len)
-        cut = p_cut or c_cut
-        if p_len + c_len > s.block_size:
-            if s.too_long == "drop" or p_len >= s.block_size:
-                out.outcomes.append(DROPPED_TOO_LONG if s.too_long == "drop" else DROPPED_NO_LOSS)
-                continue
-            completion, _, _ = keep_tokens(completion, tokenizer, s.block_size - p_len, from_end=False)
-            cut = True
-        out.outcomes.append(TRUNCATED if cut else OK)
+        outcome, prompt, (completion,), total = fit_answers(prompt, [completion], tokenizer, s)
+        out.lengths.append(total)
+        out.outcomes.append(outcome)
+        if outcome not in (OK, TRUNCATED):
+            continue
         out.rows[i] = {"prompt": prompt, "completion": completion, "label": bool(ex["label"])}
     return out
