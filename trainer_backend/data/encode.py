@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .chat_render import render_chat
+from .chat_render import ChatRenderer, render_chat
 
 IGNORE = -100
 
@@ -74,14 +74,16 @@ def plan_text(example: dict, tokenizer: Any, s: EncodeSettings) -> tuple[str, li
     return text, spans
 
 
-def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings) -> tuple[str, list[tuple[int, int]], int]:
-    """plan_text, plus how many assistant turns the template keeps as untrained history."""
+def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings,
+                   renderer: Optional[ChatRenderer] = None) -> tuple[str, list[tuple[int, int]], int]:
+    """plan_text, plus how many assistant turns the template keeps as untrained history. `renderer`: the
+    settings' chat template for this tokenizer, reused over a chunk."""
     eos = tokenizer.eos_token or ""
     history_turns = 0
     if s.kind == "text":
         text, spans = example["text"], [(0, len(example["text"]))]
     elif s.chat_template is not None and s.kind != "template":
-        chat = render_chat(tokenizer, s.chat_template, _as_messages(example))
+        chat = render_chat(tokenizer, s.chat_template, _as_messages(example), renderer)
         text, spans, history_turns = chat.text, chat.spans, chat.history_turns
     else:  # prompt/completion as plain text (prompt template, or chat_template: none)
         prompt, completion = example["prompt"], example["completion"]
@@ -205,9 +207,11 @@ def encode_columns(examples: list[dict], tokenizer: Any, s: EncodeSettings,
         labels, _ = _flat([ex.get("labels") or ex["input_ids"] for ex in examples])
     else:
         texts, spans, planned = [], [], []
+        chat = s.chat_template is not None and s.kind not in ("text", "template")  # as plan_chat_text decides
+        renderer = ChatRenderer(tokenizer, s.chat_template) if chat and s.chat_template else None
         for i, ex in enumerate(examples):
             try:
-                t, sp, history[i] = plan_chat_text(ex, tokenizer, s)
+                t, sp, history[i] = plan_chat_text(ex, tokenizer, s, renderer)
             except RowError as exc:
                 if on_error is None:
                     raise
