@@ -177,3 +177,28 @@ def test_train_tab_fits_a_phone(browser, app: AppServer) -> None:
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 391, (button, box)
     shoot(page, "train-tab-phone")
     page.close()
+
+
+def test_grpo_shows_its_rewards_editor_only_for_grpo(browser, app: AppServer) -> None:
+    """Choosing trainer grpo opens the rewards table (a ready default row) and the GRPO settings; another trainer
+    hides them again. (The spec they make is tested in tests/test_reward_table.py.)"""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app.url)
+    page.wait_for_selector("text=Detected format", timeout=60_000)
+    assert not page.locator("#grpo-settings").is_visible()
+
+    def choose(trainer: str) -> None:
+        box = page.get_by_label("trainer", exact=True)
+        box.click()
+        page.locator(f"ul[role=listbox] li[aria-label='{trainer}']").click()
+
+    choose("grpo")
+    page.wait_for_selector("#grpo-settings", state="visible", timeout=30_000)
+    table = page.locator("#grpo-rewards").inner_text()
+    assert "numeric_match" in table and "answer" in table, table
+    assert page.locator("#grpo-settings").get_by_label("num_generations").is_visible()
+    page.locator("#grpo-settings").scroll_into_view_if_needed()
+    shoot(page, "train-tab-grpo")
+    choose("sft")
+    page.wait_for_selector("#grpo-settings", state="hidden", timeout=30_000)
+    page.close()
