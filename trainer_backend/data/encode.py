@@ -122,19 +122,24 @@ def tokenize_plans(texts: list[str], spans: list[list[tuple[int, int]]],
         # its special-token splitting); the backend then encodes without building a dict per row.
         tokenizer(texts[:1], add_special_tokens=False, verbose=False)
         encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-        ids, bounds = _flat([e.ids for e in encodings])
-        pairs = chain.from_iterable(e.offsets for e in encodings)
-        offsets = np.fromiter(chain.from_iterable(pairs), dtype=np.int64, count=2 * len(ids)).reshape(-1, 2)
-        row = np.repeat(np.arange(len(texts)), np.diff(bounds))
-        keep = np.zeros(len(ids), dtype=bool)
+        lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+        bounds = np.zeros(len(encodings) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        total = int(bounds[-1])
+        # straight from the encodings into numpy (no per-row lists kept): this is most of the cost after encoding
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        pairs = chain.from_iterable(chain.from_iterable(e.offsets for e in encodings))
+        offsets = np.fromiter(pairs, dtype=np.int64, count=2 * total)
+        starts, ends = offsets[0::2], offsets[1::2]
+        keep = np.zeros(total, dtype=bool)
         width = max(len(sp) for sp in spans)
         table = np.zeros((len(texts), max(width, 1), 2), dtype=np.int64)  # (0, 0) pads: overlaps nothing
         for r, sp in enumerate(spans):
             if sp:
                 table[r, : len(sp)] = sp
         for k in range(width):
-            a, b = table[row, k, 0], table[row, k, 1]
-            keep |= (offsets[:, 1] > a) & (offsets[:, 0] < b)
+            span_start, span_end = np.repeat(table[:, k, 0], lengths), np.repeat(table[:, k, 1], lengths)
+            keep |= (ends > span_start) & (starts < span_end)
         return ids, np.where(keep, ids, IGNORE), bounds
     # Slow tokenizers have no offsets: tokenise span by span (boundaries may differ slightly).
     all_ids, all_labels = [], []

@@ -26,7 +26,7 @@ from .fingerprint import file_states, prepared_key, tokenizer_digest
 from .formats import Detection, detect_format
 from .issues import DataError, DataIssue, IssueCollector, RowError
 from .loading import SplitSource, columns_of, open_split
-from .prepared import PreparedData, SplitData, load_records, training_columns
+from .prepared import PreparedData, SplitData, load_records, preload, training_columns
 from .rl_rows import reference_columns, reference_readers
 from .progress import ProgressCallback, ProgressMeter, current_callback
 from .templates import choose_chat_template, end_of_turn
@@ -243,8 +243,12 @@ class _Preparation:
         tasks = chain(self._tasks(train_rows, 0, size, build), self._tasks(valid_rows, 1, size, build))
         try:
             self.meter.update(0, 0, 0.0)
+            preloaded = workers == 1
             for task in tasks:
                 while len(pending) >= workers * IN_FLIGHT:
+                    if not preloaded:  # every worker is busy: a good moment for the parent's own imports
+                        preload()
+                        preloaded = True
                     collect(block=True)
                 pending.add(runner.submit(task))
                 collect(block=False)
