@@ -89,7 +89,7 @@ def _spec(tiny_model_dir: Path, data_file: Path, out: Path, **hub: Any):
            "training": {"max_steps": 2, "batch_size": 2, "gradient_accumulation": 1, "logging_steps": 1,
                         "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "no"},
            "hub": hub}
-    return parse_spec(raw)[0]
+    return parse_spec(raw, expand=True)[0]  # ${HF_TOKEN}: a person's own spec
 
 
 TRAINING_OUTPUT: dict[str, str] = {}  # what the module's training run printed and logged (for the leak test)

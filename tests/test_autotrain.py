@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Any
 
 import pytest
 import yaml
 
 from trainer_backend.autotrain import is_autotrain_config, translate_autotrain
-from trainer_backend.spec import SpecError, load_spec, parse_spec
+from trainer_backend.spec import SpecError, load_spec
+from trainer_backend.spec import parse_spec as parse_any_spec
+
+parse_spec = partial(parse_any_spec, expand=True)  # AutoTrain configs here are a person's own files (${HF_TOKEN})
 
 SECRET = "hf_TopSecretValue_0123456789"
 

@@ -65,10 +65,30 @@ def test_yaml_round_trip_without_secrets(tmp_path: Path, monkeypatch: pytest.Mon
 def test_env_expansion_defaults_and_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_MODEL", "org/model")
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
-    spec, _ = parse_spec({"model": {"base_model": "${MY_MODEL}"}, "data": {"path": "${DATA:-d.jsonl}"}})
+    spec, _ = parse_spec({"model": {"base_model": "${MY_MODEL}"}, "data": {"path": "${DATA:-d.jsonl}"}}, expand=True)
     assert spec.model.base_model == "org/model" and spec.data.path == "d.jsonl"
     with pytest.raises(SpecError, match="NOT_SET_ANYWHERE is not set"):
-        parse_spec({"model": {"base_model": "${NOT_SET_ANYWHERE}"}, "data": {"path": "x"}})
+        parse_spec({"model": {"base_model": "${NOT_SET_ANYWHERE}"}, "data": {"path": "x"}}, expand=True)
+
+
+def test_saved_job_specs_and_client_specs_never_read_the_environment(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a person's own YAML file is expanded; a job's saved spec is read as written, and a spec a client
+    sent is refused with the key that named a variable."""
+    from trainer_backend.spec import load_job_spec, refuse_env_refs
+
+    monkeypatch.setenv("SERVER_SECRET", "hf_server_secret_value_0000")
+    raw = {**BASE, "project_name": "p", "data": {"path": "d.jsonl", "system_prompt": "say ${SERVER_SECRET}"}}
+    assert parse_spec(raw)[0].data.system_prompt == "say ${SERVER_SECRET}"  # not expanded unless asked
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_job_spec(path)[0].data.system_prompt == "say ${SERVER_SECRET}"
+    assert load_spec(path)[0].data.system_prompt == "say hf_server_secret_value_0000"  # the CLI's own file
+    with pytest.raises(SpecError, match=r"data.system_prompt: '\$\{SERVER_SECRET\}' refers to an environment"):
+        refuse_env_refs(raw)
+    with pytest.raises(SpecError, match=r"grpo.rewards\[1\].value"):
+        refuse_env_refs({"grpo": {"rewards": [{"type": "exact"}, {"value": "${HF_TOKEN:-x}"}]}})
+    refuse_env_refs({"data": {"system_prompt": "costs $5 {per} item", "path": "$HOME/x"}})  # no ${NAME}: fine
 
 
 def test_cli_style_overrides(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def _load(args: argparse.Namespace) -> Any:
     overrides = list(args.set or [])
     if getattr(args, "output_dir", None):
         overrides.append(f"output_dir={args.output_dir}")
-    spec, warnings = load_spec(args.spec, overrides)
+    spec, warnings = load_spec(args.spec, overrides, expand=not getattr(args, "as_written", False))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     return spec
@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a spec value, e.g. --set training.learning_rate=1e-4 (repeatable)")
         sp.add_argument("--output-dir", help="job directory (default: ./<project_name>)")
+        sp.add_argument("--as-written", action="store_true",
+                        help="expand no ${VAR} in the spec (how the job supervisor runs a job's saved spec)")
         return sp
 
     with_spec("validate", "check the spec and every data row; print the dataset report; exit 2 on errors")

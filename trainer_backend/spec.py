@@ -5,7 +5,6 @@ Field metadata (`ui`: "basic" | "advanced" | "compute", ranges via ge/le, `descr
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -16,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .errors import SpecError  # re-exported: callers catch spec.SpecError
 from .job_files import SYNC_REPO_PREFIX
 from .spec_base import _f, _Section
+from .spec_env import expand_env, refuse_env_refs  # noqa: F401  (refuse_env_refs: re-exported)
 from .spec_compute import ComputeSpec
 from .spec_rl import GRPOSpec, KTOSpec, rl_problems
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
@@ -308,27 +308,6 @@ class JobSpec(_Section):
         return path
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(value: Any) -> Any:
-    """Expand ${VAR} and ${VAR:-default} in every string of a YAML tree."""
-    if isinstance(value, str):
-        def repl(m: re.Match) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in os.environ:
-                return os.environ[var]
-            if default is not None:
-                return default
-            raise SpecError(f"environment variable {var} is not set (referenced as ${{{var}}})")
-        return _ENV_REF.sub(repl, value)
-    if isinstance(value, dict):
-        return {k: expand_env(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v) for v in value]
-    return value
-
-
 def repo_id_problem(repo_id: str) -> Optional[str]:
     """What is wrong with `repo_id` by the Hub's own naming rules (huggingface_hub's validator), or None."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -342,8 +321,9 @@ def repo_id_problem(repo_id: str) -> Optional[str]:
     return None
 
 
-def parse_spec(raw: dict[str, Any], source: str = "spec") -> tuple[JobSpec, list[str]]:
-    """Build a JobSpec from a YAML tree (ours or an AutoTrain config). Returns the spec and warnings."""
+def parse_spec(raw: dict[str, Any], source: str = "spec", *, expand: bool = False) -> tuple[JobSpec, list[str]]:
+    """Build a JobSpec from a YAML tree (ours or an AutoTrain config). Returns the spec and warnings.
+    `expand`: replace ${VAR} with this process's environment (a person's own YAML file, see load_spec)."""
     from pydantic import ValidationError
 
     from .autotrain import is_autotrain_config, translate_autotrain
@@ -353,7 +333,8 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> tuple[JobSpec, list
     warnings: list[str] = []
     if is_autotrain_config(raw):
         raw, warnings = translate_autotrain(raw)
-    raw = expand_env(raw)
+    if expand:
+        raw = expand_env(raw)
     try:
         return JobSpec.model_validate(raw), warnings
     except ValidationError as exc:
@@ -371,8 +352,10 @@ def format_validation_error(exc: Any, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[JobSpec, list[str]]:
-    """Read a YAML job file, apply `a.b=value` overrides, validate."""
+def load_spec(path: str | Path, overrides: Optional[list[str]] = None, *,
+              expand: bool = True) -> tuple[JobSpec, list[str]]:
+    """Read a YAML job file, apply `a.b=value` overrides, validate. ${VAR} is expanded (a person's own file, run
+    from their command line); a job's saved spec is read with load_job_spec, which expands nothing."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -382,7 +365,13 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     for item in overrides or []:
         apply_override(raw, item)
-    return parse_spec(raw, str(path))
+    return parse_spec(raw, str(path), expand=expand)
+
+
+def load_job_spec(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[JobSpec, list[str]]:
+    """A job's own saved spec (written by JobSpec.save, already expanded once and free of secrets): taken as
+    written, so that a '${...}' in it can never pick up the environment of the process that reads it."""
+    return load_spec(path, overrides, expand=False)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

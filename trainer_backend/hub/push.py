@@ -25,7 +25,7 @@ import yaml
 
 from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
-from ..spec import JobSpec, SpecError, load_spec, repo_id_problem
+from ..spec import JobSpec, SpecError, load_job_spec, repo_id_problem
 from ..training.adapter_meta import AdapterMeta, read_adapter_meta
 from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
@@ -181,7 +181,7 @@ def job_spec(job_dir: Path) -> Optional[JobSpec]:
     """The job's spec as it ran (spec.yaml), or None when the folder has none or it no longer parses (an adapter
     folder from elsewhere, a spec from an older version): the card then says only what the adapter recorded."""
     try:
-        return load_spec(job_dir / SPEC_FILE)[0] if (job_dir / SPEC_FILE).is_file() else None
+        return load_job_spec(job_dir / SPEC_FILE)[0] if (job_dir / SPEC_FILE).is_file() else None
     except (SpecError, ValueError, OSError) as exc:
         log.warning("%s: not used for the model card (%s)", job_dir / SPEC_FILE, str(exc).splitlines()[0])
         return None

@@ -27,7 +27,7 @@ from ..hub.client import HubError, resolve_token
 from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVENTS_FILE, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE,
                          REMOTE_STATE_FILE, has_trained_model)
 from ..job_status import ExitCode
-from ..spec import JobSpec, load_spec
+from ..spec import JobSpec, load_job_spec
 from ..training.events import EventLog
 from . import hf_jobs as nodes
 
@@ -199,7 +199,7 @@ def _event_name(line: str) -> Optional[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    spec, _ = load_spec(argv[0])
+    spec, _ = load_job_spec(argv[0])
     run: Optional[RemoteRun] = None
     try:
         token = resolve_token(spec.hub.token)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..spec import JobSpec, TrainingSpec, load_spec
+from ..spec import JobSpec, TrainingSpec, load_job_spec
 
 
 def visible_gpu_count() -> int:
@@ -44,12 +44,13 @@ REMOTE_RUNNER_MODULE = "trainer_backend.remote.runner"  # a job on HF Jobs: subm
 
 
 def training_command(spec_path: str | Path, extra: Sequence[str] = ()) -> list[str]:
-    spec: JobSpec = load_spec(spec_path)[0]
+    spec: JobSpec = load_job_spec(spec_path)[0]
     if spec.compute.backend == "hf_jobs":
         return [sys.executable, "-m", REMOTE_RUNNER_MODULE, str(spec_path)]
     training = spec.training
     n, on_gpu = plan(training)
-    train = ["trainer_backend", "train", str(spec_path), *extra]
+    # --as-written: the saved spec was expanded once, when submitted; the training process expands nothing more
+    train = ["trainer_backend", "train", str(spec_path), "--as-written", *extra]
     if n == 1:
         return [sys.executable, "-m", *train]
     if not on_gpu:  # data-parallel on CPU: torchrun; the Trainer picks the gloo backend
