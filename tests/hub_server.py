@@ -82,6 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(fault.status, "injected failure (loopback hub)", None)
             with self.state.lock:
                 user = self.state.user_for(self.headers.get("Authorization"))
+                self.state.acting_users.append((method, path, user))  # whose token each served request carried
                 status, headers, payload = self._route(method, path, query, body, user)
         except HubError as exc:
             status, headers = exc.status, {"X-Error-Message": exc.message}

@@ -74,6 +74,7 @@ class HubState:
         self.repos: dict[str, Repo] = {}
         self.faults: list[_Fault] = []
         self.requests: list[tuple[str, str, int]] = []
+        self.acting_users: list[tuple[str, str, Optional[str]]] = []  # (method, path, user or None: anonymous)
         self.lock = threading.RLock()
 
     def user_for(self, authorization: Optional[str]) -> Optional[str]:

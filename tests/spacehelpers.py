@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import httpx
 import psutil
 
 from apphelpers import AppServer, processes_mentioning
@@ -21,17 +22,25 @@ TOKENS = {"hf_owner_token_0000000000": OWNER, "hf_stranger_token_000000000": STR
           "hf_member_token_0000000000": MEMBER}
 TOKEN_OF = {user: token for token, user in TOKENS.items()}
 FORGED_TOKEN = "hf_forged_token_00000000000"
+# The server's secrets, set to values that appear nowhere else, so a test can search every output for them. The
+# Space's HF_TOKEN is its owner's token, as on a real Space.
+SECRETS = {"HF_TOKEN": TOKEN_OF[OWNER], "OAUTH_CLIENT_SECRET": "oauth-client-secret-5f0c2a9e71d4",
+           "LORA_STUDIO_API_KEY": "sk-server-api-key-8e1b7d3c90aa"}
 
 
 def space_env(hub_url: str, public_adapters: str) -> dict[str, str]:
     """What a Space sets (SYSTEM, SPACE_ID, SPACE_AUTHOR_NAME, OAuth), pointed at the loopback Hub."""
     return {"SYSTEM": "spaces", "SPACE_ID": f"{OWNER}/studio", "SPACE_AUTHOR_NAME": OWNER,
-            "SPACE_HOST": "owner-studio.hf.space", "OAUTH_CLIENT_ID": "loopback-client",
-            "OAUTH_CLIENT_SECRET": "loopback-secret", "OAUTH_SCOPES": "openid profile",
-            "OPENID_PROVIDER_URL": hub_url, "HF_ENDPOINT": hub_url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "",
+            "SPACE_HOST": "owner-studio.hf.space", "OAUTH_CLIENT_ID": "loopback-client", **SECRETS,
+            "OAUTH_SCOPES": "openid profile", "LORA_STUDIO_RESTORE_FROM_HUB": "0",  # no synced jobs to restore
+            "OPENID_PROVIDER_URL": hub_url, "HF_ENDPOINT": hub_url, "HF_HUB_OFFLINE": "0",
             "LORA_STUDIO_ALLOWED_USERS": MEMBER, "LORA_STUDIO_PUBLIC_ADAPTERS": public_adapters,
             "LORA_STUDIO_DEMO_MAX_NEW_TOKENS": "8", "LORA_STUDIO_DEMO_REQUESTS_PER_MINUTE": "4",
-            "LORA_STUDIO_MAX_UPLOAD": "1mb"}
+            "LORA_STUDIO_DEMO_MAX_CONCURRENT": "1",
+            "LORA_STUDIO_MAX_UPLOAD": "1mb",
+            # a member may hold 256 KiB of uploads (ui/http_gate.py): one 300 KB file is over it, and the few
+            # small files the other tests upload stay far under it
+            "LORA_STUDIO_UPLOAD_QUOTA": "256kb"}
 
 
 def train_owner_jobs(data_dir: Path, model: Path, data_file: Path, work: Path) -> tuple[str, str]:
@@ -82,8 +91,14 @@ def store_state(data_dir: Path) -> StoreState:
     return StoreState(json.loads(json.dumps(rows, default=str)), files, trainers)
 
 
+def gradio_temp_dir(data_dir: Path) -> Path:
+    """Where the app started by start_space keeps Gradio's uploads and outputs (GRADIO_TEMP_DIR)."""
+    return data_dir.parent / "gradio-tmp"
+
+
 def start_space(data_dir: Path, hub_url: str, public_adapters: str) -> AppServer:
-    return AppServer(data_dir, env=space_env(hub_url, public_adapters))
+    return AppServer(data_dir, env={**space_env(hub_url, public_adapters),
+                                    "GRADIO_TEMP_DIR": str(gradio_temp_dir(data_dir))})
 
 
 def client_as(url: str, token: Optional[str] = None, headers: Optional[dict[str, str]] = None) -> Any:
@@ -102,6 +117,8 @@ def refusal_of(call: Callable[[], Any]) -> str:
         return str(exc)
     except ValueError as exc:  # gradio_client raises ValueError for some refused uploads / HTTP errors
         return str(exc)
+    except httpx.HTTPStatusError as exc:  # an upload the Space refused (ui/http_gate.py): status and message
+        return f"HTTP {exc.response.status_code}: {exc.response.text}"
     raise AssertionError(f"the call was not refused; it returned {str(result)[:500]}")
 
 
@@ -109,5 +126,5 @@ def pids_alive(pids: list[int]) -> list[int]:
     return [p for p in pids if psutil.pid_exists(p)]
 
 
-__all__ = ["AppServer", "FORGED_TOKEN", "MEMBER", "OWNER", "STRANGER", "TOKENS", "TOKEN_OF", "StoreState",
-           "client_as", "os", "refusal_of", "start_space", "store_state", "train_owner_jobs"]
+__all__ = ["AppServer", "FORGED_TOKEN", "MEMBER", "OWNER", "SECRETS", "STRANGER", "TOKENS", "TOKEN_OF", "StoreState",
+           "client_as", "gradio_temp_dir", "os", "refusal_of", "start_space", "store_state", "train_owner_jobs"]

@@ -350,3 +350,18 @@ def test_real_preference_openai_prompt_comes_from_input_messages(run, real_data)
     ex = prepared.train.examples[0]
     assert [m["role"] for m in ex["prompt"]] == ["system", "user"]
     assert [m["role"] for m in ex["chosen"]] == ["assistant"] and ex["chosen"] != ex["rejected"]
+
+
+def test_json_nested_thousands_of_levels_is_a_row_error_not_a_crash(fails, tmp_path):
+    """Untrusted data is bounded too: Python's JSON parser gives up on deep nesting (RecursionError); the row is
+    named, the rest of the file is read."""
+    deep = "[" * 50_000 + "]" * 50_000
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "a fine row"}\n{"text": ' + deep + "}\n", encoding="utf-8")
+    issues = IssueCollector(20)
+    raw = load_split(str(path), "train", issues)
+    assert raw is not None and len(raw.rows) == 1
+    assert [(i.row, "too deep" in i.message) for i in issues.errors] == [(2, True)]
+    chat = write_csv(tmp_path / "chat.csv", ["chat"], [[conv_json("Hi", "Hello!")], ["[" * 50_000 + "]" * 50_000]])
+    issue = only(fails(chat, chat_template="chatml", format="messages", column_mapping={"messages": "chat"}))
+    assert (issue.row, issue.column) == (3, "chat") and "nested" in issue.message

@@ -175,3 +175,114 @@ def require_trainer(ident: Identity) -> None:
     if on_zero_gpu():
         raise AccessDenied("training is not available on ZeroGPU hardware (GPU time is granted per call, a few "
                            "minutes at most); duplicate the Space to a dedicated GPU to train. Chat works here.")
+
+
+# ---- whose Hub identity a call acts with ----------------------------------------------------------------------
+# On a Space the owner's HF_TOKEN is taken out of the environment when the app starts (withhold_space_token): no
+# library default, no child process and no forgotten `token=None` can then act as the owner for someone else. Every
+# Hub read or write of an event uses hub_token(): the caller's own token; the Space's only for the owner.
+HF_TOKEN_ENV = "HF_TOKEN"
+_LEGACY_TOKEN_ENV = "HUGGING_FACE_HUB_TOKEN"
+_SPACE_TOKEN: Optional[str] = None
+
+
+def withhold_space_token() -> Optional[str]:
+    """On a Space: move HF_TOKEN out of this process's environment (and so out of every process it starts) and
+    stop huggingface_hub from sending any implicit token. Returns the Space's token (None when unset)."""
+    global _SPACE_TOKEN
+    if not on_space():
+        return None
+    for name in (HF_TOKEN_ENV, _LEGACY_TOKEN_ENV):
+        value = os.environ.pop(name, "").strip()
+        if value and name == HF_TOKEN_ENV or (value and not _SPACE_TOKEN):
+            _SPACE_TOKEN = value
+    from huggingface_hub import constants
+
+    constants.HF_HUB_DISABLE_IMPLICIT_TOKEN = True  # this process only: training children get their job's token
+    return _SPACE_TOKEN
+
+
+def space_token() -> Optional[str]:
+    """The Space's own token as withheld at start (for the owner's jobs and the Space's own housekeeping)."""
+    return _SPACE_TOKEN
+
+
+def is_owner(ident: Identity) -> bool:
+    owner = space_owner()
+    return bool(owner and ident.username and ident.username.lower() == owner.lower())
+
+
+def hub_token_for(ident: Identity) -> "str | bool | None":
+    """The token a Hub call made for `ident` uses. A str: that token. False: none at all (public repos only).
+    None: the library's default (HF_TOKEN or `hf auth login`): only off a Space, where one person owns the machine.
+    On a Space: the caller's own token (OAuth sign-in or the client's), else the Space's HF_TOKEN for its owner."""
+    if ident.token:
+        return ident.token
+    if not on_space():
+        return None
+    if is_owner(ident) and _SPACE_TOKEN:
+        return _SPACE_TOKEN
+    return False
+
+
+def hub_token() -> "str | bool | None":
+    """The token for a Hub call made now. Inside an app event: the caller's (hub_token_for). Elsewhere (the CLI, a
+    training process, the supervisor): None, the process environment's, which on a Space is the job's identity
+    set by the supervisor, and in the app process itself is no token at all once withheld."""
+    caller = _CALLER.get()
+    return hub_token_for(caller) if caller is not None else None
+
+
+NO_HUB_TOKEN = "no Hub token (public repos only)"
+
+
+def hub_identity_label(ident: Identity) -> str:
+    """Whose Hub identity a job started by `ident` acts with, in words (recorded on the job, shown in Jobs)."""
+    token = hub_token_for(ident)
+    if token is None:
+        return "this machine's Hugging Face login (HF_TOKEN or hf auth login)"
+    if token is False:
+        return NO_HUB_TOKEN
+    if ident.token:
+        return f"{ident.username} (own token)" if ident.username else "the client's own token"
+    return f"{ident.username} (the Space's HF_TOKEN)"
+
+
+_READ_OK_SECONDS = 60.0
+_READ_OK: dict[tuple[str, str, str, Optional[str]], float] = {}  # (token digest, type, repo, revision) -> checked at
+
+
+def check_hub_read(repo_id: str, repo_type: str = "model", revision: Optional[str] = None,
+                   token: "str | bool | None" = None) -> None:
+    """On a Space, ask the Hub whether `token` may read `repo_id` before anything of it is used. Needed because
+    the Hub caches on disk are shared by every caller, and huggingface_hub (snapshot_download) and datasets fall
+    back to a cached copy when the Hub answers 401/404: without this, a private repo someone once downloaded would
+    be served to anyone who names it. Fails closed: a Hub that cannot be asked refuses. Answers kept a minute."""
+    if not on_space():
+        return
+    import hashlib
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    key = (hashlib.sha256(repr(token).encode()).hexdigest(), repo_type, repo_id, revision)
+    now = time.monotonic()
+    if now - _READ_OK.get(key, -_READ_OK_SECONDS) < _READ_OK_SECONDS:
+        return
+    try:
+        HfApi(endpoint=os.environ.get("HF_ENDPOINT")).repo_info(repo_id, repo_type=repo_type, revision=revision,
+                                                                 token=token)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise AccessDenied(f"{repo_type} repo '{repo_id}' was not found or is private to your Hugging Face "
+                           f"account ({type(exc).__name__}): check the id, or sign in as someone who may read it"
+                           ) from None
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        raise AccessDenied(f"{repo_type} repo '{repo_id}' cannot be read with your Hugging Face account "
+                           f"(HTTP {status})") from None
+    except Exception as exc:  # noqa: BLE001 - unreachable Hub: never fall back to someone else's cached copy
+        raise AccessDenied(f"cannot check your access to {repo_type} repo '{repo_id}': the Hub did not answer "
+                           f"({type(exc).__name__}); try again") from None
+    if len(_READ_OK) > 4096:
+        _READ_OK.clear()
+    _READ_OK[key] = now

@@ -70,14 +70,14 @@ class EvalReport:
 def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
     """PreparedData whose 'valid' split (or the given file as a whole) is what we evaluate on."""
     from .data import prepare_data
-    from .spec import load_spec
+    from .spec import load_job_spec
     from .training.model_loading import load_tokenizer
 
     job_dir = adapter_path.parent
     if not (job_dir / SPEC_FILE).is_file():
         raise FileNotFoundError(f"{job_dir}: no spec.yaml next to the adapter, so the training data is unknown; "
                                 "pass a data file to evaluate on")
-    spec, _ = load_spec(job_dir / SPEC_FILE)
+    spec, _ = load_job_spec(job_dir / SPEC_FILE)
     if data_path:
         data = spec.data.model_copy(update={"path": data_path, "valid_split": None, "max_rows": None})
         spec = spec.model_copy(update={"data": data})
@@ -115,11 +115,12 @@ def _mean_loss(model: Any, ids: list[int], labels: list[int]) -> tuple[float, in
 @gpu_call
 def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
              settings: Optional[GenerationSettings] = None,
-             progress: Optional[Callable[[float, str], None]] = None) -> EvalReport:
-    """Evaluate base vs fine-tuned; saves evaluation.json in the job folder when there is one."""
+             progress: Optional[Callable[[float, str], None]] = None, token: Any = None) -> EvalReport:
+    """Evaluate base vs fine-tuned; saves evaluation.json in the job folder when there is one. `token`: the
+    caller's Hub token (access.hub_token) for a Hub adapter and its base."""
     from contextlib import nullcontext
 
-    chat, adapter = load_chat(ref)
+    chat, adapter = load_chat(ref, token)
     split, _ = _load_eval_split(adapter.path, data_path)
     if "references" in split.columns:  # a GRPO job: its held-out prompts, scored by its own rewards
         report = evaluate_rewards(chat, adapter, split, max_examples, progress=progress)
@@ -180,9 +181,9 @@ def evaluate_rewards(chat: Any, adapter: Any, split: Any, max_examples: int = 50
     import torch
 
     from .rewards import build_reward_functions
-    from .spec import load_spec
+    from .spec import load_job_spec
 
-    spec, _ = load_spec(adapter.path.parent / SPEC_FILE)
+    spec, _ = load_job_spec(adapter.path.parent / SPEC_FILE)
     g = spec.grpo
     functions = build_reward_functions(g.rewards)
     weights = [r.weight for r in g.rewards]

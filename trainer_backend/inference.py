@@ -12,8 +12,9 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
+from .access import check_hub_read
 from .generation import GenerationSettings
 from .job_files import ADAPTER_DIR
 from .model_cache import ModelCache, limits_from_env
@@ -26,6 +27,9 @@ try:  # ZeroGPU Spaces grant a GPU per call to functions wrapped by spaces.GPU; 
 except Exception:  # pragma: no cover - spaces is in requirements, but the app must not die without it
     def gpu_call(fn: Any = None, **_: Any) -> Any:
         return fn if fn is not None else (lambda f: f)
+
+
+HubToken = Union[str, bool, None]  # access.hub_token: a token, False for none at all, None for the library's default
 
 
 @dataclass
@@ -45,7 +49,7 @@ class AdapterRef:
         return "a" + str(abs(hash(str(self.path.resolve()))))  # a valid, stable adapter name
 
 
-def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
+def resolve_adapter(ref: str, token: HubToken = None) -> AdapterRef:
     """A job dir (with adapter/), an adapter folder, or a Hub repo id -> AdapterRef."""
     path = Path(ref).expanduser()
     if (path / ADAPTER_DIR / "adapter_config.json").is_file():
@@ -56,6 +60,7 @@ def resolve_adapter(ref: str, token: Optional[str] = None) -> AdapterRef:
                                     "with adapter/)")
         from .hub import pull_adapter  # clear errors for missing / gated repos
 
+        check_hub_read(ref, "model", None, token)  # never someone else's cached copy (access.check_hub_read)
         path = Path(pull_adapter(ref, token=token))
     config = json.loads((path / "adapter_config.json").read_text())
     meta = read_adapter_meta(path) or AdapterMeta(base_model=config["base_model_name_or_path"])
@@ -68,15 +73,56 @@ def _fill_prompt_template(template: str, message: str) -> str:
     return template.format_map({f: message for f in fields})
 
 
+def encode_prompt(tok: Any, meta: AdapterMeta, messages: list[dict], system: Optional[str] = None,
+                  prompt_text: Optional[str] = None) -> Any:
+    """The prompt's token ids ({input_ids, attention_mask}, batch of one) exactly as training rendered it: the
+    training prompt template (single turn), the chat template, or plain text (prompt_text: already rendered)."""
+    msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
+    template = meta.single_turn_prompt()
+    if prompt_text is not None:
+        text = prompt_text
+    elif template:  # trained on a prompt template: single turn, in the same words
+        text = _fill_prompt_template(template, messages[-1]["content"])
+    elif meta.chat_template == "none" or not tok.chat_template:
+        text = "\n\n".join(m["content"] for m in msgs) + "\n"
+    else:
+        return tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return tok(text, return_tensors="pt")
+
+
+_PROMPT_TOKENIZERS: OrderedDict[str, Any] = OrderedDict()  # adapter folder -> tokenizer, for prompt_tokens only
+_PROMPT_LOCK = threading.Lock()  # a fast tokenizer must not be used by two threads at once
+
+
+def prompt_tokens(ref: str, messages: list[dict], system: Optional[str] = None, token: HubToken = None) -> int:
+    """How many tokens the prompt has as the model will receive it (system prompt, every message, role names and
+    template markup: encode_prompt, with the adapter's own tokenizer), without loading the model; a public demo
+    checks this before any generation. The tokenizer is loaded apart from ChatModel's (which a generation may be
+    using) and kept for the last few adapters."""
+    adapter = resolve_adapter(ref, token)
+    key = str(adapter.path.resolve())
+    with _PROMPT_LOCK:
+        tok = _PROMPT_TOKENIZERS.get(key)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = _PROMPT_TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(adapter.path))
+            while len(_PROMPT_TOKENIZERS) > MAX_ADAPTERS_PER_MODEL:
+                _PROMPT_TOKENIZERS.popitem(last=False)
+        _PROMPT_TOKENIZERS.move_to_end(key)
+        return len(encode_prompt(tok, adapter.meta, messages, system)["input_ids"][0])
+
+
 class ChatModel:
     """A base model with any number of adapters attached; generation is serialised (adapter state is global)."""
 
-    def __init__(self, load: ModelLoad):
+    def __init__(self, load: ModelLoad, token: HubToken = None):
         from .training.model_loading import load_model, serving_device
 
         self.base_model = load.base_model
         self.load = load
-        self.model: Any = load_model(load, "causal", serving_device()).eval()
+        self.model: Any = load_model(load, "causal", serving_device(),
+                                     **({} if token is None else {"token": token})).eval()
         self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()  # least recently used first
         self.tokenizers: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -133,18 +179,7 @@ class ChatModel:
     def prompt_ids(self, adapter: AdapterRef, messages: list[dict], system: Optional[str] = None,
                    prompt_text: Optional[str] = None) -> Any:
         """Token ids of the prompt exactly as training rendered it (prompt_text: already rendered)."""
-        tok = self.tokenizers[adapter.name]
-        msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
-        template = adapter.meta.single_turn_prompt()
-        if prompt_text is not None:
-            text = prompt_text
-        elif template:  # trained on a prompt template: single turn, in the same words
-            text = _fill_prompt_template(template, messages[-1]["content"])
-        elif adapter.meta.chat_template == "none" or not tok.chat_template:
-            text = "\n\n".join(m["content"] for m in msgs) + "\n"
-        else:
-            return tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        return tok(text, return_tensors="pt")
+        return encode_prompt(self.tokenizers[adapter.name], adapter.meta, messages, system, prompt_text)
 
     def stop_settings(self, adapter: AdapterRef) -> tuple[list[int], list[str]]:
         """Token ids and strings that end a turn: EOS, plus the template's end-of-turn marker."""
@@ -216,27 +251,30 @@ MAX_ADAPTERS_PER_MODEL = 8  # LoRA weights are small, but a public demo must not
 MODELS: ModelCache[ChatModel] = ModelCache(*limits_from_env())
 
 
-def load_chat(ref: str, token: Optional[str] = None) -> tuple[ChatModel, AdapterRef]:
-    """The cached base model for this adapter, with the adapter attached."""
+def load_chat(ref: str, token: HubToken = None) -> tuple[ChatModel, AdapterRef]:
+    """The cached base model for this adapter, with the adapter attached. `token`: the caller's (access.hub_token).
+    On a Space a base another caller loaded is served only to a caller whose own token can read it too."""
     adapter = resolve_adapter(ref, token)
     load = adapter.load
-    chat = MODELS.get(load.model_dump_json(), lambda: ChatModel(load))
+    if not Path(load.base_model).expanduser().is_dir():  # a base another caller loaded: may this one read it?
+        check_hub_read(load.base_model, "model", load.revision, token)
+    chat = MODELS.get(load.model_dump_json(), lambda: ChatModel(load, token))
     chat.attach(adapter)
     return chat, adapter
 
 
 @gpu_call
 def chat_stream(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
-                system: Optional[str] = None, use_adapter: bool = True) -> Iterator[str]:
-    chat, adapter = load_chat(ref)
+                system: Optional[str] = None, use_adapter: bool = True, token: HubToken = None) -> Iterator[str]:
+    chat, adapter = load_chat(ref, token)
     yield from chat.stream(adapter, messages, settings or GenerationSettings(), system, use_adapter)
 
 
 @gpu_call
 def compare(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
-            system: Optional[str] = None) -> dict[str, str]:
+            system: Optional[str] = None, token: HubToken = None) -> dict[str, str]:
     """The same prompt answered by the base model (adapter disabled) and the fine-tuned one."""
-    chat, adapter = load_chat(ref)
+    chat, adapter = load_chat(ref, token)
     settings = settings or GenerationSettings()
     return {"base": chat.generate(adapter, messages, settings, system, use_adapter=False),
             "fine_tuned": chat.generate(adapter, messages, settings, system, use_adapter=True)}

@@ -59,8 +59,11 @@ def count_parameters(model_id: str, revision: Optional[str] = None) -> tuple[Opt
     try:
         from huggingface_hub import HfApi
 
+        from .access import hub_token
+
+        token = hub_token()  # the caller's own in the app (a member's private repo, never the owner's)
         info = HfApi(endpoint=os.environ.get("HF_ENDPOINT")).model_info(model_id, revision=revision,
-                                                                         expand=["safetensors"])
+                                                                         expand=["safetensors"], token=token)
         if info.safetensors and info.safetensors.total:
             return int(info.safetensors.total), "from the Hub's safetensors metadata"
         return None, "the Hub has no safetensors metadata for this repo"

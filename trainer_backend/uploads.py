@@ -10,8 +10,10 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
+import threading
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from .data.loading import looks_local
 from .spec import JobSpec
@@ -36,27 +38,88 @@ def sanitize_filename(name: str) -> str:
 
 MAX_SPEC_BYTES = 256 * 1024
 MAX_YAML_ALIASES = 64
+# A job spec is a handful of levels deep (grpo.rewards[i].setting is 4). PyYAML's time grows with the square of
+# flow-collection depth ([[[[...), and its composer recurses: 4 KB of brackets held a core for 18 s, then died with
+# a RecursionError. Depth is counted in the raw text, before any parser sees it.
+MAX_SPEC_DEPTH = 32
+# A full spec is a few hundred YAML events; 20,000 leave room for long lists and keep parsing well under a second
+# (the parse stops counting at the limit, so a 256 KiB spec of tiny nodes costs ~0.1 s to refuse).
+MAX_SPEC_EVENTS = 20_000
 
 
-def load_client_yaml(text: str) -> dict:
-    """A spec from a client: bounded in size, and no alias bombs (a few lines of YAML anchors can stand for
-    billions of nodes once something walks the tree)."""
+def nesting_problem(text: str, limit: int = MAX_SPEC_DEPTH) -> Optional[str]:
+    """Why `text` nests too deep for a spec, or None. Counts open [ / { (flow collections, JSON) over the whole
+    text, quotes included: a string holding 32 unclosed brackets is no job spec either, and a quote-aware count
+    could be fooled by a stray quote. Block nesting is bounded by indentation (8 columns a level at most)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif char in "]}" and depth:
+            depth -= 1
+    if deepest > limit:
+        return f"nests [ ] / {{ }} more than {limit} levels deep; a job spec needs fewer than 10"
+    widest = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    if widest > limit * 8:
+        return f"has a line indented {widest} spaces (more than {limit} levels); a job spec needs fewer than 10"
+    return None
+
+
+def _structure_problem(value: Any, limit: int = MAX_SPEC_DEPTH, budget: int = 5 * MAX_SPEC_EVENTS) -> Optional[str]:
+    """What is wrong with a parsed tree's shape, or None, found without recursion. Aliases can nest deeper and
+    stand for far more values than the text shows (9 aliases a level, 7 levels: 4.8 million), and everything
+    after the parser (validation, the ${VAR} check) walks the expanded tree."""
+    stack, seen = [(value, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > budget:
+            return f"stands for more than {budget} values once its YAML aliases are expanded"
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return f"nests more than {limit} levels deep (through its aliases); a job spec needs fewer than 10"
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return None
+
+
+def load_client_yaml(text: str, source: str = "spec") -> dict:
+    """A spec from a client (API, UI, an uploaded config), bounded before and after parsing: size, nesting depth,
+    aliases (a few lines of anchors can stand for billions of nodes once something walks the tree); then
+    refused if it names the server's environment (spec_env.refuse_env_refs)."""
     import yaml
 
     from .errors import SpecError
+    from .spec import refuse_env_refs
 
     text = text or ""
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
-        raise SpecError(f"spec is {len(text) // 1024} KiB; a job spec is at most {MAX_SPEC_BYTES // 1024} KiB")
+        raise SpecError(f"{source} is {len(text) // 1024} KiB; a job spec is at most {MAX_SPEC_BYTES // 1024} KiB")
+    problem = nesting_problem(text)
+    if problem:
+        raise SpecError(f"{source} {problem}")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the same YAML, ~5x faster
     try:
-        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+        aliases = 0
+        for count, event in enumerate(yaml.parse(text, Loader=loader), 1):
+            aliases += isinstance(event, yaml.AliasEvent)
+            if count > MAX_SPEC_EVENTS:
+                raise SpecError(f"{source} has more than {MAX_SPEC_EVENTS} YAML nodes; a job spec has a few hundred")
         if aliases > MAX_YAML_ALIASES:
-            raise SpecError(f"spec uses {aliases} YAML aliases; at most {MAX_YAML_ALIASES} are accepted")
-        raw = yaml.safe_load(text) or {}
+            raise SpecError(f"{source} uses {aliases} YAML aliases; at most {MAX_YAML_ALIASES} are accepted")
+        raw = yaml.load(text, Loader=loader) or {}
     except yaml.YAMLError as exc:
-        raise SpecError(f"spec is not valid YAML/JSON: {exc}") from None
+        raise SpecError(f"{source} is not valid YAML/JSON: {exc}") from None
+    except RecursionError:  # not reachable within the depth limit; never an internal error if it were
+        raise SpecError(f"{source} nests too deep to read") from None
     if not isinstance(raw, dict):
-        raise SpecError("spec must be a mapping (YAML or JSON object)")
+        raise SpecError(f"{source} must be a mapping (YAML or JSON object)")
+    problem = _structure_problem(raw)
+    if problem:
+        raise SpecError(f"{source} {problem}")
+    refuse_env_refs(raw)
     return raw
 
 
@@ -84,17 +147,61 @@ def _inside(path: Path, roots: Iterable[Path]) -> bool:
     return any(resolved == r.resolve() or resolved.is_relative_to(r.resolve()) for r in roots)
 
 
-def check_client_path(value: str, roots: Iterable[Path], what: str) -> str:
-    """A Hub id passes; a local path must resolve inside one of `roots` (no '..' or absolute escapes)."""
+def check_client_path(value: str, roots: Iterable[Path], what: str, own_uploads: bool = False) -> str:
+    """The one confinement rule for a path a client names (a data file, split, base model folder, adapter, reward
+    file, accelerate config, uploaded config): a Hub id passes; a local path must resolve (symlinks followed, no
+    '..' or absolute escapes) inside one of `roots`, or, with `own_uploads`, be a file the caller uploaded through
+    Gradio (is_own_gradio_upload). Returns the resolved path(s)."""
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if not any(looks_local(p) or Path(p).expanduser().exists() for p in parts):
         return value
     roots = list(roots)
     for part in parts:
-        if not _inside(Path(part), roots):
+        if not (_inside(Path(part), roots) or (own_uploads and is_own_gradio_upload(part))):
             raise UnsafePath(f"{what}: '{part}' is outside the app's upload and data folders; upload the file "
                              "or use a Hub id")
     return ",".join(str(Path(p).expanduser().resolve()) for p in parts)
+
+
+# ---- files a client sent through Gradio's upload route. On a Space its HTTP gate (ui/http_gate.py) refuses
+# visitors and records who sent each file; a file someone else uploaded is never theirs to name.
+_GRADIO_UPLOADS: dict[str, set[str]] = {}  # resolved path -> lower-cased usernames that uploaded that content
+_GRADIO_UPLOADS_LOCK = threading.Lock()
+
+
+def gradio_upload_dir() -> Path:
+    """Where Gradio keeps uploads (its own rule: GRADIO_TEMP_DIR, else <tmp>/gradio)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def record_gradio_upload(path: str | Path, username: Optional[str]) -> None:
+    if username:
+        with _GRADIO_UPLOADS_LOCK:
+            _GRADIO_UPLOADS.setdefault(str(Path(path).resolve()), set()).add(username.lower())
+
+
+def forget_gradio_upload(path: str | Path) -> None:
+    with _GRADIO_UPLOADS_LOCK:
+        _GRADIO_UPLOADS.pop(str(Path(path).resolve()), None)
+
+
+def gradio_uploaders(path: str | Path) -> set[str]:
+    with _GRADIO_UPLOADS_LOCK:
+        return set(_GRADIO_UPLOADS.get(str(Path(path).resolve()), ()))
+
+
+def is_own_gradio_upload(path: str | Path) -> bool:
+    """Is `path` a file in Gradio's upload folder that the current caller sent? Off a Space, one person owns the
+    machine: any upload is theirs. On a Space: only one the HTTP gate saw this caller send."""
+    from .access import current_caller, on_space
+
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file() or not _inside(resolved, [gradio_upload_dir()]):
+        return False
+    if not on_space():
+        return True
+    user = current_caller().username
+    return user is not None and user.lower() in gradio_uploaders(resolved)
 
 
 def sanitize_client_spec(spec: JobSpec, data_dir: Path, roots: Optional[list[Path]] = None) -> JobSpec:

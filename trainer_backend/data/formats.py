@@ -96,7 +96,7 @@ def _maybe_json(value: Any) -> Any:
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # not JSON (or absurdly deep): the cell stays text
             return value
     return value
 
@@ -232,6 +232,9 @@ def normalize_messages(value: Any, column: str, roles: dict[str, str], system: O
             raise RowError(f"cell holds invalid JSON: {exc.msg} at character {exc.pos + 1}", column,
                            "write the conversation as a JSON list like [{\"role\": \"user\", \"content\": \"...\"}] "
                            "(in a CSV cell, wrap the cell in quotes and double every quote inside it)") from None
+        except RecursionError:
+            raise RowError("cell holds JSON nested thousands of levels deep", column,
+                           "a conversation is a flat JSON list of {\"role\", \"content\"} objects") from None
     if isinstance(value, dict) and isinstance(value.get("messages"), list):
         value = value["messages"]  # {"messages": [...]} (OpenAI DPO input)
     if isinstance(value, str):

@@ -172,6 +172,10 @@ def _stream_jsonl(path: Path, issues: IssueCollector, failed: set[int],
                 yield obj, lineno, offset / size
 
 
+TOO_DEEP = "JSON nested thousands of levels deep: too deep to read"
+TOO_DEEP_FIX = "a training row holds text, messages or a few levels of objects; check how the file was written"
+
+
 def _json_line(line: str, path: Path, lineno: int, issues: IssueCollector) -> Optional[Row]:
     """One line of JSON Lines: the object, or None (blank, or a problem recorded)."""
     if not line.strip():
@@ -181,6 +185,9 @@ def _json_line(line: str, path: Path, lineno: int, issues: IssueCollector) -> Op
     except json.JSONDecodeError as exc:
         issues.error(DataIssue(f"invalid JSON: {exc.msg} at character {exc.colno}", str(path), lineno,
                                fix="each line must be one complete JSON object"))
+        return None
+    except RecursionError:  # thousands of nested [ / {: Python's parser gives up (never an internal error)
+        issues.error(DataIssue(TOO_DEEP, str(path), lineno, fix=TOO_DEEP_FIX))
         return None
     if not isinstance(obj, dict):
         issues.error(DataIssue(f"expected a JSON object, got {type(obj).__name__}", str(path), lineno,
@@ -203,6 +210,9 @@ def _read_json(path: Path, text: str, issues: IssueCollector) -> list[tuple[Row,
             return _jsonl_text(path, text, issues)
         issues.error(DataIssue(f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", str(path),
                                exc.lineno, fix="fix the JSON syntax (or save one object per line as .jsonl)"))
+        return []
+    except RecursionError:
+        issues.error(DataIssue(TOO_DEEP, str(path), fix=TOO_DEEP_FIX))
         return []
     if isinstance(obj, dict):
         list_keys = [k for k, v in obj.items() if isinstance(v, list)]
@@ -380,8 +390,16 @@ def load_split(path: str, split: str, issues: IssueCollector, config_name: Optio
 def _load_hub_split(repo_id: str, split: str, config_name: Optional[str], issues: IssueCollector) -> Any:
     import datasets
 
+    from ..access import AccessDenied, check_hub_read, hub_token
+
+    token = hub_token()  # in an app event: the caller's own; elsewhere this process's (None: the library's)
     try:
-        return datasets.load_dataset(repo_id, config_name, split=split)
+        check_hub_read(repo_id, "dataset", None, token)  # datasets falls back to a cached copy on a 404
+    except AccessDenied as exc:
+        issues.error(DataIssue(str(exc), repo_id, fix="check the id and that your account may read it"))
+        return None
+    try:
+        return datasets.load_dataset(repo_id, config_name, split=split, **({} if token is None else {"token": token}))
     except ValueError as exc:
         if "split" in str(exc).lower():
             issues.error(DataIssue(f"Hub dataset has no split '{split}': {exc}", repo_id,

@@ -24,7 +24,7 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{20,}")
 REDACTED = "hf_***"
 
-Token = Union[str, SecretStr, None]
+Token = Union[str, SecretStr, bool, None]  # False: no token at all (access.hub_token for a caller without one)
 
 
 class HubError(RuntimeError):
@@ -73,7 +73,11 @@ DEFAULT_RETRY = RetryPolicy()
 
 
 def resolve_token(token: Token = None) -> str:
-    """The explicit token (e.g. the signed-in user's OAuth token), else HF_TOKEN, else a `hf auth login` token."""
+    """The explicit token (e.g. the signed-in user's OAuth token), else HF_TOKEN, else a `hf auth login` token.
+    False (a Space caller without a token of their own) is refused: never a fallback to the environment."""
+    if token is False or token is True:
+        raise HubAuthError("no Hugging Face token of your own: sign in with the Hub button (the Space asks for "
+                           "write access), or pass your token to the client (gradio_client.Client(url, token=...))")
     if isinstance(token, SecretStr):
         token = token.get_secret_value()
     if token and token.strip():

@@ -26,7 +26,8 @@ def pull_adapter(repo_or_path: str, token: Token = None, revision: Optional[str]
     if not is_hub_id(repo_or_path):
         raise HubNotFoundError(f"'{repo_or_path}' is neither a local folder nor a Hub repo id (user/name)")
     secret = token.get_secret_value() if hasattr(token, "get_secret_value") else token  # type: ignore[union-attr]
-    tok = secret or os.environ.get("HF_TOKEN") or None  # None: the library's own login, fine for public repos
+    # False: no token at all (a Space visitor or a member without one); None: HF_TOKEN, else the library's login
+    tok = False if secret is False else (secret or os.environ.get("HF_TOKEN") or None)
     path = call_with_retries(
         lambda: snapshot_download(repo_or_path, revision=revision, token=tok, endpoint=endpoint,
                                   cache_dir=str(cache_dir) if cache_dir else None, ignore_patterns=["training/*"]),

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..job_files import EVENTS_FILE, REMOTE_STATE_FILE, SPEC_FILE, latest_checkpoint
-from ..spec import JobSpec, SpecError, load_spec, parse_spec
+from ..spec import JobSpec, SpecError, load_job_spec, load_spec, parse_spec
 from ..spec_compute import ComputeSpec
-from . import intake, lifecycle
+from . import intake, lifecycle, tokens
 from .paths import JOBS_SUBDIR, default_data_dir
 from .procs import is_alive, signal_group
 from .progress import EventsReader, ProgressSnapshot, file_size
@@ -60,16 +60,19 @@ class JobManager:
     # ---- submit ------------------------------------------------------------------------------------
     def submit(self, spec: JobSpec | dict | str | Path, *, overrides: Optional[list[str]] = None,
                name: Optional[str] = None, owner: Optional[str] = None, validate_data: bool = True,
-               env: Optional[dict[str, str]] = None, parent_id: Optional[str] = None) -> Job:
+               env: Optional[dict[str, str]] = None, parent_id: Optional[str] = None,
+               hub_token: Optional[str] = None, hub_identity: Optional[str] = None) -> Job:
         """Validate and queue a job; returns at once. An invalid spec or dataset gives a `failed` job that
         carries the problems and never starts a process. `env`: extra variables for the training process
-        (stored in the job row: not for secrets)."""
+        (stored in the job row: not for secrets). `hub_token`: the Hub token the job acts with (the caller's
+        own, in the app), held outside every job file until the job ends (tokens.py); `hub_identity`: whose it
+        is, in words, recorded on the job."""
         cwd = Path.cwd()
         job_id = new_job_id()
         while self.store.exists(job_id):
             job_id = new_job_id()
         owner = owner or intake.current_user()
-        common = dict(owner=owner, cwd=str(cwd), env=env or None, parent_id=parent_id)
+        common = dict(owner=owner, cwd=str(cwd), env=env or None, parent_id=parent_id, hub_identity=hub_identity)
         try:
             job_spec, warnings = self._load(spec, overrides)
         except SpecError as exc:
@@ -98,6 +101,8 @@ class JobManager:
                 return self._record_invalid(job_id, name, common, problem[0], problem[1],
                                             job_spec.to_public_dict(), str(job_dir))
         job_spec.save(job_dir / SPEC_FILE)  # secrets are dropped by JobSpec.save
+        if hub_token:  # before the row: the supervisor may start the job the moment it is queued
+            tokens.keep(self.data_dir, job_id, hub_token)
         now = time.time()
         job = self.store.create(job_id, name=name, status=QUEUED, spec=job_spec.to_public_dict(),
                                 job_dir=str(job_dir), created_at=now, queued_at=now,
@@ -159,7 +164,7 @@ class JobManager:
         snap = self.snapshot(job.id)
         end = job.finished_at or (time.time() if job.is_active else None)
         return {
-            "id": job.id, "name": job.name, "owner": job.owner, "status": job.status,
+            "id": job.id, "name": job.name, "owner": job.owner, "hub_identity": job.hub_identity, "status": job.status,
             "parent_id": job.parent_id, "attempt": job.attempt,
             "pid": job.pid, "alive": bool(job.is_active and job.pid and is_alive(job.pid, job.pid_start)),
             "exit_code": job.exit_code,
@@ -201,6 +206,7 @@ class JobManager:
         now = time.time()
         if job.status == QUEUED and self.store.update(job.id, only_if_status=(QUEUED,), status=STOPPED,
                                                       finished_at=now, stop_requested_at=now):
+            tokens.forget(self.data_dir, job.id)
             return self.store.get(job.id)
         self.store.update(job.id, only_if_status=(RUNNING,), status=STOPPING, stop_requested_at=now,
                           stop_deadline=now + timeout)
@@ -220,9 +226,11 @@ class JobManager:
 
         return push_job(self.store, self.store.get(job_id), repo_id, merged, token, private, **push_options)
 
-    def resume(self, job_id: str, overrides: Optional[builtins.list[str]] = None) -> Job:
+    def resume(self, job_id: str, overrides: Optional[builtins.list[str]] = None, *,
+               hub_token: Optional[str] = None, hub_identity: Optional[str] = None) -> Job:
         """Run a stopped / failed / interrupted job again in place (same id and folder) from its latest
-        checkpoint, so step count and loss series continue. Without a checkpoint it starts over."""
+        checkpoint, so step count and loss series continue. Without a checkpoint it starts over. The run acts
+        with `hub_token` (whoever resumed it; see submit)."""
         job = self.store.get(job_id)
         if job.status not in RESUMABLE:
             raise JobStateError(f"job {job.id} is {job.status}; only {', '.join(RESUMABLE)} jobs can be resumed"
@@ -230,7 +238,7 @@ class JobManager:
                                    if job.status == "succeeded" else ""))
         if job.attempt == 0 and job.status == FAILED:
             raise JobStateError(f"job {job.id} failed validation and never ran; fix the spec and submit again")
-        spec, _ = load_spec(job.spec_path, overrides)
+        spec, _ = load_job_spec(job.spec_path, overrides)
         own = latest_checkpoint(job.job_dir)
         inherited = spec.training.resume_from_checkpoint  # a continued job's parent checkpoint
         if own is not None:  # the newest *complete* checkpoint (a kill can interrupt a save)
@@ -245,10 +253,12 @@ class JobManager:
             spec.training.resume_from_checkpoint = None
         spec.output_dir = job.job_dir
         spec.save(job.spec_path)
+        if hub_token:
+            tokens.keep(self.data_dir, job.id, hub_token)
         requeued = self.store.update(
             job.id, only_if_status=RESUMABLE, status=QUEUED, queued_at=time.time(), spec=spec.to_public_dict(),
             finished_at=None, exit_code=None, error=None, error_details=None, stop_requested_at=None,
-            stop_deadline=None, term_sent=0)
+            stop_deadline=None, term_sent=0, **({"hub_identity": hub_identity} if hub_identity else {}))
         if not requeued:
             raise JobStateError(f"job {job.id} changed state meanwhile; try again")
         self._kick()
@@ -264,7 +274,8 @@ class JobManager:
         return restored
 
     def continue_training(self, job_id: str, epochs: float, *, name: Optional[str] = None,
-                          owner: Optional[str] = None, validate_data: bool = False) -> Job:
+                          owner: Optional[str] = None, validate_data: bool = False,
+                          hub_token: Optional[str] = None, hub_identity: Optional[str] = None) -> Job:
         """A new job, linked to `job_id`, that trains its latest checkpoint for `epochs` more epochs.
 
         The HF Trainer restores global_step from the checkpoint and recomputes the total from the new
@@ -280,7 +291,7 @@ class JobManager:
                                 "(train with training.save_strategy 'steps' or 'epoch')")
         if epochs <= 0:
             raise ValueError("epochs must be > 0")
-        spec, _ = load_spec(parent.spec_path)
+        spec, _ = load_job_spec(parent.spec_path)
         try:
             trained = float(json.loads((ckpt / "trainer_state.json").read_text())["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -289,7 +300,8 @@ class JobManager:
         raw.pop("output_dir", None)
         raw["training"].update(epochs=round(trained + epochs, 6), max_steps=-1, resume_from_checkpoint=str(ckpt))
         return self.submit(raw, name=name or f"{parent.name}+{epochs:g}ep", owner=owner or parent.owner,
-                           validate_data=validate_data, env=parent.env, parent_id=parent.id)
+                           validate_data=validate_data, env=parent.env, parent_id=parent.id, hub_token=hub_token,
+                           hub_identity=hub_identity or parent.hub_identity)
 
 
 def _compute_view(job: Job) -> dict[str, Any]:

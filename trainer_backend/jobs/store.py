@@ -66,6 +66,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_status ON jobs(status, queued_at, seq);
     """,
+    # issue 25: whose Hub identity the job acts with, in words (never the token: that is in jobs/tokens.py)
+    "ALTER TABLE jobs ADD COLUMN hub_identity TEXT;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -101,6 +103,7 @@ class Job:
     error: Optional[str] = None
     error_details: Optional[dict] = None
     artifacts: Optional[dict] = field(default=None)
+    hub_identity: Optional[str] = None
 
     @property
     def is_active(self) -> bool:

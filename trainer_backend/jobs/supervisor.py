@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import IO, Optional
 
 from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE_ENV, PREPARED_DATA_DIR
-from . import lifecycle
+from ..access import HF_TOKEN_ENV, NO_HUB_TOKEN, on_space
+from . import lifecycle, tokens
 from .paths import default_data_dir, default_max_concurrent
 from ..training.launch import training_command
 from .procs import is_alive, launch, process_start_time, signal_group, train_niceness
@@ -162,7 +163,7 @@ class Supervisor:
         try:
             from huggingface_hub import HfApi
 
-            HfApi().pause_space(space)
+            HfApi(token=tokens.read(self.data_dir, tokens.SPACE_KEY)).pause_space(space)
             self.log(f"paused Space {space} (hub.pause_space_when_idle)")
         except Exception as exc:  # never fatal; the message carries no token
             self.log(f"could not pause Space {space}: {type(exc).__name__}")
@@ -182,6 +183,7 @@ class Supervisor:
                 self._enforce_stop(job, now)
             if now - self.progress_at.get(job.id, 0.0) >= PROGRESS_EVERY_SECONDS:
                 self._store_progress(job, now)
+        tokens.sweep(self.data_dir, [j.id for j in self.store.list((*ACTIVE, QUEUED))])  # ended: forgotten
         while self.store.count(ACTIVE) < self.max_concurrent:
             claimed = self._claim_next()
             if claimed is None:
@@ -205,6 +207,8 @@ class Supervisor:
             lifecycle.kill_leftovers(job)
             code = None
         final = lifecycle.finalize(self.store, job, code)
+        if final is not None and final.is_terminal:
+            tokens.forget(self.data_dir, job.id)  # the job has ended: its Hub token is gone with it
         self.children.pop(job.id, None)
         self.readers.pop(job.id, None)
         if final is not None:
@@ -212,6 +216,23 @@ class Supervisor:
             self.log(f"job {job.id} {final.status} (exit code {code}){took}"
                      + (f": {final.error}" if final.error else ""))
         return True
+
+    def _hand_token(self, job: Job, env: dict[str, str]) -> None:
+        """The training process acts with the job's own Hub token (tokens.py) as its HF_TOKEN. On a Space
+        without one it has none at all: never the Space's, never an implicit login."""
+        token = tokens.read(self.data_dir, job.id)
+        if token:
+            env[HF_TOKEN_ENV] = token
+            return
+        if not on_space():
+            return  # one person's machine: their HF_TOKEN / login, as for every CLI run
+        env.pop(HF_TOKEN_ENV, None)
+        env["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
+        if job.hub_identity and job.hub_identity != NO_HUB_TOKEN:
+            with open(job.log_path, "a", encoding="utf-8") as log:
+                log.write(f"The Hub token of {job.hub_identity} is gone (the app restarted since the job was "
+                          "queued; tokens are never written to disk): Hub steps run without one. Resume the job "
+                          "or push it from the Jobs tab while signed in.\n")
 
     def _enforce_stop(self, job: Job, now: float) -> None:
         if job.pid and not job.term_sent and is_alive(job.pid, job.pid_start) and self.store.claim_term(job.id):
@@ -260,6 +281,7 @@ class Supervisor:
                 debug.flush()
                 env = child_env({**(job.env or {}), JOB_ID_ENV: job.id, JOB_OWNER_ENV: job.owner or "",
                                  LOG_FILE_ENV: str(job.log_path)})
+                self._hand_token(job, env)
                 proc = launch(cmd, debug, cwd, env, niceness=train_niceness(env))
         except Exception as exc:  # the row must not stay "running" without a process
             self.store.update(job.id, only_if_status=ACTIVE, status=FAILED, finished_at=time.time(),

@@ -6,8 +6,10 @@ the model that was trained (same revision, dtype and quantization)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Optional
 
+from ..access import check_hub_read, hub_token
 from ..spec import JobSpec, ModelSpec
 from .adapter_meta import ModelLoad
 
@@ -47,9 +49,13 @@ def hub_kwargs(model: ModelSpec | ModelLoad) -> dict[str, Any]:
     kw: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
     if model.revision:
         kw["revision"] = model.revision
-    token = os.environ.get("HF_TOKEN")
-    if token:
+    token = hub_token()  # in an app event: the caller's own (never the Space's for anyone but its owner)
+    if token is None:
+        token = os.environ.get("HF_TOKEN") or None  # the CLI, or a training process: its job's token
+    if token is not None:
         kw["token"] = token
+    if not Path(model.base_model).expanduser().is_dir():  # on a Space: may this caller read it (not the cache)?
+        check_hub_read(model.base_model, "model", model.revision, token)
     return kw
 
 

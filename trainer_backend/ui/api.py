@@ -12,7 +12,7 @@ from typing import Any, Iterator, Optional
 import gradio as gr
 
 from ..access import AccessDenied, current_caller, identify, is_member, require_trainer
-from ..public_demo import DemoCaps, DemoLimiter, check_demo_request
+from ..public_demo import DemoCaps, DemoLimiter, check_demo_request, demo_hub_token, demo_turn, visitor_key
 from .gate import public
 from .service import StudioService
 
@@ -131,8 +131,8 @@ def register_api(service: StudioService) -> None:
     def push_job(job_id: str, repo_id: str = "", merged: bool = False, request: gr.Request = None) -> dict:
         """Push a finished job's adapter (optionally also the merged model) to the caller's Hub account; a
         failed push leaves the job 'trained_not_pushed' and can be retried."""
-        ident = _guard(request)
-        return service.push(job_id, repo_id, merged, ident.token)
+        _guard(request)
+        return service.push(job_id, repo_id, merged)
 
     _register_inference_api(service)
 
@@ -148,17 +148,22 @@ def _register_inference_api(service: StudioService) -> None:
         except ValueError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    def visitor_turn(adapter: str, text: str) -> Any:
-        """Members: no limits. Visitors: only the public demo's adapters, within its caps (public_demo.py)."""
+    def visitor_turn(adapter: str, history: Any, message: Any, system: Any) -> Any:
+        """(context, messages). Members: no limits. Visitors: only the public demo's adapters, within its caps,
+        cheap checks before their turn is counted, the rendered prompt's within it (public_demo.py)."""
         caller = current_caller()
         if is_member(caller):
-            return contextlib.nullcontext()
+            return contextlib.nullcontext(), list(history or []) + [{"role": "user", "content": message}]
         caps = DemoCaps.from_env()
         try:
-            check_demo_request(adapter, _job_id(service, adapter), text, caps)
+            messages = check_demo_request(adapter, _job_id(service, adapter), caps, history, message, system)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        return _DEMO_LIMITER.turn(caller.username or _client_host(), caps)
+        from gradio.context import LocalContext
+
+        visitor = visitor_key(caller.username, LocalContext.request.get(None))
+        return demo_turn(_DEMO_LIMITER, visitor, caps, lambda: service.adapter_path(adapter), messages,
+                         system or None, demo_hub_token(adapter)), messages
 
     @gr.api(api_name="chat")
     @public  # visitors: the public demo only (visitor_turn)
@@ -167,11 +172,10 @@ def _register_inference_api(service: StudioService) -> None:
              max_new_tokens: int = DEFAULTS.max_new_tokens,
              repetition_penalty: float = DEFAULTS.repetition_penalty) -> Iterator[str]:
         """Streams the fine-tuned model's answer (adapter: job id, job folder or Hub repo id)."""
-        messages = list(history or []) + [{"role": "user", "content": message}]
-        text = "".join(str(m.get("content", "")) for m in messages if isinstance(m, dict)) + (system or "")
         gen = settings(temperature, top_p, max_new_tokens, repetition_penalty)
+        turn, messages = visitor_turn(adapter, history, message, system or "")
         try:
-            with visitor_turn(adapter, text):
+            with turn:
                 yield from service.chat(adapter, messages, gen, system or None)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
@@ -182,9 +186,10 @@ def _register_inference_api(service: StudioService) -> None:
                 max_new_tokens: int = DEFAULTS.max_new_tokens) -> dict:
         """The same prompt answered by the base model and the fine-tuned one: {base, fine_tuned}."""
         gen = settings(temperature, DEFAULTS.top_p, max_new_tokens, DEFAULTS.repetition_penalty)
+        turn, messages = visitor_turn(adapter, [], message, system or "")
         try:
-            with visitor_turn(adapter, (message or "") + (system or "")):
-                return service.compare(adapter, [{"role": "user", "content": message}], gen, system or None)
+            with turn:
+                return service.compare(adapter, messages, gen, system or None)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
@@ -203,10 +208,3 @@ def _job_id(service: StudioService, ref: str) -> Optional[str]:
         return service.jobs.get(ref).id
     except (KeyError, ValueError):
         return None
-
-
-def _client_host() -> str:
-    from gradio.context import LocalContext
-
-    request = LocalContext.request.get(None)
-    return getattr(getattr(request, "client", None), "host", None) or "unknown"

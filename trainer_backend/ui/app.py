@@ -6,11 +6,13 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from ..access import can_train, duplicate_url, identify, is_member, on_space
+from ..access import can_train, duplicate_url, identify, is_member, on_space, space_token, withhold_space_token
+from ..jobs import tokens as job_tokens
 from ..public_demo import public_adapters
 from .api import register_api
 from .chat_tab import build_chat_tab
 from .gate import install_gate, public
+from .http_gate import middleware as http_gate_middleware
 from .jobs_tab import build_jobs_tab
 from .rest import job_routes
 from .service import StudioService
@@ -37,16 +39,17 @@ def welcome_markdown() -> str:
 
 def restore_synced_jobs(jobs: Any) -> None:
     """With the owner's HF_TOKEN set, jobs kept on the Hub that this disk lost come back (in the background: the
-    app starts at once). LORA_STUDIO_RESTORE_FROM_HUB=0 turns it off."""
-    import os
+    app starts at once). LORA_STUDIO_RESTORE_FROM_HUB=0 turns it off. On a Space the token was withheld from the
+    environment at start (access.withhold_space_token): it is passed explicitly, for this one owner's task."""
     import threading
 
-    if not os.environ.get("HF_TOKEN") or os.environ.get("LORA_STUDIO_RESTORE_FROM_HUB", "1") == "0":
+    token = space_token() if on_space() else os.environ.get("HF_TOKEN")
+    if not token or os.environ.get("LORA_STUDIO_RESTORE_FROM_HUB", "1") == "0":
         return
 
     def restore() -> None:
         try:
-            jobs.restore_from_hub()
+            jobs.restore_from_hub(token)
         except Exception as exc:  # noqa: BLE001 - a Hub that is away must not stop the app; the text has no token
             print(f"restoring synced jobs from the Hub failed: {type(exc).__name__}: {exc}", flush=True)
 
@@ -58,7 +61,11 @@ def build_app(manager: Any = None) -> gr.Blocks:
     from ..ml_stack import import_ml_stack
 
     import_ml_stack()  # before any request thread can import transformers for the first time (ml_stack.py)
+    # First of all, before any process is started: on a Space nobody but the owner acts with the owner's token.
+    owner_token = withhold_space_token()
     service = StudioService(manager or JobManager())
+    if owner_token:  # for the supervisor's housekeeping (pausing the Space), never for anyone's job
+        job_tokens.keep(service.data_dir, job_tokens.SPACE_KEY, owner_token)
     restore_synced_jobs(service.jobs)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(HEADER)
@@ -128,7 +135,9 @@ def launch(demo: Optional[gr.Blocks] = None) -> None:
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", default_host),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                 max_file_size=os.environ.get("LORA_STUDIO_MAX_UPLOAD", "512mb"), ssr_mode=False,
-                footer_links=["api"], app_kwargs={"routes": list(getattr(demo, "rest_routes", []))},
+                footer_links=["api"], enable_monitoring=False,  # /monitoring/*: 403 for everyone
+                # On a Space, uploads and Gradio's file route are for members only, within quotas (http_gate.py)
+                app_kwargs={"routes": list(getattr(demo, "rest_routes", [])), "middleware": http_gate_middleware()},
                 # Gradio serves only files it created; say explicitly that nothing of the job store is served
                 # (jobs, uploads, adapters, the database), whoever asks.
                 allowed_paths=[], blocked_paths=[str(default_data_dir())])

@@ -13,6 +13,7 @@ import pandas as pd
 from gradio.components.plot import AltairPlotData
 
 from ..access import AccessDenied, Identity, identify
+from ..hub.client import HubError
 from ..job_status import UNFINISHED
 from . import charts
 from .job_view import (CSS, cards_html, header_markdown, human_time, metric_cards, progress_html,
@@ -158,12 +159,12 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
              profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> str:
         from .api import _guard
 
-        ident = _guard(request, profile, oauth_token)
+        _guard(request, profile, oauth_token)
         if not job_id:
             return "Select a job first."
         try:
-            out = service.push(job_id, repo.strip() or None, merged, ident.token)
-        except ValueError as exc:
+            out = service.push(job_id, repo.strip() or None, merged)
+        except (ValueError, HubError) as exc:
             return f"**Cannot push:** {exc}"
         if out["status"] != "succeeded":
             return f"**Trained, not pushed:** {out['error']} — press Push again to retry."

@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from ..access import Identity, current_caller, is_member, on_space
+from ..access import Identity, current_caller, hub_identity_label, hub_token, is_member, on_space
+from ..hub.client import HubAuthError
 from ..data.issues import DataError, IssueCollector
 from ..generation import GenerationSettings
 from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
+from ..public_demo import demo_hub_token
 from ..spec import JobSpec, SpecError, parse_spec
-from ..uploads import EXAMPLES_DIR, load_client_yaml, sanitize_client_spec, store_upload, user_upload_dir
+from ..uploads import (EXAMPLES_DIR, check_client_path, load_client_yaml, sanitize_client_spec, store_upload,
+                       user_upload_dir)
 from .job_view import allowed_actions, samples_per_step, trainer_of
 
 TINY_DEMO = "tiny-demo"
@@ -87,11 +90,24 @@ class StudioService:
             return [self.data_dir, EXAMPLES_DIR]
         return [user_upload_dir(self.data_dir, current_caller().username), EXAMPLES_DIR]
 
+    def client_path(self, value: str, what: str) -> str:
+        """Every local path a client names in an event (preview, report, validate, plan, start, evaluate, a
+        loaded config) passes here: inside the caller's roots or an upload they sent themselves; a Hub id passes
+        (it is read with the caller's own token: access.hub_token). UnsafePath otherwise."""
+        return check_client_path(value, self.client_roots(), what, own_uploads=True)
+
     def store_dataset(self, path: str) -> Path:
-        src = Path(path).resolve()
+        """An uploaded dataset file (Gradio's FileData), copied into the caller's upload folder; a file already
+        inside their roots is used where it is. On a Space it must be the caller's own upload (locally the one
+        person at the machine hands the app any file of theirs)."""
+        src = Path(self.client_path(str(path), "dataset file")) if on_space() else Path(path).resolve()
         if any(src.is_relative_to(root.resolve()) for root in self.client_roots()):
             return src
         return store_upload(src, user_upload_dir(self.data_dir, current_caller().username), src.name)
+
+    def read_client_config(self, path: str) -> str:
+        """The text of a config the client uploaded (Load config), or a shipped example."""
+        return Path(self.client_path(str(path), "config file")).read_text(encoding="utf-8")
 
     # ---- data -------------------------------------------------------------------------------------------
     def preview(self, path: str, split: str = "train", config_name: Optional[str] = None,
@@ -103,7 +119,7 @@ class StudioService:
         from ..spec import ColumnMapping
 
         issues = IssueCollector(20)
-        raw = load_split(path, split or "train", issues, config_name)
+        raw = load_split(self.client_path(path, "dataset"), split or "train", issues, config_name)
         if raw is None or (issues.errors and not raw.rows):
             return {"columns": [], "rows": [], "errors": [str(i) for i in issues.errors]}
         try:
@@ -159,7 +175,7 @@ class StudioService:
             spec, warnings = self.parse_client_spec(spec_text, dataset_file)
         except (SpecError, ValueError, OSError) as exc:
             return {"job_id": None, "status": "rejected", "error": str(exc)}
-        job = self.jobs.submit(spec, owner=owner)
+        job = self.jobs.submit(spec, owner=owner, **self._hub_identity())
         out = {"job_id": job.id, "status": job.status, "error": job.error, "warnings": warnings}
         if job.error_details and job.error_details.get("issues"):
             out["issues"] = job.error_details["issues"]
@@ -241,6 +257,14 @@ class StudioService:
                 return
             time.sleep(interval)
 
+    @staticmethod
+    def _hub_identity() -> dict[str, Any]:
+        """What a job started by the caller acts with on the Hub: their token (held outside every job file until
+        the job ends: jobs/tokens.py) and whose it is, in words (recorded on the job, shown in Jobs)."""
+        token = hub_token()
+        return {"hub_token": token if isinstance(token, str) else None,
+                "hub_identity": hub_identity_label(current_caller())}
+
     def _forget(self, job_id: str) -> None:
         """An action changed the job: the next status read must show it, not a cached answer from before."""
         with self._status_lock:
@@ -253,15 +277,21 @@ class StudioService:
         return {"id": job.id, "status": job.status}
 
     def resume(self, job_id: str) -> dict[str, Any]:
-        job = self.jobs.resume(job_id)
+        job = self.jobs.resume(job_id, **self._hub_identity())
         self._forget(job.id)
         return {"id": job.id, "status": job.status}
 
     def continue_training(self, job_id: str, epochs: float) -> dict[str, Any]:
-        job = self.jobs.continue_training(job_id, epochs)
+        job = self.jobs.continue_training(job_id, epochs, **self._hub_identity())
         return {"id": job.id, "status": job.status, "parent_id": job.parent_id}
 
-    def push(self, job_id: str, repo_id: Optional[str], merged: bool, token: Optional[str]) -> dict[str, Any]:
+    def push(self, job_id: str, repo_id: Optional[str], merged: bool) -> dict[str, Any]:
+        """Push with the caller's own Hub identity (access.hub_token): on a Space never the Space's token for
+        anyone but its owner; a caller without a token gets the Hub's 'no token' refusal."""
+        token = hub_token()
+        if token is False:
+            raise HubAuthError("pushing needs your own Hugging Face token: sign in with the Hub button (the Space "
+                               "asks for write access), or pass your token to the client")
         job = self.jobs.push(job_id, repo_id or None, merged, token)
         self._forget(job.id)
         return {"id": job.id, "status": job.status, "hub_url": (job.artifacts or {}).get("hub_url"),
@@ -281,35 +311,36 @@ class StudioService:
     # ---- chat, compare, evaluate: through here like every other endpoint; the loaded bases are shared and
     # bounded (inference.MODELS, model_cache.py) -------------------------------------------------------------
     def adapter_path(self, ref: str) -> str:
-        """A job id -> its folder; other refs (a folder inside the data dir, a Hub repo id) pass the path checks
+        """A job id -> its folder; other refs (a job folder, a Hub repo id) pass the path checks
         (uploads.check_client_path: UnsafePath, a ValueError, for anything outside)."""
-        from ..uploads import check_client_path
 
         try:
             return self.jobs.get(ref).job_dir
-        except (KeyError, ValueError):
-            return check_client_path(ref, [self.data_dir], "adapter")
+        except (KeyError, ValueError):  # a trained adapter is only ever inside a job's folder here
+            return check_client_path(ref, [self.jobs.jobs_dir] if on_space() else [self.data_dir], "adapter")
 
     def chat(self, ref: str, messages: list[dict], settings: GenerationSettings,
              system: Optional[str] = None) -> Iterator[str]:
         """The fine-tuned model's answer so far, token by token."""
         from ..inference import chat_stream
 
-        yield from chat_stream(self.adapter_path(ref), messages, settings, system)
+        yield from chat_stream(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref))
 
     def compare(self, ref: str, messages: list[dict], settings: GenerationSettings,
                 system: Optional[str] = None) -> dict[str, str]:
         """{base, fine_tuned}: the same prompt answered with the adapter off and on (one loaded model)."""
         from ..inference import compare
 
-        return compare(self.adapter_path(ref), messages, settings, system)
+        return compare(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref))
 
     def evaluate(self, ref: str, data_path: Optional[str], max_examples: int, settings: GenerationSettings,
                  progress: Optional[Callable[[float, str], None]] = None) -> Any:
         """Base vs fine-tuned on held-out data (the job's validation split unless data_path is given)."""
         from ..evaluation import evaluate
 
-        return evaluate(self.adapter_path(ref), data_path, max_examples, settings, progress=progress)
+        data_path = self.client_path(data_path, "evaluation data") if data_path else None
+        return evaluate(self.adapter_path(ref), data_path, max_examples, settings, progress=progress,
+                        token=hub_token())
 
 
 def mapping_roles(data_format: Optional[str], all_roles: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from ..job_files import SPEC_FILE
 from ..model_info import estimate_fit, gpu_memory
 from ..spec import ColumnMapping, SpecError, parse_spec
 from ..training.plan import HARDWARE
-from ..uploads import EXAMPLES_DIR
+from ..uploads import EXAMPLES_DIR, load_client_yaml
 from . import reward_table
 from .service import TINY_DEMO, StudioService, example_datasets, mapping_roles
 from .spec_form import FormField, build_fields, raw_to_values, values_to_raw
@@ -204,12 +204,15 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
     def on_load(file: Any) -> list:
         """Fill the widgets from a YAML/JSON config (nothing is opened or trained here)."""
         path = Path(file if isinstance(file, str) else file.name)
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = service.read_client_config(str(path))  # the caller's own upload, or a shipped example
+        except (ValueError, OSError) as exc:
+            raise gr.Error(f"cannot load this config: {exc}") from None
         if path == DEMO_SPEC:
             text = text.replace("./tiny-model", TINY_DEMO)
-        try:
-            spec, _ = parse_spec(yaml.safe_load(text) or {}, path.name)
-        except (SpecError, ValueError, yaml.YAMLError) as exc:
+        try:  # bounded like every spec a client sends; ${VAR} refused, never expanded (uploads.load_client_yaml)
+            spec, _ = parse_spec(load_client_yaml(text, path.name), path.name)
+        except (SpecError, ValueError) as exc:
             raise gr.Error(f"cannot load this config: {exc}") from None
         rows, notes = reward_table.rewards_to_rows(spec.grpo.rewards)
         for note in notes:
