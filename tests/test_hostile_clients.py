@@ -956,3 +956,88 @@ def test_no_server_secret_reaches_a_client(space: dict) -> None:
                 blob = path.read_bytes()
                 for name, value in {**SECRETS, "the member's token": TOKEN_OF[MEMBER]}.items():
                     assert value.encode() not in blob, f"{name} is in {path}"
+
+
+# Every event the app serves that names a file, a folder or a Hub id, by the inputs it takes (the app's config).
+# Each is attacked below as a member, by fn_index or by name, with other users' files, files outside the data
+# dir and traversal; show_yaml / on_save only write the names into YAML text and open nothing.
+PATH_INPUT_TYPES = ("file", "uploadbutton")
+PATH_INPUT_LABELS = ("hub dataset id", "base model", "adapter", "spec (yaml or json)", "spec.yaml")
+OPENS_NOTHING = {"show_yaml", "on_save"}
+
+
+def _takes_a_path(config: dict, dependency: dict) -> bool:
+    components = {c["id"]: c for c in config["components"]}
+    inputs = [components[i] for i in dependency["inputs"]]
+    return any(c["type"] in PATH_INPUT_TYPES or (c["type"] in ("textbox", "dropdown", "code") and any(
+        w in str(c.get("props", {}).get("label", "")).lower() for w in PATH_INPUT_LABELS)) for c in inputs) \
+        or dependency.get("api_name") in ("chat", "compare", "evaluate")
+
+
+def _event_data(config: dict, dependency: dict, **by_label: Any) -> list:
+    """The event's inputs at their defaults, with the ones whose label starts with a key of `by_label` replaced."""
+    components = {c["id"]: c for c in config["components"]}
+    data = []
+    for i in dependency["inputs"]:
+        props = components[i].get("props", {})
+        label = str(props.get("label", "")).lower()
+        value = next((v for k, v in by_label.items() if label.startswith(k.replace("_", " "))), props.get("value"))
+        data.append(value)
+    return data
+
+
+def _ui_refusal(stream: str) -> str:
+    """A UI event either fails (its error) or shows its refusal in the page ('... outside the app's upload ...')."""
+    _refused_stream(stream)
+    if "outside the app" in stream or "not found or is private" in stream:
+        raise ValueError(stream[-1500:])
+    return stream
+
+
+def test_every_event_that_takes_a_path_refuses_other_peoples_files(space: dict) -> None:
+    data = space["data"]
+    config = json.loads(_http_get(space["app"].url + "config"))
+    by_name = {d.get("api_name"): d for d in config["dependencies"]}
+    path_events = {d["api_name"].rstrip("_0123456789") for d in config["dependencies"] if _takes_a_path(config, d)}
+    secret_rows = space["work"] / "owner-upload-2.jsonl"
+    secret_rows.write_text('{"instruction": "owner secret", "output": "owner secret answer"}\n')
+    other = {"path": _upload_file_as(space, TOKEN_OF[OWNER], secret_rows), "meta": {"_type": "gradio.FileData"}}
+    outside = {"another user's upload": str(space["owner_upload"]), "/etc/passwd": "/etc/passwd",
+               "traversal": "examples/../../../../../etc/passwd", "a job's events":
+               str(data / "jobs" / space["private"] / "events.jsonl")}
+    member_token = TOKEN_OF[MEMBER]
+    attacked: set[str] = set()
+
+    def ui(name: str, label: str, **inputs: Any) -> None:
+        dep = by_name[name]
+        attack(space, f"member: UI event {name}: {label}",
+               lambda: _ui_refusal(_ui_event(space, member_token, dep, _event_data(config, dep, **inputs))),
+               "outside the app")
+        attacked.add(name)
+
+    for label, path in outside.items():
+        ui("on_dataset", label, **{"...or a hub dataset id": path})
+        ui("on_model", label, base_model=path)
+        spec = _spec_with(path=path)
+        for name in ("on_report", "on_start", "on_plan"):
+            ui(name, f"spec naming {label}", **{"spec.yaml": spec})
+        if label != "a job's events":  # job folders are the members' shared adapters (the Jobs tab lists them)
+            ui("respond", f"adapter {label}", adapter=path, message="hi")
+            ui("run_eval", f"adapter {label}", adapter=path)
+    ui("run_eval", "another user's upload as the evaluation data", adapter=space["public"], data_file=other)
+    for name in ("on_report", "on_start", "on_plan"):
+        ui(name, "another user's Gradio upload as the dataset", **{"spec.yaml": QUICK, "...or upload": other})
+    owner_yaml = space["work"] / "owner-config-2.yaml"
+    owner_yaml.write_text(QUICK)
+    ui("on_load", "another user's uploaded config", load_config={
+        "path": _upload_file_as(space, TOKEN_OF[OWNER], owner_yaml), "meta": {"_type": "gradio.FileData"}})
+    for endpoint in ("plan_job", "validate_dataset", "dataset_report", "start_training"):
+        extra = [0, ""] if endpoint == "plan_job" else []
+        attack(space, f"member: {endpoint} with another user's Gradio upload",
+               lambda e=endpoint, x=extra: _filedata_call(space, member_token, e, [QUICK, other, *x]), "outside")
+        attacked.add(endpoint)
+    for endpoint in ("chat", "compare", "evaluate"):
+        attacked.add(endpoint)  # test_member_cannot_name_other_files_through_any_event: adapters outside jobs
+    missing = path_events - attacked - OPENS_NOTHING
+    assert not missing, f"events that take a path but are not attacked here: {sorted(missing)}"
+    RESULTS["every event that takes a path is attacked"] = True

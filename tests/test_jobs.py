@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from trainer_backend.jobs import JobManager, JobStateError, JobStore
+from trainer_backend.jobs.store import MIGRATIONS
 from trainer_backend.jobs.paths import default_data_dir
 from trainer_backend.jobs.procs import is_alive
 
@@ -354,7 +355,7 @@ def test_recovery_detects_dead_and_reused_pids(tmp_path):
 
 def test_store_schema_data_dir_secrets_and_launch_command(tmp_path, monkeypatch, jobs_tiny_model):
     store = JobStore(tmp_path / "s")
-    assert store.schema_version == 1
+    assert store.schema_version == len(MIGRATIONS) == 2  # 2: hub_identity (issue 25)
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     monkeypatch.setenv("LORA_STUDIO_DATA_DIR", str(tmp_path / "env"))
     assert default_data_dir() == tmp_path / "env" and default_data_dir(tmp_path / "x") == tmp_path / "x"

@@ -27,18 +27,20 @@ def _spec_file(tmp_path: Path, **training) -> Path:
 def test_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LORA_STUDIO_NUM_PROCESSES", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert training_command(_spec_file(tmp_path))[1:] == ["-m", "trainer_backend", "train", str(tmp_path / "spec.yaml")]
+    # --as-written: the saved spec is never expanded again (a ${VAR} in it must not read the trainer's environment)
+    assert training_command(_spec_file(tmp_path))[1:] == ["-m", "trainer_backend", "train", str(tmp_path / "spec.yaml"),
+                                                          "--as-written"]
     cpu = training_command(_spec_file(tmp_path, num_processes=2))
     assert cpu[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     gpu = training_command(_spec_file(tmp_path))
     assert gpu[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"] and "--multi_gpu" in gpu
-    assert gpu[-4:] == ["--module", "trainer_backend", "train", str(tmp_path / "spec.yaml")]
+    assert gpu[-5:] == ["--module", "trainer_backend", "train", str(tmp_path / "spec.yaml"), "--as-written"]
     assert "--use_fsdp" in training_command(_spec_file(tmp_path, distributed="fsdp"))
     assert "--use_deepspeed" in training_command(_spec_file(tmp_path, distributed="deepspeed"))
     assert "--config_file" in training_command(_spec_file(tmp_path, accelerate_config="/cfg.yaml"))
-    assert len(training_command(_spec_file(tmp_path, distributed="none"))) == 5
-    assert len(training_command(_spec_file(tmp_path, use_cpu=True))) == 5
+    assert len(training_command(_spec_file(tmp_path, distributed="none"))) == 6
+    assert len(training_command(_spec_file(tmp_path, use_cpu=True))) == 6
 
 
 def test_two_process_data_parallel_run_on_cpu(tiny_model_dir: Path, real_data: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ..access import current_caller, hub_identity_label
 from ..job_files import EVENTS_FILE, REMOTE_STATE_FILE, SPEC_FILE, latest_checkpoint
 from ..spec import JobSpec, SpecError, load_job_spec, load_spec, parse_spec
 from ..spec_compute import ComputeSpec
@@ -72,7 +73,8 @@ class JobManager:
         while self.store.exists(job_id):
             job_id = new_job_id()
         owner = owner or intake.current_user()
-        common = dict(owner=owner, cwd=str(cwd), env=env or None, parent_id=parent_id, hub_identity=hub_identity)
+        common = dict(owner=owner, cwd=str(cwd), env=env or None, parent_id=parent_id,
+                      hub_identity=hub_identity or hub_identity_label(current_caller()))  # CLI: this machine's login
         try:
             job_spec, warnings = self._load(spec, overrides)
         except SpecError as exc:
@@ -90,7 +92,7 @@ class JobManager:
         if job_spec.compute.backend == "hf_jobs":
             from ..remote.hf_jobs import preflight
 
-            remote_problems = preflight(job_spec.compute, job_spec.hub.token)
+            remote_problems = preflight(job_spec.compute, hub_token or job_spec.hub.token)  # whoever submits
             if remote_problems:
                 return self._record_invalid(job_id, name, common, "cannot run on HF Jobs: " + remote_problems[0],
                                             {"kind": "validation", "issues": remote_problems},

@@ -187,9 +187,8 @@ def header_markdown(job: dict) -> str:
         repo = f" · kept in `{compute['repo_id']}`" if compute.get("repo_id") else ""
         lines.append(f"Runs on **Hugging Face Jobs** · `{compute.get('flavor')}`{nodes}"
                      + (f" · {links}" if links else " · starting") + repo)
-    if job.get("owner") or job.get("hub_identity"):  # whose job, and whose Hub identity it reads and pushes with
-        lines.append(f"Started by **{job.get('owner') or 'unknown'}** · Hub identity: "
-                     f"{job.get('hub_identity') or 'not recorded (started before this was kept)'}")
+    if job.get("hub_identity"):  # whose job, and whose Hub identity it reads and pushes with
+        lines.append(f"Started by **{job.get('owner') or 'unknown'}** · acts on the Hub as: {job['hub_identity']}")
     if job.get("error"):
         lines.append(f"**Error:** {job['error']}")
     return "\n\n".join(lines)

@@ -105,6 +105,15 @@ class StudioService:
             return src
         return store_upload(src, user_upload_dir(self.data_dir, current_caller().username), src.name)
 
+    def model_fit(self, base_model: str, quantization: str) -> str:
+        """Whether a base model fits this machine (markdown), read from its weights' metadata: a local folder only
+        inside the caller's roots or the app's models folder (like model.base_model in a spec), else a Hub id read
+        with the caller's own token."""
+        from ..model_info import estimate_fit
+
+        base = check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "base model")
+        return estimate_fit(base, quantization or "none").markdown()
+
     def read_client_config(self, path: str) -> str:
         """The text of a config the client uploaded (Load config), or a shipped example."""
         return Path(self.client_path(str(path), "config file")).read_text(encoding="utf-8")

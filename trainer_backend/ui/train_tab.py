@@ -14,7 +14,7 @@ from ..access import on_space
 from ..data.progress import preparation_progress
 from ..data.report import DatasetReport
 from ..job_files import SPEC_FILE
-from ..model_info import estimate_fit, gpu_memory
+from ..model_info import gpu_memory
 from ..spec import ColumnMapping, SpecError, parse_spec
 from ..training.plan import HARDWARE
 from ..uploads import EXAMPLES_DIR, load_client_yaml
@@ -158,7 +158,10 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         quant = next((v for f, v in zip(fields, values) if f.key == "training.quantization"), "none")
         if base == TINY_DEMO:
             return TINY_DEMO_FIT
-        return estimate_fit(base, quant or "none").markdown()
+        try:
+            return service.model_fit(base, quant)
+        except ValueError as exc:  # a local folder outside what this caller may name
+            return f"⚠️ {exc}"
 
     def on_report(spec_text: str, up: Any, problem: Optional[str], progress: gr.Progress = gr.Progress()) -> tuple:
         if problem:
