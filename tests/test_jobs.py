@@ -388,3 +388,28 @@ def test_zz_report():
     out.write_text(json.dumps(MEASURED, indent=2))
     print(f"\njobs measurements: {json.dumps(MEASURED)}")
     assert not MEASURED["survivors"], MEASURED["survivors"]
+
+
+def test_checking_a_job_never_changes_it(data_dir, jobs_tiny_model, tmp_path):
+    """Validation on a CPU machine warns that QLoRA and bf16 need a GPU, but the job keeps them: the spec saved at
+    submit (and the YAML the app shows after Check data) is the spec as written, so a run on a GPU (HF Jobs)
+    trains with what was asked for."""
+    from trainer_backend.spec import load_job_spec
+    from trainer_backend.ui.service import StudioService
+
+    path = write_spec(tmp_path / "s.yaml", jobs_tiny_model, max_rows=8, quantization="int4", mixed_precision="bf16")
+    jm = JobManager(data_dir, autostart=False)
+    job = jm.submit(path)
+    assert job.status == "queued", job.error
+    saved = load_job_spec(job.spec_path)[0].training
+    assert (saved.quantization, saved.mixed_precision) == ("int4", "bf16")
+    assert (jm.get(job.id).spec["training"]["quantization"], jm.get(job.id).spec["training"]["mixed_precision"]) \
+        == ("int4", "bf16")
+    import shutil  # the app takes files from its data dir only
+    local = write_spec(tmp_path / "app.yaml", shutil.copytree(jobs_tiny_model, data_dir / "models" / "m"),
+                       max_rows=8, quantization="int4", mixed_precision="bf16")
+    raw = yaml.safe_load(local.read_text())
+    raw["data"]["path"] = str(shutil.copy(ALPACA, data_dir / "alpaca.jsonl"))
+    out = StudioService(jm).validate(yaml.safe_dump(raw))
+    assert out["ok"] and "quantization: int4" in out["yaml"] and "mixed_precision: bf16" in out["yaml"]
+    assert any("needs a CUDA GPU" in w for w in out["warnings"])  # the person is told what this machine does

@@ -17,8 +17,8 @@ def validate_data(spec: JobSpec) -> Optional[tuple[str, dict]]:
     from ..training.run import prepare_job
     from ..training.trainers import TrainerNotAvailable
 
-    try:
-        prepare_job(spec)
+    try:  # on a copy: prepare_job fits settings to this machine (int4 -> none on a CPU), a check must not
+        prepare_job(spec.model_copy(deep=True))  # change the job it checks (an HF Jobs GPU run keeps its QLoRA)
     except DataError as exc:
         issues = [str(i) for i in exc.issues]
         return f"data validation failed: {issues[0] if issues else exc}", \

@@ -146,7 +146,7 @@ class StudioService:
 
         try:
             spec, warnings = self.parse_client_spec(spec_text, dataset_file)
-            _, prepared = prepare_job(spec)
+            _, prepared = prepare_job(spec.model_copy(deep=True))  # the YAML shown is the spec as written
         except DataError as exc:
             return {"ok": False, "errors": [str(i) for i in exc.issues] +
                     ([f"... and {exc.truncated} more"] if exc.truncated else []), "warnings": []}
