@@ -810,7 +810,7 @@ def test_member_cannot_name_other_files_through_any_event(space: dict) -> None:
                        "owner's Gradio upload": owners_gradio_upload, "symlink to the owner's upload":
                        str(link_dir / "link.jsonl"), "the job database": str(data / "jobs.db")}.items():
         attack(space, f"member: dataset preview of {name}",
-               lambda p=path: _refused_stream(_ui_event(space, TOKEN_OF[MEMBER], preview, [None, None, p, "auto",
+               lambda p=path: _ui_refusal(_ui_event(space, TOKEN_OF[MEMBER], preview, [None, None, p, "auto",
                                                                                          False])), "outside")
     as_file = {"path": owners_gradio_upload, "meta": {"_type": "gradio.FileData"}}
     attack(space, "member: the owner's Gradio upload as /validate_dataset's file",

@@ -138,7 +138,10 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         if not source:
             return ("Pick a sample, upload a file or enter a Hub id.", gr.update(value=None),
                     *[gr.update(choices=[""], value="") for _ in MAPPING_ROLES])
-        info = service.preview(source)
+        try:
+            info = service.preview(source)
+        except ValueError as exc:  # a path this caller may not name: said where the detected format would be
+            info = {"errors": [str(exc)], "rows": []}
         if info["errors"] and not info["rows"]:
             return ("**Cannot read the dataset:**\n" + "\n".join(f"- {e}" for e in info["errors"]), None,
                     *[gr.update(choices=[""], value="") for _ in MAPPING_ROLES])
