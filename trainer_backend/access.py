@@ -192,10 +192,9 @@ def withhold_space_token() -> Optional[str]:
     global _SPACE_TOKEN
     if not on_space():
         return None
-    for name in (HF_TOKEN_ENV, _LEGACY_TOKEN_ENV):
-        value = os.environ.pop(name, "").strip()
-        if value and name == HF_TOKEN_ENV or (value and not _SPACE_TOKEN):
-            _SPACE_TOKEN = value
+    token = os.environ.pop(HF_TOKEN_ENV, "").strip()
+    legacy = os.environ.pop(_LEGACY_TOKEN_ENV, "").strip()  # huggingface_hub still reads the old name
+    _SPACE_TOKEN = token or legacy or _SPACE_TOKEN
     from huggingface_hub import constants
 
     constants.HF_HUB_DISABLE_IMPLICIT_TOKEN = True  # this process only: training children get their job's token

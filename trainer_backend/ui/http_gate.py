@@ -25,12 +25,12 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterator, MutableMapping, Optional
 
 from ..access import AccessDenied, Identity, identify_request, is_member, member_only_message, on_space
-from ..uploads import forget_gradio_upload, record_gradio_upload
+from ..uploads import forget_gradio_upload, gradio_uploaders, record_gradio_upload
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,7 +73,6 @@ class UploadLimits:
 class _Upload:
     size: int
     at: float  # last time anyone uploaded it (time.time())
-    owners: set[str] = field(default_factory=set)
 
 
 def _mib(n: int) -> str:
@@ -97,7 +96,9 @@ class UploadLedger:
             return self._usage(user.lower())
 
     def _usage(self, user: str) -> int:
-        return self._pending.get(user, 0) + sum(u.size for u in self._files.values() if user in u.owners)
+        # who uploaded what has one home, uploads.py (the service's path rule reads it too)
+        return self._pending.get(user, 0) + sum(u.size for path, u in self._files.items()
+                                                 if user in gradio_uploaders(path))
 
     def _total(self) -> int:
         return sum(self._pending.values()) + sum(u.size for u in self._files.values())
@@ -138,14 +139,13 @@ class UploadLedger:
                     size = length // max(1, len(paths))
                 entry = self._files.setdefault(real, _Upload(size, now))
                 entry.size, entry.at = size, now
-                entry.owners.add(user.lower())
-                record_gradio_upload(real, user)  # what the service checks when a spec names this file
+                record_gradio_upload(real, user)
 
     def uploaders(self, path: str) -> Optional[set[str]]:
         """Who uploaded this file (None: not an upload this app recorded)."""
+        real = os.path.realpath(path)
         with self._lock:
-            entry = self._files.get(os.path.realpath(path))
-            return set(entry.owners) if entry else None
+            return gradio_uploaders(real) if real in self._files else None
 
     def sweep(self, now: Optional[float] = None) -> list[str]:
         """Delete uploads older than the age limit; forget files that are gone. Returns the deleted paths."""
