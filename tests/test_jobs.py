@@ -355,7 +355,7 @@ def test_recovery_detects_dead_and_reused_pids(tmp_path):
 
 def test_store_schema_data_dir_secrets_and_launch_command(tmp_path, monkeypatch, jobs_tiny_model):
     store = JobStore(tmp_path / "s")
-    assert store.schema_version == len(MIGRATIONS) == 2  # 2: hub_identity (issue 25)
+    assert store.schema_version == len(MIGRATIONS) == 2  # 2 added hub_identity
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     monkeypatch.setenv("LORA_STUDIO_DATA_DIR", str(tmp_path / "env"))
     assert default_data_dir() == tmp_path / "env" and default_data_dir(tmp_path / "x") == tmp_path / "x"

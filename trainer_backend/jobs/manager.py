@@ -232,7 +232,7 @@ class JobManager:
                hub_token: Optional[str] = None, hub_identity: Optional[str] = None) -> Job:
         """Run a stopped / failed / interrupted job again in place (same id and folder) from its latest
         checkpoint, so step count and loss series continue. Without a checkpoint it starts over. The run acts
-        with `hub_token` (whoever resumed it; see submit)."""
+        with `hub_token` and records `hub_identity`: whoever resumed it (see submit)."""
         job = self.store.get(job_id)
         if job.status not in RESUMABLE:
             raise JobStateError(f"job {job.id} is {job.status}; only {', '.join(RESUMABLE)} jobs can be resumed"
@@ -260,7 +260,7 @@ class JobManager:
         requeued = self.store.update(
             job.id, only_if_status=RESUMABLE, status=QUEUED, queued_at=time.time(), spec=spec.to_public_dict(),
             finished_at=None, exit_code=None, error=None, error_details=None, stop_requested_at=None,
-            stop_deadline=None, term_sent=0, **({"hub_identity": hub_identity} if hub_identity else {}))
+            stop_deadline=None, term_sent=0, hub_identity=hub_identity or hub_identity_label(current_caller()))
         if not requeued:
             raise JobStateError(f"job {job.id} changed state meanwhile; try again")
         self._kick()
@@ -303,7 +303,7 @@ class JobManager:
         raw["training"].update(epochs=round(trained + epochs, 6), max_steps=-1, resume_from_checkpoint=str(ckpt))
         return self.submit(raw, name=name or f"{parent.name}+{epochs:g}ep", owner=owner or parent.owner,
                            validate_data=validate_data, env=parent.env, parent_id=parent.id, hub_token=hub_token,
-                           hub_identity=hub_identity or parent.hub_identity)
+                           hub_identity=hub_identity)  # whoever continues it, not whoever started the parent
 
 
 def _compute_view(job: Job) -> dict[str, Any]:

@@ -66,7 +66,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_status ON jobs(status, queued_at, seq);
     """,
-    # issue 25: whose Hub identity the job acts with, in words (never the token: that is in jobs/tokens.py)
+    # whose Hub identity the job acts with, in words: shown beside the job; the token itself never is in the store
     "ALTER TABLE jobs ADD COLUMN hub_identity TEXT;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
