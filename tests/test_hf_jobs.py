@@ -3,6 +3,7 @@ in a local process (tests/hub_jobs.py), so staging, the Job, the Hub sync, mirro
 restore all run the product's own code over huggingface_hub's own client, on CPU with the tiny model."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -62,18 +64,26 @@ def _wait_for(check: Any, timeout: float, what: str, poll: float = 0.3) -> Any:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """A job store folder; whatever still works on it when the test ends is killed."""
+def data_dir(tmp_path: Path, jobs_hub: Any) -> Iterator[Path]:
+    """A job store folder; whatever still works on it when the test ends is killed, and so is every HF Job
+    (a failed test must not leave a Job training on for the next one to re-attach to or queue behind)."""
     yield tmp_path / "data"
     _kill_everything_working_on(tmp_path / "data")
+    for job in list(jobs_hub.jobs.jobs.values()):
+        jobs_hub.jobs.cancel(job)
 
 
 def _kill_everything_working_on(data_dir: Path) -> None:
-    for proc in processes_mentioning(str(data_dir)):
-        try:
+    """SIGKILL every process group working on `data_dir`, and wait until they are gone: an app restarts after
+    its processes died, not while the kernel still tears them down (and holds their locks)."""
+    procs = processes_mentioning(str(data_dir))
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # one that is not its group's leader
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    assert not alive, f"still alive 30 s after SIGKILL: {alive}"
 
 
 def test_refused_before_anything_is_uploaded_or_billed(jobs_hub: Any, tiny_model_dir: Path, real_data: Path,

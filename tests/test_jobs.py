@@ -334,25 +334,6 @@ def test_snapshot_polling_cost(tmp_path):
     assert idle_us < 2000 and jm.snapshot(job.id).step == 2500
 
 
-def test_recovery_detects_dead_and_reused_pids(tmp_path):
-    jm = JobManager(tmp_path / "store", autostart=False)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    me = psutil.Process()
-
-    def row(status: str, pid: int, start: float, **kw: Any) -> str:
-        return jm.store.create(name=status, status=status, job_dir=str(tmp_path / status), pid=pid,
-                               pid_start=start, **kw).id
-    gone = row("running", dead.pid, 1.0)
-    reused = row("running", me.pid, me.create_time() - 100)  # a live pid, but not the process we started
-    stopping = row("stopping", dead.pid, 1.0, stop_requested_at=time.time())
-    queued = jm.store.create(name="q", status="queued", job_dir=str(tmp_path / "q")).id
-    jm.reconcile()
-    assert jm.get(gone).status == jm.get(reused).status == "interrupted" and "resume" in jm.get(gone).error
-    assert jm.get(stopping).status == "stopped"  # it was being stopped: that is what the user asked for
-    assert jm.get(queued).status == "queued" and jm.stop(queued).status == "stopped"  # a queued job just stops
-
-
 def test_store_schema_data_dir_secrets_and_launch_command(tmp_path, monkeypatch, jobs_tiny_model):
     store = JobStore(tmp_path / "s")
     assert store.schema_version == len(MIGRATIONS) == 2  # 2 added hub_identity

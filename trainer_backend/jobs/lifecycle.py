@@ -135,23 +135,34 @@ def kill_leftovers(job: Job) -> list[int]:
     return killed
 
 
+def ended_unwatched(store: JobStore, job: Job) -> Optional[Job]:
+    """The job's process is gone and nobody saw it exit (a restart, or a process the supervisor adopted).
+
+    A run on HF Jobs that recorded no outcome is queued again: its HF Job runs on without us, and the new runner
+    re-attaches to it (remote/runner.py), never starting a second one. Anything else is finalized from its events:
+    interrupted unless it recorded an outcome. Returns the final row (None when queued again or changed meanwhile).
+    """
+    kill_leftovers(job)
+    runs_remotely = ((job.spec or {}).get("compute") or {}).get("backend") == "hf_jobs"
+    recorded = any(e.get("event") in OUTCOME_EVENTS for e in events_in_range(job.events_path, job.run_events_offset))
+    if job.status == RUNNING and runs_remotely and not recorded:
+        store.update(job.id, only_if_status=(RUNNING,), status=QUEUED, queued_at=time.time(), pid=None,
+                     pid_start=None)
+        return None
+    return finalize(store, job, None)
+
+
 def recover(store: JobStore) -> list[Job]:
     """Restart recovery; the caller holds the supervisor lock, so no supervisor is watching anything.
 
-    A running/stopping job whose training process is gone (or whose pid now belongs to another process)
-    is finalized from its events: interrupted unless it recorded an outcome. One whose process is still
-    alive is returned, to be re-attached by the supervisor, never launched a second time.
+    A running/stopping job whose training process is gone (or whose pid now belongs to another process) ends
+    unwatched (above). One whose process is still alive is returned, to be re-attached by the supervisor, never
+    launched a second time.
     """
     alive = []
     for job in store.active():
         if job.pid and is_alive(job.pid, job.pid_start):
             alive.append(job)
-        elif job.status == RUNNING and ((job.spec or {}).get("compute") or {}).get("backend") == "hf_jobs":
-            # Its HF Job runs on without us: queue it again, and the new runner re-attaches (remote/runner.py).
-            kill_leftovers(job)
-            store.update(job.id, only_if_status=(RUNNING,), status=QUEUED, queued_at=time.time(), pid=None,
-                         pid_start=None)
         else:
-            kill_leftovers(job)
-            finalize(store, job, None)
+            ended_unwatched(store, job)
     return alive

@@ -203,14 +203,16 @@ class Supervisor:
             return False  # re-attached process, still training
         elif job.pid is None and job.supervisor_pid == os.getpid():
             return False  # claimed by us a moment ago; _start is about to record the pid
-        else:
-            lifecycle.kill_leftovers(job)
+        else:  # adopted at a restart, now gone: no exit code, only its events (an HF Jobs run re-attaches)
             code = None
-        final = lifecycle.finalize(self.store, job, code)
+        final = lifecycle.finalize(self.store, job, code) if proc is not None else \
+            lifecycle.ended_unwatched(self.store, job)
         if final is not None and final.is_terminal:
             tokens.forget(self.data_dir, job.id)  # the job has ended: its Hub token is gone with it
         self.children.pop(job.id, None)
         self.readers.pop(job.id, None)
+        if final is None and self.store.status_of(job.id) == QUEUED:
+            self.log(f"job {job.id}: its runner is gone while its HF Job runs on; queued to re-attach")
         if final is not None:
             took = f" in {final.finished_at - final.started_at:.1f}s" if final.started_at and final.finished_at else ""
             self.log(f"job {job.id} {final.status} (exit code {code}){took}"
