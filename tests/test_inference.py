@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,32 @@ def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict, monkeypat
     assert len(inference.MODELS.keys()) == 1, "base and fine-tuned share one loaded model"
 
 
+def test_a_compare_turn_generates_each_side_once(sentiment_job: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Chat tab's compare mode: the fine-tuned answer streams, then the base one; two generations a turn
+    (not three), and without compare one."""
+    from trainer_backend import inference
+    from trainer_backend.generation import GenerationSettings
+
+    calls: list[bool] = []
+    real_stream = inference.ChatModel.stream
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("use_adapter", True))
+        return real_stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(inference.ChatModel, "stream", counted)
+    question = [{"role": "user", "content": "Review: The car is awful.\nSentiment?"}]
+    settings = GenerationSettings(max_new_tokens=8)
+    turn = list(inference.chat_turn(sentiment_job["job"], question, question, settings))
+    assert calls == [True, False], "one fine-tuned and one base generation"
+    tuned, base = turn[-1]
+    assert tuned == "negative" and base is not None and base != tuned
+    assert turn[0][1] is None, "the fine-tuned side streams first"
+    calls.clear()
+    alone = list(inference.chat_turn(sentiment_job["job"], question, None, settings))
+    assert calls == [True] and alone[-1] == ("negative", None)
+
+
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
     from trainer_backend.evaluation import evaluate
     from trainer_backend.job_files import EVAL_FILE
@@ -105,9 +132,9 @@ def test_evaluate_defaults_to_the_jobs_validation_split(sentiment_job: dict) -> 
 
 
 def test_metrics() -> None:
-    from trainer_backend.evaluation import failure_kind, normalize, rouge_l
+    from trainer_backend.evaluation import exact_match, failure_kind, rouge_l
 
-    assert normalize("The  Answer, is: Paris!") == "answer is paris"
+    assert exact_match("The  Answer, is: Paris!", "answer is paris")
     assert rouge_l("the capital is Paris", "Paris is the capital") == pytest.approx(1 / 3)  # LCS of 3 words: 1
     assert rouge_l("x", "y") == 0.0 and rouge_l("Paris", "paris.") == 1.0
     assert failure_kind("", "a") == "empty"

@@ -35,7 +35,7 @@ def r(**kw: Any) -> RewardSpec:
 # --------------------------------------------------------------------------- text helpers
 
 def test_normalise_text() -> None:
-    assert normalise_text("  The  Answer:\tParis!! ") == "the answer paris"
+    assert normalise_text("  The  Answer:\tParis!! ") == "answer paris"  # articles do not count (as in SQuAD)
     assert normalise_text("ＰＡＲＩＳ") == "paris"  # NFKC folds full-width letters
     assert normalise_text("Paris.", case_sensitive=True) == "Paris"
 
@@ -62,6 +62,18 @@ def test_extract_number(text: str, number: float | None) -> None:
 
 
 # --------------------------------------------------------------------------- exact_match
+
+@pytest.mark.parametrize("answer, reference", [
+    ("Paris", "paris"), ("  PARIS!  ", "Paris."), ("The Eiffel Tower", "Eiffel tower"), ("an apple", "apple"),
+    ("ＰＡＲＩＳ", "Paris"), ("New\u00a0York", "new york"), ("72", "72"), ("72 clips", "72"), ("London", "Paris"),
+    ("Paris is the capital", "Paris"), ("¿Qué?", "que"), ("Theory", "ory"), ("«Oui»", "oui"), ("3.5", "35"),
+])
+def test_evaluate_and_the_exact_match_reward_agree(answer: str, reference: str) -> None:
+    """A completion the exact_match reward pays for is one Evaluate counts as exact, and the reverse."""
+    from trainer_backend.evaluation import exact_match
+
+    reward = score(r(type="exact_match", column="answer", extract="full"), answer, reference)
+    assert reward == float(exact_match(answer, reference))
 
 def test_exact_match() -> None:
     spec = r(type="exact_match", column="answer")

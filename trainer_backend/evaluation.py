@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,18 +14,20 @@ from typing import Any, Callable, Optional
 from .job_files import EVAL_FILE, SPEC_FILE
 from .generation import EVALUATION, GenerationSettings
 from .inference import gpu_call, load_chat
+from .rewards import normalise_text
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-def normalize(text: str) -> str:
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(_ARTICLES.sub(" ", text).split())
+
+def exact_match(answer: str, reference: str) -> bool:
+    """The answer is the reference, up to case, punctuation, articles and spacing: the very test the GRPO
+    exact_match reward pays for (rewards.normalise_text), so training and Evaluate count the same answers."""
+    return normalise_text(answer) == normalise_text(reference)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 over whitespace tokens of the normalised strings."""
-    p, r = normalize(prediction).split(), normalize(reference).split()
+    p, r = normalise_text(prediction).split(), normalise_text(reference).split()
     if not p or not r:
         return float(p == r)
     prev = [0] * (len(r) + 1)
@@ -144,10 +144,10 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
             if pair:
                 rendered = example["prompt"] if adapter.meta.prompt_template else None
                 answer = chat.generate(adapter, pair[0], settings, use_adapter=use_adapter, prompt_text=rendered)
-                em = normalize(answer) == normalize(pair[1])
+                em = exact_match(answer, pair[1])
                 t[2] += em
                 t[3] += rouge_l(answer, pair[1])
-                t[4] += normalize(pair[1]) in normalize(answer)
+                t[4] += normalise_text(pair[1]) in normalise_text(answer)
                 row[side] = answer
                 row[f"{side}_correct"] = em
                 row[f"{side}_failure"] = None if em else failure_kind(answer, pair[1])

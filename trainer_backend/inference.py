@@ -271,6 +271,26 @@ def chat_stream(ref: str, messages: list[dict], settings: Optional[GenerationSet
 
 
 @gpu_call
+def chat_turn(ref: str, messages: list[dict], base_messages: Optional[list[dict]],
+              settings: Optional[GenerationSettings] = None, system: Optional[str] = None,
+              token: HubToken = None) -> Iterator[tuple[str, Optional[str]]]:
+    """One chat turn: (fine-tuned answer so far, base answer so far or None), streamed. With `base_messages`
+    (compare mode: the base model's own history) the base answers after the fine-tuned one; one generation
+    each, on one loaded model."""
+    chat, adapter = load_chat(ref, token)
+    settings = settings or GenerationSettings()
+    tuned = ""
+    for tuned in chat.stream(adapter, messages, settings, system):
+        yield tuned, None
+    if base_messages is None:
+        return
+    base = ""
+    for base in chat.stream(adapter, base_messages, settings, system, use_adapter=False):
+        yield tuned, base
+    yield tuned, base
+
+
+@gpu_call
 def compare(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
             system: Optional[str] = None, token: HubToken = None) -> dict[str, str]:
     """The same prompt answered by the base model (adapter disabled) and the fine-tuned one."""

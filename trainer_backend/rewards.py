@@ -28,13 +28,18 @@ class RewardError(ValueError):
 # Text helpers
 
 
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
+
+
 def normalise_text(text: str, case_sensitive: bool = False) -> str:
-    """The comparable form of an answer: NFKC, casefolded, punctuation dropped, whitespace collapsed."""
+    """The comparable form of an answer, for the exact_match reward and Evaluate's exact match alike (so a
+    completion the reward pays for is one Evaluate counts): NFKC, casefolded, punctuation dropped, the English
+    articles dropped (as SQuAD's exact match does), whitespace collapsed."""
     text = unicodedata.normalize("NFKC", text)  # full-width digits, ligatures, non-breaking spaces
     if not case_sensitive:
         text = text.casefold()
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-    return " ".join(text.split())
+    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)

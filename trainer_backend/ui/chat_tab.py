@@ -72,14 +72,10 @@ def build_chat_tab(service: StudioService) -> None:
         history = list(history or []) + [{"role": "user", "content": text}]
         msgs = [{"role": m["role"], "content": m["content"]} for m in history if isinstance(m.get("content"), str)]
         base_history = list(base_history or []) + [{"role": "user", "content": text}]
-        if both:
-            base_msgs = [{"role": m["role"], "content": m["content"]} for m in base_history]
-            base_answer = service.compare(ref, base_msgs, settings(t, p, n, r), sys or None)["base"]
-            base_history = base_history + [{"role": "assistant", "content": base_answer}]
-        answer = ""
-        for answer in service.chat(ref, msgs, settings(t, p, n, r), sys or None):
-            yield "", history + [{"role": "assistant", "content": answer}], base_history
-        yield "", history + [{"role": "assistant", "content": answer}], base_history
+        base_msgs = [{"role": m["role"], "content": m["content"]} for m in base_history] if both else None
+        for tuned, base in service.chat_turn(ref, msgs, base_msgs, settings(t, p, n, r), sys or None):
+            yield "", history + [{"role": "assistant", "content": tuned}], \
+                base_history + ([{"role": "assistant", "content": base}] if base is not None else [])
 
     def undo(history: list, base_history: list) -> tuple[list, list]:
         return (history or [])[:-2], (base_history or [])[:-2]

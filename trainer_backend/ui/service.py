@@ -335,6 +335,14 @@ class StudioService:
 
         yield from chat_stream(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref))
 
+    def chat_turn(self, ref: str, messages: list[dict], base_messages: Optional[list[dict]],
+                  settings: GenerationSettings, system: Optional[str] = None) -> Iterator[tuple[str, Optional[str]]]:
+        """(fine-tuned answer so far, base answer so far or None); the base answers only in compare mode."""
+        from ..inference import chat_turn
+
+        yield from chat_turn(self.adapter_path(ref), messages, base_messages, settings, system,
+                             token=demo_hub_token(ref))
+
     def compare(self, ref: str, messages: list[dict], settings: GenerationSettings,
                 system: Optional[str] = None) -> dict[str, str]:
         """{base, fine_tuned}: the same prompt answered with the adapter off and on (one loaded model)."""
