@@ -57,3 +57,43 @@ def test_client_paths(tmp_path) -> None:
             check_client_path(bad, [tmp_path], "data.path")
     assert sanitize_filename("../../etc/pass wd.jsonl") == "pass_wd.jsonl"
     assert sanitize_filename("..hidden") == "hidden"
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (401, "was rejected"), (403, "was rejected"), (503, "answered HTTP 503"), (None, "could not be reached")])
+def test_a_hub_outage_is_not_called_a_rejected_token(answer: int | None, expected: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token is refused either way, but only a token the Hub turned down is called rejected; when the Hub is
+    down the caller is told so (and that trying again will do), not to log in again."""
+    import http.server
+    import socket
+    import threading
+
+    from trainer_backend.access import HubUnreachable, identity_from_token
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answer or 500)
+            self.end_headers()
+            self.wfile.write(b'{"error": "nope"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    port = server.server_address[1]
+    if answer is None:  # nothing listens there
+        server.server_close()
+    else:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    try:
+        with pytest.raises(AccessDenied, match=expected) as refused:
+            identity_from_token(f"hf_outage{answer}{socket.gethostname()}")
+    finally:
+        if answer is not None:
+            server.shutdown()
+            server.server_close()
+    assert isinstance(refused.value, HubUnreachable) == (answer not in (401, 403))
+    assert "hf_outage" not in str(refused.value), "the token is never in the message"

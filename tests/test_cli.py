@@ -80,6 +80,24 @@ def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str
     assert "hf_" not in (job / "spec.yaml").read_text()
 
 
+def test_train_kept_on_the_hub_without_a_token_says_why(tiny_model_dir: Path, real_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """hub.sync with no token anywhere: refused before any training, and the person reads why (it exited 1
+    with nothing printed)."""
+    from trainer_backend.cli import main
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", str(tmp_path / "no-login" / "tokens"))
+    monkeypatch.chdir(tmp_path)
+    spec = _write_spec(tmp_path, tiny_model_dir, {"path": str(real_data / "chat/oasst_en100_messages.jsonl")},
+                       hub={"sync": True})
+    code = main(["train", str(spec)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1 and "hub.sync: no Hugging Face token" in stderr and "HF_TOKEN" in stderr, (stdout, stderr)
+    assert not (tmp_path / "cli-run" / "checkpoints").exists()
+
+
 def test_validate_fails_before_training_naming_row_and_column(tiny_model_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 16

@@ -26,6 +26,11 @@ class AccessDenied(PermissionError):
     pass
 
 
+class HubUnreachable(AccessDenied):
+    """The Hub could not be asked who owns a token (an outage, a timeout, a proxy's error page): the call is
+    refused, as for a bad token, but the message says what happened and that trying again will do."""
+
+
 @dataclass(frozen=True)
 class Identity:
     username: Optional[str] = None
@@ -89,12 +94,31 @@ def identity_from_token(token: str) -> Identity:
 
     try:
         info = HfApi(endpoint=os.environ.get("HF_ENDPOINT")).whoami(token=token)
-    except Exception:
-        raise AccessDenied("the Hugging Face token was rejected; log in again or send a valid token") from None
+    except Exception as exc:  # `from None`: the request in the exception's chain carries the token
+        status = _http_status(exc)
+        if status in (400, 401, 403):
+            raise AccessDenied("the Hugging Face token was rejected; log in again or send a valid token") from None
+        where = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        what = f"answered HTTP {status}" if status else f"could not be reached ({type(exc).__name__})"
+        raise HubUnreachable(f"could not check your Hugging Face token: the Hub at {where} {what}; your token "
+                             "was not rejected, try again in a moment") from None
     ident = Identity(info.get("name"), tuple(o.get("name") for o in info.get("orgs", []) if o.get("name")), token)
     with _WHOAMI_LOCK:
         _WHOAMI_CACHE[token] = (now, ident)
     return ident
+
+
+def _http_status(exc: BaseException) -> Optional[int]:
+    """The HTTP status of the first response in the exception's chain (None: no answer came back)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(getattr(current, "response", None), "status_code", None)
+        if isinstance(code, int):
+            return code
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def identify_request(request: Any) -> Identity:

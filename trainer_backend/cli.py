@@ -130,13 +130,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.trainers import TrainerNotAvailable
 
     spec = _load(args)
+    failures: list[dict] = []
+
+    def echo(record: dict) -> None:
+        if record.get("event") == "failed":
+            failures.append(record)
+        _console(record)
+
     try:
-        result = train_and_push(spec, echo=_console)
+        result = train_and_push(spec, echo=echo)
     except (DataError, TrainerNotAvailable):
         return EXIT_INVALID
     except KeyboardInterrupt:
         return EXIT_STOPPED
-    except Exception:
+    except Exception as exc:  # recorded and printed as a "failed" event; anything else is said here, never lost
+        if not failures:
+            print(f"FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank says where it ended: they must agree
         print(f"rank {os.environ.get('RANK', '0')} of {os.environ['WORLD_SIZE']}: {result.status} at step {result.step}")

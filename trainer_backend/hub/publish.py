@@ -39,7 +39,7 @@ def train_and_push(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None)
     from ..training.run import run_training
     from .sync import synced_job
 
-    with synced_job(spec, EventLog(spec.job_dir)):  # hub.sync / HF Jobs: the job folder kept on the Hub
+    with synced_job(spec, EventLog(spec.job_dir, echo)):  # its refusal is printed like a training failure  # hub.sync / HF Jobs: the job folder kept on the Hub
         result = run_training(spec, echo=echo)
         if result.status == JobStatus.SUCCEEDED and spec.hub.push_to_hub:
             outcome = push_and_record(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
