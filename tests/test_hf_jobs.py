@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import psutil
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from apphelpers import AppServer, processes_mentioning  # noqa: E402
@@ -207,8 +208,17 @@ def test_a_killed_app_reattaches_to_the_running_job(jobs_hub: Any, tiny_model_di
     from trainer_backend.jobs import JobManager
 
     manager = JobManager(data_dir)
-    job = manager.submit(_spec(tiny_model_dir, real_data / "chat/oasst_en100_messages.jsonl", "reattach", 100000))
+    qlora = {**TRAINING, "max_steps": 100000, "quantization": "int4", "mixed_precision": "bf16"}
+    job = manager.submit(_spec(tiny_model_dir, real_data / "chat/oasst_en100_messages.jsonl", "reattach", 100000,
+                               training=qlora))
     _wait_for(lambda: manager.snapshot(job.id).step >= 2, 150, "mirrored progress")
+    # Submitted from a CPU machine, the HF Job is asked for what was written (QLoRA in bf16); where it runs on a
+    # CPU (the loopback Jobs do) the run says what it does instead, in its events and its log.
+    sent = yaml.safe_load(jobs_hub.files(f"alice/lora-studio-job-{job.id}")["remote/spec.yaml"])
+    assert (sent["training"]["quantization"], sent["training"]["mixed_precision"]) == ("int4", "bf16")
+    fitted = [e for e in _events(job.job_dir) if e["event"] == "fitted_to_hardware"]
+    assert fitted and any("quantization=int4 needs a CUDA GPU" in c for c in fitted[0]["changes"])
+    assert "this machine: training.quantization=int4 needs a CUDA GPU" in Path(job.log_path).read_text()
     jobs_hub.stop()  # the Hub away for a few seconds: the runner and the Job's sync retry, nothing is lost
     time.sleep(4)
     jobs_hub.start()

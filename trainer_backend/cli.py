@@ -109,6 +109,9 @@ def _console(record: dict) -> None:
               f"{record.get('train_rows')} train / {record.get('valid_rows')} valid rows", flush=True)
     elif ev == "checkpoint":
         print(f"checkpoint saved: {record['path']}", flush=True)
+    elif ev == "fitted_to_hardware":  # the job keeps what was asked; this run does what this machine can
+        for change in record.get("changes") or []:
+            print(f"this machine: {change}", flush=True)
     elif ev == "oom_adjusted":
         where = f"continuing from {record['resume_from']}" if record.get("resume_from") else "starting over"
         print(f"out of memory at step {record['step']}: micro-batch {record['previous_batch_size']} -> "

@@ -1,28 +1,39 @@
-"""events.jsonl: the machine-readable record of a run, and the trainer callbacks that write it.
+"""events.jsonl: the machine-readable record of a run (the trainer callback that writes it: callbacks.py).
 
-One JSON object per line, always with `event` and `time`. Events:
-  start       {max_steps, num_epochs, resumed_from, train_rows, valid_rows, device}
-  log         {step, max_steps, epoch, progress, loss, learning_rate, grad_norm, tokens_per_second,
-               elapsed_seconds, eta_seconds}
-  eval        {step, eval_loss, ...}
-  checkpoint  {step, path}
-  stopped     {step, checkpoint}          (graceful stop on SIGTERM/SIGINT)
-  finished    {step, metrics, adapter_dir}
-  failed      {error, traceback}
+One JSON object per line, always with `event` and `time`. Events, by who writes them:
+  training (training/run.py, this module, trainers/grpo.py)
+    preparing           {phase, progress, rows, ...}        reading, checking and tokenising the data
+    fitted_to_hardware  {changes}                           settings this machine cannot honour, and what it does
+    start               {max_steps, num_epochs, start_step, resumed_from, train_rows, valid_rows, device, world_size}
+    log                 {step, max_steps, epoch, progress, loss, learning_rate, grad_norm, tokens_per_second,
+                         elapsed_seconds, eta_seconds, (GRPO) reward, ...}
+    eval                {step, epoch, eval_loss, ...}
+    samples             {step, samples}                     GRPO: completions with their rewards
+    checkpoint          {step, path}
+    oom_adjusted        {step, error, batch_size, gradient_accumulation, previous_*, resume_from}
+    stopped             {step, checkpoint}                  graceful stop on SIGTERM/SIGINT
+    finished            {step, metrics, adapter_dir}
+    failed              {error, kind, issues, truncated, traceback}
+  the Hub (hub/publish.py, hub/sync.py)
+    pushed              {repo_id, url, commit, merged}
+    push_failed         {error, metrics}
+    checkpoint_pulled   {repo_id, checkpoint}               a resume on an empty disk, from the job's Hub repo
+    sync_failed         {repo_id, error}                    the last sync; the run's outcome stands
+  HF Jobs (remote/runner.py)
+    remote_submitted    {backend, flavor, nodes, job_ids, url, repo_id}
+    remote_reattached   {job_ids}                           a new runner found its Job still running
+jobs/progress.py (OUTCOME_EVENTS) and the CLI's console read them.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from transformers import TrainerCallback
-
-from ..job_files import CHECKPOINT_PREFIX, EVENTS_FILE
+from ..job_files import EVENTS_FILE
 
 
 
@@ -68,9 +79,6 @@ def read_events(job_dir: str | Path) -> list[dict]:
     return out
 
 
-_LOG_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen"}
-
-
 class StopRequest:
     """SIGTERM/SIGINT -> stop at the next step boundary, after saving a checkpoint."""
 
@@ -87,86 +95,3 @@ class StopRequest:
     def uninstall(self) -> None:
         for sig, previous in getattr(self, "previous", {}).items():
             signal.signal(sig, previous)
-
-
-def peak_memory() -> tuple[Optional[int], Optional[str]]:
-    """The training process's peak memory so far: accelerator memory allocated by torch on a GPU (what decides
-    an out-of-memory), else the process's peak resident set (Linux reports KiB)."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return int(torch.cuda.max_memory_allocated()), "GPU"
-    try:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "RAM"
-    except (ImportError, OSError):
-        return None, None
-
-
-class EventsCallback(TrainerCallback):
-    """Writes start/log/eval/checkpoint events, and turns a stop request into save-and-stop."""
-
-    def __init__(self, log: EventLog, stop: Optional[StopRequest] = None, info: Optional[dict] = None):
-        self.log, self.stop, self.info = log, stop or StopRequest(), info or {}
-        self.t0 = time.time()
-        self.last_time, self.last_tokens, self.start_step = self.t0, 0, 0
-        self.crash_at = int(os.environ.get("LORA_STUDIO_FAULT_AT_STEP", "0"))  # fault injection for tests
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        self.t0 = self.last_time = time.time()
-        self.start_step = state.global_step
-        self.last_tokens = state.num_input_tokens_seen or 0
-        self.log.write("start", max_steps=state.max_steps, num_epochs=args.num_train_epochs,
-                       start_step=state.global_step, **self.info)
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.crash_at and state.global_step >= self.crash_at:
-            raise RuntimeError(f"injected fault at step {state.global_step} (LORA_STUDIO_FAULT_AT_STEP)")
-        if self._stop_everywhere(args):
-            control.should_save = True
-            control.should_training_stop = True
-
-    def _stop_everywhere(self, args: Any) -> bool:
-        """Every rank gets the signal but may see it at a different step: agree (max) so all stop together."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return self.stop.requested
-        import torch
-
-        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=args.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.stop.requested = bool(flag.item())
-        return self.stop.requested
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kw: Any) -> None:
-        if not state.is_world_process_zero or not logs:
-            return
-        now, step = time.time(), state.global_step
-        if any(k.startswith("eval_") for k in logs):
-            self.log.write("eval", **{**logs, "step": step, "epoch": state.epoch})
-            return
-        if "loss" not in logs:
-            return  # the final train summary; reported in `finished`
-        tokens = state.num_input_tokens_seen or 0
-        elapsed = now - self.t0
-        steps_run = step - self.start_step  # steps taken in this process (a resumed run starts mid-way)
-        eta = elapsed / steps_run * max(state.max_steps - step, 0) if steps_run > 0 else None
-        peak_bytes, peak_device = peak_memory()
-        self.log.write("log", step=step, max_steps=state.max_steps, epoch=state.epoch,
-                       progress=round(step / state.max_steps, 4) if state.max_steps else None,
-                       loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
-                       grad_norm=logs.get("grad_norm"), tokens_seen=tokens,
-                       tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
-                       elapsed_seconds=round(elapsed, 2), eta_seconds=round(eta, 1) if eta is not None else None,
-                       peak_memory_bytes=peak_bytes, peak_memory_device=peak_device,
-                       **{k: v for k, v in logs.items() if k not in _LOG_FIELDS})  # e.g. rewards/accuracies
-        self.last_time, self.last_tokens = now, tokens
-
-    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if state.is_world_process_zero:
-            path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
-            self.log.write("checkpoint", step=state.global_step, path=str(path))

@@ -38,13 +38,17 @@ class RunResult:
     step: int = 0  # optimizer steps done (the same on every rank of a distributed run)
 
 
-def prepare_job(spec: JobSpec, progress: Optional[ProgressCallback] = None) -> tuple[Any, Any]:
+def prepare_job(spec: JobSpec, progress: Optional[ProgressCallback] = None,
+                on_fitted: Optional[Callable[[list[str]], None]] = None) -> tuple[Any, Any]:
     """Everything that can fail before the model is loaded: trainer availability, tokenizer, data. Settings
-    this machine cannot honour are replaced here (with a warning in the report), before anything uses them."""
+    this machine cannot honour are replaced here, where the job runs (a warning in the report, and `on_fitted`
+    hears of them), never where it is checked or submitted: a job checked on a CPU still asks a GPU for QLoRA."""
     trainer_module(spec.training.trainer)
     _check_tracker(spec.training.log)
     _check_rewards(spec)
     hardware_warnings = fit_to_hardware(spec)
+    if hardware_warnings and on_fitted:
+        on_fitted([w.message for w in hardware_warnings])
     tokenizer = load_tokenizer(spec.model)
     prepared = prepare_data(spec, tokenizer, progress=progress)
     prepared.warnings[:0] = hardware_warnings
@@ -102,7 +106,8 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     job_dir = spec.job_dir
     module = trainer_module(spec.training.trainer)
     try:
-        tokenizer, prepared = prepare_job(spec, _preparing_events(events, stop))
+        tokenizer, prepared = prepare_job(spec, _preparing_events(events, stop),
+                                          lambda changes: events.write("fitted_to_hardware", changes=changes))
     except PreparationCancelled:
         prepared = None
     checkpoint = resolve_checkpoint(spec)
@@ -215,7 +220,7 @@ def _preparing_events(events: EventLog, stop: StopRequest) -> ProgressCallback:
 def _last_rewards(history: list[dict]) -> dict[str, float]:
     """The last logged reward figures (grpo: total and per reward, KL, completion length; kto: rewards/...), as
     train_* metrics: what the run ended on, for the summary and the model card."""
-    last = next((h for h in reversed(history) if "reward" in h or any(k.startswith("rewards/") for k in h)), {})
+    last: dict = next((h for h in reversed(history) if "reward" in h or any(k.startswith("rewards/") for k in h)), {})
     keys = [k for k in last if k in ("reward", "reward_std", "kl") or k.startswith(("rewards/", "completions/mean_l"))]
     return {f"train_{k}": float(last[k]) for k in keys if isinstance(last[k], (int, float))}
 
