@@ -17,7 +17,8 @@ import psutil
 from trainer_backend.jobs import JobManager
 from trainer_backend.jobs.supervisor import Supervisor
 
-HF_JOBS_SPEC = {"compute": {"backend": "hf_jobs", "flavor": "a10g-small"}}
+HF_JOBS_SPEC = {"model": {"base_model": "org/base"}, "data": {"path": "train.jsonl"},
+                "compute": {"backend": "hf_jobs", "flavor": "a10g-small", "timeout": "2h"}}
 
 
 def _dead_pid() -> int:

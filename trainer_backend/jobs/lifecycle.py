@@ -143,7 +143,8 @@ def ended_unwatched(store: JobStore, job: Job) -> Optional[Job]:
     interrupted unless it recorded an outcome. Returns the final row (None when queued again or changed meanwhile).
     """
     kill_leftovers(job)
-    runs_remotely = ((job.spec or {}).get("compute") or {}).get("backend") == "hf_jobs"
+    spec = job.job_spec
+    runs_remotely = spec is not None and spec.compute.backend == "hf_jobs"
     recorded = any(e.get("event") in OUTCOME_EVENTS for e in events_in_range(job.events_path, job.run_events_offset))
     if job.status == RUNNING and runs_remotely and not recorded:
         store.update(job.id, only_if_status=(RUNNING,), status=QUEUED, queued_at=time.time(), pid=None,

@@ -308,7 +308,8 @@ class JobManager:
 
 def _compute_view(job: Job) -> dict[str, Any]:
     """Where the job trains: local, or its HF Job(s) with their pages and the job repo (remote/runner.py)."""
-    compute = ComputeSpec.model_validate((job.spec or {}).get("compute") or {})
+    spec = job.job_spec
+    compute = spec.compute if spec else ComputeSpec()
     view: dict[str, Any] = {"backend": compute.backend}
     if compute.backend != "hf_jobs":
         return view

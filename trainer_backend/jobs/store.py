@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from pydantic import ValidationError
+
 from ..job_files import DEBUG_LOG_FILE, EVENTS_FILE, LOG_FILE, SPEC_FILE
 from ..job_status import ACTIVE, RESUMABLE, TERMINAL, JobStatus  # noqa: F401  (ACTIVE.. re-exported to jobs/)
 from ..spec import JobSpec
@@ -115,8 +117,8 @@ class Job:
 
     @property
     def job_spec(self) -> Optional[JobSpec]:
-        """The spec as the typed model (the row keeps it as JSON with secrets removed)."""
-        return JobSpec.model_validate(self.spec) if self.spec else None
+        """The spec as the typed model (stored_spec)."""
+        return stored_spec(self.spec)
 
     @property
     def spec_path(self) -> Path:
@@ -133,6 +135,17 @@ class Job:
     @property
     def events_path(self) -> Path:
         return Path(self.job_dir) / EVENTS_FILE
+
+
+def stored_spec(raw: Optional[dict]) -> Optional[JobSpec]:
+    """A job row's spec (JSON, secrets removed) as the typed model; None for a spec refused before it was
+    complete (the row keeps what was sent, for the person to fix). Read spec values from this, never the dict."""
+    if not raw:
+        return None
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 _JOB_FIELDS = [f.name for f in fields(Job)]

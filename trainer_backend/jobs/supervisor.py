@@ -158,7 +158,8 @@ class Supervisor:
         default): an idle GPU costs money. Needs HF_TOKEN with write access to the Space."""
         space = os.environ.get("SPACE_ID")
         last = next(iter(self.store.list(limit=1)), None)
-        if not (space and last and ((last.spec or {}).get("hub") or {}).get("pause_space_when_idle")):
+        spec = last.job_spec if last else None
+        if not (space and spec and spec.hub.pause_space_when_idle):
             return
         try:
             from huggingface_hub import HfApi

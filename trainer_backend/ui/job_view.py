@@ -7,6 +7,7 @@ import html
 import time
 from typing import Any, Optional
 
+from ..spec import JobSpec
 from ..jobs.store import ACTIVE, NOT_PUSHED, QUEUED, RESUMABLE, RUNNING, SUCCEEDED, TERMINAL
 
 STATUS_COLORS = {QUEUED: "#6b7280", RUNNING: "#4f46e5", SUCCEEDED: "#16a34a", NOT_PUSHED: "#ca8a04"}
@@ -70,13 +71,11 @@ def allowed_actions(status: Optional[str], has_checkpoint: bool = True) -> dict[
             "push": status in (SUCCEEDED, NOT_PUSHED)}
 
 
-def samples_per_step(spec: Optional[dict]) -> Optional[int]:
-    training = (spec or {}).get("training") or {}
-    try:
-        return int(training.get("batch_size") or 1) * int(training.get("gradient_accumulation") or 1) * max(
-            int(training.get("num_processes") or 1), 1)
-    except (TypeError, ValueError):
+def samples_per_step(spec: Optional[JobSpec]) -> Optional[int]:
+    if spec is None:
         return None
+    tr = spec.training
+    return tr.batch_size * tr.gradient_accumulation * max(tr.num_processes or 1, 1)
 
 
 def progress_html(job: dict) -> str:
@@ -105,9 +104,9 @@ def progress_html(job: dict) -> str:
             f'background:{color}"></div></div><div class="ls-progress-label">{label}</div></div>')
 
 
-def trainer_of(spec: Optional[dict]) -> Optional[str]:
+def trainer_of(spec: Optional[JobSpec]) -> Optional[str]:
     """The trainer a stored job spec names (None for a spec refused before it was complete)."""
-    return ((spec or {}).get("training") or {}).get("trainer")
+    return spec.training.trainer if spec else None
 
 
 def format_score(value: Any) -> str:

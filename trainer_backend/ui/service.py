@@ -22,6 +22,7 @@ from ..public_demo import demo_hub_token
 from ..spec import JobSpec, SpecError, parse_spec
 from ..uploads import (EXAMPLES_DIR, check_client_path, load_client_yaml, sanitize_client_spec, store_upload,
                        user_upload_dir)
+from ..jobs.store import stored_spec
 from .job_view import allowed_actions, samples_per_step, trainer_of
 
 TINY_DEMO = "tiny-demo"
@@ -207,7 +208,7 @@ class StudioService:
         if hit and now - hit[0] < STATUS_CACHE_SECONDS:
             return hit[1]
         data = self.jobs.describe(job_id, series=series)
-        spec = data.pop("spec", None)
+        spec = stored_spec(data.pop("spec", None))
         per_step = samples_per_step(spec)
         data["trainer"] = trainer_of(spec)
         rate = data["progress"].get("steps_per_second")
