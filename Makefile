@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install run test browser
+.PHONY: install run test test-fast browser
 
 install: $(VENV)/.installed
 
@@ -30,3 +30,8 @@ test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The inner loop: ruff and the tests that neither train nor start the app or a browser (CI runs `make test`).
+test-fast: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
