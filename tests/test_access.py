@@ -97,3 +97,20 @@ def test_a_hub_outage_is_not_called_a_rejected_token(answer: int | None, expecte
             server.server_close()
     assert isinstance(refused.value, HubUnreachable) == (answer not in (401, 403))
     assert "hf_outage" not in str(refused.value), "the token is never in the message"
+
+
+def test_one_scrubber_for_specs_cards_and_messages() -> None:
+    """What a refused spec shows (masked), what a model card carries (dropped) and what a message says
+    (redacted) come from one rule: no secret-keyed value, no token-shaped text, at any depth."""
+    from trainer_backend.jobs.intake import redacted
+    from trainer_backend.redaction import redact, without_secrets
+
+    token = "hf_" + "a1B2c3D4e5" * 3
+    spec = {"hub": {"token": token, "repo_id": "alice/x"}, "env": [{"OAUTH_CLIENT_SECRET": "s3"}],
+            "data": {"path": f"/tmp/{token}.jsonl"}, "training": {"max_steps": 3}}
+    shown = redacted(spec)
+    assert shown["hub"] == {"token": "***", "repo_id": "alice/x"} and shown["env"] == [{"OAUTH_CLIENT_SECRET": "***"}]
+    assert token not in str(shown) and shown["training"] == {"max_steps": 3}
+    carried = without_secrets(spec)
+    assert carried["hub"] == {"repo_id": "alice/x"} and carried["env"] == [{}] and token not in str(carried)
+    assert redact(f"401 for {token} and sk-own", "sk-own") == "401 for hf_*** and hf_***"

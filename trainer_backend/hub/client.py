@@ -9,20 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from pydantic import SecretStr
 
+from ..redaction import REDACTED, TOKEN_PATTERN, redact  # noqa: F401  (re-exported to hub/)
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-# User access tokens look like hf_ + 30-40 letters/digits; OAuth tokens hf_oauth_...; both are matched.
-TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{20,}")
-REDACTED = "hf_***"
 
 Token = Union[str, SecretStr, bool, None]  # False: no token at all (access.hub_token for a caller without one)
 
@@ -92,14 +90,6 @@ def resolve_token(token: Token = None) -> str:
         return stored
     raise HubAuthError("no Hugging Face token: sign in with the Hub button, or set HF_TOKEN to a token with write "
                        "access (https://huggingface.co/settings/tokens)")
-
-
-def redact(text: str, *secrets: Optional[str]) -> str:
-    """Remove the given secrets and anything shaped like an HF token from `text`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return TOKEN_PATTERN.sub(REDACTED, text)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

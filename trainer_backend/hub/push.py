@@ -27,7 +27,8 @@ from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FIL
 from ..model_card import build_model_card, is_hub_id
 from ..spec import JobSpec, SpecError, load_job_spec, repo_id_problem
 from ..training.adapter_meta import AdapterMeta, read_adapter_meta
-from .client import (DEFAULT_RETRY, TOKEN_PATTERN, HubError, RetryPolicy, Token, call_with_retries, classify,
+from ..redaction import TOKEN_PATTERN, without_secrets
+from .client import (DEFAULT_RETRY, HubError, RetryPolicy, Token, call_with_retries, classify,
                      resolve_token)
 from .plot import loss_series, write_loss_plot
 
@@ -41,7 +42,6 @@ MAX_NAME = 96
 # Left out of the repo: peft's placeholder card (ours replaces it) and the pickled TrainingArguments
 # (pickles are flagged by the Hub's scanner and nobody needs them to load the adapter).
 SKIP_ADAPTER_FILES = {"README.md", "training_args.bin"}
-SECRET_KEYS = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
 TEXT_SUFFIXES = {".json", ".yaml", ".yml", ".md", ".txt", ".jinja", ".model", ".py"}
 
 
@@ -204,7 +204,7 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: AdapterMeta, s
             shutil.copy2(path, stage / rel)
     training = stage / "training"
     training.mkdir()
-    public_spec = _strip_secrets({k: v for k, v in (spec.to_public_dict() if spec else {}).items()
+    public_spec = without_secrets({k: v for k, v in (spec.to_public_dict() if spec else {}).items()
                                   if k != "output_dir"})
     (training / SPEC_FILE).write_text(yaml.safe_dump(public_spec, sort_keys=False, allow_unicode=True),
                                         encoding="utf-8")
@@ -226,12 +226,6 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: AdapterMeta, s
     (stage / "README.md").write_text(card, encoding="utf-8")
 
 
-def _strip_secrets(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip_secrets(v) for k, v in node.items() if not SECRET_KEYS.search(str(k))}
-    if isinstance(node, list):
-        return [_strip_secrets(v) for v in node]
-    return node
 
 
 def scan_for_secrets(folder: Path, token: Optional[str]) -> None:

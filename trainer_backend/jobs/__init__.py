@@ -1,4 +1,4 @@
-"""Jobs: training as supervised background processes that survive restarts (issue 3).
+"""Jobs: training as supervised background processes that survive restarts.
 
     JobManager  - submit / list / get / snapshot / stop / resume / continue_training / reconcile
     JobStore    - the SQLite table behind it (data dir: $LORA_STUDIO_DATA_DIR, /data/lora-studio, ./lora-studio-data)

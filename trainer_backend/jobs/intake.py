@@ -6,9 +6,9 @@ import getpass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..redaction import MASK, without_secrets
 from ..spec import JobSpec
 
-_SECRET_WORDS = ("token", "secret", "password", "api_key")
 
 
 def validate_data(spec: JobSpec) -> Optional[tuple[str, dict]]:
@@ -71,14 +71,7 @@ def redacted(spec: Any) -> Optional[dict]:
     if not isinstance(raw, dict):
         return None
 
-    def scrub(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) else scrub(v))
-                    for k, v in node.items()}
-        if isinstance(node, list):
-            return [scrub(v) for v in node]
-        return node if isinstance(node, (str, int, float, bool, type(None))) else str(node)
-    return scrub(raw)
+    return without_secrets(raw, mask=MASK)
 
 
 def one_line(error: str, details: dict) -> str:

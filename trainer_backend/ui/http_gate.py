@@ -1,4 +1,4 @@
-"""Gradio's own HTTP routes for files, closed on a Space to everyone but members (issue 25).
+"""Gradio's own HTTP routes for files, closed on a Space to everyone but members.
 
 Why: ui/gate.py guards every event function, but Gradio also answers plain HTTP routes that never reach an
 event. `POST /gradio_api/upload` stores whatever anyone sends on the Space's disk (no sign-in, no quota, no
