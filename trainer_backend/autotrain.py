@@ -11,7 +11,7 @@ import re
 from typing import Any, Iterable
 
 from .errors import SpecError
-from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
+from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, RUN_NAME, SCHEDULERS, run_name_from
 from .trainer_registry import PAIR_TRAINERS, TRAINERS
 
 # AutoTrain's own llm-<name> trainers (AutoTrain has no kto or grpo task); each maps onto ours of the same name.
@@ -20,7 +20,6 @@ _TRAINERS = AUTOTRAIN_TRAINERS
 _PREFERENCE = PAIR_TRAINERS
 _CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "chat")
 _ALIASES = {"adamw_bnb_8bit": "adamw_8bit"}  # the same optimizer under its other transformers name
-_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 AUTOTRAIN_AUTO_LOGGING_STEPS = 25  # what AutoTrain's logging_steps=-1 ("auto") comes to, at most
 _ENV_ONLY = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -149,8 +148,8 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
     project = take("project_name", None)
     if project is not None:
         name = str(project)
-        if not _PROJECT_NAME.fullmatch(name):
-            name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip("._-")[:96].rstrip("-") or "lora-studio-run"
+        if not RUN_NAME.fullmatch(name):
+            name = run_name_from(name)
             warnings.append(f"{origin['project_name']} '{project}' is not a valid run name; using '{name}'")
         out["project_name"] = name
     if "chat_template" in flat:

@@ -5,7 +5,6 @@ Field metadata (`ui`: "basic" | "advanced" | "compute", ranges via ge/le, `descr
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -19,7 +18,7 @@ from .spec_env import expand_env, refuse_env_refs  # noqa: F401  (refuse_env_ref
 from .spec_compute import ComputeSpec
 from .spec_rl import GRPOSpec, KTOSpec, rl_problems
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
-from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, SCHEDULERS
+from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, RUN_NAME, SCHEDULERS
 from .trainer_registry import TRAINERS, trainer_info
 
 TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo", "kto", "grpo"]  # = trainer_registry.TRAINERS (a test checks)
@@ -225,7 +224,7 @@ class JobSpec(_Section):
     @field_validator("project_name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", v):
+        if not RUN_NAME.fullmatch(v):
             raise ValueError("project_name may use letters, digits, '.', '_' and '-' (max 96, no leading symbol)")
         return v
 

@@ -6,7 +6,6 @@ it; one that was cut off is `interrupted`, and Resume continues from the repo's 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -20,8 +19,9 @@ from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, 
                          has_trained_model)
 from ..job_status import JobStatus
 from ..spec import parse_spec
+from ..spec_values import RUN_NAME
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+JOB_ID = RUN_NAME  # a job id, or a CLI run's project_name
 OUTCOME_STATUS = {"finished": JobStatus.SUCCEEDED, "pushed": JobStatus.SUCCEEDED, "stopped": JobStatus.STOPPED,
                   "failed": JobStatus.FAILED, "push_failed": JobStatus.NOT_PUSHED}
 
@@ -59,7 +59,7 @@ def _restore_one(store: Any, jobs_dir: Path, repo: str, token: str) -> Optional[
     manifest = hubsync.read_json(repo, hubsync.MANIFEST_FILE, token) or {}
     remote = hubsync.read_json(repo, hubsync.REMOTE_FILE, token)
     job_id = str(manifest.get("job_id") or (remote or {}).get("job_id") or repo.split(SYNC_REPO_PREFIX)[-1])
-    if not JOB_ID.match(job_id) or store.exists(job_id):
+    if not JOB_ID.fullmatch(job_id) or store.exists(job_id):
         return None
     raw = (remote or {}).get("spec") or yaml.safe_load(hubsync.read_file(repo, SPEC_FILE, token) or b"{}")
     job_dir = jobs_dir / job_id
