@@ -313,3 +313,13 @@ def test_load_spec_reads_an_autotrain_file(tmp_path: Any) -> None:
 def test_our_own_layout_is_not_translated() -> None:
     spec, warnings = parse_spec({"model": {"base_model": "gpt2"}, "data": {"path": "data.jsonl"}})
     assert warnings == [] and spec.training.trainer == "sft" and spec.lora.enabled
+
+
+def test_warnings_name_what_lora_studio_has_now() -> None:
+    """AutoTrain settings LoRA Studio has an answer for are applied or pointed at, never called missing."""
+    out, warnings = translate_autotrain(_cfg(distributed_backend="deepspeed", merge_adapter=True))
+    assert out["training"]["distributed"] == "deepspeed" and not _has(warnings, "distributed_backend")
+    assert _has(warnings, "params.merge_adapter", "push <job> --merged") and not _has(warnings, "not supported yet")
+    assert _has(warnings, "backend", "compute.backend: hf_jobs")
+    _, warnings = translate_autotrain(_cfg(distributed_backend="horovod"))
+    assert _has(warnings, "distributed_backend", "'horovod' is not supported")

@@ -39,10 +39,10 @@ _DIRECT: dict[str, tuple[str, str]] = {
 _UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "padding": (("right", None), "LoRA Studio always pads on the right"),
     "auto_find_batch_size": ((False, None), "set training.batch_size instead"),
-    "merge_adapter": ((False, None), "pushing a merged model is not supported yet; the adapter is saved on its own"),
+    "merge_adapter": ((False, None), "the run pushes the adapter; push the merged model after it with "
+                                      "`lora-studio push <job> --merged` (or Push merged in the Jobs tab)"),
     "unsloth": ((False, None), "Unsloth is not supported; training uses transformers + PEFT (same result, "
                                 "without Unsloth's speed-up)"),
-    "distributed_backend": ((None,), "LoRA Studio does not configure distributed training"),
     "add_eos_token": ((True, None), "LoRA Studio handles the EOS token itself"),
     "model_ref": ((None,), "the DPO/ORPO reference model is always the base model"),
 }
@@ -132,7 +132,8 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
         warnings.append(f"{origin.get(key, key)} is ignored: {reason}")
 
     if raw.get("backend") is not None:
-        warnings.append("backend is ignored: LoRA Studio runs training locally")
+        warnings.append("backend is ignored: training runs where LoRA Studio runs; for HF Jobs hardware set "
+                        "compute.backend: hf_jobs with compute.flavor")
     trainer = _resolve_trainer(task, flat, origin, warnings)
     out: dict[str, Any] = {k: {} for k in ("model", "data", "lora", "lengths", "training", "hub")}
     model, data, lora, lengths, training, hub = out.values()
@@ -208,6 +209,11 @@ def translate_autotrain(raw: dict) -> tuple[dict, list[str]]:
             ignored("quantization", "AutoTrain only quantizes when peft is true")
         else:
             training["quantization"] = quant
+    backend = take("distributed_backend", None)
+    if backend in ("ddp", "deepspeed"):  # AutoTrain's two; ours has the same names (and fsdp)
+        training["distributed"] = backend
+    elif backend is not None:
+        ignored("distributed_backend", f"'{backend}' is not supported (use ddp or deepspeed)")
     for key, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
         value = take(key, None)
         if value is not None:
