@@ -11,9 +11,11 @@ from .model_loading import use_cpu
 
 def fit_to_hardware(spec: JobSpec) -> list[DataIssue]:
     """Adjust `spec` in place for a CPU-only run; returns one warning per setting changed."""
+    tr = spec.training
+    if tr.mixed_precision not in ("fp16", "bf16") and tr.quantization == "none":
+        return []  # nothing to fit: no need to import torch to ask whether there is a GPU (validate stays quick)
     if not use_cpu(spec):
         return []
-    tr = spec.training
     warnings: list[DataIssue] = []
     if tr.mixed_precision in ("fp16", "bf16"):
         warnings.append(DataIssue(

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from transformers import PrinterCallback
-
 from ..data import DataError, prepare_data
 from ..data.progress import PreparationCancelled, PreparationProgress, ProgressCallback
 from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
@@ -20,7 +18,7 @@ from ..spec import JobSpec
 from ..trainer_registry import trainer_info
 from .adapter_meta import AdapterMeta, write_adapter_meta
 from .common import TrainContext, resolve_checkpoint
-from .events import EventLog, EventsCallback, StopRequest
+from .events import EventLog, StopRequest
 from .hardware import fit_to_hardware
 from .model_loading import load_base_model, load_tokenizer, lora_config, model_load_settings, use_cpu
 from .oom import free_memory, install_fault_hook, is_out_of_memory, smaller_batch
@@ -103,6 +101,8 @@ def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
 
 
 def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
+    from .callbacks import EventsCallback  # transformers: imported when a run starts, not by validate
+
     job_dir = spec.job_dir
     module = trainer_module(spec.training.trainer)
     try:
@@ -178,6 +178,7 @@ def _build_trainer(spec: JobSpec, module: Any, tokenizer: Any, train_ds: Any, ev
                    events: Optional[EventLog] = None) -> Any:
     """A fresh base model and trainer (a retry after out-of-memory must not reuse a model LoRA already wraps)."""
     import datasets
+    from transformers import PrinterCallback
 
     task = trainer_info(spec.training.trainer).head
     model = load_base_model(spec, task, tokenizer)
