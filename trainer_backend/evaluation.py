@@ -156,11 +156,11 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
             report.examples.append(row)
         if progress:
             progress((k + 1) / n, f"evaluated {k + 1}/{n}")
-    for side, (loss, tokens, em, rouge, contains) in totals.items():
+    for side, (loss, tokens, matched, rouge, contains) in totals.items():
         metrics = {"eval_loss": loss / max(tokens, 1), "perplexity": math.exp(min(loss / max(tokens, 1), 50))}
         if report.examples:
             m = len(report.examples)
-            metrics.update(exact_match=em / m, rouge_l=rouge / m, contains_reference=contains / m)
+            metrics.update(exact_match=matched / m, rouge_l=rouge / m, contains_reference=contains / m)
         setattr(report, side, metrics)
     _save(adapter.path.parent, report)
     return report

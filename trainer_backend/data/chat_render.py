@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from .issues import RowError
 from .vendor_templates import shape_messages
@@ -25,7 +25,7 @@ Span = tuple[int, int]
 
 
 def has_generation_markers(template: Optional[str]) -> bool:
-    return bool(template) and bool(_GENERATION_TAG.search(template))
+    return bool(template and _GENERATION_TAG.search(template))
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ChatRenderer:
     def __init__(self, tokenizer: Any, template: str):
         from transformers.utils import chat_template_utils as ctu
 
-        specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+        specials: dict[str, Any] = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
         specials.setdefault("bos_token", "")
         specials.setdefault("eos_token", "")
         self.template, self.specials, self.marked = template, specials, has_generation_markers(template)
@@ -81,11 +81,11 @@ class ChatRenderer:
         if not direct or (with_spans and not self.marked):  # (the latter: let transformers warn)
             from transformers.utils.chat_template_utils import render_jinja_template
 
-            rendered, indices = render_jinja_template([messages], chat_template=self.template,
-                                                      return_assistant_tokens_mask=with_spans,
-                                                      add_generation_prompt=add_generation_prompt,
-                                                      **self.specials)
-            return rendered[0], (indices[0] if with_spans else [])
+            # annotated `-> str` in transformers, it returns (rendered chats, each one's generation spans)
+            rendered, generated = cast("tuple[list[str], list[list[Span]]]", render_jinja_template(
+                [messages], chat_template=self.template, return_assistant_tokens_mask=with_spans,
+                add_generation_prompt=add_generation_prompt, **self.specials))
+            return rendered[0], (generated[0] if with_spans else [])
         # Template.render/generate with the same variables: the context Template.new_context would make, with the
         # globals merged once (a ChainMap merged per call was most of a short template's render time)
         c = self.compiled

@@ -213,17 +213,18 @@ def _text(row: dict, column: Optional[str], what: str, required: bool = True) ->
     return value
 
 
-def _content(value: Any, where: str, column: str) -> str:
+def _content(value: Any, where: str, column: Optional[str]) -> str:
     if isinstance(value, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
         parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type", "text") == "text"]
-        if len(parts) == len(value) and all(isinstance(p, str) for p in parts):
-            return "".join(parts)
+        texts = [p for p in parts if isinstance(p, str)]
+        if len(texts) == len(value):
+            return "".join(texts)
     if isinstance(value, str):
         return value
     raise RowError(f"{where} has content of type {type(value).__name__}, expected text", column)
 
 
-def normalize_messages(value: Any, column: str, roles: dict[str, str], system: Optional[str] = None,
+def normalize_messages(value: Any, column: Optional[str], roles: dict[str, str], system: Optional[str] = None,
                        need_assistant: bool = True) -> list[dict[str, str]]:
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
@@ -291,7 +292,7 @@ def parse_transcript(text: str) -> Optional[list[dict[str, str]]]:
             for who, body in zip(parts[1::2], parts[2::2])]
 
 
-def _as_turns(value: Any, column: str, roles: dict[str, str]) -> list[dict[str, str]]:
+def _as_turns(value: Any, column: Optional[str], roles: dict[str, str]) -> list[dict[str, str]]:
     """A chosen/rejected answer: a string, an HH transcript, or messages whose last assistant turn is the answer."""
     value = _maybe_json(value)
     if isinstance(value, str):
@@ -342,26 +343,27 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
     if det.kind == "preference":
         if m.prompt and m.prompt in row:
             raw_prompt = _maybe_json(row[m.prompt])
-            prompt = ([{"role": "user", "content": _text(row, m.prompt, "prompt")}] if isinstance(raw_prompt, str)
-                      else normalize_messages(raw_prompt, m.prompt, m.roles, need_assistant=False))
+            prompt_turns = ([{"role": "user", "content": _text(row, m.prompt, "prompt")}]
+                            if isinstance(raw_prompt, str)
+                            else normalize_messages(raw_prompt, m.prompt, m.roles, need_assistant=False))
         else:
-            prompt = []
+            prompt_turns = []
         for c in (m.chosen, m.rejected):
             if c not in row:
                 raise RowError(f"missing column '{c}'", c, "map it with data.column_mapping.chosen/rejected")
         chosen = _as_turns(row[m.chosen], m.chosen, m.roles)
         rejected = _as_turns(row[m.rejected], m.rejected, m.roles)
-        prompt, chosen, rejected = _split_preference(prompt, chosen, rejected)
+        prompt_turns, chosen, rejected = _split_preference(prompt_turns, chosen, rejected)
         if chosen == rejected:
             raise RowError("chosen and rejected answers are identical, so there is no preference to learn",
                            m.chosen, "remove the row or fix one of the answers")
         system = _text(row, m.system, "system", required=False) or system_prompt
-        if system and (not prompt or prompt[0]["role"] != "system"):
-            prompt = [{"role": "system", "content": system}] + prompt
-        if not any(t["role"] == "user" for t in prompt):
+        if system and (not prompt_turns or prompt_turns[0]["role"] != "system"):
+            prompt_turns = [{"role": "system", "content": system}] + prompt_turns
+        if not any(t["role"] == "user" for t in prompt_turns):
             raise RowError("no prompt: neither a prompt column nor a shared conversation prefix",
                            m.prompt or m.chosen, "map the prompt column with data.column_mapping.prompt")
-        example = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        example: dict[str, Any] = {"prompt": prompt_turns, "chosen": chosen, "rejected": rejected}
         if m.margin:
             try:
                 example["margin"] = float(row[m.margin])

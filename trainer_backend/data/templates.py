@@ -99,6 +99,7 @@ def end_of_turn(tokenizer: Any, choice: TemplateChoice) -> Optional[str]:
     marker; otherwise the first token the template puts after an answer inside the trained span (e.g.
     <|im_end|>, <end_of_turn>, <|END_RESPONSE|>), or EOS when the template ends answers with nothing of its own."""
     if choice.origin == "shipped":
+        assert choice.name is not None  # a shipped choice always carries its template's name
         return SHIPPED_TEMPLATES[choice.name].end_of_turn or tokenizer.eos_token
     tail = ""
     for probe in (_EOT_PROBE[:2], _EOT_PROBE):  # as the last turn (what chat generates), else followed by a user's
@@ -143,13 +144,14 @@ def render_prompt_template(tpl: PromptTemplate, row: dict, roles: dict[str, str]
                              prompt_if_empty=tpl.prompt_if_empty or base.prompt_if_empty)
     values = {k: ("" if v is None else str(v)) for k, v in row.items()}
     values.update({role: values.get(col, "") for role, col in roles.items() if col})
-    prompt = tpl.prompt
+    prompt, response = tpl.prompt, tpl.response
+    assert prompt is not None and response is not None  # PromptTemplate's validation requires both without a preset
     if tpl.prompt_if_empty:
-        only_full = set(_fields(tpl.prompt)) - set(_fields(tpl.prompt_if_empty))
+        only_full = set(_fields(prompt)) - set(_fields(tpl.prompt_if_empty))
         if any(not values.get(f, "").strip() for f in only_full):
             prompt = tpl.prompt_if_empty
     out = []
-    for part, name in ((prompt, "prompt"), (tpl.response, "response")):
+    for part, name in ((prompt, "prompt"), (response, "response")):
         for f in _fields(part):
             if f not in values:
                 raise RowError(f"the {name} template uses {{{f}}} but the row has no such column "

@@ -16,7 +16,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, cast
 
 TemplateOrigin = Literal["shipped", "tokenizer", "trl_training"]
 TRAINING_SUFFIX = "_training"
@@ -101,9 +101,9 @@ def wants_content_blocks(template: str) -> bool:
     from transformers.utils.chat_template_utils import render_jinja_template
 
     def renders_probe(content: Any) -> bool:
-        try:
-            out, _ = render_jinja_template([[{"role": "user", "content": content}]], chat_template=template,
-                                           bos_token="", eos_token="")
+        try:  # annotated `-> str` in transformers, it returns (rendered chats, generation indices)
+            out, _ = cast("tuple[list[str], Any]", render_jinja_template(
+                [[{"role": "user", "content": content}]], chat_template=template, bos_token="", eos_token=""))
         except Exception:  # noqa: BLE001 - a template that rejects this shape: the other one is tried
             return False
         return _PROBE in out[0]

@@ -82,7 +82,8 @@ def submit(*, token: str, namespace: str, image: str, command: list[str], env: d
     return RemoteJobState(info.id, str(info.status.stage), info.status.message, info.url)
 
 
-def job_state(token: str, namespace: str, job_id: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteJobState:
+def job_state(token: str, namespace: Optional[str], job_id: str,  # namespace None: the token's own
+              retry: RetryPolicy = DEFAULT_RETRY) -> RemoteJobState:
     info = call_with_retries(lambda: _api(token).inspect_job(job_id=job_id, namespace=namespace, token=token),
                              f"reading HF Job {job_id}", token, retry)
     return RemoteJobState(info.id, str(info.status.stage), info.status.message, info.url)

@@ -31,7 +31,7 @@ def pull_adapter(repo_or_path: str, token: Token = None, revision: Optional[str]
     path = call_with_retries(
         lambda: snapshot_download(repo_or_path, revision=revision, token=tok, endpoint=endpoint,
                                   cache_dir=str(cache_dir) if cache_dir else None, ignore_patterns=["training/*"]),
-        f"download {repo_or_path}", token=tok, retry=retry)
+        f"download {repo_or_path}", token=tok if isinstance(tok, str) else None, retry=retry)
     folder = Path(path)
     _check_model_folder(folder, repo_or_path)
     return folder

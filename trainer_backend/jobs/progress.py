@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeGuard
 
 OUTCOME_EVENTS = ("finished", "stopped", "failed", "push_failed")
 SERIES_FIELDS = ("loss_series", "eval_series", "lr_series", "grad_norm_series", "epoch_starts", "reward_series",
@@ -256,13 +256,14 @@ class _State:
                 "samples": tuple(sorted(self.samples, key=lambda x: -x["step"]))}
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:  # an int or a float, finite, not a bool
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _sample(step: int, sample: dict) -> dict:
     """One sample completion as the snapshot keeps it: plain strings and numbers (JSON-ready, nothing else)."""
-    rewards = sample.get("rewards") if isinstance(sample.get("rewards"), dict) else {}
+    raw_rewards = sample.get("rewards")
+    rewards = raw_rewards if isinstance(raw_rewards, dict) else {}
     total = sample.get("total")
     return {"step": step, "prompt": str(sample.get("prompt") or ""), "completion": str(sample.get("completion") or ""),
             "rewards": {str(k): float(v) if _number(v) else None for k, v in rewards.items()},

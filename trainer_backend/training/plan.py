@@ -218,7 +218,7 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     task = trainer_info(spec.training.trainer).head
     if hardware:  # planning for other hardware than this machine's: its GPU (if any) decides the precision
         on_gpu = HARDWARE.get(hardware, (None, None, None))[1] is not None
-        prec = spec.training.mixed_precision if spec.training.mixed_precision != "auto" else \
+        prec: str = spec.training.mixed_precision if spec.training.mixed_precision != "auto" else \
             ("fp16" if hardware.startswith("t4") else "bf16") if on_gpu else "no"
     else:
         hardware, on_gpu, prec = detect_hardware(), not use_cpu(spec), precision(spec)
@@ -229,6 +229,7 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     train_ds, _ = prepared.to_datasets()
     report_tokens = prepared.train.stats.tokens.total if prepared.train.stats.tokens else 0
     tokens, steps, step_tokens = _tokens_and_steps(spec, train_ds, report_tokens)
+    assert steps.value is not None  # counted: max_steps, or epochs over the data
     peak_tflops, capacity_gib, price = HARDWARE.get(hardware, (None, None, None))
     notes: list[str] = []
     if probe_steps > 0:
@@ -250,9 +251,11 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
                      "run a probe (a few real steps) for a measured time")
     fits = None
     if capacity_gib and on_gpu:
-        fits = memory["peak"].value <= capacity_gib * 0.95
+        peak = memory["peak"].value
+        assert peak is not None  # an estimate: always a number
+        fits = peak <= capacity_gib * 0.95
         if not fits:
-            notes.append(f"~{memory['peak'].value:.1f} GiB is more than {hardware}'s {capacity_gib} GiB: turn on "
+            notes.append(f"~{peak:.1f} GiB is more than {hardware}'s {capacity_gib} GiB: turn on "
                          "training.gradient_checkpointing, lower training.batch_size or lengths.block_size, or use "
                          "training.quantization: int4 (out-of-memory steps also halve the micro-batch by themselves)")
     return JobPlan(spec.model.base_model, hardware, {"no": "fp32"}.get(prec, prec), spec.training.quantization,

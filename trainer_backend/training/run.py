@@ -37,7 +37,7 @@ class RunResult:
 
 
 def prepare_job(spec: JobSpec, progress: Optional[ProgressCallback] = None,
-                on_fitted: Optional[Callable[[list[str]], None]] = None) -> tuple[Any, Any]:
+                on_fitted: Optional[Callable[[list[str]], object]] = None) -> tuple[Any, Any]:
     """Everything that can fail before the model is loaded: trainer availability, tokenizer, data. Settings
     this machine cannot honour are replaced here, where the job runs (a warning in the report, and `on_fitted`
     hears of them), never where it is checked or submitted: a job checked on a CPU still asks a GPU for QLoRA."""

@@ -128,7 +128,8 @@ def register_api(service: StudioService) -> None:
         return service.continue_training(job_id, epochs)
 
     @gr.api(api_name="push_job")
-    def push_job(job_id: str, repo_id: str = "", merged: bool = False, request: gr.Request = None) -> dict:
+    def push_job(job_id: str, repo_id: str = "", merged: bool = False,
+                 request: Optional[gr.Request] = None) -> dict:
         """Push a finished job's adapter (optionally also the merged model) to the caller's Hub account; a
         failed push leaves the job 'trained_not_pushed' and can be retried."""
         _guard(request)

@@ -8,9 +8,9 @@ import gradio as gr
 import pandas as pd
 
 from ..generation import EVALUATION, GenerationSettings, setting_range
+from .gate import PRIVATE
 from .service import StudioService
 
-PRIVATE = {"api_visibility": "private"}
 ADAPTER_TICK_SECONDS = 2.0  # a job that just finished shows up here within this time, without a click
 
 

@@ -26,6 +26,10 @@ from .api_errors import to_client_error
 _PUBLIC = "__lora_studio_public__"
 _GATED = "__lora_studio_gated__"
 
+# Keyword arguments of a UI-only event (`btn.click(fn, inputs, outputs, **PRIVATE)`): no named API endpoint, and
+# install_gate treats it as a UI event. dict[str, Any], so that Gradio's typed keyword parameters accept it.
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+
 
 def public(fn: Callable) -> Callable:
     """Mark an event function as open to visitors on a Space (it must protect what it touches itself)."""

@@ -18,12 +18,12 @@ from ..job_status import UNFINISHED
 from . import charts
 from .job_view import (CSS, cards_html, header_markdown, human_time, metric_cards, progress_html,
                        samples_column_widths, samples_table)
+from .gate import PRIVATE
 from .service import StudioService
 
 SHOW_LOG_END = ("() => { setTimeout(() => { const box = document.querySelector('#job-log textarea');"
                 " if (box) box.scrollTop = box.scrollHeight; }, 50); }")
 
-PRIVATE = {"api_visibility": "private"}
 TICK_SECONDS = 2.0
 ACTIONS = ("stop", "resume", "continue", "push")
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Optional, Sequence, get_args
+from typing import Any, Literal, Optional, Sequence, get_args
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ..spec_rl import REWARD_KINDS, RewardSpec
 
 COLUMNS = ["type", "name", "weight", "column", "setting"]
-DATATYPES = ["str", "str", "number", "str", "str"]
-COLUMN_WIDTHS = ["15%", "15%", "9%", "13%", "48%"]
+DATATYPES: list[Literal["str", "number"]] = ["str", "str", "number", "str", "str"]
+COLUMN_WIDTHS: list[str | int] = ["15%", "15%", "9%", "13%", "48%"]  # gr.Dataframe's type
 TABLE_KINDS: tuple[str, ...] = tuple(k for k in REWARD_KINDS if k != "python")
 DEFAULT_ROWS: list[list[Any]] = [["numeric_match", "correct", 1.0, "answer", ""]]
 EXTRACTS: tuple[str, ...] = get_args(RewardSpec.model_fields["extract"].annotation)
@@ -167,7 +168,7 @@ def row_to_reward(row: Sequence[Any]) -> dict[str, Any]:
     return reward
 
 
-def _message(error: dict) -> str:
+def _message(error: ErrorDetails) -> str:
     msg = str(error.get("msg") or "").removeprefix("Value error, ")
     loc = ".".join(str(p) for p in error.get("loc") or ())
     return f"{loc}: {msg}" if loc else msg
@@ -180,7 +181,8 @@ def _label(row: Sequence[Any]) -> str:
 
 def rows_to_rewards(table: Any) -> list[dict[str, Any]]:
     """The rewards table -> `grpo.rewards` (blank rows are skipped). RewardTableError names the first bad row."""
-    rewards, seen = [], {}
+    rewards: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}  # reward label -> its row number
     for number, row in enumerate(_rows(table), start=1):
         if not any(_cell(v) for v in row):
             continue
@@ -210,7 +212,8 @@ def _setting(r: RewardSpec) -> str:
     extract = [f"extract: {r.extract}"] if r.extract != _DEFAULT["extract"] else []
     case = ["case-sensitive"] if r.case_sensitive else []
     if r.type == "regex":
-        return r.pattern if r.full_match else f"search: {r.pattern}"
+        pattern = r.pattern or ""  # a validated regex reward always has one
+        return pattern if r.full_match else f"search: {pattern}"
     if r.type == "json_valid":
         return json.dumps(r.json_schema, ensure_ascii=False) if r.json_schema is not None else ""
     if r.type == "length":

@@ -40,8 +40,14 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _bounds(info: FieldInfo) -> dict[str, float]:
-    out: dict[str, float] = {}
+class _Bounds(typing.TypedDict, total=False):
+    """gr.Number's range: the field's constraints."""
+    minimum: float
+    maximum: float
+
+
+def _bounds(info: FieldInfo) -> _Bounds:
+    out: _Bounds = {}
     for m in info.metadata:
         if isinstance(m, (at.Ge, at.Gt)):
             out["minimum"] = float(getattr(m, "ge", getattr(m, "gt", 0)))
@@ -65,9 +71,9 @@ def _component(key: str, info: FieldInfo) -> FormField:
         comp = gr.Dropdown(list(typing.get_args(annotation)), value=default, label=label, info=help_text)
         return FormField(key, "choice", optional, comp)
     if annotation in (int, float):
-        comp = gr.Number(value=default, label=label, info=help_text, precision=0 if annotation is int else None,
-                         **_bounds(info))
-        return FormField(key, annotation.__name__, optional, comp)
+        number = gr.Number(value=default, label=label, info=help_text, precision=0 if annotation is int else None,
+                           **_bounds(info))
+        return FormField(key, annotation.__name__, optional, number)
     return FormField(key, "text", optional, gr.Textbox(value="" if default is None else str(default), label=label,
                                                        info=help_text))
 
@@ -82,6 +88,7 @@ def iter_fields(level: str, sections: tuple[str, ...] = SECTIONS) -> list[tuple[
             continue
         if name in sections:
             section = info.annotation
+            assert section is not None  # a section is a sub-model of the spec
             for sub, sub_info in section.model_fields.items():
                 key = f"{name}.{sub}"
                 extra = sub_info.json_schema_extra or {}

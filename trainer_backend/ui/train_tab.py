@@ -19,13 +19,13 @@ from ..spec import ColumnMapping, SpecError, parse_spec
 from ..training.plan import HARDWARE
 from ..uploads import EXAMPLES_DIR, load_client_yaml
 from . import reward_table
+from .gate import PRIVATE
 from .service import TINY_DEMO, StudioService, example_datasets, mapping_roles
 from .spec_form import FormField, build_fields, raw_to_values, values_to_raw
 
 SUGGESTED_MODELS = [TINY_DEMO, "Qwen/Qwen2.5-0.5B-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
                     "Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-1B-Instruct", "google/gemma-3-1b-it"]
 MAPPING_ROLES = [r for r in ColumnMapping.model_fields if r != "roles"]
-PRIVATE = {"api_visibility": "private"}
 DEMO_SPEC = EXAMPLES_DIR / "sft-tiny.yaml"
 
 
