@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from .job_files import ADAPTER_DIR, SPEC_FILE
 from .job_status import ExitCode, JobStatus
+from .ml_stack import leave_out_bitsandbytes, needs_bitsandbytes
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID
@@ -133,6 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.trainers import TrainerNotAvailable
 
     spec = _load(args)
+    if not needs_bitsandbytes(spec.training.quantization, spec.training.optimizer, spec.model.base_model):
+        leave_out_bitsandbytes()
     failures: list[dict] = []
 
     def echo(record: dict) -> None:
