@@ -269,7 +269,7 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def read_events(job_dir: Path) -> list[dict]:
-    """The product's own events.jsonl reader (imported lazily: it pulls in transformers)."""
+    """The product's own events.jsonl reader."""
     from trainer_backend.training.events import read_events as product_read_events
 
     return product_read_events(job_dir)

@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` and `traine
 
 from bench.common import Result, machine_info, new_run_dir, set_threads, write_json  # noqa: E402
 
-BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan")
+BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan", "cli_start")
 # In --quick mode these only wait on child processes, so they run in threads beside the in-process ones.
-BACKGROUND_IN_QUICK = ("overhead", "app", "plan")
+BACKGROUND_IN_QUICK = ("overhead", "app", "plan", "cli_start")
 
 
 def _run_one(name: str, work: Path, quick: bool, args: argparse.Namespace) -> Result:
@@ -41,6 +41,8 @@ def _run_one(name: str, work: Path, quick: bool, args: argparse.Namespace) -> Re
             from bench import app_start as mod
         elif name == "plan":
             from bench import plan as mod
+        elif name == "cli_start":
+            from bench import cli_start as mod
         else:
             from bench import gpu as mod
         kwargs = {}
