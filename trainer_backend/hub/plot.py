@@ -16,7 +16,7 @@ TRAIN_COLOUR, EVAL_COLOUR, AXIS_COLOUR = (31, 119, 180), (255, 127, 14), (90, 90
 
 def loss_series(job_dir: str | Path) -> tuple[Series, Series]:
     """Train loss (`log` events) and eval loss (`eval` events), by optimizer step."""
-    from ..training.events import read_events  # here: the training package imports transformers
+    from ..training.events import read_events
 
     train: Series = []
     evals: Series = []

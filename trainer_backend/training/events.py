@@ -1,7 +1,7 @@
 """events.jsonl: the machine-readable record of a run (the trainer callback that writes it: callbacks.py).
 
 One JSON object per line, always with `event` and `time`. Events, by who writes them:
-  training (training/run.py, this module, trainers/grpo.py)
+  training (training/run.py, training/callbacks.py, trainers/grpo.py)
     preparing           {phase, progress, rows, ...}        reading, checking and tokenising the data
     fitted_to_hardware  {changes}                           settings this machine cannot honour, and what it does
     start               {max_steps, num_epochs, start_step, resumed_from, train_rows, valid_rows, device, world_size}
