@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, cast
 
+from ..library_hooks import DirectChatTemplate, direct_chat_template
 from .issues import RowError
 from .vendor_templates import shape_messages
 
@@ -44,41 +45,30 @@ class ChatRenderer:
     """transformers' render_jinja_template for one template and tokenizer, without what it redoes on every call.
     It copies the conversation into plain JSON types and aliases reasoning fields; for plain JSON without reasoning
     fields (what data files hold) that copy equals the input, so such a conversation is rendered straight from the
-    same compiled template with the same variables. Anything else goes through render_jinja_template. (An alpaca
-    row's three renders cost 100 µs that way, 25 µs this way: a fifth of its preparation.)"""
+    same compiled template with the same variables (library_hooks.DirectChatTemplate: it reaches into transformers'
+    and jinja2's internals). Anything else, or everything when those internals are gone, goes through
+    render_jinja_template. (An alpaca row's three renders cost 100 µs that way, 25 µs this way: a fifth of its
+    preparation.)"""
 
     def __init__(self, tokenizer: Any, template: str):
-        from transformers.utils import chat_template_utils as ctu
-
         specials: dict[str, Any] = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
         specials.setdefault("bos_token", "")
         specials.setdefault("eos_token", "")
         self.template, self.specials, self.marked = template, specials, has_generation_markers(template)
-        self.compiled: Any = None
-        self.fields: tuple[str, ...] = ()
-        self.globals: dict[str, Any] = {}
-        fields = getattr(ctu, "_REASONING_FIELDS", None)
-        compile_template = getattr(ctu, "_compile_jinja_template", None)
-        if fields is not None and compile_template is not None and all(type(v) is str for v in specials.values()):
-            try:
-                self.compiled = compile_template(template)
-            except Exception:  # noqa: BLE001 - a template that does not compile fails each row as before
-                self.compiled = None
-            else:
-                self.fields = tuple(fields)
-                self.globals = dict(self.compiled.globals)  # what Template.render merges into each context
+        self.direct: Optional[DirectChatTemplate] = direct_chat_template(template) \
+            if all(type(v) is str for v in specials.values()) else None
 
     def shape(self, messages: list[dict]) -> tuple[list[dict], bool]:
         """The messages as the template reads them, and whether they may take the direct path."""
         shaped = shape_messages(self.template, messages)
-        return shaped, self.compiled is not None and _plain_chat(shaped, self.fields)
+        return shaped, self.direct is not None and self.direct.accepts(shaped)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False, with_spans: bool = False,
                direct: Optional[bool] = None) -> tuple[str, list[Span]]:
         """`messages` raw (direct=None), or as `shape` gave them with its verdict (prefixes of them too)."""
         if direct is None:
             messages, direct = self.shape(messages)
-        if not direct or (with_spans and not self.marked):  # (the latter: let transformers warn)
+        if self.direct is None or not direct or (with_spans and not self.marked):  # (the latter: transformers warns)
             from transformers.utils.chat_template_utils import render_jinja_template
 
             # annotated `-> str` in transformers, it returns (rendered chats, each one's generation spans)
@@ -86,50 +76,7 @@ class ChatRenderer:
                 [messages], chat_template=self.template, return_assistant_tokens_mask=with_spans,
                 add_generation_prompt=add_generation_prompt, **self.specials))
             return rendered[0], (generated[0] if with_spans else [])
-        # Template.render/generate with the same variables: the context Template.new_context would make, with the
-        # globals merged once (a ChainMap merged per call was most of a short template's render time)
-        c = self.compiled
-        env = c.environment
-        ctx = env.context_class(env, {**self.globals, "messages": messages, "tools": None, "documents": None,
-                                      "add_generation_prompt": add_generation_prompt, **self.specials},
-                                c.name, c.blocks, globals=self.globals)
-        if not with_spans:
-            try:
-                return env.concat(c.root_render_func(ctx)), []
-            except Exception:  # noqa: BLE001 - re-raised by jinja with the template's own traceback
-                env.handle_exception()
-                raise
-        blocks: list[str] = []
-        indices: list[Span] = []
-        with env.activate_tracker(blocks, indices):  # transformers' {% generation %} extension records spans
-            try:
-                for block in c.root_render_func(ctx):
-                    blocks.append(block)
-            except Exception:  # noqa: BLE001
-                env.handle_exception()
-                raise
-            text = "".join(blocks)
-        return text, indices
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _plain(value: Any) -> bool:
-    """Only exact JSON types: what transformers' copy into plain data returns unchanged."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if kind is dict:
-        return all(type(k) in _SCALARS and _plain(v) for k, v in value.items())
-    if kind is list or kind is tuple:
-        return all(_plain(v) for v in value)
-    return False
-
-
-def _plain_chat(messages: Any, fields: tuple[str, ...]) -> bool:
-    return type(messages) is list and all(
-        type(m) is dict and _plain(m) and all(m.get(f) is None for f in fields) for m in messages)
+        return self.direct.render(messages, add_generation_prompt, self.specials, with_spans)
 
 
 def render_chat(tokenizer: Any, template: str, messages: list[dict],

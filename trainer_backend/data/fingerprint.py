@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from ..library_hooks import dataset_fingerprint
 from ..spec import JobSpec
 from .loading import SplitSource
 from .rl_rows import reference_columns
@@ -42,7 +43,7 @@ def source_digest(source: Optional[SplitSource]) -> Any:
     if source is None:
         return None
     if source.hub_dataset is not None:
-        return {"hub": source.hub_label, "fingerprint": getattr(source.hub_dataset, "_fingerprint", None)}
+        return {"hub": source.hub_label, "fingerprint": dataset_fingerprint(source.hub_dataset)}
     return {"files": [[p.suffix.lower(), file_digest(p)] for p in source.files], "text_split": source.text_split}
 
 

@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..access import can_train, duplicate_url, identify, is_member, on_space, space_token, withhold_space_token
 from ..jobs import tokens as job_tokens
+from ..library_hooks import calm_gradio_queue_polling
 from ..public_demo import public_adapters
 from .api import register_api
 from .chat_tab import build_chat_tab
@@ -106,7 +107,7 @@ def build_app(manager: Any = None) -> gr.Blocks:
         on_dataset, d_in, d_out = train["on_dataset"]
         demo.load(on_dataset, d_in, d_out, api_visibility="private")
     demo.queue(default_concurrency_limit=8)
-    _calm_queue_polling(demo)
+    calm_gradio_queue_polling(demo, QUEUE_IDLE_POLL_S, PROGRESS_IDLE_POLL_S)  # private to Gradio: library_hooks
     install_gate(demo)  # last: every event above, UI and API, goes through the access model
     # Plain GET routes for pollers (rest.py); launch() hands them to the FastAPI app Gradio creates.
     demo.rest_routes = job_routes(service)  # type: ignore[attr-defined]
@@ -117,14 +118,6 @@ def build_app(manager: Any = None) -> gr.Blocks:
 # on a 2-core Space, taken from the training job all day. Every 10 / 50 ms costs ~1% and adds at most 10 ms to a
 # queued call (~170 ms end to end through gradio_client); the plain GET routes (rest.py) do not queue at all.
 QUEUE_IDLE_POLL_S, PROGRESS_IDLE_POLL_S = 0.01, 0.05
-
-
-def _calm_queue_polling(demo: gr.Blocks) -> None:
-    queue = getattr(demo, "_queue", None)
-    for name, seconds in (("sleep_when_free", QUEUE_IDLE_POLL_S),
-                          ("progress_update_sleep_when_free", PROGRESS_IDLE_POLL_S)):
-        if isinstance(getattr(queue, name, None), float):  # private to Gradio: left alone if it changes
-            setattr(queue, name, max(getattr(queue, name), seconds))
 
 
 def launch(demo: Optional[gr.Blocks] = None) -> None:
