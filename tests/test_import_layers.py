@@ -116,6 +116,7 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
 # The layers, bottom first (README "Layout" says the same). A module may import its own layer and the ones below.
 LAYERS = [
     {"job_files", "job_status", "errors", "ml_stack", "tiny_model", "trainer_registry", "spec_values",  # names, values
+     "settings",  # every LORA_STUDIO_* variable a person sets (settings.py)
      "access", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
      "library_hooks"},  # every reach into a library's private internals (tests/test_library_hooks.py)
     {"spec", "spec_base", "spec_env", "spec_compute", "spec_rl", "autotrain", "generation", "rewards"},  # the job spec (+ AutoTrain's

@@ -88,9 +88,12 @@ def test_hops_default_by_place_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert trusted_proxy_hops() == 0
     monkeypatch.setenv("SPACE_ID", "owner/studio")
     assert trusted_proxy_hops() == 1
-    for value, hops in (("2", 2), ("0", 0), ("-3", 0), ("lots", 1)):
+    for value, hops in (("2", 2), ("0", 0), ("-3", 0)):
         monkeypatch.setenv("LORA_STUDIO_TRUSTED_PROXY_HOPS", value)
         assert trusted_proxy_hops() == hops
+    monkeypatch.setenv("LORA_STUDIO_TRUSTED_PROXY_HOPS", "lots")
+    with pytest.warns(UserWarning, match="LORA_STUDIO_TRUSTED_PROXY_HOPS='lots'"):  # named, then the default
+        assert trusted_proxy_hops() == 1
     monkeypatch.setenv("LORA_STUDIO_TRUSTED_PROXY_HOPS", "1")
     assert client_address(request_as_served(SPACE_PROXY, f"1.2.3.4, {REAL}")) == REAL  # hops from the env
 
@@ -155,7 +158,8 @@ def test_caps_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"MAX_PROMPT_TOKENS": "300", "MAX_MESSAGES": "5", "MAX_CONCURRENT": "1",
                         "MAX_PROMPT_CHARS": "900", "REQUESTS_PER_MINUTE": "oops"}.items():
         monkeypatch.setenv(f"LORA_STUDIO_DEMO_{name}", value)
-    caps = DemoCaps.from_env()
+    with pytest.warns(UserWarning, match="LORA_STUDIO_DEMO_REQUESTS_PER_MINUTE='oops'"):
+        caps = DemoCaps.from_env()
     assert (caps.max_prompt_tokens, caps.max_messages, caps.max_concurrent, caps.max_prompt_chars,
             caps.requests_per_minute) == (300, 5, 1, 900, DemoCaps.requests_per_minute)
     assert DemoCaps().max_messages == 16 and DemoCaps().max_concurrent == 2

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .settings import settings
+
 
 class AccessDenied(PermissionError):
     pass
@@ -75,7 +77,7 @@ def space_owner() -> Optional[str]:
 
 
 def allowed_users() -> set[str]:
-    return {u.strip().lower() for u in os.environ.get("LORA_STUDIO_ALLOWED_USERS", "").split(",") if u.strip()}
+    return set(settings().allowed_users)
 
 
 _WHOAMI_CACHE: dict[str, tuple[float, Identity]] = {}

@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .settings import DEFAULTS as SETTING_DEFAULTS
+
 
 class GenerationSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,7 +66,7 @@ DEFAULTS = GenerationSettings()
 EVALUATION = GenerationSettings(temperature=0.0, max_new_tokens=128)
 # A public demo's visitors get at most this many new tokens (LORA_STUDIO_DEMO_MAX_NEW_TOKENS changes it, never
 # above the model's own cap).
-DEMO_MAX_NEW_TOKENS = 128
+DEMO_MAX_NEW_TOKENS = SETTING_DEFAULTS.demo_max_new_tokens
 
 
 def demo_max_new_tokens(wanted: int = DEMO_MAX_NEW_TOKENS) -> int:

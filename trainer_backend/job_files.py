@@ -34,9 +34,11 @@ PREPARED_DATA_DIR = "prepared-data"  # in the data dir: the prepared-data cache 
 def store_dir(explicit: Optional[str | Path] = None, spaces_root: Path = SPACES_DATA_ROOT) -> Path:
     """The data dir: `explicit`, else $LORA_STUDIO_DATA_DIR, else <spaces_root>/lora-studio when persistent storage
     is mounted (jobs then survive a Space restart), else ./lora-studio-data."""
+    from .settings import settings  # here: this module of names stays free of pydantic
+
     if explicit:
         return Path(explicit).expanduser().resolve()
-    env = os.environ.get(DATA_DIR_ENV)
+    env = settings().data_dir
     if env:
         return Path(env).expanduser().resolve()
     if spaces_root.is_dir() and os.access(spaces_root, os.W_OK | os.X_OK):

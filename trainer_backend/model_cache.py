@@ -15,15 +15,15 @@ request for a model already loaded never waits for another one's load.
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import weakref
 from collections import OrderedDict
 from typing import Callable, Generic, Hashable, Optional, TypeVar
 
+from .settings import settings
+
 T = TypeVar("T")
 MODELS_ENV, MEMORY_ENV = "LORA_STUDIO_CHAT_MODELS", "LORA_STUDIO_CHAT_MEMORY_GB"
-DEFAULT_MODELS = 2
 
 
 def model_bytes(model: object) -> int:
@@ -50,16 +50,8 @@ def default_memory_cap() -> int:
 
 def limits_from_env() -> tuple[int, int]:
     """(max models, max bytes) from the environment, with the defaults above; bad values fall back to them."""
-    try:
-        count = max(1, int(os.environ.get(MODELS_ENV, DEFAULT_MODELS)))
-    except ValueError:
-        count = DEFAULT_MODELS
-    try:
-        gb = float(os.environ.get(MEMORY_ENV, ""))
-        memory = int(gb * 1024 ** 3) if gb > 0 else default_memory_cap()
-    except ValueError:
-        memory = default_memory_cap()
-    return count, memory
+    s = settings()
+    return s.chat_models, int(s.chat_memory_gb * 1024 ** 3) if s.chat_memory_gb else default_memory_cap()
 
 
 def empty_device_cache() -> None:

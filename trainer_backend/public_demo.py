@@ -9,7 +9,6 @@ signed-in user, else the client address as the Space's proxy reports it (client_
 from __future__ import annotations
 
 import ipaddress
-import os
 import threading
 import time
 from collections import deque
@@ -19,9 +18,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from .access import AccessDenied, current_caller, hub_token, is_member, on_space, space_token
 from .generation import DEMO_MAX_NEW_TOKENS, demo_max_new_tokens
+from .settings import DEFAULTS, settings
 
-PUBLIC_ADAPTERS_ENV = "LORA_STUDIO_PUBLIC_ADAPTERS"
-TRUSTED_PROXY_HOPS_ENV = "LORA_STUDIO_TRUSTED_PROXY_HOPS"
 ROLES = ("system", "user", "assistant")
 DUPLICATE = "or duplicate the Space for your own"
 
@@ -29,29 +27,26 @@ DUPLICATE = "or duplicate the Space for your own"
 @dataclass(frozen=True)
 class DemoCaps:
     max_new_tokens: int = DEMO_MAX_NEW_TOKENS  # within GenerationSettings' own range (generation.py)
-    max_prompt_chars: int = 2000    # raw: every message's content and role, and the system prompt (cheap, first)
-    requests_per_minute: int = 10   # per visitor
-    max_prompt_tokens: int = 1024   # the whole prompt as the model receives it: chat template rendered, tokenized
-    max_messages: int = 16          # per request: history, the new message and the system prompt
-    max_concurrent: int = 2         # demo generations at once, all visitors together
+    # raw: every message's content and role, and the system prompt (cheap, first)
+    max_prompt_chars: int = DEFAULTS.demo_max_prompt_chars
+    requests_per_minute: int = DEFAULTS.demo_requests_per_minute  # per visitor
+    # the whole prompt as the model receives it: chat template rendered, tokenized
+    max_prompt_tokens: int = DEFAULTS.demo_max_prompt_tokens
+    max_messages: int = DEFAULTS.demo_max_messages  # per request: history, the new message and the system prompt
+    max_concurrent: int = DEFAULTS.demo_max_concurrent  # demo generations at once, all visitors together
 
     @classmethod
     def from_env(cls) -> "DemoCaps":
-        def num(name: str, default: int) -> int:
-            try:
-                return max(1, int(os.environ.get(name, default)))
-            except ValueError:
-                return default
-        return cls(max_new_tokens=demo_max_new_tokens(num("LORA_STUDIO_DEMO_MAX_NEW_TOKENS", cls.max_new_tokens)),
-                   max_prompt_chars=num("LORA_STUDIO_DEMO_MAX_PROMPT_CHARS", cls.max_prompt_chars),
-                   requests_per_minute=num("LORA_STUDIO_DEMO_REQUESTS_PER_MINUTE", cls.requests_per_minute),
-                   max_prompt_tokens=num("LORA_STUDIO_DEMO_MAX_PROMPT_TOKENS", cls.max_prompt_tokens),
-                   max_messages=num("LORA_STUDIO_DEMO_MAX_MESSAGES", cls.max_messages),
-                   max_concurrent=num("LORA_STUDIO_DEMO_MAX_CONCURRENT", cls.max_concurrent))
+        """The caps LORA_STUDIO_DEMO_* set (settings.py: a bad value keeps the default, with a warning)."""
+        s = settings()
+        return cls(max_new_tokens=demo_max_new_tokens(s.demo_max_new_tokens),
+                   max_prompt_chars=s.demo_max_prompt_chars, requests_per_minute=s.demo_requests_per_minute,
+                   max_prompt_tokens=s.demo_max_prompt_tokens, max_messages=s.demo_max_messages,
+                   max_concurrent=s.demo_max_concurrent)
 
 
 def public_adapters() -> set[str]:
-    return {a.strip() for a in os.environ.get(PUBLIC_ADAPTERS_ENV, "").split(",") if a.strip()}
+    return set(settings().public_adapters)
 
 
 def demo_hub_token(ref: str) -> Any:
@@ -67,10 +62,8 @@ def demo_hub_token(ref: str) -> Any:
 # ---- who a visitor is -----------------------------------------------------------------------------------------
 def trusted_proxy_hops() -> int:
     """LORA_STUDIO_TRUSTED_PROXY_HOPS, else 1 on a Space (its proxy) and 0 elsewhere."""
-    try:
-        return min(max(int(os.environ[TRUSTED_PROXY_HOPS_ENV]), 0), 16)
-    except (KeyError, ValueError):
-        return 1 if on_space() else 0
+    hops = settings().trusted_proxy_hops
+    return hops if hops is not None else 1 if on_space() else 0
 
 
 def client_address(request: Any, hops: Optional[int] = None) -> str:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .data.loading import looks_local
+from .settings import settings
 from .spec import JobSpec
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
-DEFAULT_MAX_UPLOAD_MB = 512
 
 
 class UnsafePath(ValueError):
@@ -27,7 +27,7 @@ class UnsafePath(ValueError):
 
 
 def max_upload_bytes() -> int:
-    return int(float(os.environ.get("LORA_STUDIO_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)) * 1024 * 1024)
+    return int(settings().max_upload_mb * 1024 * 1024)
 
 
 def sanitize_filename(name: str) -> str:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..job_files import PREPARED_DATA_DIR, store_dir
+from ..settings import settings
 
 CACHE_ENV = "LORA_STUDIO_PREPARED_CACHE"
 CAP_ENV = "LORA_STUDIO_PREPARED_CACHE_GB"
-DEFAULT_CAP_GB = 10.0
 MANIFEST = "manifest.json"
 DERIVED = "derived"
 BUILDING = ".building"
@@ -33,17 +33,14 @@ _STALE_BUILD_S = 6 * 3600  # a build folder this old whose process is gone is a 
 
 def cache_root() -> Optional[Path]:
     """Where entries live; None when the cache is off."""
-    value = os.environ.get(CACHE_ENV, "").strip()
+    value = settings().prepared_cache.strip()
     if value.lower() in ("off", "0", "false", "no"):
         return None
     return Path(value).expanduser().resolve() if value else store_dir() / PREPARED_DATA_DIR
 
 
 def cap_bytes() -> int:
-    try:
-        return int(float(os.environ.get(CAP_ENV, DEFAULT_CAP_GB)) * 1024**3)
-    except ValueError:
-        return int(DEFAULT_CAP_GB * 1024**3)
+    return int(settings().prepared_cache_gb * 1024**3)
 
 
 def checksum(path: Path) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..settings import settings
 from ..spec import PromptTemplate
 from .encode import FAILED, EncodeSettings, encode_columns
 from .formats import Detection, normalize_row
@@ -31,7 +32,6 @@ from .preference import encode_preferences
 from .rl_rows import REFERENCES_COLUMN, encode_feedback, encode_prompts, normalize_feedback_row, normalize_prompt_row
 from .templates import render_prompt_template
 
-NUM_PROC_ENV = "LORA_STUDIO_NUM_PROC"
 TOKEN_COLUMNS = ["input_ids", "labels"]
 
 
@@ -103,10 +103,9 @@ class ChunkResult:
 def default_num_proc() -> int:
     """$LORA_STUDIO_NUM_PROC, else the cores this process may use (shared with the other ranks of a
     multi-process training run on this machine, which prepare the same data at the same time)."""
-    try:
-        return max(1, int(os.environ[NUM_PROC_ENV]))
-    except (KeyError, ValueError):
-        pass
+    forced = settings().num_proc
+    if forced is not None:
+        return forced
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -1,13 +1,12 @@
 """Where the job store lives, and the settings every jobs process agrees on."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 from ..job_files import DATA_DIR_ENV, LOCAL_DATA_DIR, store_dir  # noqa: F401 - re-exported
+from ..settings import settings
 
-MAX_CONCURRENT_ENV = "LORA_STUDIO_MAX_CONCURRENT_JOBS"
 SPACES_DATA_ROOT = Path("/data")  # Hugging Face Spaces mounts persistent storage here
 JOBS_SUBDIR = "jobs"
 
@@ -20,7 +19,4 @@ def default_data_dir(explicit: Optional[str | Path] = None) -> Path:
 
 def default_max_concurrent() -> int:
     """Training jobs run at once per data dir (default 1: one job owns the machine's GPUs)."""
-    try:
-        return max(1, int(os.environ.get(MAX_CONCURRENT_ENV, "1")))
-    except ValueError:
-        return 1
+    return settings().max_concurrent_jobs

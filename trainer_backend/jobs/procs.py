@@ -10,11 +10,7 @@ from typing import IO, Optional, Sequence
 
 import psutil  # a dependency of accelerate, so always installed with the training stack
 
-# Training runs this much "nicer" than the web server and the supervisor (POSIX niceness, 0..19), so a
-# status request is answered promptly while a job keeps the CPU busy. LORA_STUDIO_TRAIN_NICE overrides it;
-# 0 turns it off. On a GPU box it costs nothing: the GPU does the work, the CPU mostly waits.
-TRAIN_NICE_ENV = "LORA_STUDIO_TRAIN_NICE"
-DEFAULT_TRAIN_NICE = 10
+from ..settings import read, settings
 
 # Two processes started this close together cannot share a pid, so this tolerance only absorbs float noise.
 _START_TOLERANCE = 0.05
@@ -64,13 +60,13 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+# Training runs (default 10) "nicer" than the web server and the supervisor (POSIX niceness, 0..19), so a
+# status request is answered promptly while a job keeps the CPU busy. LORA_STUDIO_TRAIN_NICE sets it;
+# 0 turns it off. On a GPU box it costs nothing: the GPU does the work, the CPU mostly waits.
 def train_niceness(env: Optional[dict[str, str]] = None) -> int:
-    """How much to lower the training process's CPU priority (LORA_STUDIO_TRAIN_NICE, default 10)."""
-    raw = (env if env is not None else os.environ).get(TRAIN_NICE_ENV, "")
-    try:
-        return min(max(int(raw), 0), 19) if raw.strip() else DEFAULT_TRAIN_NICE
-    except ValueError:
-        return DEFAULT_TRAIN_NICE
+    """How much to lower the training process's CPU priority (LORA_STUDIO_TRAIN_NICE, default 10), as set in
+    `env` (a job's own environment) else in ours."""
+    return int(read("train_nice", env)) if env is not None else settings().train_nice
 
 
 def launch(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env: dict[str, str],

@@ -21,6 +21,7 @@ from typing import IO, Optional
 
 from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE_ENV, PREPARED_DATA_DIR
 from ..access import HF_TOKEN_ENV, NO_HUB_TOKEN, on_space
+from ..settings import settings
 from . import lifecycle, tokens
 from .paths import default_data_dir, default_max_concurrent
 from ..training.launch import training_command
@@ -85,7 +86,7 @@ def _prepared_cache_env(data_dir: Path) -> dict[str, str]:
     whatever their working directory."""
     from ..data.prepared_cache import CACHE_ENV
 
-    return {} if os.environ.get(CACHE_ENV) else {CACHE_ENV: str(data_dir.resolve() / PREPARED_DATA_DIR)}
+    return {} if settings().prepared_cache else {CACHE_ENV: str(data_dir.resolve() / PREPARED_DATA_DIR)}
 
 
 def ensure_supervisor(data_dir: str | Path, max_concurrent: Optional[int] = None) -> Optional[int]:

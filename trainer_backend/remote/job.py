@@ -22,13 +22,11 @@ import yaml
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
 from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE, LOG_FILE_ENV
+from ..settings import settings
 from ..spec import parse_spec
 from ..training.launch import plan, training_command
 from . import hf_jobs
 from .stage import unstage
-
-STOP_POLL_SECONDS = float(os.environ.get("LORA_STUDIO_STOP_POLL", "5"))
-
 
 def multi_node_command(spec_path: Path, n_procs: int, on_gpu: bool) -> list[str]:
     rank, nodes, host, port = hf_jobs.node_rank()
@@ -60,7 +58,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(proc.pid, signal.SIGTERM))  # the platform stopping us
     stop_sent = False
     while proc.poll() is None:
-        time.sleep(min(STOP_POLL_SECONDS, 1.0) if stop_sent else STOP_POLL_SECONDS)
+        poll = settings().stop_poll
+        time.sleep(min(poll, 1.0) if stop_sent else poll)
         if not stop_sent:
             try:
                 stop_sent = hf_jobs.stop_requested(args.repo, token)

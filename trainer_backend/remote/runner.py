@@ -8,7 +8,7 @@
 2. Mirror, every few seconds: the job repo's events.jsonl and train.log into the local job folder (so progress,
    charts, job_status and job_events read them as for a local job), the Job's own output into debug.log.
 3. Stop (SIGTERM from the supervisor): ask the trainer to checkpoint (control/stop.json in the repo), give it
-   STOP_GRACE seconds, then cancel the Job(s).
+   LORA_STUDIO_REMOTE_STOP_GRACE seconds (40), then cancel the Job(s).
 4. End: the adapter downloaded into the folder (Chat and Evaluate use it as any other), the exit code the trainer's.
 Hub errors are retried with backoff; a Hub that stays away only delays the mirror, the Job goes on regardless.
 """
@@ -27,12 +27,11 @@ from ..hub.client import HubError, resolve_token
 from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVENTS_FILE, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE,
                          REMOTE_STATE_FILE, has_trained_model)
 from ..job_status import ExitCode
+from ..settings import settings
 from ..spec import JobSpec, load_job_spec
 from ..training.events import EventLog
 from . import hf_jobs as nodes
 
-POLL_SECONDS = float(os.environ.get("LORA_STUDIO_REMOTE_POLL", "5"))
-STOP_GRACE = float(os.environ.get("LORA_STUDIO_REMOTE_STOP_GRACE", "40"))  # under the supervisor's 60 s stop timeout
 OUTCOMES = {"finished": ExitCode.OK, "stopped": ExitCode.STOPPED, "push_failed": ExitCode.NOT_PUSHED,
             "failed": ExitCode.FAILED}
 
@@ -155,11 +154,12 @@ class RemoteRun:
                     self.say("stop requested: the trainer saves a checkpoint, then the Job ends")
                     hubsync.put_file(self.state["sync_repo"], hubsync.STOP_FILE,
                                      json.dumps({"time": time.time()}).encode(), self.token, "stop requested")
-            if stop_sent is not None and time.time() - stop_sent > STOP_GRACE:
-                self.say(f"the Job did not end within {STOP_GRACE:.0f}s of the stop request: cancelling it")
+            grace = settings().remote_stop_grace  # default 40 s: under the supervisor's 60 s stop timeout
+            if stop_sent is not None and time.time() - stop_sent > grace:
+                self.say(f"the Job did not end within {grace:.0f}s of the stop request: cancelling it")
                 nodes.cancel_all(self.token, ns, ids)
                 stop_sent = float("inf")
-            self.stop.wait(POLL_SECONDS)
+            self.stop.wait(settings().remote_poll)
         return self.finish(states)
 
     def finish(self, states: list[Any]) -> int:

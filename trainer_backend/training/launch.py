@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..settings import settings
 from ..spec import JobSpec, TrainingSpec, load_job_spec
 
 
@@ -32,9 +33,9 @@ def visible_gpu_count() -> int:
 
 def plan(training: TrainingSpec) -> tuple[int, bool]:
     """(processes, on_gpu) for a spec's `training` section."""
-    forced = os.environ.get("LORA_STUDIO_NUM_PROCESSES")
+    forced = settings().num_processes
     gpus = 0 if training.use_cpu else visible_gpu_count()
-    wanted = training.num_processes or (int(forced) if forced else max(gpus, 1))
+    wanted = training.num_processes or (forced if forced is not None else max(gpus, 1))
     if training.distributed == "none":
         wanted = 1
     return max(int(wanted), 1), gpus > 0

@@ -195,7 +195,9 @@ def _tokens_and_steps(spec: JobSpec, train_ds: Any, report_tokens: int = 0) -> t
 def detect_hardware() -> str:
     import os
 
-    named = os.environ.get("SPACE_HARDWARE") or os.environ.get("LORA_STUDIO_HARDWARE")
+    from ..settings import settings
+
+    named = os.environ.get("SPACE_HARDWARE") or settings().hardware
     if named in HARDWARE:
         return named
     from ..model_info import gpu_memory

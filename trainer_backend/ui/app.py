@@ -10,6 +10,7 @@ from ..access import can_train, duplicate_url, identify, is_member, on_space, sp
 from ..jobs import tokens as job_tokens
 from ..library_hooks import calm_gradio_queue_polling
 from ..public_demo import public_adapters
+from ..settings import settings
 from .api import register_api
 from .chat_tab import build_chat_tab
 from .gate import install_gate, public
@@ -45,7 +46,7 @@ def restore_synced_jobs(jobs: Any) -> None:
     import threading
 
     token = space_token() if on_space() else os.environ.get("HF_TOKEN")
-    if not token or os.environ.get("LORA_STUDIO_RESTORE_FROM_HUB", "1") == "0":
+    if not token or not settings().restore_from_hub:
         return
 
     def restore() -> None:
@@ -61,6 +62,7 @@ def build_app(manager: Any = None) -> gr.Blocks:
     from ..jobs import JobManager
     from ..ml_stack import import_ml_stack
 
+    settings()  # first: a bad LORA_STUDIO_* value stops the app here, with a message naming it (settings.py)
     import_ml_stack()  # before any request thread can import transformers for the first time (ml_stack.py)
     # First of all, before any process is started: on a Space nobody but the owner acts with the owner's token.
     owner_token = withhold_space_token()
@@ -127,7 +129,7 @@ def launch(demo: Optional[gr.Blocks] = None) -> None:
     default_host = "0.0.0.0" if on_space() else "127.0.0.1"
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", default_host),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                max_file_size=os.environ.get("LORA_STUDIO_MAX_UPLOAD", "512mb"), ssr_mode=False,
+                max_file_size=settings().max_upload, ssr_mode=False,
                 footer_links=["api"], enable_monitoring=False,  # /monitoring/*: 403 for everyone
                 # On a Space, uploads and Gradio's file route are for members only, within quotas (http_gate.py)
                 app_kwargs={"routes": list(getattr(demo, "rest_routes", [])), "middleware": http_gate_middleware()},

@@ -30,6 +30,7 @@ from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterator, MutableMapping, Optional
 
 from ..access import AccessDenied, Identity, identify_request, is_member, member_only_message, on_space
+from ..settings import parse_size, settings  # noqa: F401 - parse_size is re-exported
 from ..uploads import forget_gradio_upload, gradio_uploaders, record_gradio_upload
 
 Scope = MutableMapping[str, Any]
@@ -38,22 +39,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# The settings, with their defaults (sizes as Gradio writes them: 512kb, 2gb; 1024-based).
-QUOTA_ENV, DEFAULT_QUOTA = "LORA_STUDIO_UPLOAD_QUOTA", "2gb"          # per member, uploads not yet expired
-TOTAL_ENV, DEFAULT_TOTAL = "LORA_STUDIO_UPLOAD_TOTAL", "8gb"          # all members together
-MAX_AGE_ENV, DEFAULT_MAX_AGE_HOURS = "LORA_STUDIO_UPLOAD_MAX_AGE_HOURS", "24"  # then deleted
+# The settings (settings.py has their defaults; sizes as Gradio writes them: 512kb, 2gb; 1024-based).
+QUOTA_ENV = "LORA_STUDIO_UPLOAD_QUOTA"  # per member, uploads not yet expired
+TOTAL_ENV = "LORA_STUDIO_UPLOAD_TOTAL"  # all members together
+MAX_AGE_ENV = "LORA_STUDIO_UPLOAD_MAX_AGE_HOURS"  # then deleted
 
 _UPLOAD_ROUTES = ("/gradio_api/upload", "/gradio_api/upload_progress", "/gradio_api/process_recording")
 _FILE_ROUTE = re.compile(r"/gradio_api/file(?:=|/)(.*)$", re.S)
-_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _MISSING_GRACE_S = 60.0  # a just-uploaded file may still be being moved into place by Gradio
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*", text.lower())
-    if not match:
-        raise ValueError(f"not a size: {text!r} (write e.g. 512mb or 2gb)")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 @dataclass(frozen=True)
@@ -64,9 +57,8 @@ class UploadLimits:
 
     @classmethod
     def from_env(cls) -> "UploadLimits":
-        return cls(parse_size(os.environ.get(QUOTA_ENV, DEFAULT_QUOTA)),
-                   parse_size(os.environ.get(TOTAL_ENV, DEFAULT_TOTAL)),
-                   float(os.environ.get(MAX_AGE_ENV, DEFAULT_MAX_AGE_HOURS)) * 3600)
+        s = settings()
+        return cls(s.upload_quota, s.upload_total, s.upload_max_age_hours * 3600)
 
 
 @dataclass
