@@ -69,7 +69,7 @@ def test_a_hub_outage_is_not_called_a_rejected_token(answer: int | None, expecte
     import socket
     import threading
 
-    from trainer_backend.access import HubUnreachable, identity_from_token
+    from trainer_backend.access import HubUnreachable, check_hub_read, identity_from_token
 
     class Hub(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -88,15 +88,20 @@ def test_a_hub_outage_is_not_called_a_rejected_token(answer: int | None, expecte
         threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("SPACE_ID", "owner/studio")  # check_hub_read asks the Hub on a Space only
     try:
         with pytest.raises(AccessDenied, match=expected) as refused:
             identity_from_token(f"hf_outage{answer}{socket.gethostname()}")
+        with pytest.raises(AccessDenied) as read_refused:  # may this caller read a repo: the same distinction
+            check_hub_read(f"owner/outage-{answer}", token=f"hf_outage{answer}{socket.gethostname()}")
     finally:
         if answer is not None:
             server.shutdown()
             server.server_close()
     assert isinstance(refused.value, HubUnreachable) == (answer not in (401, 403))
     assert "hf_outage" not in str(refused.value), "the token is never in the message"
+    assert ("try again" in str(read_refused.value)) == (answer not in (401, 403)), str(read_refused.value)
+    assert "hf_outage" not in str(read_refused.value)
 
 
 def test_one_scrubber_for_specs_cards_and_messages() -> None:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .errors import http_status
 from .settings import settings
 
 
@@ -97,7 +98,7 @@ def identity_from_token(token: str) -> Identity:
     try:
         info = HfApi(endpoint=os.environ.get("HF_ENDPOINT")).whoami(token=token)
     except Exception as exc:  # `from None`: the request in the exception's chain carries the token
-        status = _http_status(exc)
+        status = http_status(exc)
         if status in (400, 401, 403):
             raise AccessDenied("the Hugging Face token was rejected; log in again or send a valid token") from None
         where = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
@@ -108,19 +109,6 @@ def identity_from_token(token: str) -> Identity:
     with _WHOAMI_LOCK:
         _WHOAMI_CACHE[token] = (now, ident)
     return ident
-
-
-def _http_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status of the first response in the exception's chain (None: no answer came back)."""
-    seen: set[int] = set()
-    current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        code = getattr(getattr(current, "response", None), "status_code", None)
-        if isinstance(code, int):
-            return code
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def identify_request(request: Any) -> Identity:
@@ -302,7 +290,10 @@ def check_hub_read(repo_id: str, repo_type: str = "model", revision: Optional[st
                            f"account ({type(exc).__name__}): check the id, or sign in as someone who may read it"
                            ) from None
     except HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
+        status = http_status(exc)
+        if status is not None and (status >= 500 or status == 429):  # an outage: not the caller's access
+            raise HubUnreachable(f"cannot check your access to {repo_type} repo '{repo_id}': the Hub answered "
+                                 f"HTTP {status}; try again in a moment") from None
         raise AccessDenied(f"{repo_type} repo '{repo_id}' cannot be read with your Hugging Face account "
                            f"(HTTP {status})") from None
     except Exception as exc:  # noqa: BLE001 - unreachable Hub: never fall back to someone else's cached copy

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from pydantic import SecretStr
 
+from ..errors import exception_chain, http_status
 from ..redaction import REDACTED, TOKEN_PATTERN, redact  # noqa: F401  (re-exported to hub/)
 
 log = logging.getLogger(__name__)
@@ -92,21 +93,6 @@ def resolve_token(token: Token = None) -> str:
                        "access (https://huggingface.co/settings/tokens)")
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    out, seen = [], set()
-    cur: Optional[BaseException] = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        out.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return out
-
-
-def _status(exc: BaseException) -> Optional[int]:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None) if response is not None else None
-
-
 def classify(exc: BaseException, what: str, token: Optional[str] = None) -> HubError:
     """Turn any exception from a Hub call into a HubError with a redacted, actionable message."""
     import httpx2
@@ -115,10 +101,10 @@ def classify(exc: BaseException, what: str, token: Optional[str] = None) -> HubE
 
     if isinstance(exc, HubError):
         return exc
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     # Redact before cutting to length: a cut could leave part of a token that no longer matches.
     detail = redact(" ".join(f"{type(exc).__name__}: {exc}".split()), token)[:400]
-    status = next((s for s in map(_status, chain) if s is not None), None)
+    status = http_status(exc)
     if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
         return HubError(f"{what}: HF_HUB_OFFLINE is set, so the Hub cannot be reached; unset it to continue")
     if any(isinstance(e, GatedRepoError) for e in chain):
