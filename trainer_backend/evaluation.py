@@ -17,8 +17,6 @@ from .inference import gpu_call, load_chat
 from .rewards import normalise_text
 
 
-
-
 def exact_match(answer: str, reference: str) -> bool:
     """The answer is the reference, up to case, punctuation, articles and spacing: the very test the GRPO
     exact_match reward pays for (rewards.normalise_text), so training and Evaluate count the same answers."""

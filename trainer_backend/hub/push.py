@@ -226,8 +226,6 @@ def stage_adapter(job_dir: Path, stage: Path, repo_id: str, meta: AdapterMeta, s
     (stage / "README.md").write_text(card, encoding="utf-8")
 
 
-
-
 def scan_for_secrets(folder: Path, token: Optional[str]) -> None:
     """Refuse to push a file that contains the token, or (in text files) anything shaped like an HF token."""
     needle = token.encode() if token else None

@@ -10,7 +10,6 @@ from ..redaction import MASK, without_secrets
 from ..spec import JobSpec
 
 
-
 def validate_data(spec: JobSpec) -> Optional[tuple[str, dict]]:
     """Run the trainer's own pre-model checks (tokenizer, every data row). None when all is well."""
     from ..data import DataError
