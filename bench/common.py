@@ -269,10 +269,10 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def read_events(job_dir: Path) -> list[dict]:
-    """The product's own events.jsonl reader."""
-    from trainer_backend.training.events import read_events as product_read_events
+    """The product's own events.jsonl reader (typed records), as plain dicts with every key."""
+    from trainer_backend.run_events import read_events as product_read_events
 
-    return product_read_events(job_dir)
+    return [e.model_dump() for e in product_read_events(job_dir)]
 
 
 class ProgressWatcher:

@@ -118,7 +118,8 @@ LAYERS = [
     {"job_files", "job_status", "errors", "ml_stack", "tiny_model", "trainer_registry", "spec_values",  # names, values
      "settings",  # every LORA_STUDIO_* variable a person sets (settings.py)
      "access", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
-     "library_hooks"},  # every reach into a library's private internals (tests/test_library_hooks.py)
+     "library_hooks",  # every reach into a library's private internals (tests/test_library_hooks.py)
+     "run_events"},  # what a run records in events.jsonl: one typed record per kind, for writers and readers
     {"spec", "spec_base", "spec_env", "spec_compute", "spec_rl", "autotrain", "generation", "rewards"},  # the job spec (+ AutoTrain's
     # dialect), sampling settings, the reward functions GRPO's spec names
     {"model_info", "data"},                                              # spec in, data and facts out

@@ -218,6 +218,7 @@ def test_cache_list_and_clear(prep, make_spec, tmp_path, cache_dir, capsys) -> N
 def test_progress_callbacks_and_job_events(prep, make_spec, real_data, tmp_path) -> None:
     from trainer_backend.data.progress import PreparationProgress, preparation_progress
     from trainer_backend.jobs.progress import EventsReader
+    from trainer_backend.run_events import Preparing, Start
     from trainer_backend.training.events import EventLog
     from trainer_backend.ui.job_view import progress_html
 
@@ -232,13 +233,13 @@ def test_progress_callbacks_and_job_events(prep, make_spec, real_data, tmp_path)
     assert [p.phase for p in seen] == ["cached"]
 
     log = EventLog(tmp_path / "job")
-    log.write("preparing", phase="preparing", progress=0.37, rows=370, total_rows=1000, eta_seconds=12.0)
+    log.write(Preparing(phase="preparing", progress=0.37, rows=370, total_rows=1000, eta_seconds=12.0))
     reader = EventsReader(log.path)
     reader.poll()
     snap = reader.snapshot().to_dict(series=False)
     assert snap["preparing_percent"] == 37.0
     assert "preparing data 37%" in progress_html({"status": "running", "progress": snap})
-    log.write("start", max_steps=10)
+    log.write(Start(max_steps=10))
     reader.poll()
     assert reader.snapshot().preparing_percent is None
 

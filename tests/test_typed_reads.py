@@ -22,8 +22,6 @@ NOT_CHECKED = {
 }
 # Dict reads whose keys happen to be spec names but whose dict is not a stored spec: (file, key) -> why.
 NOT_SPEC_DICTS = {
-    ("jobs/progress.py", "max_steps"): "events.jsonl lines carry the trainer's computed total; the default keeps "
-                                       "the last total seen",
     ("data/formats.py", "type"): "OpenAI content parts ({type, text}) of a message in the user's data",
     ("rewards.py", "text"): "OpenAI content parts ({type, text}) of a conversational completion",
     ("jobs/manager.py", "hub"): "a spec being written: the secret put back into the dict an override edits",

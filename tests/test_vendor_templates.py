@@ -227,7 +227,7 @@ def test_train_runs_on_vendor_template(tiny_model_dir: Path, make_spec, real_dat
     from transformers import AutoModelForCausalLM
 
     from trainer_backend.training.adapter_meta import read_adapter_meta
-    from trainer_backend.training.events import read_events
+    from trainer_backend.run_events import Log, read_events
     from trainer_backend.training.run import run_training
 
     model_dir = tmp_path / "model"
@@ -247,5 +247,5 @@ def test_train_runs_on_vendor_template(tiny_model_dir: Path, make_spec, real_dat
     assert meta is not None and meta.end_of_turn and meta.chat_template_source, meta  # recorded for serving
     assert f"{name}" in meta.chat_template_source or "tokenizer" in meta.chat_template_source
     assert (Path(result.adapter_dir) / "adapter_model.safetensors").exists()
-    losses = [e["loss"] for e in read_events(spec.output_dir) if e.get("event") == "log"]
+    losses = [e.loss for e in read_events(spec.output_dir) if isinstance(e, Log)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)

@@ -12,6 +12,8 @@ from .job_files import ADAPTER_DIR, SPEC_FILE
 from .job_status import ExitCode, JobStatus
 from .ml_stack import leave_out_bitsandbytes, needs_bitsandbytes
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
+from .run_events import (Checkpoint, Eval, Failed, Finished, FittedToHardware, Log, OomAdjusted, Preparing, RunEvent,
+                         Samples, Start, Stopped)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID
 EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.STOPPED, ExitCode.NOT_PUSHED
@@ -70,62 +72,59 @@ class PreparationBar:
         end = "\n" if done or not self.tty else ""
         print(("\r" if self.tty else "") + text.ljust(78), end=end, file=sys.stderr, flush=True)
 
-    def event(self, record: dict) -> None:
+    def event(self, record: Preparing) -> None:
         """A `preparing` event of a training run."""
         from .data.progress import PreparationProgress
 
-        self(PreparationProgress(record.get("phase") or "preparing", record.get("rows") or 0,
-                                 record.get("total_rows"), record.get("progress") or 0.0,
-                                 record.get("rows_per_second"), record.get("eta_seconds"), 0.0))
+        self(PreparationProgress(record.phase, record.rows, record.total_rows, record.progress,
+                                 record.rows_per_second, record.eta_seconds, 0.0))
 
 
 _preparing = PreparationBar()
 
 
-def _console(record: dict) -> None:
-    ev = record["event"]
-    if ev == "preparing":
+def _console(record: RunEvent) -> None:
+    """One run event as a line a person reads (or the preparation bar redrawn)."""
+    if isinstance(record, Preparing):
         _preparing.event(record)
-    elif ev == "log":
-        pct = f"{100 * (record.get('progress') or 0):5.1f}%"
-        eta = record.get("eta_seconds")
+    elif isinstance(record, Log):
+        progress = record.progress or 0
+        eta = record.eta_seconds
         eta_s = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "?"
-        bar = "#" * int(20 * (record.get("progress") or 0))
         # GRPO's loss says little (it is ~0 by construction); its reward is what a person follows
-        score = f"reward {record['reward']:.3f}" if isinstance(record.get("reward"), (int, float)) else \
-            f"loss {record.get('loss') or 0:.4f}"
-        print(f"[{bar:<20}] {pct} step {record['step']}/{record['max_steps']} {score} "
-              f"lr {record.get('learning_rate') or 0:.2e} {record.get('tokens_per_second') or 0:.0f} tok/s "
-              f"ETA {eta_s}", flush=True)
-    elif ev == "samples":
-        best = max(record.get("samples") or [{}], key=lambda x: x.get("total") or 0)
-        if best.get("completion") is not None:
-            print(f"sample at step {record['step']} (reward {best.get('total')}): "
-                  f"{best['completion'][:160]!r}", flush=True)
-    elif ev == "eval":
-        reward = f", reward {record['eval_reward']:.3f}" if isinstance(record.get("eval_reward"), (int, float)) else ""
-        print(f"eval at step {record['step']}: loss {record.get('eval_loss')}{reward}", flush=True)
-    elif ev == "start":
-        print(f"training: {record['max_steps']} steps on {record.get('device')}, "
-              f"{record.get('train_rows')} train / {record.get('valid_rows')} valid rows", flush=True)
-    elif ev == "checkpoint":
-        print(f"checkpoint saved: {record['path']}", flush=True)
-    elif ev == "fitted_to_hardware":  # the job keeps what was asked; this run does what this machine can
-        for change in record.get("changes") or []:
+        reward = record.metric("reward")
+        score = f"reward {reward:.3f}" if reward is not None else f"loss {record.loss or 0:.4f}"
+        print(f"[{'#' * int(20 * progress):<20}] {100 * progress:5.1f}% step {record.step}/{record.max_steps} {score} "
+              f"lr {record.learning_rate or 0:.2e} {record.tokens_per_second or 0:.0f} tok/s ETA {eta_s}", flush=True)
+    elif isinstance(record, Samples):
+        best = max(record.samples, key=lambda x: x.total or 0, default=None)
+        if best is not None:
+            print(f"sample at step {record.step} (reward {best.total}): {best.completion[:160]!r}", flush=True)
+    elif isinstance(record, Eval):
+        eval_reward = record.metric("eval_reward")
+        said = f", reward {eval_reward:.3f}" if eval_reward is not None else ""
+        print(f"eval at step {record.step}: loss {record.eval_loss}{said}", flush=True)
+    elif isinstance(record, Start):
+        print(f"training: {record.max_steps} steps on {record.device}, "
+              f"{record.train_rows} train / {record.valid_rows} valid rows", flush=True)
+    elif isinstance(record, Checkpoint):
+        print(f"checkpoint saved: {record.path}", flush=True)
+    elif isinstance(record, FittedToHardware):  # the job keeps what was asked; this run does what this machine can
+        for change in record.changes:
             print(f"this machine: {change}", flush=True)
-    elif ev == "oom_adjusted":
-        where = f"continuing from {record['resume_from']}" if record.get("resume_from") else "starting over"
-        print(f"out of memory at step {record['step']}: micro-batch {record['previous_batch_size']} -> "
-              f"{record['batch_size']}, gradient accumulation {record['previous_gradient_accumulation']} -> "
-              f"{record['gradient_accumulation']} (same effective batch); {where}", flush=True)
-    elif ev in ("finished", "stopped"):
-        print(f"{ev} at step {record['step']}", flush=True)
-    elif ev == "failed":
-        print(f"FAILED: {record['error']}", file=sys.stderr, flush=True)
-        for issue in record.get("issues", []):
+    elif isinstance(record, OomAdjusted):
+        where = f"continuing from {record.resume_from}" if record.resume_from else "starting over"
+        print(f"out of memory at step {record.step}: micro-batch {record.previous_batch_size} -> "
+              f"{record.batch_size}, gradient accumulation {record.previous_gradient_accumulation} -> "
+              f"{record.gradient_accumulation} (same effective batch); {where}", flush=True)
+    elif isinstance(record, (Finished, Stopped)):
+        print(f"{record.event} at step {record.step}", flush=True)
+    elif isinstance(record, Failed):
+        print(f"FAILED: {record.error}", file=sys.stderr, flush=True)
+        for issue in record.issues:
             print(f"  - {issue}", file=sys.stderr)
-        if record.get("traceback"):  # a real failure: the person (and the Jobs tab) sees where it happened
-            print(record["traceback"].rstrip(), file=sys.stderr, flush=True)
+        if record.traceback:  # a real failure: the person (and the Jobs tab) sees where it happened
+            print(record.traceback.rstrip(), file=sys.stderr, flush=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -136,10 +135,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = _load(args)
     if not needs_bitsandbytes(spec.training.quantization, spec.training.optimizer, spec.model.base_model):
         leave_out_bitsandbytes()
-    failures: list[dict] = []
+    failures: list[Failed] = []
 
-    def echo(record: dict) -> None:
-        if record.get("event") == "failed":
+    def echo(record: RunEvent) -> None:
+        if isinstance(record, Failed):
             failures.append(record)
         _console(record)
 

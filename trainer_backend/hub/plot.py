@@ -16,15 +16,15 @@ TRAIN_COLOUR, EVAL_COLOUR, AXIS_COLOUR = (31, 119, 180), (255, 127, 14), (90, 90
 
 def loss_series(job_dir: str | Path) -> tuple[Series, Series]:
     """Train loss (`log` events) and eval loss (`eval` events), by optimizer step."""
-    from ..training.events import read_events
+    from ..run_events import Eval, Log, is_number, read_events
 
     train: Series = []
     evals: Series = []
     for ev in read_events(job_dir):
-        if ev.get("event") == "log" and isinstance(ev.get("loss"), (int, float)):
-            train.append((float(ev["step"]), float(ev["loss"])))
-        elif ev.get("event") == "eval" and isinstance(ev.get("eval_loss"), (int, float)):
-            evals.append((float(ev["step"]), float(ev["eval_loss"])))
+        if isinstance(ev, Log) and is_number(ev.loss):
+            train.append((float(ev.step), float(ev.loss)))
+        elif isinstance(ev, Eval) and is_number(ev.eval_loss):
+            evals.append((float(ev.step), float(ev.eval_loss)))
     return train, evals
 
 

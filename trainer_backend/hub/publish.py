@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..job_status import JobStatus
 from ..spec import JobSpec
-from ..training.events import EventLog
+from ..run_events import Pushed, PushFailed
+from ..training.events import Echo, EventLog
 from .client import HubError
 from .push import PushResult, push_adapter
 
@@ -27,13 +28,13 @@ def push_and_record(job_dir: str | Path, *, repo_id: Optional[str], token: Any, 
         result = push_adapter(job_dir, repo_id=repo_id, token=token, private=private, merged=merged,
                               **push_options)
     except HubError as exc:
-        events.write("push_failed", error=str(exc), metrics=metrics)
+        events.write(PushFailed(error=str(exc), metrics=metrics or {}))
         return PushOutcome(JobStatus.NOT_PUSHED, error=str(exc))
-    events.write("pushed", repo_id=result.repo_id, url=result.url, commit=result.commit, merged=merged)
+    events.write(Pushed(repo_id=result.repo_id, url=result.url, commit=result.commit, merged=merged))
     return PushOutcome(JobStatus.SUCCEEDED, result)
 
 
-def train_and_push(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None) -> Any:
+def train_and_push(spec: JobSpec, echo: Optional[Echo] = None) -> Any:
     """Train; then, when the spec asks for it (hub.push_to_hub), push. A failed push leaves a trained job
     with status NOT_PUSHED that `push` can retry."""
     from ..training.run import run_training

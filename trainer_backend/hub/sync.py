@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 
 from ..job_files import (ADAPTER_DIR, CHECKPOINT_PREFIX, CHECKPOINTS_DIR, EVENTS_FILE, LOG_FILE, REPORT_FILE,
                          SPEC_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
+from ..run_events import STEP_EVENTS, CheckpointPulled, Failed, SyncFailed, parse_line
 from .client import DEFAULT_RETRY, HubError, RetryPolicy, call_with_retries, redact
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,8 @@ class JobSync:
             return None
         step = None
         for line in events.read_text(encoding="utf-8", errors="replace").splitlines()[-50:]:
-            try:
-                step = json.loads(line).get("step", step)
-            except ValueError:
-                continue
+            record = parse_line(line)
+            step = getattr(record, "step", None) if isinstance(record, STEP_EVENTS) else step
         return step
 
 
@@ -247,10 +246,10 @@ def synced_job(spec: Any, events: Any = None) -> Iterator[Optional[JobSync]]:
             if pulled is None and spec.training.resume_from_checkpoint == "latest":
                 spec.training.resume_from_checkpoint = None  # nothing saved yet anywhere: start over
             if events is not None:
-                events.write("checkpoint_pulled", repo_id=repo_id, checkpoint=pulled.name if pulled else None)
+                events.write(CheckpointPulled(repo_id=repo_id, checkpoint=pulled.name if pulled else None))
     except HubError as exc:  # before any GPU time: the job asked to be kept on the Hub and cannot be
         if events is not None:
-            events.write("failed", error=f"hub.sync: {exc}", kind="hub")
+            events.write(Failed(error=f"hub.sync: {exc}", kind="hub"))
         raise
     sync = JobSync(job_dir, repo_id, token, every=spec.hub.sync_every).start()
     try:
@@ -261,4 +260,4 @@ def synced_job(spec: Any, events: Any = None) -> Iterator[Optional[JobSync]]:
         except HubError as exc:  # the run's outcome stands; the folder is still on disk
             log.warning("last hub sync to %s failed: %s", repo_id, exc)
             if events is not None:
-                events.write("sync_failed", repo_id=repo_id, error=str(exc))
+                events.write(SyncFailed(repo_id=repo_id, error=str(exc)))

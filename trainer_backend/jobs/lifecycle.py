@@ -15,8 +15,9 @@ import psutil
 
 from ..job_files import ADAPTER_DIR, REPORT_FILE, checkpoints, has_trained_model, latest_checkpoint
 from ..job_status import ExitCode
+from ..run_events import OUTCOME_TYPES, Failed, Finished, Outcome, Pushed, PushFailed, Stopped, events_in_range
 from .procs import group_members, is_alive, process_start_time, signal_name
-from .progress import OUTCOME_EVENTS, EventsReader, events_in_range
+from .progress import EventsReader
 from .store import ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RUNNING, STOPPED, SUCCEEDED, Job, JobStore
 
 EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.OK, ExitCode.INVALID, ExitCode.STOPPED, \
@@ -38,9 +39,9 @@ def collect_artifacts(job: Job, scan_events: bool = False) -> dict[str, Any]:
     stored = job.artifacts or {}
     out.update({k: stored[k] for k in ("hub_url", "hub_repo") if stored.get(k)})
     if scan_events:  # at finalize: the training process may have pushed
-        pushed = [e for e in events_in_range(job.events_path, 0) if e.get("event") == "pushed"]
+        pushed = [e for e in events_in_range(job.events_path, 0) if isinstance(e, Pushed)]
         if pushed:
-            out["hub_url"], out["hub_repo"] = pushed[-1].get("url"), pushed[-1].get("repo_id")
+            out["hub_url"], out["hub_repo"] = pushed[-1].url, pushed[-1].repo_id
     return out
 
 
@@ -58,27 +59,24 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64_000) -
     return [r for r in rows if r.strip()][-lines:]
 
 
-def decide(job: Job, exit_code: Optional[int], outcome: Optional[dict]) -> tuple[str, Optional[str], dict]:
+def decide(job: Job, exit_code: Optional[int], outcome: Optional[Outcome]) -> tuple[str, Optional[str], dict]:
     """(status, one-line error, error details) from how the process ended and what it last recorded."""
-    outcome = outcome or {}
-    kind = outcome.get("event")
     stop_requested = job.stop_requested_at is not None
-    if kind == "push_failed" or exit_code == EXIT_NOT_PUSHED:
-        return NOT_PUSHED, outcome.get("error") or "the Hub push failed", {"kind": "push"}
-    if kind == "finished" and exit_code in (EXIT_OK, None):
+    if isinstance(outcome, PushFailed) or exit_code == EXIT_NOT_PUSHED:
+        return NOT_PUSHED, getattr(outcome, "error", None) or "the Hub push failed", {"kind": "push"}
+    if isinstance(outcome, Finished) and exit_code in (EXIT_OK, None):
         return SUCCEEDED, None, {}
     if exit_code == EXIT_OK:
         return SUCCEEDED, None, {}
-    if exit_code == EXIT_STOPPED or kind == "stopped":
+    if exit_code == EXIT_STOPPED or isinstance(outcome, Stopped):
         return STOPPED, None, {}
-    if kind == "failed":
-        details: dict[str, Any] = {"kind": outcome.get("kind") or "exception"}
-        for key in ("issues", "truncated", "traceback"):
-            if outcome.get(key):
-                details[key] = outcome[key]
-        if details["kind"] == "data" and outcome.get("issues"):
-            return FAILED, f"{outcome.get('error')}: {outcome['issues'][0]}", details
-        return FAILED, outcome.get("error") or "training failed", details
+    if isinstance(outcome, Failed):
+        details: dict[str, Any] = {"kind": outcome.kind}
+        details.update({k: v for k, v in (("issues", outcome.issues), ("truncated", outcome.truncated),
+                                           ("traceback", outcome.traceback)) if v})
+        if outcome.kind == "data" and outcome.issues:
+            return FAILED, f"{outcome.error}: {outcome.issues[0]}", details
+        return FAILED, outcome.error or "training failed", details
     tail = log_tail(job.log_path)
     if exit_code == EXIT_INVALID:  # spec problems are printed (not recorded as events) by the CLI
         first = next((i for i in range(len(tail) - 1, -1, -1) if tail[i].startswith("error:")), None)
@@ -101,16 +99,20 @@ def decide(job: Job, exit_code: Optional[int], outcome: Optional[dict]) -> tuple
 
 def finalize(store: JobStore, job: Job, exit_code: Optional[int]) -> Optional[Job]:
     """Record how a run ended. Only an active row changes (a concurrent finalizer leaves it alone)."""
-    events = events_in_range(job.events_path, job.run_events_offset)
-    outcome = next((e for e in reversed(events) if e.get("event") in OUTCOME_EVENTS), None)
+    outcome = _run_outcome(job)
     status, error, details = decide(job, exit_code, outcome)
     snap = EventsReader(job.events_path, job.events_offset).snapshot()
-    metrics = outcome.get("metrics") if outcome and outcome.get("event") in ("finished", "push_failed") \
-        else job.metrics
+    metrics = outcome.metrics if isinstance(outcome, (Finished, PushFailed)) else job.metrics
     done = store.update(job.id, only_if_status=ACTIVE, status=status, finished_at=time.time(),
                         exit_code=exit_code, error=error, error_details=details or None, metrics=metrics,
                         progress=snap.summary(), artifacts=collect_artifacts(job, scan_events=True))
     return store.get(job.id) if done else None
+
+
+def _run_outcome(job: Job) -> Optional[Outcome]:
+    """The outcome the job's latest run recorded (its events start at run_events_offset), if any."""
+    events = events_in_range(job.events_path, job.run_events_offset)
+    return next((e for e in reversed(events) if isinstance(e, OUTCOME_TYPES)), None)
 
 
 def kill_leftovers(job: Job) -> list[int]:
@@ -145,8 +147,7 @@ def ended_unwatched(store: JobStore, job: Job) -> Optional[Job]:
     kill_leftovers(job)
     spec = job.job_spec
     runs_remotely = spec is not None and spec.compute.backend == "hf_jobs"
-    recorded = any(e.get("event") in OUTCOME_EVENTS for e in events_in_range(job.events_path, job.run_events_offset))
-    if job.status == RUNNING and runs_remotely and not recorded:
+    if job.status == RUNNING and runs_remotely and _run_outcome(job) is None:
         store.update(job.id, only_if_status=(RUNNING,), status=QUEUED, queued_at=time.time(), pid=None,
                      pid_start=None)
         return None

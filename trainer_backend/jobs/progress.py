@@ -5,7 +5,7 @@ state folded from every line so far, so a poll costs one `stat()` when nothing c
 the new bytes when something did: cheap enough for many clients polling every second.
 
 Besides the loss, learning rate and grad norm, the snapshot follows the metrics of the RL trainers (events.jsonl
-carries TRL's names as extra keys of `log` events; see training/events.py):
+carries TRL's names as extra keys of `log` events; see run_events.py):
 
 - `reward`, `kl`, `reward_margin`: the last logged `reward` (GRPO: mean total reward of the step), `kl` (GRPO
   with grpo.beta > 0, KTO) and `rewards/margins` (KTO, DPO). Scalars: they are in the summary too.
@@ -17,17 +17,17 @@ carries TRL's names as extra keys of `log` events; see training/events.py):
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, TypeGuard
+from typing import Any, Optional
 
-OUTCOME_EVENTS = ("finished", "stopped", "failed", "push_failed")
+from ..run_events import (OUTCOME_TYPES, Checkpoint, Eval, Failed, Log, Preparing, RunEvent, Sample, Samples, Start,
+                          Stopped, is_number, parse_line)
+
 SERIES_FIELDS = ("loss_series", "eval_series", "lr_series", "grad_norm_series", "epoch_starts", "reward_series",
                  "eval_reward_series", "kl_series", "completion_length_series")
 MAX_SAMPLES = 20  # sample completions kept (newest first): what the Jobs tab's table shows
@@ -102,7 +102,7 @@ class _State:
     """Everything folded from the lines read so far."""
 
     def __init__(self) -> None:
-        self.last_log: dict = {}
+        self.last_log = Log()
         self.step = 0
         self.total: Optional[int] = None
         self.epoch: Optional[float] = None
@@ -123,93 +123,97 @@ class _State:
         self.last_checkpoint: Optional[str] = None
         self.outcome: Optional[str] = None
         self.error: Optional[str] = None
-        self.preparing: Optional[dict] = None  # the latest `preparing` event of a run that has not started
+        self.preparing: Optional[Preparing] = None  # the latest `preparing` event of a run that has not started
         self.metrics: dict[str, list[tuple[int, float]]] = {}  # LOG_SERIES names and "rewards/<name>" -> points
         self.eval_rewards: list[tuple[int, float]] = []
         self.samples: list[dict] = []  # oldest first, at most MAX_SAMPLES
 
-    def apply(self, ev: dict) -> None:
-        kind, t = ev.get("event"), ev.get("time")
-        if kind == "preparing":
+    def apply(self, ev: RunEvent) -> None:
+        t = ev.time
+        if isinstance(ev, Preparing):
             self.preparing = ev
-        elif kind in ("start", *OUTCOME_EVENTS):
+        elif isinstance(ev, (Start, *OUTCOME_TYPES)):
             self.preparing = None
-        if kind == "start":
-            if self.run_start is not None and self.last_time is not None:
-                self.prior_elapsed += max(self.last_time - self.run_start, 0.0)
-            self.runs += 1
-            self.run_start, self.outcome, self.error = t, None, None
-            self.total = ev.get("max_steps", self.total)
-            start_step = int(ev.get("start_step") or 0)
-            # A resume restarts from the checkpoint's step: drop points logged after it by the run that
-            # died (they are re-done), so the series stays one continuous curve.
-            self.losses = [p for p in self.losses if p[0] <= start_step]
-            self.evals = [p for p in self.evals if p[0] <= start_step]
-            self.lrs = [p for p in self.lrs if p[0] <= start_step]
-            self.grad_norms = [p for p in self.grad_norms if p[0] <= start_step]
-            self.epoch_starts = [p for p in self.epoch_starts if p[0] <= start_step]
-            self.metrics = {k: [p for p in v if p[0] <= start_step] for k, v in self.metrics.items()}
-            self.eval_rewards = [p for p in self.eval_rewards if p[0] <= start_step]
-            self.samples = [x for x in self.samples if x["step"] <= start_step]
-            self.prev_log, self.steps_per_second = None, None
-            self.step = start_step
-        elif kind == "log":
-            self.last_log = ev
-            self.step = int(ev.get("step") or self.step)
-            self.total = ev.get("max_steps", self.total)
-            self.epoch = ev.get("epoch", self.epoch)
-            if ev.get("loss") is not None:
-                self.losses.append((self.step, float(ev["loss"])))
-            for series, key in ((self.lrs, "learning_rate"), (self.grad_norms, "grad_norm")):
-                if isinstance(ev.get(key), (int, float)):
-                    series.append((self.step, float(ev[key])))
-            self._mark_epoch(ev.get("epoch"))
-            self._follow_metrics(ev)
-            peak = ev.get("peak_memory_bytes")
-            if isinstance(peak, int) and peak > (self.peak_memory[0] or 0):
-                self.peak_memory = (peak, ev.get("peak_memory_device"))
-            if isinstance(t, (int, float)):
-                if self.prev_log and self.step > self.prev_log[0] and t > self.prev_log[1]:
-                    self.steps_per_second = (self.step - self.prev_log[0]) / (t - self.prev_log[1])
-                self.prev_log = (self.step, float(t))
-        elif kind == "eval":
-            self.eval_loss = ev.get("eval_loss")
-            if self.eval_loss is not None:
-                self.evals.append((int(ev.get("step") or self.step), float(self.eval_loss)))
-            if _number(ev.get("eval_reward")):
-                self.eval_rewards.append((int(ev.get("step") or self.step), float(ev["eval_reward"])))
-        elif kind == "samples":
+        if isinstance(ev, Start):
+            self._start(ev)
+        elif isinstance(ev, Log):
+            self._log(ev)
+        elif isinstance(ev, Eval):
+            self.eval_loss = ev.eval_loss
+            if ev.eval_loss is not None:
+                self.evals.append((ev.step or self.step, float(ev.eval_loss)))
+            eval_reward = ev.metric("eval_reward")
+            if eval_reward is not None:
+                self.eval_rewards.append((ev.step or self.step, eval_reward))
+        elif isinstance(ev, Samples):
             self._add_samples(ev)
-        elif kind == "checkpoint":
-            self.last_checkpoint = ev.get("path")
-        elif kind in OUTCOME_EVENTS:
-            self.outcome = kind
-            if ev.get("step") is not None:
-                self.step = int(ev["step"])
-            if kind == "failed":
-                self.error = ev.get("error")
-            if kind == "stopped" and ev.get("checkpoint"):
-                self.last_checkpoint = ev["checkpoint"]
-        if kind is not None:
-            self.last_event = kind
-        if isinstance(t, (int, float)):
-            self.last_time = float(t)
+        elif isinstance(ev, Checkpoint):
+            self.last_checkpoint = ev.path
+        elif isinstance(ev, OUTCOME_TYPES):
+            self.outcome = ev.event
+            step = getattr(ev, "step", None)
+            if step is not None:
+                self.step = int(step)
+            if isinstance(ev, Failed):
+                self.error = ev.error
+            if isinstance(ev, Stopped) and ev.checkpoint:
+                self.last_checkpoint = ev.checkpoint
+        self.last_event = ev.event  # type: ignore[attr-defined]  # every concrete event has its kind
+        self.last_time = float(t)
 
-    def _follow_metrics(self, ev: dict) -> None:
+    def _start(self, ev: Start) -> None:
+        if self.run_start is not None and self.last_time is not None:
+            self.prior_elapsed += max(self.last_time - self.run_start, 0.0)
+        self.runs += 1
+        self.run_start, self.outcome, self.error = ev.time, None, None
+        self.total = ev.max_steps if ev.max_steps is not None else self.total
+        start_step = ev.start_step
+        # A resume restarts from the checkpoint's step: drop points logged after it by the run that
+        # died (they are re-done), so the series stays one continuous curve.
+        self.losses = [p for p in self.losses if p[0] <= start_step]
+        self.evals = [p for p in self.evals if p[0] <= start_step]
+        self.lrs = [p for p in self.lrs if p[0] <= start_step]
+        self.grad_norms = [p for p in self.grad_norms if p[0] <= start_step]
+        self.epoch_starts = [p for p in self.epoch_starts if p[0] <= start_step]
+        self.metrics = {k: [p for p in v if p[0] <= start_step] for k, v in self.metrics.items()}
+        self.eval_rewards = [p for p in self.eval_rewards if p[0] <= start_step]
+        self.samples = [x for x in self.samples if x["step"] <= start_step]
+        self.prev_log, self.steps_per_second = None, None
+        self.step = start_step
+
+    def _log(self, ev: Log) -> None:
+        self.last_log = ev
+        self.step = ev.step or self.step
+        self.total = ev.max_steps if ev.max_steps is not None else self.total
+        self.epoch = ev.epoch if ev.epoch is not None else self.epoch
+        if ev.loss is not None:
+            self.losses.append((self.step, float(ev.loss)))
+        for series, value in ((self.lrs, ev.learning_rate), (self.grad_norms, ev.grad_norm)):
+            if is_number(value):
+                series.append((self.step, float(value)))
+        self._mark_epoch(ev.epoch)
+        self._follow_metrics(ev)
+        peak = ev.peak_memory_bytes
+        if peak is not None and peak > (self.peak_memory[0] or 0):
+            self.peak_memory = (peak, ev.peak_memory_device)
+        if self.prev_log and self.step > self.prev_log[0] and ev.time > self.prev_log[1]:
+            self.steps_per_second = (self.step - self.prev_log[0]) / (ev.time - self.prev_log[1])
+        self.prev_log = (self.step, float(ev.time))
+
+    def _follow_metrics(self, ev: Log) -> None:
         """The RL metrics of a `log` event: total reward, each reward function's mean, KL, completion length."""
         for name, key in LOG_SERIES.items():
-            if _number(ev.get(key)):
-                self.metrics.setdefault(name, []).append((self.step, float(ev[key])))
-        for key, value in ev.items():
+            value = ev.metric(key)
+            if value is not None:
+                self.metrics.setdefault(name, []).append((self.step, value))
+        for key, raw in ev.extra_metrics().items():
             match = _REWARD_MEAN.match(key)
-            if match and _number(value):
-                self.metrics.setdefault(f"rewards/{match[1]}", []).append((self.step, float(value)))
+            if match and is_number(raw):
+                self.metrics.setdefault(f"rewards/{match[1]}", []).append((self.step, float(raw)))
 
-    def _add_samples(self, ev: dict) -> None:
-        step = int(ev.get("step") or self.step)
-        for sample in ev.get("samples") or []:
-            if isinstance(sample, dict):
-                self.samples.append(_sample(step, sample))
+    def _add_samples(self, ev: Samples) -> None:
+        step = ev.step or self.step
+        self.samples.extend(_sample(step, sample) for sample in ev.samples)
         del self.samples[:-MAX_SAMPLES]
 
     def _mark_epoch(self, epoch: Any) -> None:
@@ -229,26 +233,23 @@ class _State:
         percent = round(min(100.0 * self.step / self.total, 100.0), 2) if self.total else None
         return ProgressSnapshot(
             step=self.step, total_steps=self.total, percent=percent, epoch=self.epoch,
-            elapsed_seconds=round(elapsed, 2), eta_seconds=log.get("eta_seconds") if not self.outcome else None,
-            loss=log.get("loss"), learning_rate=log.get("learning_rate"), grad_norm=log.get("grad_norm"),
-            tokens_per_second=log.get("tokens_per_second"), tokens_seen=log.get("tokens_seen"),
+            elapsed_seconds=round(elapsed, 2), eta_seconds=log.eta_seconds if not self.outcome else None,
+            loss=log.loss, learning_rate=log.learning_rate, grad_norm=log.grad_norm,
+            tokens_per_second=log.tokens_per_second, tokens_seen=log.tokens_seen,
             peak_memory_bytes=self.peak_memory[0], peak_memory_device=self.peak_memory[1],
             eval_loss=self.eval_loss, loss_series=tuple(self.losses), eval_series=tuple(self.evals),
             lr_series=tuple(self.lrs), grad_norm_series=tuple(self.grad_norms),
             epoch_starts=tuple(self.epoch_starts), steps_per_second=self.steps_per_second,
             runs=self.runs, last_event=self.last_event, last_event_time=self.last_time,
             last_checkpoint=self.last_checkpoint, outcome=self.outcome, error=self.error,
-            preparing_percent=round(100 * float(prep.get("progress") or 0), 1) if prep else None,
-            preparing_eta_seconds=prep.get("eta_seconds") if prep else None,
+            preparing_percent=round(100 * prep.progress, 1) if prep else None,
+            preparing_eta_seconds=prep.eta_seconds if prep else None,
             **self._rl_fields(log))
 
-    def _rl_fields(self, log: dict) -> dict[str, Any]:
+    def _rl_fields(self, log: Log) -> dict[str, Any]:
         series = {name: tuple(self.metrics.get(name, ())) for name in LOG_SERIES}
         functions = tuple((k.split("/", 1)[1], tuple(v)) for k, v in self.metrics.items() if k.startswith("rewards/"))
-        margin = log.get("rewards/margins")
-        return {"reward": log.get("reward") if _number(log.get("reward")) else None,
-                "kl": log.get("kl") if _number(log.get("kl")) else None,
-                "reward_margin": margin if _number(margin) else None,
+        return {"reward": log.metric("reward"), "kl": log.metric("kl"), "reward_margin": log.metric("rewards/margins"),
                 "reward_series": series["reward"], "kl_series": series["kl"],
                 "completion_length_series": series["completion_length"], "reward_function_series": functions,
                 "eval_reward_series": tuple(self.eval_rewards),
@@ -256,18 +257,11 @@ class _State:
                 "samples": tuple(sorted(self.samples, key=lambda x: -x["step"]))}
 
 
-def _number(value: Any) -> TypeGuard[float]:  # an int or a float, finite, not a bool
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _sample(step: int, sample: dict) -> dict:
+def _sample(step: int, sample: Sample) -> dict:
     """One sample completion as the snapshot keeps it: plain strings and numbers (JSON-ready, nothing else)."""
-    raw_rewards = sample.get("rewards")
-    rewards = raw_rewards if isinstance(raw_rewards, dict) else {}
-    total = sample.get("total")
-    return {"step": step, "prompt": str(sample.get("prompt") or ""), "completion": str(sample.get("completion") or ""),
-            "rewards": {str(k): float(v) if _number(v) else None for k, v in rewards.items()},
-            "total": float(total) if _number(total) else None}
+    return {"step": step, "prompt": sample.prompt, "completion": sample.completion,
+            "rewards": {k: v if is_number(v) else None for k, v in sample.rewards.items()},
+            "total": sample.total if is_number(sample.total) else None}
 
 
 class EventsReader:
@@ -308,13 +302,8 @@ class EventsReader:
         self._partial = lines.pop()  # a line still being written has no newline yet
         changed = False
         for line in lines:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:  # a corrupt line (e.g. a crash mid-write): skip it, keep going
-                continue
-            if isinstance(event, dict):
+            event = parse_line(line) if line.strip() else None
+            if event is not None:  # a corrupt line (a crash mid-write) or an unknown kind is skipped
                 self._state.apply(event)
                 changed = True
         if changed:
@@ -332,25 +321,6 @@ class EventsReader:
         eta = max(snap.eta_seconds - lag, 0.0) if snap.eta_seconds is not None else None
         return replace(snap, elapsed_seconds=round(snap.elapsed_seconds + lag, 2),
                        eta_seconds=round(eta, 1) if eta is not None else None)
-
-
-def events_in_range(path: str | Path, start: int = 0) -> list[dict]:
-    """All complete events at or after byte `start` (used once per run end; not for polling)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in data.split(b"\n"):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            out.append(event)
-    return out
 
 
 def file_size(path: str | Path) -> int:

@@ -18,6 +18,7 @@ from ..hub.jobs_api import job_state, whoami
 from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
                          has_trained_model)
 from ..job_status import JobStatus
+from ..run_events import OUTCOME_TYPES, Pushed, Start, parse_line
 from ..spec import parse_spec
 from ..spec_values import RUN_NAME
 
@@ -27,15 +28,12 @@ OUTCOME_STATUS = {"finished": JobStatus.SUCCEEDED, "pushed": JobStatus.SUCCEEDED
 
 
 def _last_outcome(events: bytes) -> tuple[Optional[str], Optional[float]]:
+    """The latest attempt's outcome (a later push counts as success) and when it was recorded."""
     outcome, when = None, None
-    for line in events.decode("utf-8", "replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") in OUTCOME_STATUS:
-            outcome, when = record["event"], record.get("time")
-        elif record.get("event") == "started":
+    for record in filter(None, map(parse_line, events.split(b"\n"))):
+        if isinstance(record, (*OUTCOME_TYPES, Pushed)):
+            outcome, when = record.event, record.time
+        elif isinstance(record, Start):
             outcome, when = None, None  # a later attempt began: its outcome is what counts
     return outcome, when
 

@@ -29,6 +29,7 @@ from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVENTS_FILE, JOB_ID_ENV, J
 from ..job_status import ExitCode
 from ..settings import settings
 from ..spec import JobSpec, load_job_spec
+from ..run_events import OUTCOME_TYPES, Failed, RemoteReattached, RemoteSubmitted, Stopped, parse_line
 from ..training.events import EventLog
 from . import hf_jobs as nodes
 
@@ -93,8 +94,8 @@ class RemoteRun:
         self.save_state()
         info["job_ids"] = self.state["job_ids"]  # what a restore from the Hub re-attaches to (remote/restore.py)
         hubsync.put_file(repo, hubsync.REMOTE_FILE, json.dumps(info, indent=1).encode(), self.token, "job ids")
-        self.events.write("remote_submitted", backend="hf_jobs", flavor=compute.flavor, nodes=compute.nodes,
-                          job_ids=self.state["job_ids"], url=started[0].url, repo_id=repo)
+        self.events.write(RemoteSubmitted(backend="hf_jobs", flavor=compute.flavor, nodes=compute.nodes,
+                                          job_ids=self.state["job_ids"], url=started[0].url, repo_id=repo))
         self.say(f"started HF Job {started[0].job_id} on {compute.flavor}" +
                  (f" (+{len(started) - 1} more nodes)" if len(started) > 1 else "") + f": {started[0].url}")
 
@@ -110,9 +111,9 @@ class RemoteRun:
             fresh = fresh[:fresh.rfind(b"\n") + 1]  # whole lines only: the rest comes with the next sync
             if fresh and name == EVENTS_FILE:
                 for line in fresh.decode("utf-8", "replace").splitlines():
-                    event = _event_name(line)
-                    if event in OUTCOMES:
-                        self.state["outcome"] = event
+                    record = parse_line(line)
+                    if isinstance(record, OUTCOME_TYPES):
+                        self.state["outcome"] = record.event
             if fresh:
                 with open(self.job_dir / name, "ab") as fh:
                     fh.write(fresh)
@@ -175,26 +176,19 @@ class RemoteRun:
             detail = "; ".join(f"{s.job_id}: {s.stage}" + (f" ({s.message})" if s.message else "") for s in states)
             stopped = self.stop.is_set() or any(s.stage == "CANCELED" for s in states)
             if stopped:
-                self.events.write("stopped", step=None, checkpoint=None, note=f"HF Job ended: {detail}")
+                self.events.write(Stopped(note=f"HF Job ended: {detail}"))
                 return ExitCode.STOPPED
             tail = (self.job_dir / DEBUG_LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-40:] \
                 if (self.job_dir / DEBUG_LOG_FILE).is_file() else []
-            self.events.write("failed", error=f"the HF Job ended without a result: {detail}", kind="remote",
-                              traceback="\n".join(tail))
+            self.events.write(Failed(error=f"the HF Job ended without a result: {detail}", kind="remote",
+                                     traceback="\n".join(tail)))
             return ExitCode.FAILED
         code = OUTCOMES[outcome]
         if code == ExitCode.OK and not has_trained_model(self.job_dir):
-            self.events.write("failed", error="the HF Job finished but its adapter could not be downloaded from "
-                                              f"{repo}", kind="remote")
+            self.events.write(Failed(error=f"the HF Job finished but its adapter could not be downloaded from {repo}",
+                                     kind="remote"))
             return ExitCode.FAILED
         return code
-
-
-def _event_name(line: str) -> Optional[str]:
-    try:
-        return json.loads(line).get("event")
-    except (ValueError, AttributeError):
-        return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -208,12 +202,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(signal.SIGINT, lambda *_: run.stop.set() if run else None)
         if run.state.get("job_ids") and run.live_jobs():
             run.say(f"re-attached to HF Job {run.state['job_ids'][0]} (still running)")
-            run.events.write("remote_reattached", job_ids=run.state["job_ids"])
+            run.events.write(RemoteReattached(job_ids=run.state["job_ids"]))
         else:
             run.submit()
         return run.watch()
     except (HubError, ValueError) as exc:
-        EventLog(spec.job_dir).write("failed", error=f"HF Jobs: {exc}", kind="remote")
+        EventLog(spec.job_dir).write(Failed(error=f"HF Jobs: {exc}", kind="remote"))
         return ExitCode.FAILED
 
 

@@ -1,4 +1,4 @@
-"""The trainer callback that writes a run's events.jsonl (training/events.py: the record and its writer).
+"""The trainer callback that writes a run's events.jsonl (run_events.py: the records; training/events.py: the writer).
 
 Kept apart from events.py because it subclasses transformers' TrainerCallback: what only writes or reads events
 (the CLI's validate, the Hub push, HF Jobs' runner) does not import the training stack for it."""
@@ -12,6 +12,7 @@ from typing import Any, Optional
 from transformers import TrainerCallback
 
 from ..job_files import CHECKPOINT_PREFIX
+from ..run_events import Checkpoint, Eval, Log, Start
 from .events import EventLog, StopRequest
 
 _LOG_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen"}
@@ -47,8 +48,8 @@ class EventsCallback(TrainerCallback):
         self.t0 = self.last_time = time.time()
         self.start_step = state.global_step
         self.last_tokens = state.num_input_tokens_seen or 0
-        self.log.write("start", max_steps=state.max_steps, num_epochs=args.num_train_epochs,
-                       start_step=state.global_step, **self.info)
+        self.log.write(Start(max_steps=state.max_steps, num_epochs=args.num_train_epochs,
+                             start_step=state.global_step, **self.info))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.crash_at and state.global_step >= self.crash_at:
@@ -75,7 +76,7 @@ class EventsCallback(TrainerCallback):
             return
         now, step = time.time(), state.global_step
         if any(k.startswith("eval_") for k in logs):
-            self.log.write("eval", **{**logs, "step": step, "epoch": state.epoch})
+            self.log.write(Eval(**{**logs, "step": step, "epoch": state.epoch}))
             return
         if "loss" not in logs:
             return  # the final train summary; reported in `finished`
@@ -84,17 +85,17 @@ class EventsCallback(TrainerCallback):
         steps_run = step - self.start_step  # steps taken in this process (a resumed run starts mid-way)
         eta = elapsed / steps_run * max(state.max_steps - step, 0) if steps_run > 0 else None
         peak_bytes, peak_device = peak_memory()
-        self.log.write("log", step=step, max_steps=state.max_steps, epoch=state.epoch,
+        self.log.write(Log(step=step, max_steps=state.max_steps, epoch=state.epoch,
                        progress=round(step / state.max_steps, 4) if state.max_steps else None,
                        loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
                        grad_norm=logs.get("grad_norm"), tokens_seen=tokens,
                        tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
                        elapsed_seconds=round(elapsed, 2), eta_seconds=round(eta, 1) if eta is not None else None,
                        peak_memory_bytes=peak_bytes, peak_memory_device=peak_device,
-                       **{k: v for k, v in logs.items() if k not in _LOG_FIELDS})  # e.g. rewards/accuracies
+                       **{k: v for k, v in logs.items() if k not in _LOG_FIELDS}))  # e.g. rewards/accuracies
         self.last_time, self.last_tokens = now, tokens
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
-            self.log.write("checkpoint", step=state.global_step, path=str(path))
+            self.log.write(Checkpoint(step=state.global_step, path=str(path)))

@@ -270,6 +270,7 @@ def probe(spec: JobSpec, steps: int) -> float:
     """Seconds per optimizer step, from `steps` real steps on the actual data (the first one not counted)."""
     import tempfile
 
+    from ..run_events import Log
     from .run import run_training
 
     with tempfile.TemporaryDirectory(prefix="lora-studio-probe-") as tmp:
@@ -279,7 +280,7 @@ def probe(spec: JobSpec, steps: int) -> float:
         trial = spec.model_copy(update={"training": training, "output_dir": tmp,
                                         "hub": spec.hub.model_copy(update={"push_to_hub": False})})
         times: list[float] = []
-        run_training(trial, echo=lambda record: times.append(time.perf_counter()) if record["event"] == "log"
+        run_training(trial, echo=lambda record: times.append(time.perf_counter()) if isinstance(record, Log)
                      else None)
     if len(times) < 2:
         raise RuntimeError("the probe logged fewer than 2 steps")

@@ -14,11 +14,12 @@ from ..data import DataError, prepare_data
 from ..data.progress import PreparationCancelled, PreparationProgress, ProgressCallback
 from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
 from ..job_status import JobStatus
+from ..run_events import Failed, Finished, FittedToHardware, OomAdjusted, Preparing, Stopped
 from ..spec import JobSpec
 from ..trainer_registry import trainer_info
 from .adapter_meta import AdapterMeta, write_adapter_meta
 from .common import TrainContext, resolve_checkpoint
-from .events import EventLog, StopRequest
+from .events import Echo, EventLog, StopRequest
 from .hardware import fit_to_hardware
 from .model_loading import load_base_model, load_tokenizer, lora_config, model_load_settings, use_cpu
 from .oom import free_memory, install_fault_hook, is_out_of_memory, smaller_batch
@@ -71,7 +72,7 @@ def _check_tracker(name: str) -> None:
         raise TrainerNotAvailable(f"training.log={name} needs the '{name}' package: pip install {name}")
 
 
-def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
+def run_training(spec: JobSpec, echo: Optional[Echo] = None,
                  stop: Optional[StopRequest] = None) -> RunResult:
     job_dir = spec.job_dir
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -84,16 +85,16 @@ def run_training(spec: JobSpec, echo: Optional[Callable[[dict], None]] = None,
     try:
         return _run(spec, events, stop)
     except DataError as exc:
-        events.write("failed", error="data validation failed", kind="data",
-                     issues=[str(i) for i in exc.issues], truncated=exc.truncated)
+        events.write(Failed(error="data validation failed", kind="data",
+                            issues=[str(i) for i in exc.issues], truncated=exc.truncated))
         raise
     except TrainerNotAvailable as exc:  # a setting this machine or the rewards cannot honour: no traceback
-        events.write("failed", error=str(exc), kind="spec")
+        events.write(Failed(error=str(exc), kind="spec"))
         raise
     except BaseException as exc:
         tb = traceback.format_exc()
         last = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1] if str(exc) else type(exc).__name__
-        events.write("failed", error=last, traceback=tb[-8000:])
+        events.write(Failed(error=last, traceback=tb[-8000:]))
         raise
     finally:
         if owns_signals:
@@ -107,12 +108,12 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     module = trainer_module(spec.training.trainer)
     try:
         tokenizer, prepared = prepare_job(spec, _preparing_events(events, stop),
-                                          lambda changes: events.write("fitted_to_hardware", changes=changes))
+                                          lambda changes: events.write(FittedToHardware(changes=changes)))
     except PreparationCancelled:
         prepared = None
     checkpoint = resolve_checkpoint(spec)
     if prepared is None or stop.requested:  # stopped while the data was being prepared: don't load the model
-        events.write("stopped", step=0, checkpoint=checkpoint)
+        events.write(Stopped(step=0, checkpoint=checkpoint))
         return RunResult(JobStatus.STOPPED, job_dir, {}, checkpoint=checkpoint)
     (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
     train_ds, eval_ds, data_ready = trainer_datasets(prepared, spec)
@@ -136,11 +137,12 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         smaller = smaller_batch(spec)  # OutOfMemoryAtFloor at micro-batch 1: the run fails with the fix
         latest = latest_checkpoint(job_dir)
         checkpoint = str(latest) if latest else None
-        events.write("oom_adjusted", step=step, error=error,
-                     batch_size=smaller.training.batch_size,
-                     gradient_accumulation=smaller.training.gradient_accumulation,
-                     previous_batch_size=spec.training.batch_size,
-                     previous_gradient_accumulation=spec.training.gradient_accumulation, resume_from=checkpoint)
+        events.write(OomAdjusted(step=step, error=error,
+                                 batch_size=smaller.training.batch_size,
+                                 gradient_accumulation=smaller.training.gradient_accumulation,
+                                 previous_batch_size=spec.training.batch_size,
+                                 previous_gradient_accumulation=spec.training.gradient_accumulation,
+                                 resume_from=checkpoint))
         spec = smaller
         spec.save(job_dir / SPEC_FILE)  # a resume of this job starts with the micro-batch that fits
     metrics = {**dict(output.metrics), **_last_rewards(trainer.state.log_history)}
@@ -150,7 +152,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         ckpt = checkpoint_dir(job_dir, step)
         if not trainer.is_world_process_zero():
             return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt), step=step)
-        events.write("stopped", step=step, checkpoint=str(ckpt) if ckpt.exists() else None)
+        events.write(Stopped(step=step, checkpoint=str(ckpt) if ckpt.exists() else None))
         return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt), step=step)
 
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
@@ -169,7 +171,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         lora=spec.lora.enabled, quantization=spec.training.quantization,
         format=prepared.detection.format if prepared.detection else "template", metrics=metrics,
         model_load=model_load_settings(spec), adapter_dtype=_trained_dtype(trainer.model)))
-    events.write("finished", step=step, metrics=metrics, adapter_dir=str(adapter_dir))
+    events.write(Finished(step=step, metrics=metrics, adapter_dir=str(adapter_dir)))
     return RunResult(JobStatus.SUCCEEDED, job_dir, metrics, adapter_dir, step=step)
 
 
@@ -212,9 +214,9 @@ def _preparing_events(events: EventLog, stop: StopRequest) -> ProgressCallback:
         if p.phase == "preparing" and now - last[0] < 1.0:
             return
         last[0] = now
-        events.write("preparing", phase=p.phase, progress=round(p.fraction, 4), rows=p.rows,
-                     total_rows=p.total_rows, rows_per_second=round(p.rows_per_second or 0, 1) or None,
-                     eta_seconds=round(p.eta_seconds, 1) if p.eta_seconds is not None else None)
+        events.write(Preparing(phase=p.phase, progress=round(p.fraction, 4), rows=p.rows,
+                               total_rows=p.total_rows, rows_per_second=round(p.rows_per_second or 0, 1) or None,
+                               eta_seconds=round(p.eta_seconds, 1) if p.eta_seconds is not None else None))
     return on_progress
 
 

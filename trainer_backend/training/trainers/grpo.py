@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from ...rewards import build_reward_functions
+from ...run_events import Sample, Samples
 from ..common import TrainContext, common_args
 
 
@@ -51,9 +52,9 @@ class SampleRecorder:
         for i, (prompt, completion) in enumerate(zip(batch["prompts"], batch["completions"])):
             rewards = {n: batch["scores"][n][i] for n in self.names}
             total = sum(w * (r or 0.0) for w, r in zip(self.weights, rewards.values()))
-            samples.append({"prompt": _text(prompt)[-600:], "completion": _text(completion)[:2000],
-                            "rewards": rewards, "total": round(total, 4)})
-        self.events.write("samples", step=batch["step"], samples=samples)
+            samples.append(Sample(prompt=_text(prompt)[-600:], completion=_text(completion)[:2000],
+                                  rewards=rewards, total=round(total, 4)))
+        self.events.write(Samples(step=batch["step"], samples=samples))
 
 
 def _text(value: Any) -> str:
