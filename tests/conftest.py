@@ -70,3 +70,21 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory):
                        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     yield server
     server.stop()
+
+
+# `LORA_STUDIO_TEST_CPU_REPORT=cpu.tsv pytest ...`: CPU-seconds per test phase (this process plus the children it
+# waited for), to find where the suite's CPU goes. Detached processes (a job's supervisor) are not counted, as
+# /usr/bin/time does not count them either.
+if os.environ.get("LORA_STUDIO_TEST_CPU_REPORT"):
+    import resource
+
+    def _cpu_seconds() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: Any):
+        before = _cpu_seconds()
+        yield
+        with open(os.environ["LORA_STUDIO_TEST_CPU_REPORT"], "a", encoding="utf-8") as fh:
+            fh.write(f"{_cpu_seconds() - before:.2f}\t{item.nodeid}\n")
