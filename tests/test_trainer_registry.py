@@ -91,3 +91,20 @@ def test_the_card_says_what_the_reference_model_was(lora: bool) -> None:
     assert ("the adapter turned off" in card) == lora and ("frozen copy of the base" in card) == (not lora)
     orpo = build_model_card("alice/x", AdapterMeta(base_model="org/base", trainer="orpo", lora=lora), None, None)
     assert "reference model was" not in orpo
+
+
+def test_each_trainer_gets_rows_of_one_kind_with_the_columns_its_trl_trainer_reads() -> None:
+    """data/row_kinds.py: one strategy per kind of training row; the registry's `rows` picks it for each trainer."""
+    from trainer_backend.data.row_kinds import ROW_KINDS, row_kind_for
+
+    columns = {name: row_kind_for(info, "preference" if info.pairs else "messages").columns(margin=False)
+               for name, info in TRAINERS.items()}
+    assert columns == {"sft": ["input_ids", "labels"], "generic": ["input_ids", "labels"],
+                       "reward": ["chosen_ids", "rejected_ids"], "dpo": ["prompt", "chosen", "rejected"],
+                       "orpo": ["prompt", "chosen", "rejected"], "kto": ["prompt", "completion", "label"],
+                       "grpo": ["prompt", "references"]}
+    assert [k for k, kind in ROW_KINDS.items() if kind.margin] == ["pairs", "pair_ids"]
+    assert ROW_KINDS["pairs"].columns(margin=True)[-1] == "margin"
+    # a pair trainer given sequences through a prompt template trains on them as sequences (the format check
+    # refuses other formats before rows are encoded)
+    assert row_kind_for(TRAINERS["dpo"], "template").name == "sequences"

@@ -47,6 +47,19 @@ class EncodedColumns:
 
 
 @dataclass
+class EncodedRows:
+    """Rows kept as the texts (or ids) a TRL trainer tokenises itself: preference pairs, KTO feedback, GRPO prompts.
+    Per example (aligned with the input): outcome and length in tokens before limits (-1 when it failed)."""
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # example index -> its training columns (kept only)
+    outcomes: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def failed(self) -> None:
+        self.outcomes.append(FAILED)
+        self.lengths.append(-1)
+
+
+@dataclass
 class Encoded:
     """The same as Python lists (tests, small callers)."""
     input_ids: list[list[int]] = field(default_factory=list)

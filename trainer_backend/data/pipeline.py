@@ -26,12 +26,13 @@ from .fingerprint import file_states, prepared_key, tokenizer_digest
 from .formats import Detection, detect_format
 from .issues import DataError, DataIssue, IssueCollector, RowError
 from .loading import SplitSource, columns_of, open_split
-from .prepared import PreparedData, SplitData, load_records, preload, training_columns
+from .prepared import PreparedData, SplitData, load_records, preload
 from .rl_rows import reference_columns, reference_readers
 from .progress import ProgressCallback, ProgressMeter, current_callback
 from .templates import choose_chat_template, end_of_turn
 from .vendor_templates import TemplateChoice
-from .workers import ChunkResult, ChunkRunner, ChunkSetup, ChunkTask, default_num_proc
+from .row_kinds import ChunkSetup, row_kind_for
+from .workers import ChunkResult, ChunkRunner, ChunkTask, default_num_proc
 
 PEEK_ROWS = 200            # rows read before anything else: format detection looks at these
 WORKER_MIN_ROWS = 6000     # fewer rows: starting workers costs more than it saves
@@ -142,16 +143,14 @@ class _Preparation:
                 "data", d.path, fix=_format_fix(spec.training.trainer, accepted)), drain=(train_rows, valid_rows))
         choice, eot, template_issues = self._choose_template(det, kind)
         info = trainer_info(spec.training.trainer)
-        preference: Optional[str] = info.rows if info.rows in ("feedback", "prompts") else None
-        if kind == "preference" and info.pairs:
-            preference = "ids" if info.head == "seq_cls" else "text"
+        row_kind = row_kind_for(info, kind)
         setup = ChunkSetup(det, d.prompt_template, d.system_prompt,
                            encode_settings(spec, kind, choice.source if choice else None),
                            choice.source if choice else None, labels, d.max_errors, encode=not template_issues,
-                           preference=preference, vocab_size=len(tok) if kind == "tokenized" else None,
-                           margin=bool(preference in ("ids", "text") and det and det.mapping.margin),
+                           row_kind=row_kind.name, vocab_size=len(tok) if kind == "tokenized" else None,
+                           margin=bool(row_kind.margin and det and det.mapping.margin),
                            reference_columns=reference_columns(spec), reference_readers=reference_readers(spec))
-        columns = training_columns(preference, setup.margin)
+        columns = row_kind.columns(setup.margin)
 
         root, key, why = cache.cache_root(), None, None
         states: list = []

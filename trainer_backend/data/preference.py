@@ -7,24 +7,11 @@ or completion limits. The reward trainer takes token ids (`chosen_ids` / `reject
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .encode import DROPPED_NO_LOSS, DROPPED_TOO_LONG, FAILED, OK, TRUNCATED, EncodeSettings
+from .encode import DROPPED_NO_LOSS, DROPPED_TOO_LONG, OK, TRUNCATED, EncodedRows, EncodeSettings
 from .issues import RowError
 from .chat_render import common_prefix_length, render_template
-
-
-@dataclass
-class EncodedPreference:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    source_index: list[int] = field(default_factory=list)
-    full_lengths: list[int] = field(default_factory=list)  # prompt + longer answer, in tokens, before limits
-    truncated: int = 0
-    dropped_too_long: int = 0
-    dropped_no_loss: int = 0
-    outcomes: list[int] = field(default_factory=list)  # per example (encode.py's OK, TRUNCATED, ...)
-    lengths: list[int] = field(default_factory=list)   # per example: full length, -1 when rejected
 
 
 def _plain(messages: list[dict]) -> str:
@@ -119,25 +106,21 @@ def fit_answers(prompt: str, answers: list[str], tokenizer: Any,
 
 
 def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
-                       as_ids: bool, on_error: Callable[[int, RowError], None]) -> EncodedPreference:
-    out = EncodedPreference()
+                       as_ids: bool, on_error: Callable[[int, RowError], None]) -> EncodedRows:
+    """DPO / ORPO rows (prompt, chosen, rejected texts), or the reward trainer's (chosen_ids, rejected_ids)."""
+    out = EncodedRows()
     for i, ex in enumerate(examples):
         try:
             prompt, chosen, rejected = render_preference(ex, tokenizer, template)
         except RowError as exc:
             on_error(i, exc)
-            out.outcomes.append(FAILED)
-            out.lengths.append(-1)
+            out.failed()
             continue
         outcome, prompt, (chosen, rejected), total = fit_answers(prompt, [chosen, rejected], tokenizer, s)
-        out.full_lengths.append(total)
         out.lengths.append(total)
         out.outcomes.append(outcome)
-        out.dropped_too_long += outcome == DROPPED_TOO_LONG
-        out.dropped_no_loss += outcome == DROPPED_NO_LOSS
         if outcome not in (OK, TRUNCATED):
             continue
-        out.truncated += outcome == TRUNCATED
         if as_ids:
             ids = [tokenizer(prompt + c, add_special_tokens=False, verbose=False)["input_ids"][: s.block_size]
                    for c in (chosen, rejected)]
@@ -146,6 +129,5 @@ def encode_preferences(examples: list[dict], tokenizer: Any, s: EncodeSettings, 
             row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         if ex.get("margin") is not None:
             row["margin"] = float(ex["margin"])
-        out.rows.append(row)
-        out.source_index.append(i)
+        out.rows[i] = row
     return out

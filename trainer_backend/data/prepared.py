@@ -23,7 +23,7 @@ from .issues import DataIssue
 from .report import (DatasetReport, FeedbackSample, FormatInfo, PreferenceSample, PromptSample, Sample, SplitReport,
                      TokenSample)
 from .vendor_templates import TemplateChoice
-from .workers import TOKEN_COLUMNS, training_columns  # noqa: F401 - training_columns: re-exported
+from .row_kinds import TOKEN_COLUMNS
 
 @dataclass
 class PreferenceView:

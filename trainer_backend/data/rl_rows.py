@@ -9,11 +9,10 @@ stored as the exact text the model generates from (its chat template's generatio
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..spec import JobSpec
-from .encode import DROPPED_TOO_LONG, FAILED, OK, TRUNCATED, EncodeSettings
+from .encode import DROPPED_TOO_LONG, OK, TRUNCATED, EncodedRows, EncodeSettings
 from .formats import Detection, _maybe_json, _text, normalize_messages, parse_label
 from .issues import RowError
 from .preference import fit_answers, keep_tokens, render_answers, render_prompt
@@ -140,17 +139,10 @@ def normalize_feedback_row(row: dict, det: Detection, system_prompt: Optional[st
 # ---- encoding ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class EncodedRL:
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # example index -> training columns
-    outcomes: list[int] = field(default_factory=list)              # per example (encode.py's OK, TRUNCATED, ...)
-    lengths: list[int] = field(default_factory=list)               # per example, tokens before limits; -1 failed
-
-
 def encode_prompts(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
-                   on_error: Callable[[int, RowError], None]) -> EncodedRL:
+                   on_error: Callable[[int, RowError], None]) -> EncodedRows:
     """GRPO rows: the prompt text, cut (from the left) to what leaves room for a full completion."""
-    out = EncodedRL()
+    out = EncodedRows()
     budget = s.block_size - (s.max_completion_length or 0)
     limit = min(budget, s.max_prompt_length or budget)
     for i, ex in enumerate(examples):
@@ -158,8 +150,7 @@ def encode_prompts(examples: list[dict], tokenizer: Any, s: EncodeSettings, temp
             text = render_prompt(ex["prompt"], tokenizer, template)
         except RowError as exc:
             on_error(i, exc)
-            out.outcomes.append(FAILED)
-            out.lengths.append(-1)
+            out.failed()
             continue
         n = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         out.lengths.append(n + (s.max_completion_length or 0))
@@ -173,16 +164,15 @@ def encode_prompts(examples: list[dict], tokenizer: Any, s: EncodeSettings, temp
 
 
 def encode_feedback(examples: list[dict], tokenizer: Any, s: EncodeSettings, template: Optional[str],
-                    on_error: Callable[[int, RowError], None]) -> EncodedRL:
+                    on_error: Callable[[int, RowError], None]) -> EncodedRows:
     """KTO rows: prompt and completion texts (as DPO's, one answer instead of two) and the label."""
-    out = EncodedRL()
+    out = EncodedRows()
     for i, ex in enumerate(examples):
         try:
             prompt, (completion,) = render_answers(ex["prompt"], [ex["completion"]], tokenizer, template)
         except RowError as exc:
             on_error(i, exc)
-            out.outcomes.append(FAILED)
-            out.lengths.append(-1)
+            out.failed()
             continue
         outcome, prompt, (completion,), total = fit_answers(prompt, [completion], tokenizer, s)
         out.lengths.append(total)

@@ -24,49 +24,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..settings import settings
-from ..spec import PromptTemplate
-from .encode import FAILED, EncodeSettings, encode_columns
-from .formats import Detection, normalize_row
+from .encode import FAILED
 from .issues import DataIssue, RowError
-from .preference import encode_preferences
-from .rl_rows import REFERENCES_COLUMN, encode_feedback, encode_prompts, normalize_feedback_row, normalize_prompt_row
+from .row_kinds import ChunkSetup
 from .templates import render_prompt_template
-
-TOKEN_COLUMNS = ["input_ids", "labels"]
-
-
-def training_columns(preference: Optional[str], margin: bool) -> list[str]:
-    """The columns a trainer gets: token ids + labels (sft, generic), texts (dpo, orpo), ids (reward), prompt +
-    completion + label (kto), prompt + reference values (grpo)."""
-    if preference is None:
-        return TOKEN_COLUMNS
-    if preference == "feedback":
-        return ["prompt", "completion", "label"]
-    if preference == "prompts":
-        return ["prompt", REFERENCES_COLUMN]
-    cols = ["chosen_ids", "rejected_ids"] if preference == "ids" else ["prompt", "chosen", "rejected"]
-    return cols + (["margin"] if margin else [])
-
-
-@dataclass
-class ChunkSetup:
-    """Everything a worker needs besides the tokenizer; the same for every chunk of a preparation."""
-    detection: Optional[Detection]
-    prompt_template: Optional[PromptTemplate]
-    system_prompt: Optional[str]
-    settings: EncodeSettings
-    template: Optional[str]        # the chat template that trains (Jinja source), or None
-    labels: list[str]              # file index -> how messages name the file
-    max_errors: int
-    encode: bool = True            # False: only normalise (the template could not be chosen; errors are all we want)
-    # The rows a trainer gets when they are not token sequences: "text" (dpo, orpo) or "ids" (reward) pairs,
-    # "feedback" (kto), "prompts" (grpo: prompt text + the reference columns its rewards read; rl_rows.py).
-    preference: Optional[str] = None
-    reference_columns: Optional[tuple[str, ...]] = ()  # grpo: None = every column (a Python reward reads any)
-    reference_readers: dict[str, str] = field(default_factory=dict)
-    vocab_size: Optional[int] = None  # tokenized rows: ids must be below it
-    margin: bool = False           # preference rows carry a margin column
-
 
 @dataclass
 class ChunkTask:
@@ -120,9 +81,8 @@ def default_num_proc() -> int:
 def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkResult:
     import pyarrow as pa
 
-    limit = setup.max_errors
-    det, s = setup.detection, setup.settings
-    roles = det.mapping.model_dump(exclude_none=True, exclude={"roles"}) if det else {}
+    limit, kind = setup.max_errors, setup.kind
+    roles = setup.detection.mapping.model_dump(exclude_none=True, exclude={"roles"}) if setup.detection else {}
     result = ChunkResult(task.split, task.chunk, len(task.rows), task.out, np.zeros(0, np.int8),
                          np.zeros(0, np.int32), np.zeros(0, np.int16), np.zeros(0, np.int32))
     examples: list[dict] = []
@@ -133,14 +93,7 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
                 prompt, completion = render_prompt_template(setup.prompt_template, row, roles)
                 ex = {"prompt": prompt, "completion": completion}
             else:
-                assert det is not None  # detected whenever there is no prompt template
-                if setup.preference == "prompts":
-                    ex = normalize_prompt_row(row, det, setup.system_prompt, setup.reference_columns,
-                                              setup.reference_readers)
-                elif setup.preference == "feedback":
-                    ex = normalize_feedback_row(row, det, setup.system_prompt)
-                else:
-                    ex = normalize_row(row, det, setup.system_prompt)
+                ex = kind.normalize(row, setup)
         except RowError as exc:
             result.normalise_total += 1
             if len(result.normalise_errors) < limit:
@@ -155,7 +108,6 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
                 result.vocab_errors.append(issue)
     n = len(examples)
     result.files = np.asarray([f for f, _ in refs], dtype=np.int32)
-    columns: dict[str, Any] = {}
 
     def on_error(i: int, exc: RowError) -> None:
         result.encode_total += 1
@@ -163,38 +115,14 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
             f, number = refs[i]
             result.encode_errors.append((i, DataIssue(exc.message, setup.labels[f], number, exc.column, exc.fix)))
 
-    if not setup.encode:
+    columns: dict[str, Any] = {}
+    if setup.encode:
+        encoded = kind.encode(examples, tokenizer, setup, on_error)
+        result.outcome, result.full_length, result.history = encoded.outcome, encoded.full_length, encoded.history
+        columns.update(encoded.columns)
+    else:  # the template could not be chosen: the normalisation errors are all this preparation reports
         result.outcome, result.full_length = np.full(n, FAILED, np.int8), np.full(n, -1, np.int32)
         result.history = np.zeros(n, np.int16)
-    elif setup.preference in ("prompts", "feedback"):
-        encode = encode_prompts if setup.preference == "prompts" else encode_feedback
-        rl = encode(examples, tokenizer, s, setup.template, on_error)
-        result.outcome = np.asarray(rl.outcomes, dtype=np.int8)
-        result.full_length = np.asarray(rl.lengths, dtype=np.int32)
-        result.history = np.zeros(n, np.int16)
-        for name in training_columns(setup.preference, False):
-            values = [rl.rows[i][name] if i in rl.rows else None for i in range(n)]
-            columns[name] = pa.array(values, pa.bool_() if name == "label" else pa.string())
-    elif setup.preference:
-        enc = encode_preferences(examples, tokenizer, s, setup.template, setup.preference == "ids", on_error)
-        result.outcome = np.asarray(enc.outcomes, dtype=np.int8)
-        result.full_length = np.asarray(enc.lengths, dtype=np.int32)
-        result.history = np.zeros(n, np.int16)
-        kept = dict(zip(enc.source_index, enc.rows))
-        names = ("chosen_ids", "rejected_ids") if setup.preference == "ids" else ("prompt", "chosen", "rejected")
-        for name in names:
-            empty: Any = [] if name.endswith("_ids") else ""
-            values = [kept[i][name] if i in kept else empty for i in range(n)]
-            columns[name] = pa.array(values, pa.list_(pa.int32()) if name.endswith("_ids") else pa.string())
-        if setup.margin:
-            columns["margin"] = pa.array([kept[i].get("margin") if i in kept else None for i in range(n)],
-                                         pa.float64())
-    else:
-        cols = encode_columns(examples, tokenizer, s, on_error)
-        result.outcome, result.full_length, result.history = cols.outcome, cols.full_length, cols.history
-        offsets = pa.array(cols.offsets, pa.int32())
-        columns["input_ids"] = pa.ListArray.from_arrays(offsets, pa.array(cols.ids, pa.int32()))
-        columns["labels"] = pa.ListArray.from_arrays(offsets, pa.array(cols.labels, pa.int32()))
     columns["example"] = pa.array([json.dumps(ex, ensure_ascii=False) for ex in examples], pa.string())
     columns["file"] = pa.array(result.files, pa.int32())
     columns["row"] = pa.array([number for _, number in refs], pa.int64())
