@@ -148,6 +148,7 @@ def test_job_store_records_trained_not_pushed_and_push_retries(hub: HubServer, j
 
     from trainer_backend.jobs import JobManager
     from trainer_backend.jobs.lifecycle import decide
+    from trainer_backend.run_events import PushFailed
 
     copy = tmp_path / "job"
     shutil.copytree(job_dir, copy)
@@ -159,7 +160,7 @@ def test_job_store_records_trained_not_pushed_and_push_retries(hub: HubServer, j
     failed = jm.push(row.id, repo_id="alice/retry-me", endpoint=hub.url, retry=FAST)
     assert failed.status == "trained_not_pushed" and "unavailable" in failed.error and ALICE not in failed.error
     assert (copy / "adapter" / "adapter_model.safetensors").exists()
-    assert decide(failed, 4, {"event": "push_failed", "error": "x"})[0] == "trained_not_pushed"
+    assert decide(failed, None, PushFailed(error="x"))[0] == "trained_not_pushed"
     hub.start()
     done = jm.push(row.id, repo_id="alice/retry-me", endpoint=hub.url, retry=FAST)
     assert done.status == "succeeded" and done.artifacts["hub_url"].endswith("alice/retry-me")

@@ -257,13 +257,13 @@ def test_invalid_spec_or_data_never_starts_a_process(data_dir, jobs_tiny_model, 
     bad = write_spec(tmp_path / "bad.yaml", jobs_tiny_model, learning_rate=5, bogus_key=1)
     job = jm.submit(bad)
     assert job.status == "failed" and job.pid is None and job.attempt == 0 and "problem(s)" in job.error
-    issues = job.error_details["issues"]
+    issues = job.error_details.issues
     assert any("training.learning_rate" in i for i in issues) and any("bogus_key" in i for i in issues)
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"instruction": "hi", "output": "there"}\n{"instruction": "", "output": ""}\nnot json\n')
     job2 = jm.submit(write_spec(tmp_path / "data.yaml", jobs_tiny_model), overrides=[f"data.path={rows}"])
-    assert job2.status == "failed" and job2.error_details["kind"] == "data" and job2.error_details["issues"]
+    assert job2.status == "failed" and job2.error_details.kind == "data" and job2.error_details.issues
     assert "row" in job2.error and job2.pid is None
     with pytest.raises(JobStateError):
         jm.resume(job2.id)
@@ -281,7 +281,7 @@ def test_crash_inside_training_fails_with_the_traceback_last_line(data_dir, jobs
     done = jm.wait(job.id, timeout=WAIT)
     assert done.status == "failed" and done.exit_code == 1
     assert done.error == "RuntimeError: injected fault at step 2 (LORA_STUDIO_FAULT_AT_STEP)"
-    assert "Traceback" in done.error_details["traceback"] and jm.snapshot(job.id).outcome == "failed"
+    assert "Traceback" in done.error_details.traceback and jm.snapshot(job.id).outcome == "failed"
     assert_gone(done.pid)
 
 

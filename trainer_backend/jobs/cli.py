@@ -94,11 +94,14 @@ def _submit(manager: Any, args: argparse.Namespace) -> int:
     env = dict(item.split("=", 1) for item in (args.env or []) if "=" in item)
     job = manager.submit(args.spec, overrides=overrides, name=args.name, owner=args.owner,
                          validate_data=not args.no_validate_data, env=env or None)
-    for w in (job.error_details or {}).get("warnings", []):
+    from .store import ErrorDetails
+
+    details = job.error_details or ErrorDetails()
+    for w in details.warnings:
         _err(f"warning: {w}")
     if job.status == "failed":
         _err(f"error: job {job.id} failed validation and will not run: {job.error}")
-        for issue in (job.error_details or {}).get("issues", []):
+        for issue in details.issues:
             _err(f"  - {issue}")
         print(job.id, flush=True)
         return ExitCode.INVALID

@@ -8,9 +8,10 @@ from typing import Any, Optional
 
 from ..redaction import MASK, without_secrets
 from ..spec import JobSpec
+from .store import ErrorDetails
 
 
-def validate_data(spec: JobSpec) -> Optional[tuple[str, dict]]:
+def validate_data(spec: JobSpec) -> Optional[tuple[str, ErrorDetails]]:
     """Run the trainer's own pre-model checks (tokenizer, every data row). None when all is well."""
     from ..data import DataError
     from ..training.run import prepare_job
@@ -21,12 +22,12 @@ def validate_data(spec: JobSpec) -> Optional[tuple[str, dict]]:
     except DataError as exc:
         issues = [str(i) for i in exc.issues]
         return f"data validation failed: {issues[0] if issues else exc}", \
-            {"kind": "data", "issues": issues, "truncated": exc.truncated}
+            ErrorDetails(kind="data", issues=issues, truncated=exc.truncated)
     except TrainerNotAvailable as exc:
-        return str(exc), {"kind": "validation", "issues": [str(exc)]}
+        return str(exc), ErrorDetails(kind="validation", issues=[str(exc)])
     except Exception as exc:  # e.g. a base model that cannot be found: the job could never start
         text = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]
-        return text, {"kind": "validation", "issues": [text]}
+        return text, ErrorDetails(kind="validation", issues=[text])
     return None
 
 
@@ -73,11 +74,11 @@ def redacted(spec: Any) -> Optional[dict]:
     return without_secrets(raw, mask=MASK)
 
 
-def one_line(error: str, details: dict) -> str:
+def one_line(error: str, details: ErrorDetails) -> str:
     """`jobs list` shows one line: the headline plus the first problems."""
     head = error.splitlines()[0] if error else "validation failed"
-    issues = details.get("issues") or []
-    if details.get("kind") == "validation" and issues and issues[0] not in head:
+    issues = details.issues
+    if details.kind == "validation" and issues and issues[0] not in head:
         head = f"{head} {'; '.join(issues[:3])}"
     return head if len(head) <= 500 else head[:497] + "..."
 

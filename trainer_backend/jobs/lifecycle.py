@@ -18,7 +18,8 @@ from ..job_status import ExitCode
 from ..run_events import OUTCOME_TYPES, Failed, Finished, Outcome, Pushed, PushFailed, Stopped, events_in_range
 from .procs import group_members, is_alive, process_start_time, signal_name
 from .progress import EventsReader
-from .store import ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RUNNING, STOPPED, SUCCEEDED, Job, JobStore
+from .store import (ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RUNNING, STOPPED, SUCCEEDED, ErrorDetails, Job,
+                    JobStore)
 
 EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.OK, ExitCode.INVALID, ExitCode.STOPPED, \
     ExitCode.NOT_PUSHED  # `... train` exit codes, as this module reads them
@@ -59,21 +60,21 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64_000) -
     return [r for r in rows if r.strip()][-lines:]
 
 
-def decide(job: Job, exit_code: Optional[int], outcome: Optional[Outcome]) -> tuple[str, Optional[str], dict]:
+def decide(job: Job, exit_code: Optional[int],
+           outcome: Optional[Outcome]) -> tuple[str, Optional[str], Optional[ErrorDetails]]:
     """(status, one-line error, error details) from how the process ended and what it last recorded."""
     stop_requested = job.stop_requested_at is not None
     if isinstance(outcome, PushFailed) or exit_code == EXIT_NOT_PUSHED:
-        return NOT_PUSHED, getattr(outcome, "error", None) or "the Hub push failed", {"kind": "push"}
+        return NOT_PUSHED, getattr(outcome, "error", None) or "the Hub push failed", ErrorDetails(kind="push")
     if isinstance(outcome, Finished) and exit_code in (EXIT_OK, None):
-        return SUCCEEDED, None, {}
+        return SUCCEEDED, None, None
     if exit_code == EXIT_OK:
-        return SUCCEEDED, None, {}
+        return SUCCEEDED, None, None
     if exit_code == EXIT_STOPPED or isinstance(outcome, Stopped):
-        return STOPPED, None, {}
+        return STOPPED, None, None
     if isinstance(outcome, Failed):
-        details: dict[str, Any] = {"kind": outcome.kind}
-        details.update({k: v for k, v in (("issues", outcome.issues), ("truncated", outcome.truncated),
-                                           ("traceback", outcome.traceback)) if v})
+        details = ErrorDetails(kind=outcome.kind, issues=outcome.issues, truncated=outcome.truncated,
+                               traceback=outcome.traceback)
         if outcome.kind == "data" and outcome.issues:
             return FAILED, f"{outcome.error}: {outcome.issues[0]}", details
         return FAILED, outcome.error or "training failed", details
@@ -81,20 +82,20 @@ def decide(job: Job, exit_code: Optional[int], outcome: Optional[Outcome]) -> tu
     if exit_code == EXIT_INVALID:  # spec problems are printed (not recorded as events) by the CLI
         first = next((i for i in range(len(tail) - 1, -1, -1) if tail[i].startswith("error:")), None)
         message = "\n".join(tail[first:]) if first is not None else (tail[-1] if tail else "invalid spec")
-        return FAILED, message.splitlines()[0].removeprefix("error: "), {"kind": "validation", "log_tail": tail,
-                                                                           "message": message}
+        return FAILED, message.splitlines()[0].removeprefix("error: "), ErrorDetails(kind="validation",
+                                                                                     log_tail=tail, message=message)
     if exit_code is None or exit_code < 0:
         if stop_requested:
-            return STOPPED, None, {}
+            return STOPPED, None, None
         if exit_code is None:
             ckpt = latest_checkpoint(job.job_dir)
             hint = f"; resume continues from {ckpt.name}" if ckpt else "; resume restarts it from the beginning"
             return INTERRUPTED, f"training process {job.pid or '(not started)'} ended while no supervisor " \
-                                f"was watching, without recording an outcome{hint}", {"kind": "interrupted"}
+                                f"was watching, without recording an outcome{hint}", ErrorDetails(kind="interrupted")
         return FAILED, f"training process was killed by {signal_name(exit_code)}" + \
-            (" (out of memory?)" if exit_code == -signal.SIGKILL else ""), {"kind": "killed", "log_tail": tail}
+            (" (out of memory?)" if exit_code == -signal.SIGKILL else ""), ErrorDetails(kind="killed", log_tail=tail)
     return FAILED, (tail[-1] if tail else f"training exited with code {exit_code}"), \
-        {"kind": "exit", "log_tail": tail}
+        ErrorDetails(kind="exit", log_tail=tail)
 
 
 def finalize(store: JobStore, job: Job, exit_code: Optional[int]) -> Optional[Job]:
@@ -104,7 +105,7 @@ def finalize(store: JobStore, job: Job, exit_code: Optional[int]) -> Optional[Jo
     snap = EventsReader(job.events_path, job.events_offset).snapshot()
     metrics = outcome.metrics if isinstance(outcome, (Finished, PushFailed)) else job.metrics
     done = store.update(job.id, only_if_status=ACTIVE, status=status, finished_at=time.time(),
-                        exit_code=exit_code, error=error, error_details=details or None, metrics=metrics,
+                        exit_code=exit_code, error=error, error_details=details, metrics=metrics,
                         progress=snap.summary(), artifacts=collect_artifacts(job, scan_events=True))
     return store.get(job.id) if done else None
 

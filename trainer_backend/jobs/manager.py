@@ -22,8 +22,8 @@ from . import intake, lifecycle, tokens
 from .paths import JOBS_SUBDIR, default_data_dir
 from .procs import is_alive, signal_group
 from .progress import EventsReader, ProgressSnapshot, file_size
-from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, Job, JobStateError,
-                    JobStore, new_job_id)
+from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, ErrorDetails, Job,
+                    JobStateError, JobStore, new_job_id)
 from .supervisor import SupervisorLock, ensure_supervisor
 
 DEFAULT_STOP_TIMEOUT = 60.0
@@ -78,7 +78,7 @@ class JobManager:
         try:
             job_spec, warnings = self._load(spec, overrides)
         except SpecError as exc:
-            details = {"kind": "validation", "issues": intake.bullets(str(exc))}
+            details = ErrorDetails(kind="validation", issues=intake.bullets(str(exc)))
             return self._record_invalid(job_id, name or intake.name_of(spec), common, str(exc), details,
                                         intake.redacted(spec))
         job_dir = Path(job_spec.output_dir).expanduser().resolve() if job_spec.output_dir else self.jobs_dir / job_id
@@ -95,7 +95,7 @@ class JobManager:
             remote_problems = preflight(job_spec.compute, hub_token or job_spec.hub.token)  # whoever submits
             if remote_problems:
                 return self._record_invalid(job_id, name, common, "cannot run on HF Jobs: " + remote_problems[0],
-                                            {"kind": "validation", "issues": remote_problems},
+                                            ErrorDetails(kind="validation", issues=remote_problems),
                                             job_spec.to_public_dict(), str(job_dir))
         if validate_data:
             problem = intake.validate_data(job_spec)
@@ -109,7 +109,7 @@ class JobManager:
         job = self.store.create(job_id, name=name, status=QUEUED, spec=job_spec.to_public_dict(),
                                 job_dir=str(job_dir), created_at=now, queued_at=now,
                                 events_offset=file_size(job_dir / EVENTS_FILE),
-                                error_details={"warnings": warnings} if warnings else None, **common)
+                                error_details=ErrorDetails(warnings=warnings) if warnings else None, **common)
         self._kick()
         return job
 
@@ -129,7 +129,7 @@ class JobManager:
             return parse_spec(raw, "spec")
         return load_spec(spec, overrides)
 
-    def _record_invalid(self, job_id: str, name: str, common: dict, error: str, details: dict,
+    def _record_invalid(self, job_id: str, name: str, common: dict, error: str, details: ErrorDetails,
                         spec: Optional[dict], job_dir: Optional[str] = None) -> Job:
         now = time.time()
         return self.store.create(job_id, name=name, status=FAILED, spec=spec,
@@ -174,7 +174,7 @@ class JobManager:
                       "finished_at": job.finished_at,
                       "duration_seconds": round(end - job.started_at, 2) if end and job.started_at else None},
             "progress": snap.to_dict(series=series),
-            "metrics": job.metrics, "error": job.error, "error_details": job.error_details,
+            "metrics": job.metrics, "error": job.error, "error_details": job.error_details.to_dict() if job.error_details else None,
             "paths": lifecycle.collect_artifacts(job), "spec": job.spec, "compute": _compute_view(job),
         }
 

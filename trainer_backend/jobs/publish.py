@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .lifecycle import collect_artifacts
-from .store import NOT_PUSHED, SUCCEEDED, Job, JobStateError, JobStore
+from .store import NOT_PUSHED, SUCCEEDED, ErrorDetails, Job, JobStateError, JobStore
 
 PUSHABLE = (SUCCEEDED, NOT_PUSHED)
 
@@ -24,7 +24,7 @@ def push_job(store: JobStore, job: Job, repo_id: Optional[str] = None, merged: b
                               private=(hub.private if hub else True) if private is None else private,
                               merged=merged, metrics=job.metrics, **push_options)
     if outcome.result is None:
-        store.update(job.id, status=NOT_PUSHED, error=outcome.error, error_details={"kind": "push"})
+        store.update(job.id, status=NOT_PUSHED, error=outcome.error, error_details=ErrorDetails(kind="push"))
         return store.get(job.id)
     result = outcome.result
     artifacts = {**collect_artifacts(job), "hub_url": result.url, "hub_repo": result.repo_id}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..job_files import DEBUG_LOG_FILE, EVENTS_FILE, LOG_FILE, SPEC_FILE
 from ..job_status import ACTIVE, RESUMABLE, TERMINAL, JobStatus  # noqa: F401  (ACTIVE.. re-exported to jobs/)
@@ -63,7 +63,7 @@ MIGRATIONS: list[str] = [
         progress TEXT,                     -- JSON: last progress summary (no loss series)
         metrics TEXT,                      -- JSON: final metrics
         error TEXT,                        -- one line: what went wrong
-        error_details TEXT,                -- JSON: {kind, issues, traceback, log_tail}
+        error_details TEXT,                -- JSON: ErrorDetails
         artifacts TEXT                     -- JSON: adapter, checkpoints, log, events, ...
     );
     CREATE INDEX jobs_status ON jobs(status, queued_at, seq);
@@ -72,6 +72,21 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE jobs ADD COLUMN hub_identity TEXT;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ErrorDetails(BaseModel):
+    """What went wrong with a job beyond its one-line `error` (or what its spec warned about at submit)."""
+    model_config = ConfigDict(extra="ignore")  # a row written by another version keeps what this one knows
+    kind: Optional[str] = None  # validation | data | spec | exception | hub | remote | push | killed | exit | interrupted
+    issues: list[str] = []      # one per problem: file, row, column and the fix
+    truncated: bool = False     # there were more issues than were kept
+    traceback: Optional[str] = None
+    log_tail: list[str] = []    # the training log's last lines, when there was no better record
+    message: Optional[str] = None  # a refused spec's whole message
+    warnings: list[str] = []    # settings a queued job's spec warned about
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_defaults=True)
 
 
 @dataclass
@@ -103,7 +118,7 @@ class Job:
     progress: Optional[dict] = None
     metrics: Optional[dict] = None
     error: Optional[str] = None
-    error_details: Optional[dict] = None
+    error_details: Optional[ErrorDetails] = None
     artifacts: Optional[dict] = field(default=None)
     hub_identity: Optional[str] = None
 
@@ -225,6 +240,8 @@ class JobStore:
         for col in JSON_COLUMNS:
             if data.get(col) is not None:
                 data[col] = json.loads(data[col])
+        if isinstance(data.get("error_details"), dict):
+            data["error_details"] = ErrorDetails.model_validate(data["error_details"])
         values: dict[str, Any] = {k: data[k] for k in _JOB_FIELDS if k in data}
         return Job(**values)
 
@@ -233,8 +250,8 @@ class JobStore:
         unknown = set(values) - set(_JOB_FIELDS)
         if unknown:
             raise ValueError(f"unknown job field(s): {sorted(unknown)}")
-        return {k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS and v is not None else v
-                for k, v in values.items()}
+        return {k: json.dumps(v.to_dict() if isinstance(v, ErrorDetails) else v, ensure_ascii=False)
+                if k in JSON_COLUMNS and v is not None else v for k, v in values.items()}
 
     # ---- writes ------------------------------------------------------------------------------------
     def create(self, job_id: Optional[str] = None, **values: Any) -> Job:

@@ -187,8 +187,8 @@ class StudioService:
             return {"job_id": None, "status": "rejected", "error": str(exc)}
         job = self.jobs.submit(spec, owner=owner, **self._hub_identity())
         out = {"job_id": job.id, "status": job.status, "error": job.error, "warnings": warnings}
-        if job.error_details and job.error_details.get("issues"):
-            out["issues"] = job.error_details["issues"]
+        if job.error_details and job.error_details.issues:
+            out["issues"] = job.error_details.issues
         return out
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
