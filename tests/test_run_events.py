@@ -92,8 +92,10 @@ def test_a_restore_counts_the_latest_attempt_only() -> None:
         return "".join(ev.to_json(r) + "\n" for r in records).encode()
 
     first = [ev.Start(max_steps=4), ev.Finished(step=4, time=10.0)]
-    assert _last_outcome(lines(*first)) == ("finished", 10.0)
-    assert _last_outcome(lines(*first, ev.Pushed(repo_id="me/r", time=11.0))) == ("pushed", 11.0)
+    assert _last_outcome(lines(*first)) == ("succeeded", 10.0)
+    assert _last_outcome(lines(*first, ev.PushFailed(error="503", time=11.0))) == ("trained_not_pushed", 11.0)
+    assert _last_outcome(lines(*first, ev.PushFailed(error="503"), ev.Pushed(repo_id="me/r", time=12.0))) == \
+        ("succeeded", 12.0)
     assert _last_outcome(lines(*first, ev.Start(max_steps=8, start_step=4), ev.Log(step=5))) == (None, None)
 
 
@@ -113,3 +115,16 @@ def test_no_module_reads_an_event_as_a_dict() -> None:
             if key == "event":
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert not offenders, "events read as dicts (use trainer_backend.run_events):\n" + "\n".join(offenders)
+
+
+def test_an_outcome_means_the_same_status_to_restore_and_to_the_supervisor(tmp_path) -> None:
+    """Without an exit code (a run restored from the Hub, or one that ended unwatched) lifecycle.decide reads the
+    status from the outcome alone, as OUTCOME_STATUS says."""
+    from trainer_backend.jobs.lifecycle import decide
+    from trainer_backend.jobs.store import Job
+
+    job = Job(id="j", name="j", status="running", job_dir=str(tmp_path), created_at=0.0)
+    outcomes = [ev.Finished(step=1), ev.Stopped(step=1), ev.Failed(error="boom"), ev.PushFailed(error="503")]
+    assert {type(o) for o in outcomes} == set(ev.OUTCOME_STATUS) == set(ev.OUTCOME_TYPES)
+    for outcome in outcomes:
+        assert decide(job, None, outcome)[0] == ev.OUTCOME_STATUS[type(outcome)], outcome

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, Optional, TypeGuard, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .job_files import EVENTS_FILE
+from .job_status import JobStatus
 
 
 def _now() -> float:
@@ -225,6 +226,10 @@ AnyEvent = Annotated[Union[Preparing, FittedToHardware, Start, Log, Eval, Sample
                            RemoteReattached], Field(discriminator="event")]
 Outcome = Union[Finished, Stopped, Failed, PushFailed]  # how a run ended, as the run itself recorded it
 OUTCOME_TYPES = (Finished, Stopped, Failed, PushFailed)
+# The job status an outcome means when nothing else is known (no exit code: a run restored from the Hub, one that
+# ended unwatched); jobs/lifecycle.decide weighs an exit code too.
+OUTCOME_STATUS: dict[type, JobStatus] = {Finished: JobStatus.SUCCEEDED, Stopped: JobStatus.STOPPED,
+                                         Failed: JobStatus.FAILED, PushFailed: JobStatus.NOT_PUSHED}
 STEP_EVENTS = (Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished)  # the ones that carry a step
 EVENT_KINDS: tuple[str, ...] = tuple(t.model_fields["event"].default for t in (
     Preparing, FittedToHardware, Start, Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished, Failed, Pushed,

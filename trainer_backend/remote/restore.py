@@ -18,24 +18,22 @@ from ..hub.jobs_api import job_state, whoami
 from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
                          has_trained_model)
 from ..job_status import JobStatus
-from ..run_events import OUTCOME_TYPES, Pushed, Start, parse_line
+from ..run_events import OUTCOME_STATUS, OUTCOME_TYPES, Pushed, Start, parse_line
 from ..spec import parse_spec
 from ..spec_values import RUN_NAME
 
 JOB_ID = RUN_NAME  # a job id, or a CLI run's project_name
-OUTCOME_STATUS = {"finished": JobStatus.SUCCEEDED, "pushed": JobStatus.SUCCEEDED, "stopped": JobStatus.STOPPED,
-                  "failed": JobStatus.FAILED, "push_failed": JobStatus.NOT_PUSHED}
 
 
-def _last_outcome(events: bytes) -> tuple[Optional[str], Optional[float]]:
-    """The latest attempt's outcome (a later push counts as success) and when it was recorded."""
-    outcome, when = None, None
+def _last_outcome(events: bytes) -> tuple[Optional[JobStatus], Optional[float]]:
+    """The status the latest attempt ended with (a later push counts as success) and when it was recorded."""
+    status, when = None, None
     for record in filter(None, map(parse_line, events.split(b"\n"))):
         if isinstance(record, (*OUTCOME_TYPES, Pushed)):
-            outcome, when = record.event, record.time
+            status, when = OUTCOME_STATUS.get(type(record), JobStatus.SUCCEEDED), record.time
         elif isinstance(record, Start):
-            outcome, when = None, None  # a later attempt began: its outcome is what counts
-    return outcome, when
+            status, when = None, None  # a later attempt began: its outcome is what counts
+    return status, when
 
 
 def restore_jobs(store: Any, jobs_dir: Path, token: Optional[str] = None) -> list[str]:
@@ -70,7 +68,7 @@ def _restore_one(store: Any, jobs_dir: Path, repo: str, token: str) -> Optional[
     (job_dir / EVENTS_FILE).write_bytes(events)
     (job_dir / LOG_FILE).write_bytes(hubsync.read_file(repo, LOG_FILE, token) or b"")
     outcome, finished_at = _last_outcome(events)
-    status = OUTCOME_STATUS.get(outcome or "", JobStatus.INTERRUPTED)
+    status = outcome or JobStatus.INTERRUPTED
     if status in (JobStatus.SUCCEEDED, JobStatus.NOT_PUSHED):
         hubsync.download_folder(repo, ADAPTER_DIR, job_dir, token)
         if not has_trained_model(job_dir):
