@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..access import current_caller, hub_identity_label
-from ..job_files import EVENTS_FILE, REMOTE_STATE_FILE, SPEC_FILE, latest_checkpoint
+from ..job_files import EVENTS_FILE, SPEC_FILE, latest_checkpoint
 from ..spec import JobSpec, SpecError, load_job_spec, load_spec, parse_spec
 from ..spec_compute import ComputeSpec
 from . import intake, lifecycle, tokens
@@ -24,6 +24,7 @@ from .procs import is_alive, signal_group
 from .progress import EventsReader, ProgressSnapshot, file_size
 from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, ErrorDetails, Job,
                     JobStateError, JobStore, new_job_id)
+from ..remote.state import RemoteState
 from .supervisor import SupervisorLock, ensure_supervisor
 
 DEFAULT_STOP_TIMEOUT = 60.0
@@ -314,9 +315,7 @@ def _compute_view(job: Job) -> dict[str, Any]:
     if compute.backend != "hf_jobs":
         return view
     view.update(flavor=compute.flavor, nodes=compute.nodes)
-    try:
-        state = json.loads((Path(job.job_dir) / REMOTE_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return view
-    view.update(job_ids=state.get("job_ids"), urls=state.get("urls"), repo_id=state.get("sync_repo"))
+    state = RemoteState.read(job.job_dir)
+    if state.job_ids:
+        view.update(job_ids=state.job_ids, urls=state.urls, repo_id=state.sync_repo)
     return view

@@ -5,7 +5,6 @@ it; one that was cut off is `interrupted`, and Resume continues from the repo's 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -15,11 +14,12 @@ import yaml
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
 from ..hub.jobs_api import job_state, whoami
-from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, REMOTE_STATE_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
+from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
                          has_trained_model)
 from ..job_status import JobStatus
 from ..run_events import OUTCOME_STATUS, OUTCOME_TYPES, Pushed, Start, parse_line
 from ..spec import parse_spec
+from .state import RemoteState
 from ..spec_values import RUN_NAME
 
 JOB_ID = RUN_NAME  # a job id, or a CLI run's project_name
@@ -78,9 +78,9 @@ def _restore_one(store: Any, jobs_dir: Path, repo: str, token: str) -> Optional[
         ns = remote.get("namespace") or repo.split("/")[0]
         live = [j for j in remote["job_ids"] if not job_state(token, ns, j).terminal]
         if live:  # still running on HF Jobs: a runner re-attaches (remote/runner.py) once it is queued
-            (job_dir / REMOTE_STATE_FILE).write_text(json.dumps({
-                "namespace": ns, "sync_repo": repo, "job_ids": remote["job_ids"], "flavor": spec.compute.flavor,
-                "mirrored": {EVENTS_FILE: len(events), LOG_FILE: (job_dir / LOG_FILE).stat().st_size}}))
+            RemoteState(namespace=ns, sync_repo=repo, job_ids=remote["job_ids"], flavor=spec.compute.flavor,
+                        mirrored={EVENTS_FILE: len(events), LOG_FILE: (job_dir / LOG_FILE).stat().st_size}
+                        ).save(job_dir)
             status = JobStatus.QUEUED
     store.create(job_id, name=manifest.get("name") or spec.project_name, status=status,
                  spec=spec.to_public_dict(), job_dir=str(job_dir), created_at=now, queued_at=now,

@@ -25,12 +25,13 @@ from typing import Any, Optional
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
 from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVENTS_FILE, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE,
-                         REMOTE_STATE_FILE, has_trained_model)
+                         has_trained_model)
 from ..job_status import ExitCode
 from ..settings import settings
 from ..spec import JobSpec, load_job_spec
 from ..run_events import OUTCOME_TYPES, Failed, RemoteReattached, RemoteSubmitted, Stopped, parse_line
 from ..training.events import EventLog
+from .state import RemoteState
 from . import hf_jobs as nodes
 
 OUTCOMES = {"finished": ExitCode.OK, "stopped": ExitCode.STOPPED, "push_failed": ExitCode.NOT_PUSHED,
@@ -42,15 +43,12 @@ class RemoteRun:
         self.spec, self.token = spec, token
         self.job_dir = spec.job_dir
         self.events = EventLog(self.job_dir)
-        self.state_path = self.job_dir / REMOTE_STATE_FILE
-        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.state = RemoteState.read(self.job_dir)
         self.stop = threading.Event()
 
     # ---- bookkeeping -----------------------------------------------------------------------------------
     def save_state(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(self.state_path)
+        self.state.save(self.job_dir)
 
     def say(self, line: str) -> None:
         with open(self.job_dir / LOG_FILE, "a", encoding="utf-8") as fh:
@@ -59,8 +57,8 @@ class RemoteRun:
     # ---- 1. submit or re-attach ----------------------------------------------------------------------
     def live_jobs(self) -> list[str]:
         """The recorded Jobs of the current attempt that are still scheduling or running."""
-        ns, live = self.state.get("namespace"), []
-        for job_id in self.state.get("job_ids") or []:
+        ns, live = self.state.namespace, []
+        for job_id in self.state.job_ids:
             if not nodes.job_state(self.token, ns, job_id).terminal:
                 live.append(job_id)
         return live
@@ -80,28 +78,29 @@ class RemoteRun:
             self.say("staged " + ", ".join(staged.uploaded) + " (private)")
         if spec.training.resume_from_checkpoint:
             remote_spec.training.resume_from_checkpoint = "latest"  # the repo's latest (hub/sync.py pulls it)
-        info = {"job_id": job_id, "owner": os.environ.get(JOB_OWNER_ENV) or None, "staged": staged.to_dict(),
-                "nodes": compute.nodes, "namespace": ns, "spec": spec.to_public_dict()}
+        info: dict[str, Any] = {"job_id": job_id, "owner": os.environ.get(JOB_OWNER_ENV) or None,
+                                "staged": staged.to_dict(), "nodes": compute.nodes, "namespace": ns,
+                                "spec": spec.to_public_dict()}
         hubsync.put_file(repo, hubsync.REMOTE_SPEC_FILE, remote_spec.to_yaml().encode(), self.token, "job spec")
         hubsync.put_file(repo, hubsync.REMOTE_FILE, json.dumps(info, indent=1).encode(), self.token, "job info")
         nodes.clear_stop(repo, self.token)  # a stop of an earlier attempt must not stop this one
         started = nodes.start(self.token, ns, image, compute, repo, job_id)
         # The repo's events.jsonl and train.log only grow across attempts (the Job continues them: hub/sync.py), so
         # the mirror goes on from where the last attempt left it.
-        mirrored = self.state.get("mirrored", {}) if self.state.get("sync_repo") == repo else {}
-        self.state = {"namespace": ns, "sync_repo": repo, "flavor": compute.flavor, "job_ids": [s.job_id for s in
-                      started], "urls": [s.url for s in started], "mirrored": mirrored, "job_log_lines": {}}
+        mirrored = self.state.mirrored if self.state.sync_repo == repo else {}
+        self.state = RemoteState(namespace=ns, sync_repo=repo, flavor=compute.flavor,
+                                 job_ids=[s.job_id for s in started], urls=[s.url for s in started], mirrored=mirrored)
         self.save_state()
-        info["job_ids"] = self.state["job_ids"]  # what a restore from the Hub re-attaches to (remote/restore.py)
+        info["job_ids"] = self.state.job_ids  # what a restore from the Hub re-attaches to (remote/restore.py)
         hubsync.put_file(repo, hubsync.REMOTE_FILE, json.dumps(info, indent=1).encode(), self.token, "job ids")
         self.events.write(RemoteSubmitted(backend="hf_jobs", flavor=compute.flavor, nodes=compute.nodes,
-                                          job_ids=self.state["job_ids"], url=started[0].url, repo_id=repo))
+                                          job_ids=self.state.job_ids, url=started[0].url, repo_id=repo))
         self.say(f"started HF Job {started[0].job_id} on {compute.flavor}" +
                  (f" (+{len(started) - 1} more nodes)" if len(started) > 1 else "") + f": {started[0].url}")
 
     # ---- 2. mirror -----------------------------------------------------------------------------------
     def mirror(self) -> None:
-        repo, mirrored = self.state["sync_repo"], self.state.setdefault("mirrored", {})
+        (ns, repo), mirrored = self.state.placed(), self.state.mirrored
         for name in (EVENTS_FILE, LOG_FILE):
             data = hubsync.read_file(repo, name, self.token)
             done = int(mirrored.get(name, 0))
@@ -113,14 +112,14 @@ class RemoteRun:
                 for line in fresh.decode("utf-8", "replace").splitlines():
                     record = parse_line(line)
                     if isinstance(record, OUTCOME_TYPES):
-                        self.state["outcome"] = record.event
+                        self.state.outcome = record.event
             if fresh:
                 with open(self.job_dir / name, "ab") as fh:
                     fh.write(fresh)
                 mirrored[name] = done + len(fresh)
-        seen = self.state.setdefault("job_log_lines", {})
-        for job_id in self.state["job_ids"]:
-            lines = nodes.job_logs(self.token, self.state["namespace"], job_id)
+        seen = self.state.job_log_lines
+        for job_id in self.state.job_ids:
+            lines = nodes.job_logs(self.token, ns, job_id)
             fresh_lines = lines[int(seen.get(job_id, 0)):]
             if fresh_lines:
                 with open(self.job_dir / DEBUG_LOG_FILE, "a", encoding="utf-8") as fh:
@@ -130,7 +129,7 @@ class RemoteRun:
 
     # ---- 3 + 4. watch, stop, end ---------------------------------------------------------------------
     def watch(self) -> int:
-        ns, ids = self.state["namespace"], self.state["job_ids"]
+        (ns, repo), ids = self.state.placed(), self.state.job_ids
         stop_sent: Optional[float] = None
         while True:
             try:
@@ -153,7 +152,7 @@ class RemoteRun:
                     nodes.cancel_all(self.token, ns, ids)
                 else:
                     self.say("stop requested: the trainer saves a checkpoint, then the Job ends")
-                    hubsync.put_file(self.state["sync_repo"], hubsync.STOP_FILE,
+                    hubsync.put_file(repo, hubsync.STOP_FILE,
                                      json.dumps({"time": time.time()}).encode(), self.token, "stop requested")
             grace = settings().remote_stop_grace  # default 40 s: under the supervisor's 60 s stop timeout
             if stop_sent is not None and time.time() - stop_sent > grace:
@@ -164,14 +163,14 @@ class RemoteRun:
         return self.finish(states)
 
     def finish(self, states: list[Any]) -> int:
-        repo = self.state["sync_repo"]
+        _, repo = self.state.placed()
         if all(s.stage == "COMPLETED" for s in states):
             try:
                 hubsync.download_folder(repo, ADAPTER_DIR, self.job_dir, self.token)
             except HubError as exc:
                 self.say(f"could not download the adapter: {exc}")
         self.mirror()
-        outcome = self.state.get("outcome")
+        outcome = self.state.outcome
         if outcome is None:  # the Job ended without the trainer recording why: timeout, killed, image failed
             detail = "; ".join(f"{s.job_id}: {s.stage}" + (f" ({s.message})" if s.message else "") for s in states)
             stopped = self.stop.is_set() or any(s.stage == "CANCELED" for s in states)
@@ -200,9 +199,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         run = RemoteRun(spec, token)
         signal.signal(signal.SIGTERM, lambda *_: run.stop.set() if run else None)
         signal.signal(signal.SIGINT, lambda *_: run.stop.set() if run else None)
-        if run.state.get("job_ids") and run.live_jobs():
-            run.say(f"re-attached to HF Job {run.state['job_ids'][0]} (still running)")
-            run.events.write(RemoteReattached(job_ids=run.state["job_ids"]))
+        if run.state.job_ids and run.live_jobs():
+            run.say(f"re-attached to HF Job {run.state.job_ids[0]} (still running)")
+            run.events.write(RemoteReattached(job_ids=run.state.job_ids))
         else:
             run.submit()
         return run.watch()
