@@ -12,6 +12,11 @@ REAL_DATA = REPO / "tests" / "data"  # samples of real public datasets; tests/da
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One compute thread per process: the tiny models gain nothing from a second one, and on a 2-core box the pytest
+# process, the app, a supervisor and a training process already share the cores (extra threads spin, burning
+# CPU-seconds for no speed: -26 % CPU on the in-process training tests, same wall time within 7 %).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 # Prepared data is cached in a folder of this run (shared with the processes it starts), never in the checkout.
 if "LORA_STUDIO_PREPARED_CACHE" not in os.environ:
     import atexit
@@ -70,6 +75,17 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory):
                        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def space_under_attack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, real_data: Path):
+    """One app started as a public Space (tests/hostile.py), for the hostile-client suites and test_app.py."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from hostile import started_space
+
+    yield from started_space(tmp_path_factory.mktemp("space"), tiny_model_dir, real_data)
 
 
 # `LORA_STUDIO_TEST_CPU_REPORT=cpu.tsv pytest ...`: CPU-seconds per test phase (this process plus the children it

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -130,58 +128,24 @@ def test_client_paths_outside_the_app_folders_are_refused(client, field: str, va
     assert "outside" in result["error"] or "only 'latest'" in result["error"]
 
 
-# ---- access control on a Space ---------------------------------------------------------------------------
+# ---- access control on a Space (the Space the hostile-client suites attack: tests/hostile.py) ----------------
 
-TOKENS = {"hf_owner_token_0001": ("space-owner", []), "hf_member_token_002": ("org-member", ["studio-org"]),
-          "hf_stranger_token_03": ("stranger", [])}
+@pytest.mark.parametrize("who, allowed", [("anonymous", False), ("stranger", False), ("owner", True),
+                                          ("member", True)])
+def test_on_a_space_only_the_owner_and_members_may_train(space_under_attack: dict, who: str, allowed: bool) -> None:
+    from spacehelpers import TOKEN_OF
 
-
-class _WhoAmI(BaseHTTPRequestHandler):
-    """The Hub's whoami, the only Hub call access control makes."""
-
-    def do_GET(self) -> None:  # noqa: N802
-        token = self.headers.get("authorization", "")[7:]
-        if self.path.startswith("/api/whoami") and token in TOKENS:
-            name, orgs = TOKENS[token]
-            body = json.dumps({"type": "user", "name": name, "orgs": [{"name": o} for o in orgs]}).encode()
-            self.send_response(200)
-        else:
-            body, _ = b'{"error": "Invalid credentials"}', self.send_response(401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def space_app(tmp_path_factory: pytest.TempPathFactory):
-    hub = ThreadingHTTPServer(("127.0.0.1", 0), _WhoAmI)
-    threading.Thread(target=hub.serve_forever, daemon=True).start()
-    server = AppServer(tmp_path_factory.mktemp("space") / "data", env={
-        # What a Space with `hf_oauth: true` sets (OAuth routes are registered, never called here):
-        "SYSTEM": "spaces", "OAUTH_CLIENT_ID": "test-client", "OAUTH_CLIENT_SECRET": "test-secret",
-        "OAUTH_SCOPES": "openid profile write-repos", "OPENID_PROVIDER_URL": "http://127.0.0.1:9",
-        "SPACE_ID": "space-owner/lora-studio", "SPACE_AUTHOR_NAME": "space-owner", "HF_HUB_OFFLINE": "0",
-        "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "LORA_STUDIO_ALLOWED_USERS": "org-member"})
-    yield server
-    server.stop()
-    hub.shutdown()
-
-
-@pytest.mark.parametrize("token, allowed", [(None, False), ("hf_stranger_token_03", False),
-                                            ("hf_owner_token_0001", True), ("hf_member_token_002", True)])
-def test_on_a_space_only_the_owner_may_train(space_app: AppServer, token, allowed: bool) -> None:
-    from gradio_client import Client
-
-    client = Client(space_app.url, token=token, verbose=False)
+    client = space_under_attack[who]
     spec = QUICK.format(name="space-run", steps=1).replace("data: {", "data: {path: examples/capitals.jsonl, ")
     if allowed:
         result = client.predict(spec, None, api_name="/start_training")
-        assert result["status"] == "queued" and token not in json.dumps(result)
+        assert result["status"] == "queued" and TOKEN_OF[{"owner": "owner", "member": "carol"}[who]] \
+            not in json.dumps(result)
         client.predict(result["job_id"], api_name="/stop_job")
+        deadline = time.monotonic() + 120  # the hostile suites compare training processes before and after
+        while client.predict(result["job_id"], False, api_name="/job_status")["status"] not in \
+                ("stopped", "succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.5)
     else:
         with pytest.raises(Exception, match="Sign in|not a member"):
             client.predict(spec, None, api_name="/start_training")
