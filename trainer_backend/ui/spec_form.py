@@ -40,20 +40,49 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-class _Bounds(typing.TypedDict, total=False):
-    """gr.Number's range: the field's constraints."""
-    minimum: float
-    maximum: float
-
-
-def _bounds(info: FieldInfo) -> _Bounds:
-    out: _Bounds = {}
+def _range_hint(info: FieldInfo) -> str:
+    """The field's range in words, from its constraints: "(1 to 64)", "(more than 0, less than 0.9)"."""
+    low = high = ""
     for m in info.metadata:
-        if isinstance(m, (at.Ge, at.Gt)):
-            out["minimum"] = float(getattr(m, "ge", getattr(m, "gt", 0)))
-        if isinstance(m, (at.Le, at.Lt)):
-            out["maximum"] = float(getattr(m, "le", getattr(m, "lt", 0)))
-    return out
+        if isinstance(m, at.Ge):
+            low = f"{m.ge:g}"
+        elif isinstance(m, at.Gt):
+            low = f"more than {m.gt:g}"
+        if isinstance(m, at.Le):
+            high = f"{m.le:g}"
+        elif isinstance(m, at.Lt):
+            high = f"less than {m.lt:g}"
+    if low and high:
+        if not (low.startswith("more") or high.startswith("less")):
+            return f"({low} to {high})"
+        low = low if low.startswith("more") else f"at least {low}"
+        high = high if high.startswith("less") else f"at most {high}"
+        return f"({low}, {high})"
+    if low:
+        return f"({low})" if low.startswith("more") else f"(at least {low})"
+    if high:
+        return f"({high})" if high.startswith("less") else f"(at most {high})"
+    return ""
+
+
+def _number_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _number(value: Any, kind: str) -> Any:
+    """A number widget's value for the spec: None when empty; text that is no number goes through as written, so
+    the spec's check names the field ("training.max_steps: Input should be a valid integer")."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+        try:
+            value = float(value) if kind == "float" or not value.lstrip("+-").isdigit() else int(value)
+        except ValueError:
+            return value
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)  # 3.0 from a number box is 3; 3.5 stays 3.5 and the spec refuses it
+    return value
 
 
 def _component(key: str, info: FieldInfo) -> FormField:
@@ -71,8 +100,16 @@ def _component(key: str, info: FieldInfo) -> FormField:
         comp = gr.Dropdown(list(typing.get_args(annotation)), value=default, label=label, info=help_text)
         return FormField(key, "choice", optional, comp)
     if annotation in (int, float):
-        number = gr.Number(value=default, label=label, info=help_text, precision=0 if annotation is int else None,
-                           **_bounds(info))
+        # No minimum/maximum on the widget: Gradio would refuse the whole event (Check, Plan, Start) with a toast
+        # that names no field. The range is said in the help text, and the spec's check names the field.
+        hint = _range_hint(info)
+        if optional:  # a text box: empty stays empty (the spec's default applies), where gr.Number shows a 0
+            box = gr.Textbox(value="" if default is None else _number_text(default), label=label,
+                             info=" ".join(t for t in (help_text, hint, "Empty: the default.") if t),
+                             placeholder="empty")
+            return FormField(key, annotation.__name__, True, box)
+        number = gr.Number(value=default, label=label, info=" ".join(t for t in (help_text, hint) if t),
+                           precision=0 if annotation is int else None)
         return FormField(key, annotation.__name__, optional, number)
     return FormField(key, "text", optional, gr.Textbox(value="" if default is None else str(default), label=label,
                                                        info=help_text))
@@ -111,8 +148,8 @@ def values_to_raw(fields: list[FormField], values: list[Any], raw: Optional[dict
     for f, value in zip(fields, values):
         if f.kind == "tristate":
             value = None if value in (None, "auto") else value == "true"
-        elif f.kind == "int" and value is not None:
-            value = int(value)
+        elif f.kind in ("int", "float"):
+            value = _number(value, f.kind)
         elif f.kind == "text" and isinstance(value, str):
             value = value.strip() or None
         if value is None:
@@ -135,7 +172,7 @@ def raw_to_values(fields: list[FormField], spec: JobSpec) -> list[Any]:
             node = node.get(part) if isinstance(node, dict) else None
         if f.kind == "tristate":
             node = "auto" if node is None else str(node).lower()
-        elif f.kind == "text":
-            node = "" if node is None else str(node)
+        elif f.kind == "text" or (f.optional and f.kind in ("int", "float")):  # text boxes
+            node = "" if node is None else _number_text(node) if f.kind != "text" else str(node)
         out.append(node)
     return out
