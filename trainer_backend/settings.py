@@ -46,6 +46,7 @@ INTERNAL: tuple[tuple[str, str], ...] = (
     ("LORA_STUDIO_MASTER_ADDR", "overrides the rendezvous host (debugging; the loopback Hub's tests)"),
     ("LORA_STUDIO_FAULT_AT_STEP", "tests: the training callback raises at this step"),
     ("LORA_STUDIO_FAULT_OOM_TOKENS", "tests: a forward pass over more tokens than this runs out of memory"),
+    ("LORA_STUDIO_TEST_CPU_REPORT", "tests: a file that gets the CPU-seconds of every test (tests/conftest.py)"),
 )
 
 
