@@ -77,16 +77,6 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def space_under_attack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, real_data: Path):
-    """One app started as a public Space (tests/hostile.py), for the hostile-client suites and test_app.py."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from hostile import started_space
-
-    yield from started_space(tmp_path_factory.mktemp("space"), tiny_model_dir, real_data)
-
 
 # `LORA_STUDIO_TEST_CPU_REPORT=cpu.tsv pytest ...`: CPU-seconds per test phase (this process plus the children it
 # waited for), to find where the suite's CPU goes. Detached processes (a job's supervisor) are not counted, as

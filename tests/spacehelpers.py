@@ -1,6 +1,6 @@
 """The app started the way a Space starts it, on loopback, with an owner's jobs already in its store.
 
-Used by tests/hostile.py (the Space the hostile-client suites and test_app.py share). Identities come from a
+Used by tests/space/ (the Space its attack suites share). Identities come from a
 loopback Hub (hub_server.py): the owner, a signed-in stranger and an allowed member each have a token the Hub
 knows; a forged token is one it does not.
 """

@@ -1,26 +1,19 @@
 """A member is not the owner: no server secret, no owner's Hub identity, nobody else's file, through every endpoint
-and every UI event (tests/hostile.py: the Space, `attack`)."""
+and every UI event (attacks.py: the Space, `attack`)."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hostile import (MESSAGES, QUICK, RESULTS, _http_get,  # noqa: E402
+from .attacks import (MESSAGES, QUICK, RESULTS, _http_get,
                      _spec_with, _stream, _unwrap, attack)
 from spacehelpers import (MEMBER, OWNER, SECRETS, TOKEN_OF)
 
 pytestmark = pytest.mark.slow  # starts the app as a Space (make test runs it)
-
-
-@pytest.fixture(scope="module")
-def space(space_under_attack: dict) -> dict:
-    return space_under_attack
 
 
 # ---- issue 25: a member is not the owner — no server secret, no owner's Hub identity, nobody else's file --------

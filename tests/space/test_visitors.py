@@ -1,26 +1,19 @@
 """A public Space attacked by its visitors: every endpoint as an anonymous caller and as a signed-in stranger,
-forged credentials, path tricks, absurd input, and the public demo's limits (tests/hostile.py: the Space, `attack`)."""
+forged credentials, path tricks, absurd input, and the public demo's limits (attacks.py: the Space, `attack`)."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hostile import (QUICK, REJECTED, RESULTS, SIGN_IN, _http_get,  # noqa: E402
+from .attacks import (QUICK, REJECTED, RESULTS, SIGN_IN, _http_get,
                      _spec_with, _stream, _unwrap, attack)
 from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, STRANGER, TOKEN_OF, client_as)
 
 pytestmark = pytest.mark.slow  # starts the app as a Space (make test runs it)
-
-
-@pytest.fixture(scope="module")
-def space(space_under_attack: dict) -> dict:
-    return space_under_attack
 
 
 # ---- every endpoint, as an anonymous visitor and as a signed-in stranger ------------------------------------

@@ -1,25 +1,18 @@
 """A public Space attacked through Gradio's own HTTP routes (uploads, the file route, monitoring) and the public
-demo's caps on what is rendered (tests/hostile.py: the Space, `attack`)."""
+demo's caps on what is rendered (attacks.py: the Space, `attack`)."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hostile import (QUICK, REJECTED, SIGN_IN, _stream, attack)
+from .attacks import (QUICK, REJECTED, SIGN_IN, _stream, attack)
 from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, SECRETS, STRANGER, TOKEN_OF, client_as)
 
 pytestmark = pytest.mark.slow  # starts the app as a Space (make test runs it)
-
-
-@pytest.fixture(scope="module")
-def space(space_under_attack: dict) -> dict:
-    return space_under_attack
 
 
 # ---- Gradio's own HTTP routes: uploads, the file route, monitoring (issue 25; ui/http_gate.py) ----------------

@@ -1,7 +1,7 @@
 """The app started as a public Space on loopback, with an owner's jobs in its store, and the means to attack it.
 
-Shared by the hostile-client suites (test_hostile_visitors.py, test_hostile_uploads.py, test_hostile_members.py) and
-test_app.py through the session fixture `space_under_attack` (conftest.py): one Space per test run. `attack` runs
+Shared by every module of this package through its fixture `space` (conftest.py, package scope): one Space for
+them all, stopped after the last of them. `attack` runs
 one attack: it must be refused with the expected message and change nothing (job rows, files in the data dir,
 training processes), and the Hub must see nothing but identity checks. The run ends by printing
 "N attacks refused of N".
