@@ -88,7 +88,9 @@ def store_state(data_dir: Path) -> StoreState:
         if path.is_file() and not path.name.endswith(("-wal", "-shm", ".db", ".lock", "supervisor.log")):
             st = path.stat()
             files[str(path.relative_to(data_dir))] = (st.st_size, st.st_mtime_ns)
-    trainers = sorted(p.pid for p in processes_mentioning(str(data_dir)) if "train" in " ".join(p.cmdline()))
+    # `python -m trainer_backend train <spec>` (training/launch.py), not the supervisor, whose module name only
+    # contains "train" and which exits by itself a while after its last job
+    trainers = sorted(p.pid for p in processes_mentioning(str(data_dir)) if "train" in (p.info.get("cmdline") or []))
     return StoreState(json.loads(json.dumps(rows, default=str)), files, trainers)
 
 
