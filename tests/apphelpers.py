@@ -13,6 +13,17 @@ from typing import Optional
 
 import psutil
 
+# A short training run of the offline tiny model, a few steps: `QUICK.format(name=..., steps=...)`; the dataset comes
+# from the call (an upload) or from `data.path`.
+QUICK = """
+project_name: {name}
+model: {{base_model: tiny-demo}}
+data: {{chat_template: chatml, max_rows: 30}}
+lengths: {{block_size: 128}}
+training: {{max_steps: {steps}, batch_size: 2, gradient_accumulation: 1, logging_steps: 1, save_strategy: steps,
+           save_steps: 2, eval_strategy: "no"}}
+"""
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -8,20 +8,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from apphelpers import AppServer  # noqa: E402
+from apphelpers import QUICK, AppServer  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
 
 ENDPOINTS = {"/validate_dataset", "/dataset_report", "/start_training", "/list_jobs", "/job_status", "/job_events",
              "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate", "/plan_job"}
-QUICK = """
-project_name: {name}
-model: {{base_model: tiny-demo}}
-data: {{chat_template: chatml, max_rows: 30}}
-lengths: {{block_size: 128}}
-training: {{max_steps: {steps}, batch_size: 2, gradient_accumulation: 1, logging_steps: 1, save_strategy: steps,
-           save_steps: 2, eval_strategy: "no"}}
-"""
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from .attacks import (QUICK, REJECTED, RESULTS, SIGN_IN, _http_get,
                      _spec_with, _stream, _unwrap, attack)
+from apphelpers import QUICK as QUICK_TRAIN
 from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, STRANGER, TOKEN_OF, client_as)
 
 pytestmark = pytest.mark.slow  # starts the app as a Space (make test runs it)
@@ -281,21 +282,13 @@ def test_a_visitor_in_the_browser_sees_the_welcome_page_only(space: dict) -> Non
 
 
 # ---- who may train: last in the package, so the jobs it starts and stops are over before any other attack ----
-TRAIN_SPEC = """
-project_name: {name}
-model: {{base_model: tiny-demo}}
-data: {{chat_template: chatml, max_rows: 30}}
-lengths: {{block_size: 128}}
-training: {{max_steps: {steps}, batch_size: 2, gradient_accumulation: 1, logging_steps: 1, save_strategy: steps,
-           save_steps: 2, eval_strategy: "no"}}
-"""
 
 
 @pytest.mark.parametrize("who, allowed", [("anonymous", False), ("stranger", False), ("owner", True),
                                           ("member", True)])
 def test_on_a_space_only_the_owner_and_members_may_train(space: dict, who: str, allowed: bool) -> None:
     client = space[who]
-    spec = TRAIN_SPEC.format(name="space-run", steps=1).replace("data: {", "data: {path: examples/capitals.jsonl, ")
+    spec = QUICK_TRAIN.format(name="space-run", steps=1).replace("data: {", "data: {path: examples/capitals.jsonl, ")
     if allowed:
         result = client.predict(spec, None, api_name="/start_training")
         assert result["status"] == "queued" and TOKEN_OF[OWNER if who == "owner" else MEMBER] not in \
