@@ -38,6 +38,7 @@ def _now() -> float:
 class RunEvent(BaseModel):
     """Fields every event has. Frozen: one parsed record may be handed to many readers."""
     model_config = ConfigDict(extra="ignore", frozen=True)
+    event: str  # the kind: each record class fixes it to its own name
     time: float = Field(default_factory=_now)
 
 

@@ -158,7 +158,7 @@ class _State:
                 self.error = ev.error
             if isinstance(ev, Stopped) and ev.checkpoint:
                 self.last_checkpoint = ev.checkpoint
-        self.last_event = ev.event  # type: ignore[attr-defined]  # every concrete event has its kind
+        self.last_event = ev.event
         self.last_time = float(t)
 
     def _start(self, ev: Start) -> None:

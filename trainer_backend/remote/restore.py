@@ -30,7 +30,8 @@ def _last_outcome(events: bytes) -> tuple[Optional[JobStatus], Optional[float]]:
     status, when = None, None
     for record in filter(None, map(parse_line, events.split(b"\n"))):
         if isinstance(record, (*OUTCOME_TYPES, Pushed)):
-            status, when = OUTCOME_STATUS.get(type(record), JobStatus.SUCCEEDED), record.time
+            status = JobStatus.SUCCEEDED if isinstance(record, Pushed) else OUTCOME_STATUS[type(record)]
+            when = record.time
         elif isinstance(record, Start):
             status, when = None, None  # a later attempt began: its outcome is what counts
     return status, when
