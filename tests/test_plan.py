@@ -76,3 +76,23 @@ def test_cli_plan_prints_every_figure_with_how_it_was_obtained(chat_spec, tmp_pa
     assert main(["plan", str(path)]) == 0
     text = capsys.readouterr().out
     assert "peak memory:" in text and "(counted" in text and "(estimated" in text
+
+
+def test_this_machine_is_planned_as_itself_and_a_cpu_time_is_measured_not_guessed(chat_spec, monkeypatch) -> None:
+    """Issue 27: 'time 0.20 s' for a run that took 4 min 16 s, and a local box priced as a Spaces tier."""
+    import os
+
+    from trainer_backend.training.plan import plan_job
+
+    monkeypatch.delenv("SPACE_HARDWARE", raising=False)
+    monkeypatch.delenv("LORA_STUDIO_HARDWARE", raising=False)
+    plan = plan_job(chat_spec())
+    cores = len(os.sched_getaffinity(0))
+    assert plan.hardware.startswith(f"this machine ({cores} CPU core")
+    assert plan.time_seconds.value is None and "Measure the time with 3 real steps" in plan.time_seconds.note
+    assert plan.cost_usd.value is None and "no cost: your own machine" in plan.markdown()
+    measured = plan_job(chat_spec(), probe_steps=2)
+    assert measured.time_seconds.how == "measured" and measured.time_seconds.value > 0
+    assert "load the model and data" in measured.time_seconds.note
+    named = plan_job(chat_spec(), hardware="t4-small")  # a named tier keeps its table time and its price
+    assert named.hardware == "t4-small" and named.cost_usd.value is not None and "$0.40/h" in named.cost_usd.note

@@ -1,12 +1,16 @@
 """Files clients send, and paths clients name: kept inside the app's upload and data directories.
 
-An uploaded file is copied into <data_dir>/uploads/<random>/<sanitised name> after a size check. A spec that
+An uploaded file is copied into <data_dir>/uploads/<user>/<content hash>/<sanitised name> after a size check:
+the same file sent again (every Check, Plan and Start sends it) is stored once, and two different files with the
+same name do not meet. What the user sees names their files as they know them (user_file_name, scrub_paths), and
+a saved config names its dataset portably (portable_dataset_name), never by a server path. A spec that
 arrives over the UI or API may only name local paths inside the data directory (or the bundled examples);
 everything else must be a Hub id. The server, not the client, chooses the job's output directory.
 """
 from __future__ import annotations
 
 import os
+import hashlib
 import re
 import secrets
 import shutil
@@ -129,17 +133,107 @@ def user_upload_dir(data_dir: Path, username: Optional[str]) -> Path:
 
 
 def store_upload(src: str | Path, upload_dir: Path, original_name: Optional[str] = None) -> Path:
-    """Copy an uploaded temp file into `upload_dir` (see user_upload_dir); refuses files over the size limit."""
+    """Copy an uploaded temp file into `upload_dir` (see user_upload_dir), once per content: the copy lives in a
+    folder named by the first 16 hex digits of its SHA-256, so the same bytes under the same name come back as the
+    same path (and the prepared-data cache finds them again). Refuses files over the size limit."""
     src = Path(src)
     size = src.stat().st_size
     limit = max_upload_bytes()
     if size > limit:
         raise UnsafePath(f"{original_name or src.name} is {size / 2**20:.1f} MiB; uploads are limited to "
                          f"{limit / 2**20:.0f} MiB (LORA_STUDIO_MAX_UPLOAD_MB)")
-    dest = upload_dir / secrets.token_hex(8) / sanitize_filename(original_name or src.name)
+    digest = hashlib.sha256()
+    with src.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    dest = upload_dir / digest.hexdigest()[:16] / sanitize_filename(original_name or src.name)
+    if dest.is_file() and dest.stat().st_size == size:
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    part = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")  # two stores at once: each its own file
+    try:
+        shutil.copyfile(src, part)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
     return dest
+
+
+# ---- server paths as the user knows them ------------------------------------------------------------------
+
+
+def _server_dirs(data_dir: Path) -> list[Path]:
+    """Folders whose paths mean nothing to the user: the data dir (uploads, jobs, models), Gradio's uploads, the
+    shipped samples, the temp folder."""
+    dirs = [data_dir, gradio_upload_dir(), EXAMPLES_DIR, Path(tempfile.gettempdir())]
+    out: list[Path] = []
+    for d in dirs:
+        for form in (d.expanduser(), d.expanduser().resolve()):
+            if form not in out:
+                out.append(form)
+    return sorted(out, key=lambda d: -len(str(d)))  # the most specific folder first
+
+
+def user_file_name(path: str | Path, data_dir: Path) -> Optional[str]:
+    """The name the user knows a server file by (an upload's file name, a sample's name), or None when `path` is
+    not in one of the app's folders (a Hub id, a path the user typed themselves)."""
+    p = Path(str(path)).expanduser()
+    for d in _server_dirs(data_dir):
+        if p == d:
+            return "the app's data folder" if d in (data_dir, data_dir.resolve()) else "a server folder"
+        if p.is_relative_to(d):
+            return p.name
+    return None
+
+
+def portable_dataset_name(path: Optional[str], data_dir: Path) -> Optional[str]:
+    """What a saved config should say for data.path: a shipped sample as examples/<name> (the repo's own
+    configs do), an upload as its file name (put the file beside the config, or upload it again), a Hub id or a
+    path the user typed as it is. Several comma-separated files are each turned."""
+    if not path:
+        return path
+    out = []
+    for part in (p.strip() for p in path.split(",") if p.strip()):
+        p = Path(part).expanduser()
+        if p.is_absolute() and _inside(p, [EXAMPLES_DIR]):
+            out.append(f"examples/{p.resolve().relative_to(EXAMPLES_DIR.resolve()).as_posix()}")
+        else:
+            out.append((user_file_name(p, data_dir) if p.is_absolute() else None) or part)
+    return ",".join(out)
+
+
+_PATH_END = r"[^\s'\"`,;()\[\]{}<>]*"
+
+
+def scrub_paths(value: Any, data_dir: Path, names: Optional[dict[str, str]] = None) -> Any:
+    """`value` (a message, or JSON-ready data) with every path into the app's folders replaced by the name the
+    user knows (user_file_name); a folder named as a place ("copy it into <data dir>/models") stays. `names`
+    maps known paths (an upload's temp and stored copies, which may hold spaces) to the user's name first."""
+    if isinstance(value, dict):
+        return {k: scrub_paths(v, data_dir, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_paths(v, data_dir, names) for v in value]
+    if not isinstance(value, str) or "/" not in value:
+        return value
+    for known, name in sorted((names or {}).items(), key=lambda kv: -len(kv[0])):
+        if known:
+            value = value.replace(known, name)
+    dirs = [d for d in [*_server_dirs(data_dir), data_dir / "models", data_dir.resolve() / "models"]
+            if str(d) not in ("/", "")]
+    alternatives = "|".join(re.escape(str(d)) for d in sorted(set(dirs), key=lambda d: -len(str(d))))
+    pattern = rf"(?<![\w.~/-])(?:{alternatives})(?:/{_PATH_END})?"
+    return re.sub(pattern, lambda m: m.group(0) if Path(m.group(0).rstrip("/")) in dirs
+                  else user_file_name(m.group(0), data_dir) or m.group(0), value)
+
+
+def model_folder_hint(data_dir: Path) -> str:
+    """Where a client may keep a local base model folder (sanitize_client_spec's rule), for refusals."""
+    from .access import on_space
+
+    if on_space():
+        return "on this Space the base model is a Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or tiny-demo"
+    return (f"a local model folder must be inside {data_dir.expanduser().resolve() / 'models'} (copy it there), "
+            "or use a Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct)")
 
 
 def _inside(path: Path, roots: Iterable[Path]) -> bool:
@@ -147,7 +241,8 @@ def _inside(path: Path, roots: Iterable[Path]) -> bool:
     return any(resolved == r.resolve() or resolved.is_relative_to(r.resolve()) for r in roots)
 
 
-def check_client_path(value: str, roots: Iterable[Path], what: str, own_uploads: bool = False) -> str:
+def check_client_path(value: str, roots: Iterable[Path], what: str, own_uploads: bool = False,
+                      hint: str = "upload the file or use a Hub id") -> str:
     """The one confinement rule for a path a client names (a data file, split, base model folder, adapter, reward
     file, accelerate config, uploaded config): a Hub id passes; a local path must resolve (symlinks followed, no
     '..' or absolute escapes) inside one of `roots`, or, with `own_uploads`, be a file the caller uploaded through
@@ -158,8 +253,7 @@ def check_client_path(value: str, roots: Iterable[Path], what: str, own_uploads:
     roots = list(roots)
     for part in parts:
         if not (_inside(Path(part), roots) or (own_uploads and is_own_gradio_upload(part))):
-            raise UnsafePath(f"{what}: '{part}' is outside the app's upload and data folders; upload the file "
-                             "or use a Hub id")
+            raise UnsafePath(f"{what}: '{part}' is outside the app's upload and data folders; {hint}")
     return ",".join(str(Path(p).expanduser().resolve()) for p in parts)
 
 
@@ -214,7 +308,7 @@ def sanitize_client_spec(spec: JobSpec, data_dir: Path, roots: Optional[list[Pat
     if spec.data.valid_split and spec.data.valid_split != "auto" and looks_local(spec.data.valid_split):
         spec.data.valid_split = check_client_path(spec.data.valid_split, roots, "data.valid_split")
     spec.model.base_model = check_client_path(spec.model.base_model, [*roots, data_dir / "models"],
-                                              "model.base_model")
+                                              "model.base_model", hint=model_folder_hint(data_dir))
     if spec.training.accelerate_config:  # handed to `accelerate launch --config_file`: never any server file
         spec.training.accelerate_config = check_client_path(spec.training.accelerate_config, roots,
                                                             "training.accelerate_config")

@@ -151,8 +151,9 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
                 fmt, why, m["text"] = "text", f"'{strings[0]}' is the only text column", strings[0]
             else:
                 raise RowError(f"cannot tell the format from columns {columns}", fix=(
-                    "set data.format (text, alpaca, qa, messages, sharegpt, preference, tokenized) and "
-                    "data.column_mapping, e.g. {prompt: question, response: answer}"))
+                    "choose the Format and pick the columns in Column mapping (data.format: text, alpaca, qa, "
+                    "messages, sharegpt, preference or tokenized; data.column_mapping, e.g. {prompt: question, "
+                    "response: answer})"))
     kind = FORMAT_KIND[fmt]
     if kind == "text":
         m.setdefault("text", col("text", "text") or "text")
@@ -199,7 +200,8 @@ def _text(row: dict, column: Optional[str], what: str, required: bool = True) ->
         if not required:
             return ""
         raise RowError(f"missing column '{column}' ({what}); this row has columns {sorted(row)}", column,
-                       f"add the column, or map one of the row's columns with data.column_mapping.{what}")
+                       f"pick the {what} column in Column mapping (data.column_mapping.{what}), or add the column to "
+                       "the file")
     value = row[column]
     if value is None:
         value = ""
@@ -207,7 +209,8 @@ def _text(row: dict, column: Optional[str], what: str, required: bool = True) ->
         value = str(value)  # a CSV label like 3 or a numeric answer
     if not isinstance(value, str):
         raise RowError(f"{what} must be text, got {type(value).__name__}", column,
-                       f"store text in this column, or map another column with data.column_mapping.{what}")
+                       f"store text in this column, or pick another {what} column in Column mapping "
+                       f"(data.column_mapping.{what})")
     if required and not value.strip():
         raise RowError(f"{what} is empty", column, "fill it in or remove the row")
     return value
@@ -336,8 +339,8 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
         return {"prompt": prompt, "completion": _text(row, m.response, "response"), "system": system or None}
     if det.kind == "messages":
         if m.messages not in row:
-            raise RowError(f"missing column '{m.messages}'", m.messages, "map the conversation column with "
-                                                                        "data.column_mapping.messages")
+            raise RowError(f"missing column '{m.messages}'", m.messages, "pick the conversation column in Column "
+                                                                        "mapping (data.column_mapping.messages)")
         system = _text(row, m.system, "system", required=False) or system_prompt
         return {"messages": normalize_messages(row[m.messages], m.messages, m.roles, system)}
     if det.kind == "preference":
@@ -350,7 +353,8 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
             prompt_turns = []
         for c in (m.chosen, m.rejected):
             if c not in row:
-                raise RowError(f"missing column '{c}'", c, "map it with data.column_mapping.chosen/rejected")
+                raise RowError(f"missing column '{c}'", c, "pick the chosen and rejected columns in Column mapping "
+                                  "(data.column_mapping.chosen/rejected)")
         chosen = _as_turns(row[m.chosen], m.chosen, m.roles)
         rejected = _as_turns(row[m.rejected], m.rejected, m.roles)
         prompt_turns, chosen, rejected = _split_preference(prompt_turns, chosen, rejected)

@@ -107,9 +107,7 @@ class _Preparation:
     def _reading_problems(self) -> IssueCollector:
         out = IssueCollector(self.spec.data.max_errors)
         for c in self.read_issues:
-            for issue in c.errors:
-                out.error(issue)
-            out.dropped_errors += c.dropped_errors
+            out.absorb(c)
         return out
 
     # ---- the run ------------------------------------------------------------------------------------------
@@ -196,8 +194,8 @@ class _Preparation:
             if d.chat_template == "none":
                 problems.append(DataIssue(
                     f"{det.format} data needs a chat template, but data.chat_template is 'none'", d.path,
-                    column=det.mapping.messages, fix="set data.chat_template to tokenizer, chatml, zephyr, llama3 "
-                                                     "or alpaca"))
+                    column=det.mapping.messages, fix="choose a Chat template: tokenizer, chatml, zephyr, "
+                                                     "llama3 or alpaca (data.chat_template)"))
             else:
                 try:
                     choice = choose_chat_template(tok, d.chat_template)
@@ -302,8 +300,10 @@ class _Preparation:
             if not split.used.size and not issues.errors:
                 issues.error(no_usable_rows(name, split.stats, self._where(split, labels) or d.path))
         issues.dropped_errors += total - len(found)
+        for r in results:
+            issues.overflow.merge(r.encode_overflow)
         if issues.errors:
-            raise DataError(issues.errors, issues.dropped_errors)
+            raise DataError(issues.errors, issues.dropped_errors, issues.overflow)
 
     @staticmethod
     def _where(split: SplitLayout, labels: list[str]) -> Optional[str]:
@@ -354,9 +354,10 @@ def _needs(accepted: tuple[str, ...]) -> str:
 
 def _format_fix(trainer: str, accepted: tuple[str, ...]) -> str:
     if "preference" in accepted:
-        return "map the columns with data.column_mapping {prompt, chosen, rejected}"
+        return "pick prompt, chosen and rejected in Column mapping (data.column_mapping {prompt, chosen, rejected})"
     if "feedback" in accepted:
-        return "map the columns with data.column_mapping {prompt, response, label} (or {messages, label})"
+        return ("pick prompt, response and label in Column mapping (data.column_mapping {prompt, response, label}, "
+                "or {messages, label})")
     return f"use data of a format the {trainer} trainer takes, or another trainer"
 
 
@@ -369,3 +370,4 @@ def _feed(issues: IssueCollector, results: list[ChunkResult], kind: str, failed:
             if issue.file not in failed:
                 issues.error(issue)
         issues.dropped_errors += getattr(r, f"{kind}_total") - len(kept)
+        issues.overflow.merge(getattr(r, f"{kind}_overflow"), lambda issue: issue.file not in failed)

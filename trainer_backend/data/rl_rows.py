@@ -87,7 +87,8 @@ def normalize_prompt_row(row: dict, det: Detection, system_prompt: Optional[str]
     for column in wanted or ():
         if column not in row:
             raise RowError(f"missing column '{column}' that {readers.get(column, 'a reward')} reads; this row has columns "
-                           f"{sorted(row)}", column, "add the column, or point the reward's `column` at one of them")
+                           f"{sorted(row)}", column, "add the column to the file, or pick one of these in the reward's "
+                           "column cell of the Rewards table (grpo.rewards[].column)")
         value = _maybe_json(row[column]) if isinstance(row[column], str) else row[column]
         if value is None or (isinstance(value, str) and not value.strip()) or value == []:
             raise RowError(f"column '{column}' that {readers.get(column, 'a reward')} reads is empty", column,

@@ -76,8 +76,8 @@ def choose_chat_template(tokenizer: Any, name: str) -> Optional[TemplateChoice]:
         choice = choose_own_template(tokenizer)
         if choice is None:
             raise RowError("the tokenizer has no chat template of its own",
-                           fix="set data.chat_template to chatml, zephyr, llama3 or alpaca (or 'none' for plain "
-                               "prompt/response text)")
+                           fix="choose a Chat template: chatml, zephyr, llama3 or alpaca, or 'none' for plain "
+                               "prompt/response text (data.chat_template)")
     else:
         choice = TemplateChoice(SHIPPED_TEMPLATES[name].source, "shipped", name)
     tokenizer.chat_template = choice.source

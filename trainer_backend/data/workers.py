@@ -25,7 +25,7 @@ import numpy as np
 
 from ..settings import settings
 from .encode import FAILED
-from .issues import DataIssue, RowError
+from .issues import DataIssue, Overflow, RowError
 from .row_kinds import ChunkSetup
 from .templates import render_prompt_template
 
@@ -55,6 +55,10 @@ class ChunkResult:
     vocab_total: int = 0
     encode_errors: list[tuple[int, DataIssue]] = field(default_factory=list)  # (record, issue)
     encode_total: int = 0
+    # the problems past max_errors, grouped (issues.Overflow): each distinct problem still counts its rows
+    normalise_overflow: Overflow = field(default_factory=Overflow)
+    vocab_overflow: Overflow = field(default_factory=Overflow)
+    encode_overflow: Overflow = field(default_factory=Overflow)
 
     @property
     def records(self) -> int:
@@ -96,8 +100,11 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
                 ex = kind.normalize(row, setup)
         except RowError as exc:
             result.normalise_total += 1
+            issue = DataIssue(exc.message, setup.labels[f], number, exc.column, exc.fix)
             if len(result.normalise_errors) < limit:
-                result.normalise_errors.append(DataIssue(exc.message, setup.labels[f], number, exc.column, exc.fix))
+                result.normalise_errors.append(issue)
+            else:
+                result.normalise_overflow.add(issue)
             continue
         examples.append(ex)
         refs.append((f, number))
@@ -106,14 +113,19 @@ def process_chunk(setup: ChunkSetup, tokenizer: Any, task: ChunkTask) -> ChunkRe
             result.vocab_total += 1
             if len(result.vocab_errors) < limit:
                 result.vocab_errors.append(issue)
+            else:
+                result.vocab_overflow.add(issue)
     n = len(examples)
     result.files = np.asarray([f for f, _ in refs], dtype=np.int32)
 
     def on_error(i: int, exc: RowError) -> None:
         result.encode_total += 1
+        f, number = refs[i]
+        issue = DataIssue(exc.message, setup.labels[f], number, exc.column, exc.fix)
         if len(result.encode_errors) < limit:
-            f, number = refs[i]
-            result.encode_errors.append((i, DataIssue(exc.message, setup.labels[f], number, exc.column, exc.fix)))
+            result.encode_errors.append((i, issue))
+        else:
+            result.encode_overflow.add(issue)
 
     columns: dict[str, Any] = {}
     if setup.encode:

@@ -18,8 +18,11 @@ bytes of the compute dtype; what each trainer needs comes from trainer_registry.
   runtime        the framework: 0.52 GiB for a CPU process (Python, torch, transformers, TRL, datasets — measured
                  on the CI machine), 0.6 GiB CUDA context + 10% allocator slack on a GPU
 Time without a probe: 6 N (full) or 4 N (LoRA: no weight gradients for the base) FLOPs per token at 35% of the
-hardware's peak from HARDWARE below. Cost: hours x the hardware's hourly price (Hugging Face Spaces list prices,
-2026; check the current ones).
+GPU's peak from HARDWARE below. No time is estimated for a CPU or a GPU the table does not know: FLOPs say nothing
+useful there (the tiny demo's 40 steps are 0.2 s of FLOPs on cpu-basic's 0.1 TFLOP/s; they took 4 min 16 s on
+2 cores), so the plan says so and offers the probe. A probe's time is its seconds per step x steps plus what it
+took to load the model and data before its first step. Cost: hours x the hourly price of a named Spaces tier
+(Hugging Face list prices, 2026; check the current ones); this machine, unless it is a Space, has none.
 """
 from __future__ import annotations
 
@@ -55,6 +58,10 @@ class Figure:
     def text(self) -> str:
         if self.value is None:
             return f"unknown ({self.note})" if self.note else "unknown"
+        if self.unit == "s" and self.value >= 60:  # 256 s reads as 4 min 16 s
+            minutes, seconds = divmod(round(self.value), 60)
+            clock = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {seconds} s"
+            return f"{clock} ({self.how}{'; ' + self.note if self.note else ''})"
         whole = float(self.value).is_integer() and self.unit not in ("GiB", "USD")
         number = f"{self.value:,.0f}" if whole or self.value >= 100 else f"{self.value:,.2f}"
         return f"{number} {self.unit} ({self.how}{'; ' + self.note if self.note else ''})"
@@ -93,7 +100,9 @@ class JobPlan:
                  f"{m['logits'].value:.2f} + runtime {m['runtime'].value:.2f} GiB (activations {other[0]} "
                  f"gradient checkpointing: {other[1].value:.2f} GiB)",
                  f"- data: {self.train_tokens.text()}; {self.steps.text()}",
-                 f"- time: {self.time_seconds.text()}; cost: {self.cost_usd.text()}"]
+                 f"- time: {self.time_seconds.text()}; " +
+                 ("no cost: your own machine" if self.cost_usd.note == OWN_MACHINE else
+                  f"cost: {self.cost_usd.text()}")]
         return "\n".join(lines + [f"- note: {n}" for n in self.notes])
 
 
@@ -192,24 +201,35 @@ def _tokens_and_steps(spec: JobSpec, train_ds: Any, report_tokens: int = 0) -> t
             Figure(steps, "optimizer steps", "counted", how), int(step_tokens))
 
 
-def detect_hardware() -> str:
+def named_hardware() -> Optional[str]:
+    """The Spaces tier this app runs on (SPACE_HARDWARE on a Space, or LORA_STUDIO_HARDWARE), if it names one."""
     import os
 
     from ..settings import settings
 
     named = os.environ.get("SPACE_HARDWARE") or settings().hardware
-    if named in HARDWARE:
-        return named
+    return named if named in HARDWARE else None
+
+
+def this_machine(on_gpu: bool) -> tuple[str, Optional[float], Optional[float]]:
+    """(how the plan names this machine, its GPU's GiB, the GPU's peak TFLOP/s from HARDWARE or None): the
+    machine as itself (its cores or its GPU), never a Spaces tier it is not."""
+    import os
+
     from ..model_info import gpu_memory
 
-    gpu, _ = gpu_memory()
-    if gpu:
-        name = gpu.lower()
-        for key in ("h200", "h100", "a100", "a10g", "l4", "t4"):
-            if key in name:
-                return next(h for h in HARDWARE if h.startswith(key))
-        return "a10g-small"
-    return "cpu-basic"
+    gpu, gib = gpu_memory()
+    if not (on_gpu and gpu):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return f"this machine ({cores} CPU core{'s' * (cores != 1)}{', GPU not used' if gpu else ''})", None, None
+    name = gpu.lower()
+    key = next((k for k in ("h200", "h100", "a100", "a10g", "l4", "t4") if k in name), None)
+    peak = next((HARDWARE[h][0] for h in HARDWARE if key and h.startswith(key)), None)
+    return f"this machine ({gpu}, {gib:.0f} GiB)", gib, peak
+
+
+OWN_MACHINE = "your own machine: no hourly price"
+PROBE_OFFER = "tick *Measure the time with 3 real steps* (or `plan --probe-steps 3`) for a measured time"
 
 
 def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0) -> JobPlan:
@@ -218,12 +238,17 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     from .run import prepare_job
 
     task = trainer_info(spec.training.trainer).head
-    if hardware:  # planning for other hardware than this machine's: its GPU (if any) decides the precision
+    hardware = hardware or named_hardware()
+    if hardware:  # a Spaces tier (named, or the Space this runs on): its GPU (if any) decides the precision
         on_gpu = HARDWARE.get(hardware, (None, None, None))[1] is not None
         prec: str = spec.training.mixed_precision if spec.training.mixed_precision != "auto" else \
             ("fp16" if hardware.startswith("t4") else "bf16") if on_gpu else "no"
-    else:
-        hardware, on_gpu, prec = detect_hardware(), not use_cpu(spec), precision(spec)
+        peak_tflops, capacity_gib, price = HARDWARE.get(hardware, (None, None, None))
+        label = hardware
+    else:  # this machine, as itself
+        on_gpu, prec = not use_cpu(spec), precision(spec)
+        label, capacity_gib, peak_tflops = this_machine(on_gpu)
+        price = None
     dtype_bytes = 2 if prec in ("bf16", "fp16") else 4
     total, trainable, quantizable, config = _counts(spec, task)
     memory = _memory(spec, total, trainable, quantizable, config, dtype_bytes, on_gpu)
@@ -232,25 +257,32 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
     report_tokens = prepared.train.stats.tokens.total if prepared.train.stats.tokens else 0
     tokens, steps, step_tokens = _tokens_and_steps(spec, train_ds, report_tokens)
     assert steps.value is not None  # counted: max_steps, or epochs over the data
-    peak_tflops, capacity_gib, price = HARDWARE.get(hardware, (None, None, None))
     notes: list[str] = []
-    if probe_steps > 0:
-        seconds_per_step = probe(spec, probe_steps)
-        time_fig = Figure(round(seconds_per_step * steps.value, 1), "s", "measured",
-                          f"{probe_steps} real optimizer steps: {seconds_per_step:.3f} s/step")
-    elif peak_tflops:
+    if probe_steps > 0 and not (hardware and hardware != named_hardware()):  # a probe measures this machine
+        seconds_per_step, startup = probe(spec, probe_steps)
+        time_fig = Figure(round(seconds_per_step * steps.value + startup, 1), "s", "measured",
+                          f"{probe_steps} real optimizer steps: {seconds_per_step:.3f} s/step x {steps.value:g} "
+                          f"steps + {startup:.1f} s to load the model and data; evaluation and checkpoints add to it")
+    elif peak_tflops and on_gpu:
         flops = (4 if trainable < total else 6) * total * step_tokens * steps.value
         time_fig = Figure(round(flops / (peak_tflops * 1e12 * MFU), 1), "s", "estimated",
-                          f"{peak_tflops:g} TFLOP/s peak at {MFU:.0%} utilisation")
+                          f"{peak_tflops:g} TFLOP/s peak at {MFU:.0%} utilisation; training steps only")
+    elif not on_gpu:
+        time_fig = Figure(None, "s", "estimated", "not estimated for a CPU, whose speed FLOPs do not predict; " +
+                          (PROBE_OFFER if not hardware or hardware == named_hardware() else
+                           f"a probe measures this machine, not {hardware}"))
     else:
-        time_fig = Figure(None, "s", "estimated", f"no throughput known for {hardware}; run a probe")
-    cost = Figure(None, "USD", "estimated", "price unknown")
-    if price is not None and time_fig.value is not None:
+        time_fig = Figure(None, "s", "estimated", f"no throughput known for {label}; {PROBE_OFFER}")
+    if price is None:
+        cost = Figure(None, "USD", "estimated", OWN_MACHINE if not hardware else "price unknown")
+    elif time_fig.value is None:
+        cost = Figure(None, "USD", "estimated", f"{hardware} at ${price:.2f}/h, for a time not known")
+    else:
         cost = Figure(round(time_fig.value / 3600 * price, 2), "USD", "estimated",
                       f"{hardware} at ${price:.2f}/h (Spaces list price; check the current one)")
     if trainer_info(spec.training.trainer).rows == "prompts" and probe_steps <= 0:
         notes.append("the time leaves out generating the completions, which usually takes most of a GRPO step: "
-                     "run a probe (a few real steps) for a measured time")
+                     "a probe (a few real steps) measures it")
     fits = None
     if capacity_gib and on_gpu:
         peak = memory["peak"].value
@@ -260,14 +292,15 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
             notes.append(f"~{peak:.1f} GiB is more than {hardware}'s {capacity_gib} GiB: turn on "
                          "training.gradient_checkpointing, lower training.batch_size or lengths.block_size, or use "
                          "training.quantization: int4 (out-of-memory steps also halve the micro-batch by themselves)")
-    return JobPlan(spec.model.base_model, hardware, {"no": "fp32"}.get(prec, prec), spec.training.quantization,
+    return JobPlan(spec.model.base_model, label, {"no": "fp32"}.get(prec, prec), spec.training.quantization,
                    spec.training.gradient_checkpointing, Figure(total, "parameters", "counted"),
                    Figure(trainable, "parameters", "counted", f"{100 * trainable / max(total, 1):.2f}%"),
                    memory, tokens, steps, time_fig, cost, fits, notes)
 
 
-def probe(spec: JobSpec, steps: int) -> float:
-    """Seconds per optimizer step, from `steps` real steps on the actual data (the first one not counted)."""
+def probe(spec: JobSpec, steps: int) -> tuple[float, float]:
+    """(seconds per optimizer step, seconds before the first step: loading the model and data), from `steps`
+    real steps on the actual data (one more first, not counted: warm-up)."""
     import tempfile
 
     from ..run_events import Log
@@ -280,8 +313,10 @@ def probe(spec: JobSpec, steps: int) -> float:
         trial = spec.model_copy(update={"training": training, "output_dir": tmp,
                                         "hub": spec.hub.model_copy(update={"push_to_hub": False})})
         times: list[float] = []
+        started = time.perf_counter()
         run_training(trial, echo=lambda record: times.append(time.perf_counter()) if isinstance(record, Log)
                      else None)
     if len(times) < 2:
         raise RuntimeError("the probe logged fewer than 2 steps")
-    return (times[-1] - times[0]) / (len(times) - 1)
+    per_step = (times[-1] - times[0]) / (len(times) - 1)
+    return per_step, max(0.0, times[0] - started - per_step)

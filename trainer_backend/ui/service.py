@@ -20,8 +20,8 @@ from ..job_files import has_trained_model
 from ..job_status import TERMINAL, JobStatus
 from ..public_demo import demo_hub_token
 from ..spec import JobSpec, SpecError, parse_spec
-from ..uploads import (EXAMPLES_DIR, check_client_path, load_client_yaml, sanitize_client_spec, store_upload,
-                       user_upload_dir)
+from ..uploads import (EXAMPLES_DIR, check_client_path, load_client_yaml, sanitize_client_spec, model_folder_hint,
+                       scrub_paths, store_upload, user_file_name, user_upload_dir)
 from ..jobs.store import stored_spec
 from .job_view import allowed_actions, samples_per_step, trainer_of
 
@@ -51,6 +51,7 @@ class StudioService:
         self._tiny_lock = threading.Lock()
         self._status_cache: dict[tuple[str, bool], tuple[float, dict]] = {}
         self._status_lock = threading.Lock()
+        self._upload_names: dict[str, str] = {}  # stored upload -> the file name the user sent it under
 
     # ---- specs from clients ---------------------------------------------------------------------------
     def tiny_demo_model(self) -> Path:
@@ -104,7 +105,23 @@ class StudioService:
         src = Path(self.client_path(str(path), "dataset file")) if on_space() else Path(path).resolve()
         if any(src.is_relative_to(root.resolve()) for root in self.client_roots()):
             return src
-        return store_upload(src, user_upload_dir(self.data_dir, current_caller().username), src.name)
+        stored = store_upload(src, user_upload_dir(self.data_dir, current_caller().username), src.name)
+        if len(self._upload_names) > 1024:
+            self._upload_names.clear()
+        self._upload_names[str(stored)] = src.name
+        return stored
+
+    def calm(self, value: Any, dataset_file: Optional[str] = None) -> Any:
+        """`value` (a message or JSON-ready data) with server paths replaced by the names the user knows
+        (uploads.scrub_paths): an upload's own file name, a sample's name."""
+        names = dict(self._upload_names)
+        if dataset_file:
+            names[str(dataset_file)] = names[str(Path(dataset_file).resolve())] = Path(dataset_file).name
+        return scrub_paths(value, self.data_dir, names)
+
+    def file_name(self, path: str) -> str:
+        """The name the user knows a data file by (in a data problem's summary line)."""
+        return self._upload_names.get(path) or user_file_name(path, self.data_dir) or path
 
     def model_fit(self, base_model: str, quantization: str) -> str:
         """Whether a base model fits this machine (markdown), read from its weights' metadata: a local folder only
@@ -112,8 +129,9 @@ class StudioService:
         with the caller's own token."""
         from ..model_info import estimate_fit
 
-        base = check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "base model")
-        return estimate_fit(base, quantization or "none").markdown()
+        base = check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "model.base_model",
+                                 hint=model_folder_hint(self.data_dir))  # the very refusal Check data would give
+        return self.calm(estimate_fit(base, quantization or "none").markdown())
 
     def read_client_config(self, path: str) -> str:
         """The text of a config the client uploaded (Load config), or a shipped example."""
@@ -130,15 +148,16 @@ class StudioService:
 
         issues = IssueCollector(20)
         raw = load_split(self.client_path(path, "dataset"), split or "train", issues, config_name)
+        errors = self.calm(DataError(issues.errors, issues.dropped_errors, issues.overflow).lines(self.file_name))
         if raw is None or (issues.errors and not raw.rows):
-            return {"columns": [], "rows": [], "errors": [str(i) for i in issues.errors]}
+            return {"columns": [], "rows": [], "errors": errors if issues.errors else []}
         try:
             det = detect_format(raw.columns, raw.rows[:50], "auto", ColumnMapping()).to_dict()
         except RowError as exc:
             det = {"format": None, "reason": exc.message, "mapping": {}}
         table = [[_cell(r.get(c)) for c in raw.columns] for r in raw.rows[:rows]]
         return {"columns": raw.columns, "rows": table, "total_rows": len(raw.rows), "detected": det,
-                "errors": [str(i) for i in issues.errors]}
+                "errors": errors if issues.errors else []}
 
     def validate(self, spec_text: str, dataset_file: Optional[str] = None) -> dict[str, Any]:
         """Check the spec and every data row; the dataset report when valid, every problem when not."""
@@ -148,14 +167,13 @@ class StudioService:
         try:
             spec, warnings = self.parse_client_spec(spec_text, dataset_file)
             _, prepared = prepare_job(spec.model_copy(deep=True))  # the YAML shown is the spec as written
-        except DataError as exc:
-            return {"ok": False, "errors": [str(i) for i in exc.issues] +
-                    ([f"... and {exc.truncated} more"] if exc.truncated else []), "warnings": []}
+        except DataError as exc:  # one line per distinct problem, with its rows (issues.summary_lines)
+            return {"ok": False, "errors": self.calm(exc.lines(self.file_name), dataset_file), "warnings": []}
         except (SpecError, TrainerNotAvailable, ValueError, OSError) as exc:
-            return {"ok": False, "errors": [str(exc)], "warnings": []}
-        report = prepared.report()
-        return {"ok": True, "errors": [], "warnings": warnings + report["warnings"], "report": report,
-                "yaml": spec.to_yaml()}
+            return {"ok": False, "errors": [self.calm(str(exc), dataset_file)], "warnings": []}
+        report = self.calm(prepared.report(), dataset_file)
+        return {"ok": True, "errors": [], "warnings": self.calm(warnings, dataset_file) + report["warnings"],
+                "report": report, "yaml": spec.to_yaml()}
 
     def plan(self, spec_text: str, dataset_file: Optional[str] = None, probe_steps: int = 0,
              hardware: Optional[str] = None) -> dict[str, Any]:
@@ -169,10 +187,10 @@ class StudioService:
             plan = plan_job(spec, hardware=hardware or (spec.compute.flavor if remote else None),
                             probe_steps=0 if remote else probe_steps)  # a probe here says nothing of the Job's GPU
         except DataError as exc:
-            return {"ok": False, "errors": [str(i) for i in exc.issues]}
+            return {"ok": False, "errors": self.calm(exc.lines(self.file_name), dataset_file)}
         except (SpecError, TrainerNotAvailable, ValueError, OSError) as exc:
-            return {"ok": False, "errors": [str(exc)]}
-        markdown = plan.markdown()
+            return {"ok": False, "errors": [self.calm(str(exc), dataset_file)]}
+        markdown = self.calm(plan.markdown(), dataset_file)
         if remote:
             from ..remote.hf_jobs import cost_markdown
 
@@ -184,12 +202,12 @@ class StudioService:
         try:
             spec, warnings = self.parse_client_spec(spec_text, dataset_file)
         except (SpecError, ValueError, OSError) as exc:
-            return {"job_id": None, "status": "rejected", "error": str(exc)}
+            return {"job_id": None, "status": "rejected", "error": self.calm(str(exc), dataset_file)}
         job = self.jobs.submit(spec, owner=owner, **self._hub_identity())
         out = {"job_id": job.id, "status": job.status, "error": job.error, "warnings": warnings}
         if job.error_details and job.error_details.issues:
             out["issues"] = job.error_details.issues
-        return out
+        return self.calm(out, dataset_file)
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = []
