@@ -80,3 +80,26 @@ def test_kl_and_completion_length_chart_gives_each_its_own_numeric_axis() -> Non
     no_kl = kl_length_chart({"completion_length_series": [[1, 10.0]]})  # grpo.beta = 0 logs no KL
     assert len(no_kl["layer"]) == 1 and _layer_rows(no_kl, COMPLETION_LENGTH)
     assert _quantitative_axes(kl_length_chart({}))
+
+
+def test_a_short_run_of_many_epochs_gets_a_few_readable_epoch_marks() -> None:
+    progress = {"loss_series": [[s, 1.0] for s in range(1, 75)], "total_steps": 74,
+                "epoch_starts": [[2 * (n - 1), n] for n in range(2, 38)]}  # 37 epochs of 2 steps
+    labels = [r["label"] for layer in loss_chart(progress)["layer"] if layer["mark"]["type"] == "rule"
+              for r in layer["data"]["values"]]
+    assert 4 <= len(labels) <= 8 and labels[0] == "epoch 5", labels
+    few = {**progress, "epoch_starts": [[10, 2], [20, 3]]}
+    assert [r["label"] for r in loss_chart(few)["layer"][0]["data"]["values"]] == ["epoch 2", "epoch 3"]
+
+
+def test_step_axes_tick_whole_steps_only() -> None:
+    from trainer_backend.ui.charts import compare_chart, metric_chart, step_ticks
+
+    for top in (1, 7, 12, 60, 1234):
+        ticks = step_ticks(top)
+        assert all(isinstance(t, int) for t in ticks) and ticks[0] == 0 and len(ticks) <= 11 and ticks[-1] <= top
+    assert step_ticks(12) == [0, 2, 4, 6, 8, 10, 12]
+    for chart in (loss_chart({"loss_series": [[1, 2.0], [2, 1.0]], "total_steps": 12}),
+                  metric_chart([[1, 0.1], [2, 0.2]], "lr", 12), compare_chart([("a", {"loss_series": [[12, 1.0]]})])):
+        axis = chart["layer"][-1]["encoding"]["x"]["axis"]
+        assert axis["format"] == "d" and axis["values"] == [0, 2, 4, 6, 8, 10, 12]

@@ -98,3 +98,40 @@ def test_samples_are_capped_and_kto_margins_are_followed(tmp_path):
     snap = EventsReader(path).snapshot()
     assert len(snap.samples) == MAX_SAMPLES and snap.samples[0]["step"] == 29 and snap.samples[-1]["step"] == 23
     assert (snap.reward_margin, snap.kl, snap.reward, snap.reward_function_series) == (1.25, 0.3, None, ())
+
+
+def timed(event: str, t: float, **kw: Any) -> str:
+    return json.dumps({"event": event, "time": t, **kw}) + "\n"
+
+
+def test_elapsed_leaves_out_the_time_a_job_stood_stopped_and_a_resume_shows_its_phases(tmp_path):
+    path = tmp_path / "events.jsonl"
+    # Run 1 trains 100 s and is stopped; the job stands stopped for an hour; the resume prepares its data, loads
+    # the model and restores the checkpoint (40 s), then trains 50 s more.
+    path.write_text(timed("phase", 0.0, phase="preparing data") + timed("phase", 5.0, phase="loading model")
+                    + timed("start", 10.0, max_steps=20, start_step=0)
+                    + timed("log", 110.0, step=10, max_steps=20, loss=1.0, eta_seconds=100.0)
+                    + timed("stopped", 110.0, step=10, checkpoint="checkpoints/checkpoint-10"))
+    reader = EventsReader(path)
+    snap = reader.snapshot(live=True, now=3000.0)
+    assert snap.elapsed_seconds == 100.0 and snap.phase is None and snap.eta_seconds is None
+    phases = []
+    for t, kind, kw in ((3700.0, "phase", {"phase": "preparing data"}),
+                        (3710.0, "preparing", {"progress": 0.5}),
+                        (3720.0, "phase", {"phase": "loading model"}),
+                        (3730.0, "phase", {"phase": "restoring checkpoint"})):
+        with path.open("a") as fh:
+            fh.write(timed(kind, t, **kw))
+        snap = reader.snapshot(live=True, now=t + 5)
+        phases.append((snap.phase, snap.phase_since))
+        assert snap.elapsed_seconds == 100.0, "preparing a resume is not training time, nor is the stopped hour"
+    assert phases == [("preparing data", 3700.0), ("preparing data", 3700.0), ("loading model", 3720.0),
+                      ("restoring checkpoint", 3730.0)]
+    with path.open("a") as fh:
+        fh.write(timed("start", 3740.0, max_steps=20, start_step=10))
+    snap = reader.snapshot(live=True, now=3740.0)
+    assert snap.phase == "training" and snap.eta_seconds is None, "no ETA carried over from the run before"
+    with path.open("a") as fh:
+        fh.write(timed("log", 3790.0, step=20, max_steps=20, loss=0.5, eta_seconds=0.0)
+                 + timed("finished", 3790.0, step=20))
+    assert reader.snapshot(live=True, now=5000.0).elapsed_seconds == 150.0

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trainer_backend"
 
 ONE_OF_EACH: list[ev.RunEvent] = [
     ev.Preparing(phase="preparing", progress=0.5, rows=10, total_rows=20, rows_per_second=4.0, eta_seconds=2.5),
+    ev.Phase(phase="loading model"),
     ev.FittedToHardware(changes=["QLoRA needs a GPU: this CPU run trains without it"]),
     ev.Start(max_steps=8, num_epochs=2.0, start_step=0, train_rows=30, valid_rows=3, device="cpu"),
     ev.Log(step=1, max_steps=8, epoch=0.25, progress=0.125, loss=2.5, learning_rate=1e-4, grad_norm=0.7,
@@ -53,7 +54,7 @@ def test_every_kind_comes_back_from_the_file_as_it_was_written(tmp_path) -> None
     lines = log.path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["event"] for line in lines] == list(ev.EVENT_KINDS)  # `event` first, the kind's name
     assert ev.read_events(tmp_path) == ONE_OF_EACH
-    log_line = ev.read_events(tmp_path)[3]
+    log_line = ev.read_events(tmp_path)[4]
     assert isinstance(log_line, ev.Log) and log_line.metric("rewards/exact_match/mean") == 0.25
     assert log_line.metric("loss") == 2.5 and log_line.metric("absent") is None
 

@@ -6,7 +6,7 @@ One JSON object per line, always with `event` (the kind) and `time`. Writers bui
 misspelt one is a type error, not a chart that stays empty.
 
 Who writes what:
-  training (training/run.py, training/callbacks.py, trainers/grpo.py): Preparing, FittedToHardware, Start, Log,
+  training (training/run.py, training/callbacks.py, trainers/grpo.py): Preparing, Phase, FittedToHardware, Start, Log,
     Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished, Failed
   the Hub (hub/publish.py, hub/sync.py): Pushed, PushFailed, CheckpointPulled, SyncFailed, Failed (kind "hub")
   HF Jobs (remote/runner.py): RemoteSubmitted, RemoteReattached, Stopped, Failed (kind "remote")
@@ -71,6 +71,14 @@ class Preparing(RunEvent):
     total_rows: Optional[int] = None
     rows_per_second: Optional[float] = None
     eta_seconds: Optional[float] = None
+
+
+class Phase(RunEvent):
+    """Where a run is before its first step, so a person sees why nothing moves yet: `loading model` (the base
+    model, a minute for a large one) and `restoring checkpoint` (a resume: weights, optimizer, data position).
+    Preparing the data has its own record (Preparing); `start` ends the phases."""
+    event: Literal["phase"] = "phase"
+    phase: str
 
 
 class FittedToHardware(RunEvent):
@@ -222,7 +230,7 @@ class RemoteReattached(RunEvent):
     job_ids: list[str] = []
 
 
-AnyEvent = Annotated[Union[Preparing, FittedToHardware, Start, Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped,
+AnyEvent = Annotated[Union[Preparing, Phase, FittedToHardware, Start, Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped,
                            Finished, Failed, Pushed, PushFailed, CheckpointPulled, SyncFailed, RemoteSubmitted,
                            RemoteReattached], Field(discriminator="event")]
 Outcome = Union[Finished, Stopped, Failed, PushFailed]  # how a run ended, as the run itself recorded it
@@ -233,7 +241,7 @@ OUTCOME_STATUS: dict[type, JobStatus] = {Finished: JobStatus.SUCCEEDED, Stopped:
                                          Failed: JobStatus.FAILED, PushFailed: JobStatus.NOT_PUSHED}
 STEP_EVENTS = (Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished)  # the ones that carry a step
 EVENT_KINDS: tuple[str, ...] = tuple(t.model_fields["event"].default for t in (
-    Preparing, FittedToHardware, Start, Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished, Failed, Pushed,
+    Preparing, Phase, FittedToHardware, Start, Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished, Failed, Pushed,
     PushFailed, CheckpointPulled, SyncFailed, RemoteSubmitted, RemoteReattached))
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 

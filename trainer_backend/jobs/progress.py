@@ -12,6 +12,10 @@ carries TRL's names as extra keys of `log` events; see run_events.py):
 - `reward_series` (step, reward); `reward_function_series` {reward name: [(step, `rewards/<name>/mean`)]};
   `eval_reward_series` (step, `eval_reward`); `kl_series` (step, kl); `completion_length_series` (step,
   `completions/mean_length`). Like every series, only in `to_dict(series=True)` and cut back on a resume.
+- `phase`, `phase_since`: where the latest run is before its first step (`preparing data`, `loading model`,
+  `restoring checkpoint`; from Preparing and Phase events), `training` from its `start`, None once it ended.
+- `elapsed_seconds` adds up the time from each run's `start` to its last event: the time a job stood stopped
+  between a stop and a resume, and a resume's phases before its first step, are not counted.
 - `samples`: the completions of the latest `samples` events (GRPO, every grpo.sample_every steps), newest first,
   at most MAX_SAMPLES: {step, prompt, completion, rewards: {name: score or None}, total}.
 """
@@ -25,8 +29,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ..run_events import (OUTCOME_TYPES, Checkpoint, Eval, Failed, Log, Preparing, RunEvent, Sample, Samples, Start,
-                          Stopped, is_number, parse_line)
+from ..run_events import (OUTCOME_TYPES, Checkpoint, Eval, Failed, Log, Phase, Preparing, RunEvent, Sample, Samples,
+                          Start, Stopped, is_number, parse_line)
 
 SERIES_FIELDS = ("loss_series", "eval_series", "lr_series", "grad_norm_series", "epoch_starts", "reward_series",
                  "eval_reward_series", "kl_series", "completion_length_series")
@@ -45,6 +49,8 @@ class ProgressSnapshot:
     percent: Optional[float] = None          # 0..100
     epoch: Optional[float] = None
     elapsed_seconds: float = 0.0             # training time over every run of the job (resumes add up)
+    phase: Optional[str] = None              # the latest run's phase (see the module doc); None once it ended
+    phase_since: Optional[float] = None      # when that phase began (epoch seconds)
     eta_seconds: Optional[float] = None
     loss: Optional[float] = None
     learning_rate: Optional[float] = None
@@ -118,6 +124,11 @@ class _State:
         self.runs = 0
         self.prior_elapsed = 0.0  # seconds trained by earlier runs
         self.run_start: Optional[float] = None
+        self.run_last: Optional[float] = None  # the latest event of the run in progress (or of the last one)
+        self.in_run = False  # between a `start` and that run's outcome
+        self.phase: Optional[str] = None
+        self.phase_since: Optional[float] = None
+        self.eta: Optional[float] = None  # from the current run's last log (a resume starts without one)
         self.last_event: Optional[str] = None
         self.last_time: Optional[float] = None
         self.last_checkpoint: Optional[str] = None
@@ -132,8 +143,15 @@ class _State:
         t = ev.time
         if isinstance(ev, Preparing):
             self.preparing = ev
+            self._enter("preparing data", t)
+        elif isinstance(ev, Phase):
+            self._enter(ev.phase, t)
+            if ev.phase != "preparing data":
+                self.preparing = None
         elif isinstance(ev, (Start, *OUTCOME_TYPES)):
             self.preparing = None
+        if self.in_run and not isinstance(ev, (Preparing, Phase)):
+            self.run_last = float(t)
         if isinstance(ev, Start):
             self._start(ev)
         elif isinstance(ev, Log):
@@ -150,7 +168,7 @@ class _State:
         elif isinstance(ev, Checkpoint):
             self.last_checkpoint = ev.path
         elif isinstance(ev, OUTCOME_TYPES):
-            self.outcome = ev.event
+            self.outcome, self.in_run, self.phase, self.phase_since, self.eta = ev.event, False, None, None, None
             step = getattr(ev, "step", None)
             if step is not None:
                 self.step = int(step)
@@ -161,11 +179,19 @@ class _State:
         self.last_event = ev.event
         self.last_time = float(t)
 
+    def _enter(self, phase: str, t: float) -> None:
+        if phase != self.phase or self.phase_since is None:
+            self.phase, self.phase_since = phase, float(t)
+        if self.in_run:  # a run that never wrote its outcome (killed) is over once the next one gets going
+            self.in_run = False
+
     def _start(self, ev: Start) -> None:
-        if self.run_start is not None and self.last_time is not None:
-            self.prior_elapsed += max(self.last_time - self.run_start, 0.0)
+        if self.run_start is not None and self.run_last is not None:
+            self.prior_elapsed += max(self.run_last - self.run_start, 0.0)
         self.runs += 1
-        self.run_start, self.outcome, self.error = ev.time, None, None
+        self.run_start, self.run_last, self.in_run, self.eta = ev.time, ev.time, True, None
+        self.phase, self.phase_since = "training", ev.time
+        self.outcome, self.error = None, None
         self.total = ev.max_steps if ev.max_steps is not None else self.total
         start_step = ev.start_step
         # A resume restarts from the checkpoint's step: drop points logged after it by the run that
@@ -182,7 +208,7 @@ class _State:
         self.step = start_step
 
     def _log(self, ev: Log) -> None:
-        self.last_log = ev
+        self.last_log, self.eta = ev, ev.eta_seconds
         self.step = ev.step or self.step
         self.total = ev.max_steps if ev.max_steps is not None else self.total
         self.epoch = ev.epoch if ev.epoch is not None else self.epoch
@@ -228,12 +254,13 @@ class _State:
     def snapshot(self) -> ProgressSnapshot:
         log, prep = self.last_log, self.preparing
         elapsed = self.prior_elapsed
-        if self.run_start is not None and self.last_time is not None:
-            elapsed += max(self.last_time - self.run_start, 0.0)
+        if self.run_start is not None and self.run_last is not None:
+            elapsed += max(self.run_last - self.run_start, 0.0)
         percent = round(min(100.0 * self.step / self.total, 100.0), 2) if self.total else None
         return ProgressSnapshot(
             step=self.step, total_steps=self.total, percent=percent, epoch=self.epoch,
-            elapsed_seconds=round(elapsed, 2), eta_seconds=log.eta_seconds if not self.outcome else None,
+            elapsed_seconds=round(elapsed, 2), eta_seconds=self.eta if self.in_run else None,
+            phase=self.phase, phase_since=self.phase_since,
             loss=log.loss, learning_rate=log.learning_rate, grad_norm=log.grad_norm,
             tokens_per_second=log.tokens_per_second, tokens_seen=log.tokens_seen,
             peak_memory_bytes=self.peak_memory[0], peak_memory_device=self.peak_memory[1],
@@ -315,8 +342,8 @@ class EventsReader:
         with self._lock:
             self.poll()
             snap = self._snapshot
-        if not live or snap.last_event_time is None or snap.outcome or not snap.runs:
-            return snap
+        if not live or snap.last_event_time is None or snap.phase != "training":
+            return snap  # elapsed ticks while steps are taken, not while a run prepares or stands stopped
         lag = max((now or time.time()) - snap.last_event_time, 0.0)
         eta = max(snap.eta_seconds - lag, 0.0) if snap.eta_seconds is not None else None
         return replace(snap, elapsed_seconds=round(snap.elapsed_seconds + lag, 2),

@@ -14,7 +14,7 @@ from ..data import DataError, prepare_data
 from ..data.progress import PreparationCancelled, PreparationProgress, ProgressCallback
 from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
 from ..job_status import JobStatus
-from ..run_events import Failed, Finished, FittedToHardware, OomAdjusted, Preparing, Stopped
+from ..run_events import Failed, Finished, FittedToHardware, OomAdjusted, Phase, Preparing, Stopped
 from ..spec import JobSpec
 from ..trainer_registry import trainer_info
 from .adapter_meta import AdapterMeta, write_adapter_meta
@@ -106,6 +106,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
 
     job_dir = spec.job_dir
     module = trainer_module(spec.training.trainer)
+    events.write(Phase(phase="preparing data"))  # the phases before step 0: what the Jobs tab shows meanwhile
     try:
         tokenizer, prepared = prepare_job(spec, _preparing_events(events, stop),
                                           lambda changes: events.write(FittedToHardware(changes=changes)))
@@ -122,9 +123,12 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
     info = {"train_rows": len(prepared.train), "valid_rows": valid_rows,
             "device": "cpu" if use_cpu(spec) else "cuda", "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     while True:  # more than once only after an out-of-memory adjustment (training/oom.py)
+        events.write(Phase(phase="loading model"))
         trainer = _build_trainer(spec, module, tokenizer, train_ds, eval_ds,
                                  [EventsCallback(events, stop, {**info, "resumed_from": checkpoint})], data_ready,
                                  prepared.end_of_turn, events)
+        if checkpoint:  # weights, optimizer and data position: trainer.train reads them before its first step
+            events.write(Phase(phase="restoring checkpoint"))
         try:
             output = trainer.train(resume_from_checkpoint=checkpoint)
             break

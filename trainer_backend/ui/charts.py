@@ -64,15 +64,52 @@ def _y(title: str, log_scale: bool) -> dict[str, Any]:
             "scale": {"type": "log" if log_scale else "linear", "zero": False}}
 
 
-def _x(steps_max: Optional[int]) -> dict[str, Any]:
+MAX_TICKS = 10         # step ticks on an x-axis
+MAX_EPOCH_MARKS = 8    # epoch rules on a loss chart: a short run of many epochs marks every k-th
+_NICE = (1, 2, 5)
+
+
+def _nice_stride(span: int, most: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that cuts `span` into at most `most` pieces."""
+    scale = 1
+    while True:
+        for base in _NICE:
+            if span / (base * scale) <= most:
+                return base * scale
+        scale *= 10
+
+
+def step_ticks(top: Optional[int]) -> list[int]:
+    """Whole-step tick values from 0 to `top` (a step is never 2.5), at most MAX_TICKS + 1 of them."""
+    if not top or top < 1:
+        return [0, 1]
+    stride = _nice_stride(int(top), MAX_TICKS)
+    return list(range(0, int(top) + 1, stride))
+
+
+def _x(steps_max: Optional[int], top: Optional[int] = None) -> dict[str, Any]:
+    """The step axis: from 0 to the run's last step when known, whole-number ticks only."""
     scale = {"domain": [0, steps_max]} if steps_max else {}
-    return {"field": "step", "type": "quantitative", "title": "step", "scale": scale, "axis": {"tickMinStep": 1}}
+    return {"field": "step", "type": "quantitative", "title": "step", "scale": scale,
+            "axis": {"values": step_ticks(steps_max or top), "format": "d"}}
+
+
+def epoch_marks(epoch_starts: Sequence[Sequence[int]], most: int = MAX_EPOCH_MARKS) -> list[tuple[int, int]]:
+    """(step, epoch) of the epoch starts worth a rule: all of them up to `most`, else every k-th epoch
+    (k = 2, 5, 10, ...) so a short run of 37 epochs shows 7 readable marks, not 37 dashed lines."""
+    starts = [(int(s), int(n)) for s, n in epoch_starts]
+    if len(starts) <= most:
+        return starts
+    stride = _nice_stride(max(n for _, n in starts), most)
+    while len([n for _, n in starts if n % stride == 0]) > most:  # the nice stride counts from 0, epochs from 2
+        stride = _nice_stride(stride * 2, 1)
+    return [(s, n) for s, n in starts if n % stride == 0]
 
 
 def _epoch_rules(epoch_starts: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
     if not epoch_starts:
         return []
-    marks = [{"step": int(s), "label": f"epoch {int(n)}"} for s, n in epoch_starts]
+    marks = [{"step": s, "label": f"epoch {n}"} for s, n in epoch_marks(epoch_starts)]
     return [{"data": {"values": marks}, "mark": {"type": "rule", "strokeDash": [4, 4], "color": "#9ca3af"},
              "encoding": {"x": {"field": "step", "type": "quantitative"}}},
             {"data": {"values": marks},
@@ -94,7 +131,7 @@ def loss_chart(progress: dict, log_scale: bool = False, title: str = "Loss") -> 
              "scale": {"domain": names or [TRAIN], "range": [COLORS[n] for n in names] or [COLORS[TRAIN]]},
              "legend": {"orient": "top"}}
     y = _y("loss (log scale)" if log_scale else "loss", log_scale)
-    x = _x(progress.get("total_steps"))
+    x = _x(progress.get("total_steps"), progress.get("step"))
     tooltip = [{"field": "series", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                {"field": "value", "type": "quantitative", "title": "loss", "format": ".4f"}]
     layers = _epoch_rules(progress.get("epoch_starts") or []) + [
@@ -113,9 +150,10 @@ def metric_chart(points: Sequence[Sequence[float]], title: str, total_steps: Opt
                  color: str = "#0d9488") -> dict[str, Any]:
     """A small single-series chart (learning rate, grad norm)."""
     rows = _rows(_thin(points), title, False)
+    x = _x(total_steps, max((r["step"] for r in rows), default=None))
     return {**_base(title, 120), "layer": [{
         "data": {"values": rows}, "mark": {"type": "line", "color": color, "strokeWidth": 1.5},
-        "encoding": {"x": _x(total_steps), "y": {**_y(title, False), "axis": {"format": "~g", "tickCount": 4}},
+        "encoding": {"x": x, "y": {**_y(title, False), "axis": {"format": "~g", "tickCount": 4}},
                      "tooltip": [{"field": "step", "type": "quantitative"},
                                  {"field": "value", "type": "quantitative", "title": title, "format": ".4g"}]}}]}
 
@@ -133,11 +171,12 @@ def compare_chart(runs: Sequence[tuple[str, dict]], log_scale: bool = False) -> 
              "scale": {"domain": labels, "range": ["#4f46e5"] * len(labels)}}  # themed per series by Gradio
     tooltip = [{"field": "series", "type": "nominal", "title": "job"}, {"field": "step", "type": "quantitative"},
                {"field": "value", "type": "quantitative", "title": "loss", "format": ".4f"}]
+    x = _x(None, max((r["step"] for r in lines + points), default=None))
     return {**_base("Compare runs", 300), "layer": [
         {"data": {"values": lines}, "mark": {"type": "line", "strokeWidth": 2},
-         "encoding": {"x": _x(None), "y": y, "color": color, "tooltip": tooltip}},
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}},
         {"data": {"values": points}, "mark": {"type": "point", "filled": True, "size": 50, **_NO_STROKE},
-         "encoding": {"x": _x(None), "y": y, "color": color, "tooltip": tooltip}}]}
+         "encoding": {"x": x, "y": y, "color": color, "tooltip": tooltip}}]}
 
 
 TOTAL_REWARD, EVAL_REWARD = "total reward", "eval reward"
@@ -170,7 +209,7 @@ def reward_chart(progress: dict) -> dict[str, Any]:
     color = _series_color([n for n in (TOTAL_REWARD, *functions, EVAL_REWARD) if n in drawn])
     y = {"field": "value", "type": "quantitative", "title": "reward (mean over the step's completions)",
          "scale": {"domain": reward_domain(total + per_function + evals)}}
-    x = _x(progress.get("total_steps"))
+    x = _x(progress.get("total_steps"), progress.get("step"))
     tooltip = [{"field": "series", "type": "nominal", "title": "reward"}, {"field": "step", "type": "quantitative"},
                {"field": "value", "type": "quantitative", "title": "mean", "format": ".3f"}]
     return {**_base("Reward", 260), "layer": [
@@ -187,7 +226,7 @@ def kl_length_chart(progress: dict) -> dict[str, Any]:
     kl = _rows(_thin(progress.get("kl_series") or []), KL, False)
     length = _rows(_thin(progress.get("completion_length_series") or []), COMPLETION_LENGTH, False)
     color = _series_color([n for n, rows in ((KL, kl), (COMPLETION_LENGTH, length)) if rows])
-    x = _x(progress.get("total_steps"))
+    x = _x(progress.get("total_steps"), progress.get("step"))
 
     def layer(rows: list[dict], title: str, orient: str, fmt: str) -> dict[str, Any]:
         # tick labels as a person writes them (Vega's default reads "2e+2" for 200 on a short axis)

@@ -4,14 +4,22 @@ Jobs tab stays a thin layer and this is tested without a browser."""
 from __future__ import annotations
 
 import html
+import re
 import time
 from typing import Any, Optional
 
 from ..spec import JobSpec
-from ..jobs.store import ACTIVE, NOT_PUSHED, QUEUED, RESUMABLE, RUNNING, SUCCEEDED, TERMINAL
+from ..jobs.store import (FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING,
+                          SUCCEEDED, TERMINAL)
 
-STATUS_COLORS = {QUEUED: "#6b7280", RUNNING: "#4f46e5", SUCCEEDED: "#16a34a", NOT_PUSHED: "#ca8a04"}
+# A stop the person asked for is calm grey, never the failure red; an interrupted run (the app went away) amber.
+STATUS_COLORS = {QUEUED: "#6b7280", RUNNING: "#4f46e5", STOPPING: "#64748b", STOPPED: "#64748b",
+                 SUCCEEDED: "#16a34a", NOT_PUSHED: "#ca8a04", INTERRUPTED: "#ca8a04"}
 FAILURE_COLOR = "#dc2626"
+# What the progress line says about a job that is not taking steps (a failure says its error in the header).
+STATUS_SAYS = {STOPPING: "stopping: saving a checkpoint at the next step",
+               STOPPED: "stopped as asked", INTERRUPTED: "interrupted (the app stopped while it ran)",
+               FAILED: "failed", NOT_PUSHED: "trained; the Hub push failed"}
 
 
 def human_duration(seconds: Optional[float]) -> str:
@@ -78,25 +86,43 @@ def samples_per_step(spec: Optional[JobSpec]) -> Optional[int]:
     return tr.batch_size * tr.gradient_accumulation * max(tr.num_processes or 1, 1)
 
 
-def progress_html(job: dict) -> str:
-    """A real progress bar: step/total and percent, elapsed, ETA (while running), tokens/s and samples/s."""
+def current_phase(job: dict, now: Optional[float] = None) -> Optional[str]:
+    """What an unfinished job is doing before its steps: 'queued: …', 'starting the training process', 'preparing
+    data', 'loading model', 'restoring checkpoint' (with how long so far); None while it trains or once it ended."""
+    p, status = job["progress"], job["status"]
+    if status == QUEUED:
+        return "queued: waiting for a free training slot"
+    if status != RUNNING or p.get("phase") == "training":
+        return None
+    phase = p.get("phase")
+    if phase is None:  # running, but its process has not written anything yet (a resume: the old run ended)
+        return "starting the training process"
+    since = p.get("phase_since")
+    return phase + (f" · {human_duration((now or time.time()) - since)}" if since else "")
+
+
+def progress_html(job: dict, now: Optional[float] = None) -> str:
+    """A real progress bar: step/total and percent, elapsed, ETA (while running), tokens/s and samples/s; before
+    the first step the phase the run is in; a stopped job in grey with what happened, not in the failure red."""
     p, status = job["progress"], job["status"]
     total, step = p.get("total_steps"), p.get("step") or 0
     pct = 100.0 if status == SUCCEEDED else (p.get("percent") or 0.0)
     color = STATUS_COLORS.get(status, FAILURE_COLOR)
     facts = [f"step {step} / {total or '?'}", f"{pct:.0f}%", f"elapsed {human_duration(p.get('elapsed_seconds'))}"]
-    if status in ACTIVE:
+    phase = current_phase(job, now)
+    if phase is not None:
+        facts = [phase] + (facts if step else [])
+        if p.get("phase") == "preparing data" and p.get("preparing_percent") is not None:
+            eta = p.get("preparing_eta_seconds")
+            facts[0] = f"preparing data {p['preparing_percent']:.0f}%" + (f" · ETA {human_duration(eta)}"
+                                                                          if eta is not None else "")
+    elif status == RUNNING:
         facts.append(f"ETA {human_duration(p.get('eta_seconds'))}" if p.get("eta_seconds") is not None
                      else "ETA estimating…")
-    elif status == QUEUED:
-        facts = ["waiting for a free training slot"]
-    if status in ACTIVE and p.get("preparing_percent") is not None:  # before step 0: the data is being prepared
-        pct = p["preparing_percent"]
-        eta = p.get("preparing_eta_seconds")
-        facts = [f"preparing data {pct:.0f}%"] + ([f"ETA {human_duration(eta)}"] if eta is not None else [])
-    elif status in ACTIVE:
         facts += [f"{human_number(p.get('tokens_per_second'))} tokens/s",
                   f"{human_number(job.get('samples_per_second'))} samples/s"]
+    if status in STATUS_SAYS:
+        facts.insert(0, STATUS_SAYS[status])
     label = html.escape(" · ".join(facts))
     return (f'<div class="ls-progress" data-status="{html.escape(status)}" data-percent="{pct:.1f}">'
             f'<div class="ls-progress-track" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
@@ -189,8 +215,44 @@ def header_markdown(job: dict) -> str:
     if job.get("hub_identity"):  # whose job, and whose Hub identity it reads and pushes with
         lines.append(f"Started by **{job.get('owner') or 'unknown'}** · acts on the Hub as: {job['hub_identity']}")
     if job.get("error"):
-        lines.append(f"**Error:** {job['error']}")
+        lines.append(f"**Error:** {without_paths(job['error'], (job.get('paths') or {}).get('job_dir'))}")
     return "\n\n".join(lines)
+
+
+def next_steps(job: dict) -> bool:
+    """Whether the job has a trained model to chat with, evaluate and push (its "next step" buttons)."""
+    return job["status"] in (SUCCEEDED, NOT_PUSHED) and bool((job.get("paths") or {}).get("adapter"))
+
+
+# An absolute path as a server prints it, not part of a URL ("https://host/a/b": the slashes follow ':', '/' or a
+# name) and not a relative one ("checkpoints/checkpoint-30").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+=,~-]+/)*[\w.@+=,~-]+/?")
+_CHECKPOINT_SAVED = re.compile(r"^checkpoint saved: \S*?checkpoint-(\d+)/?\s*$")
+
+
+def without_paths(text: str, job_dir: Optional[str] = None) -> str:
+    """`text` without the server's absolute paths: what lies in the job's folder by its name there
+    ("checkpoints/checkpoint-30", "adapter"), anything else by its last part ("…/trainer.py")."""
+    root = (job_dir or "").rstrip("/") + "/"
+
+    def short(match: re.Match) -> str:
+        path = match.group(0)
+        if job_dir and path.startswith(root):
+            return path[len(root):] or "."
+        if job_dir and path.rstrip("/") == root.rstrip("/"):
+            return "the job's folder"
+        return "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+    return _ABSOLUTE_PATH.sub(short, text)
+
+
+def readable_log(text: str, job_dir: Optional[str] = None) -> str:
+    """The log tail as the Jobs tab shows it: "checkpoint saved: step 30" (one line, no path) and no server
+    paths in any other line either."""
+    lines = []
+    for line in text.splitlines():
+        saved = _CHECKPOINT_SAVED.match(line.strip())
+        lines.append(f"checkpoint saved: step {saved.group(1)}" if saved else without_paths(line, job_dir))
+    return "\n".join(lines)
 
 
 CSS = """
