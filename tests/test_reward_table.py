@@ -114,11 +114,12 @@ def test_the_form_keeps_grpo_and_kto_settings_only_for_their_trainer() -> None:
 def test_grpo_and_kto_settings_have_their_own_form_groups() -> None:
     """Every simple grpo.* / kto.* field gets a widget in its trainer's group, none in the general settings."""
     from trainer_backend.spec_rl import GRPOSpec, KTOSpec
-    from trainer_backend.ui.spec_form import iter_fields
+    from trainer_backend.ui.form_fields import spec_fields
 
-    general = {key for level in ("basic", "advanced", "compute") for key, _ in iter_fields(level)}
-    grpo = {key for level in ("basic", "advanced") for key, _ in iter_fields(level, ("grpo",))}
-    kto = {key for level in ("basic", "advanced") for key, _ in iter_fields(level, ("kto",))}
-    assert not {k for k in general if k.startswith(("grpo.", "kto."))} and "training.trainer" in general
+    groups = {key: meta["group"] for key, _, meta in spec_fields()}
+    grpo = {k for k, g in groups.items() if g == "grpo"}
+    kto = {k for k, g in groups.items() if g == "kto"}
+    assert all(g in ("grpo", "kto") for k, g in groups.items() if k.startswith(("grpo.", "kto.")))
+    assert groups["training.trainer"] == "method"
     assert grpo == {f"grpo.{name}" for name in GRPOSpec.model_fields if name != "rewards"}  # rewards: the table
     assert kto == {f"kto.{name}" for name in KTOSpec.model_fields}

@@ -18,10 +18,10 @@ from .spec_env import expand_env, refuse_env_refs  # noqa: F401  (refuse_env_ref
 from .spec_compute import ComputeSpec
 from .spec_rl import GRPOSpec, KTOSpec, rl_problems
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
-from .spec_values import CHAT_TEMPLATES, OPTIMIZERS, RUN_NAME, SCHEDULERS
+from .spec_training import LengthSpec, LoraSpec, TrainerName, TrainingSpec  # noqa: F401  (re-exported)
+from .spec_values import CHAT_TEMPLATES, RUN_NAME
 from .trainer_registry import TRAINERS, trainer_info
 
-TrainerName = Literal["sft", "generic", "reward", "dpo", "orpo", "kto", "grpo"]  # = trainer_registry.TRAINERS (a test checks)
 AVAILABLE_TRAINERS: set[str] = set(TRAINERS)
 ChatTemplateName = Literal[CHAT_TEMPLATES]  # type: ignore[valid-type]  # spec_values.py
 FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized", "prompt",
@@ -33,10 +33,12 @@ TRAINER_FORMATS: dict[str, tuple[str, ...]] = {name: t.formats for name, t in TR
 
 class ModelSpec(_Section):
     base_model: str = _f(..., "Hub model id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local folder.", "basic")
-    revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit) of the base model.")
-    trust_remote_code: bool = _f(False, "Run model code shipped in the repo. Only enable for repos you trust.")
+    revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit) of the base model.", label="Revision")
+    trust_remote_code: bool = _f(False, "Run model code shipped in the repo. Only enable for repos you trust.",
+                                 label="Trust remote code")
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = _f(
-        "auto", "Attention kernel. 'auto' picks flash-attention when installed on GPU, else SDPA.")
+        "auto", "Attention kernel. 'auto' picks flash-attention when installed on GPU, else SDPA.",
+        label="Attention kernel")
 
 
     @field_validator("base_model")
@@ -93,22 +95,30 @@ class PromptTemplate(_Section):
 class DataSpec(_Section):
     path: str = _f(..., "File, list of files (comma-separated), folder with train.*/valid.*, or Hub dataset id.",
                    "basic")
-    config_name: Optional[str] = _f(None, "Hub dataset configuration (subset) name.")
-    train_split: str = _f("train", "Name of the training split.", "basic")
+    config_name: Optional[str] = _f(None, "Hub dataset configuration (subset) name.", label="Hub dataset subset")
+    train_split: str = _f("train", "Name of the training split.", "basic", label="Training split")
     valid_split: Optional[str] = _f(
-        None, "Validation split name, 'auto' to carve `valid_fraction` out of train, or empty for none.", "basic")
-    valid_fraction: float = _f(0.05, "Fraction of train held out when valid_split is 'auto'.", gt=0, lt=0.9)
-    format: FormatName = _f("auto", "Dataset format; 'auto' detects it and explains why.", "basic")
+        None, "Held-out data for evaluation: none, 'auto' (carve `valid_fraction` out of train), or a split name.",
+        "basic", label="Validation split", group="evaluation")
+    valid_fraction: float = _f(0.05, "Fraction of train held out when valid_split is 'auto'.", gt=0, lt=0.9,
+                               label="Held-out fraction", group="evaluation", when="data.valid_split=auto")
+    format: FormatName = _f("auto", "Dataset format; 'auto' detects it and explains why.", "basic",
+                            label="Data format")
     column_mapping: ColumnMapping = Field(default_factory=ColumnMapping)
     chat_template: ChatTemplateName = _f(
-        "tokenizer", "Chat template: the tokenizer's own, a shipped one, or 'none' (plain text).", "basic")
+        "tokenizer", "Chat template: the tokenizer's own, a shipped one, or 'none' (plain text).", "basic",
+        label="Chat template")
     prompt_template: Optional[PromptTemplate] = _f(None, "Render rows with a custom prompt template.")
-    system_prompt: Optional[str] = _f(None, "System message added to conversations that have none.")
+    system_prompt: Optional[str] = _f(None, "System message added to conversations that have none.",
+                                      label="Default system prompt")
     text_split: Literal["auto", "file", "paragraph"] = _f(
-        "auto", "For .txt files: one document per file, or per blank-line separated block.")
-    too_long: Literal["truncate", "drop"] = _f("truncate", "What to do with samples longer than block_size.")
-    max_errors: int = _f(20, "Stop collecting data errors after this many.", ge=1, le=10000)
-    max_rows: Optional[int] = _f(None, "Use only the first N rows of each split (quick experiments).", ge=1)
+        "auto", "For .txt files: one document per file, or per blank-line separated block.", label="Text files")
+    too_long: Literal["truncate", "drop"] = _f("truncate", "What to do with samples longer than block_size.",
+                                               label="Too-long samples")
+    max_errors: int = _f(20, "Stop collecting data errors after this many.", ge=1, le=10000,
+                         label="Errors collected at most")
+    max_rows: Optional[int] = _f(None, "Use only the first N rows of each split (quick experiments).", ge=1,
+                                 label="Rows used at most")
 
     @field_validator("valid_split", mode="before")
     @classmethod
@@ -116,91 +126,23 @@ class DataSpec(_Section):
         return None if v in ("", "none", "None") else v
 
 
-class LoraSpec(_Section):
-    enabled: bool = _f(True, "Train a LoRA adapter (off = full fine-tuning).", "basic")
-    r: int = _f(16, "LoRA rank.", "basic", ge=1, le=1024)
-    alpha: int = _f(32, "LoRA alpha (scaling numerator).", ge=1, le=4096)
-    dropout: float = _f(0.05, "LoRA dropout.", ge=0, lt=1)
-    target_modules: str = _f("all-linear", "'all-linear' or a comma-separated list of module names.")
-    use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA).")
-    use_rslora: bool = _f(False, "Rank-stabilised scaling (alpha / sqrt(r)).")
-
-    def target_list(self) -> str | list[str]:
-        if self.target_modules.strip() == "all-linear":
-            return "all-linear"
-        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
-
-
-class LengthSpec(_Section):
-    block_size: int = _f(1024, "Training sequence length: packed block size, and the cap for one sample.",
-                         "basic", ge=8)
-    model_max_length: int = _f(2048, "Longest context the model is used with.", ge=8)
-    max_prompt_length: Optional[int] = _f(None, "Prompt tokens kept (older tokens cut from the left).", ge=1)
-    max_completion_length: Optional[int] = _f(None, "Completion tokens kept (cut from the right).", ge=1)
-
-
-class TrainingSpec(_Section):
-    trainer: TrainerName = _f("sft", "sft, generic (continued pre-training), reward, dpo, orpo, kto (thumbs-up/down "
-                                     "feedback) or grpo (rewards a program checks).", "basic")
-    quantization: Literal["none", "int8", "int4"] = _f("none", "Load the base in 8/4-bit (QLoRA).", "basic")
-    learning_rate: float = _f(2e-4, "Peak learning rate.", "basic", gt=0, le=1)
-    epochs: float = _f(1.0, "Training epochs.", "basic", gt=0, le=1000)
-    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use epochs).", ge=-1)
-    batch_size: int = _f(2, "Per-device batch size.", "basic", ge=1, le=4096)
-    gradient_accumulation: int = _f(4, "Batches accumulated per optimizer step.", ge=1, le=4096)
-    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up the learning rate.", ge=0, lt=1)
-    scheduler: Literal[SCHEDULERS] = _f("cosine", "Learning-rate schedule.")  # type: ignore[valid-type]
-    optimizer: Literal[OPTIMIZERS] = _f("adamw_torch", "Optimizer.")  # type: ignore[valid-type]
-    weight_decay: float = _f(0.0, "Weight decay.", ge=0, le=1)
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).", ge=0)
-    seed: int = _f(42, "Random seed (data split, shuffling, init).")
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = _f(
-        "auto", "'auto': bf16 where the GPU supports it, else fp16 on GPU, none on CPU.")
-    gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
-    packing: Optional[bool] = _f(None, "Pack samples into full blocks (no cross-sample attention). Default: on "
-                                       "for generic, and for sft with flash-attention (padding-free kernels); "
-                                       "dynamic padding otherwise, which benchmarks faster on SDPA/CPU.")
-    completion_only_loss: bool = _f(True, "Loss only on responses / assistant turns (not on prompts).", "basic")
-    logging_steps: int = _f(10, "Log metrics every N steps.", ge=1)
-    eval_strategy: Literal["no", "steps", "epoch"] = _f("epoch", "When to evaluate (needs a valid split).")
-    eval_steps: Optional[int] = _f(None, "Evaluate every N steps when eval_strategy is 'steps'.", ge=1)
-    save_strategy: Literal["no", "steps", "epoch"] = _f("epoch", "When to save checkpoints.")
-    save_steps: Optional[int] = _f(None, "Save every N steps when save_strategy is 'steps'.", ge=1)
-    save_total_limit: int = _f(2, "Checkpoints kept on disk.", ge=1)
-    resume_from_checkpoint: Optional[str] = _f(None, "Checkpoint folder to resume from, or 'latest'.")
-    use_cpu: Optional[bool] = _f(None, "Force CPU training (default: CPU only when no GPU is visible).")
-    log: Literal["none", "tensorboard", "trackio"] = _f("none", "Extra metrics tracker (events.jsonl is always written).")
-    distributed: Literal["auto", "none", "ddp", "fsdp", "deepspeed"] = _f(
-        "auto", "Multi-process strategy: auto = DDP over every visible GPU; fsdp / deepspeed (ZeRO-2) shard "
-                "optimizer state and weights for models that do not fit one GPU.")
-    num_processes: Optional[int] = _f(None, "Processes to train with (default: one per visible GPU, 1 on CPU; "
-                                            "> 1 on CPU runs data-parallel over gloo).", ge=1, le=1024)
-    accelerate_config: Optional[str] = _f(None, "An accelerate config file (multi-node, custom FSDP/DeepSpeed); "
-                                                "overrides `distributed`.")
-    beta: float = _f(0.1, "DPO/ORPO/KTO beta (GRPO has its own: grpo.beta).", gt=0)
-    dpo_loss_type: Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-                           "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = _f(
-        "sigmoid", "DPO loss: sigmoid (original DPO), ipo, hinge, robust, ...")
-
-
-    @field_validator("eval_strategy", "save_strategy", "mixed_precision", mode="before")
-    @classmethod
-    def _yaml_no(cls, v: Any) -> Any:
-        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
-
-
 class HubSpec(_Section):
-    push_to_hub: bool = _f(False, "Push the adapter to the Hub after training.", "basic")
-    repo_id: Optional[str] = _f(None, "Target repo 'user/name' (default: <user>/<project_name>).")
-    private: bool = _f(True, "Create the repo private.")
+    push_to_hub: bool = _f(False, "Push the adapter to the Hub after training.", "basic",
+                           label="Push to the Hub when done")
+    repo_id: Optional[str] = _f(None, "Target repo 'user/name' (default: <user>/<project_name>).", label="Repo id",
+                                when="hub.push_to_hub=true")
+    private: bool = _f(True, "Create the repo private.", label="Private repo", when="hub.push_to_hub=true")
     token: Optional[SecretStr] = _f(None, "HF token; use '${HF_TOKEN}'. Never written to disk or logs.")
     sync: bool = _f(False, "Keep the job on the Hub while it trains (events, checkpoints, adapter in a private repo): a "
-                           "restart with an empty disk lists it again and resumes it. Always on for hf_jobs.")
-    sync_repo: Optional[str] = _f(None, "Repo the job is kept in (default: <user>/lora-studio-job-<job id>, private).")
+                           "restart with an empty disk lists it again and resumes it. Always on for hf_jobs.",
+                     label="Keep the job on the Hub")
+    sync_repo: Optional[str] = _f(None, "Repo the job is kept in (default: <user>/lora-studio-job-<job id>, private).",
+                                  label="Sync repo", when="hub.sync=true")
     sync_every: int = _f(60, "Seconds between syncs of events and logs (checkpoints go up as soon as saved).",
-                         ge=2, le=3600)
+                         ge=2, le=3600, label="Sync every (seconds)", when="hub.sync=true")
     pause_space_when_idle: bool = _f(False, "On a paid-GPU Space: pause the Space when the job queue is empty "
-                                            "(stops billing; restart it from the Space page). Off by default.")
+                                            "(stops billing; restart it from the Space page). Off by default.",
+                                      label="Pause the Space when idle")
 
     @field_validator("token", mode="before")
     @classmethod
@@ -209,7 +151,8 @@ class HubSpec(_Section):
 
 
 class JobSpec(_Section):
-    project_name: str = _f("lora-studio-run", "Run name; also the default output folder.", "basic")
+    project_name: str = _f("lora-studio-run", "Run name; also the default output folder.", "basic", label="Run name",
+                           group="method")
     output_dir: Optional[str] = _f(None, "Job directory (default: ./<project_name>).")
     model: ModelSpec
     data: DataSpec

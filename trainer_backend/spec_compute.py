@@ -17,6 +17,7 @@ COMPUTE_BACKENDS = ("local", "hf_jobs")
 TIMEOUT_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_NODES = 8
+_REMOTE = "compute.backend=hf_jobs"  # the Train tab shows the Job's own settings only when it is chosen
 
 
 def timeout_seconds(timeout: str) -> int:
@@ -28,17 +29,20 @@ def timeout_seconds(timeout: str) -> int:
 
 class ComputeSpec(_Section):
     backend: Literal["local", "hf_jobs"] = _f(
-        "local", "Where to train: this machine, or Hugging Face Jobs (pay-per-second GPUs; needs a token).", "compute")
+        "local", "Where to train: this machine, or Hugging Face Jobs (pay-per-second GPUs; needs a token).", "compute",
+        label="Where to train")
     flavor: str = _f("a10g-small", "HF Jobs hardware (a10g-small, l4x1, a100-large, h100, ...): checked against the "
-                                   "Hub's list; Plan shows the prices.", "compute")
+                                   "Hub's list; Plan shows the prices.", "compute", label="HF Jobs hardware",
+                       when=_REMOTE)
     timeout: Optional[str] = _f(None, "Longest an HF Job may run (e.g. 90m, 3h): billing stops there. Required for "
-                                      "hf_jobs.", "compute")
+                                      "hf_jobs.", "compute", label="Time limit", when=_REMOTE)
     namespace: Optional[str] = _f(None, "User or organisation that runs (and pays for) the Job; default: the "
-                                        "token's user.")
+                                        "token's user.", label="Billed to (namespace)", when=_REMOTE)
     image: Optional[str] = _f(None, "Docker image of the Job; default: this Space's own image when the app runs on a "
-                                    "Space, otherwise required (an image built from this repo's Dockerfile).")
+                                    "Space, otherwise required (an image built from this repo's Dockerfile).",
+                             label="Docker image", when=_REMOTE)
     nodes: int = _f(1, "Machines to train on together (data-parallel over every GPU of each; the same flavor).",
-                    "compute", ge=1, le=MAX_NODES)
+                    "compute", ge=1, le=MAX_NODES, label="Machines", when=_REMOTE)
 
     @field_validator("timeout")
     @classmethod

@@ -113,28 +113,38 @@ class GRPOSpec(_Section):
         "Reward functions and their weights, e.g. [{type: numeric_match, column: answer}, {type: regex, "
         "pattern: '<answer>.*</answer>', weight: 0.5}]."))
     num_generations: int = _f(4, "Completions sampled per prompt (the group). batch_size x gradient_accumulation "
-                                 "must be a multiple of it.", "basic", ge=2, le=256)
-    max_completion_length: int = _f(256, "Longest completion generated, in tokens.", "basic", ge=1, le=32768)
-    temperature: float = _f(1.0, "Sampling temperature of the completions (diversity within a group).", gt=0, le=4)
-    top_p: float = _f(1.0, "Nucleus sampling of the completions.", gt=0, le=1)
+                                 "must be a multiple of it.", "basic", ge=2, le=256,
+                          label="Completions per prompt")
+    max_completion_length: int = _f(256, "Longest completion generated, in tokens.", "basic", ge=1, le=32768,
+                                label="Longest completion (tokens)")
+    temperature: float = _f(1.0, "Sampling temperature of the completions (diversity within a group).", gt=0, le=4,
+                              label="Temperature")
+    top_p: float = _f(1.0, "Nucleus sampling of the completions.", gt=0, le=1, label="Top-p")
     beta: float = _f(0.04, "KL penalty against the reference model (the base with the adapter off); 0 turns the "
-                           "reference off.", ge=0, le=10)
+                           "reference off.", ge=0, le=10, label="KL penalty (beta)")
     loss_type: GRPOLossType = _f("dapo", "Loss aggregation: dapo (default, no length bias), grpo, dr_grpo, bnpo, "
-                                         "cispo, sapo.")
+                                         "cispo, sapo.", label="Loss")
     scale_rewards: Literal["group", "batch", "none"] = _f(
-        "group", "Divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO).")
-    num_iterations: int = _f(1, "Optimisation passes over each batch of generations.", ge=1, le=16)
-    epsilon: float = _f(0.2, "Clipping range of the policy ratio.", gt=0, le=1)
-    mask_truncated_completions: bool = _f(False, "Completions cut at max_completion_length carry no loss.")
-    sample_every: int = _f(10, "Record sample completions with their rewards every N steps (Jobs tab).", ge=1)
-    samples_kept: int = _f(4, "Sample completions recorded each time.", ge=1, le=64)
+        "group", "Divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO).",
+        label="Reward scaling")
+    num_iterations: int = _f(1, "Optimisation passes over each batch of generations.", ge=1, le=16,
+                             label="Passes per batch")
+    epsilon: float = _f(0.2, "Clipping range of the policy ratio.", gt=0, le=1, label="Clip range")
+    mask_truncated_completions: bool = _f(False, "Completions cut at max_completion_length carry no loss.",
+                                         label="Ignore cut-off completions")
+    sample_every: int = _f(10, "Record sample completions with their rewards every N steps (Jobs tab).", ge=1,
+                          label="Record samples every (steps)")
+    samples_kept: int = _f(4, "Sample completions recorded each time.", ge=1, le=64,
+                          label="Samples recorded")
 
 
 class KTOSpec(_Section):
     """Kahneman-Tversky Optimisation: unpaired thumbs-up / thumbs-down feedback."""
     desirable_weight: Optional[float] = _f(None, "Weight of thumbs-up rows (default: balanced against the "
-                                                 "thumbs-down rows as TRL recommends).", gt=0, le=100)
-    undesirable_weight: Optional[float] = _f(None, "Weight of thumbs-down rows (default: 1).", gt=0, le=100)
+                                                 "thumbs-down rows as TRL recommends).", gt=0, le=100,
+                                         label="Thumbs-up weight")
+    undesirable_weight: Optional[float] = _f(None, "Weight of thumbs-down rows (default: 1).", gt=0, le=100,
+                                           label="Thumbs-down weight")
 
 
 def rl_problems(spec: Any) -> list[str]:

@@ -151,7 +151,7 @@ def detect_format(columns: list[str], sample: list[dict], requested: str, user: 
                 fmt, why, m["text"] = "text", f"'{strings[0]}' is the only text column", strings[0]
             else:
                 raise RowError(f"cannot tell the format from columns {columns}", fix=(
-                    "choose the Format and pick the columns in Column mapping (data.format: text, alpaca, qa, "
+                    "choose the Data format (Settings → Data) and pick the columns in Column mapping (data.format: text, alpaca, qa, "
                     "messages, sharegpt, preference or tokenized; data.column_mapping, e.g. {prompt: question, "
                     "response: answer})"))
     kind = FORMAT_KIND[fmt]

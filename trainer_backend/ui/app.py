@@ -20,6 +20,18 @@ from .rest import job_routes
 from .service import StudioService
 from .train_tab import build_train_tab
 
+# System fonts only: Gradio's default theme fetches IBM Plex from Google Fonts, which an air-gapped install cannot
+# reach (the page then renders in a fallback that differs from the screenshots).
+SYSTEM_SANS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial",
+               "Noto Sans", "Liberation Sans", "sans-serif"]
+SYSTEM_MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "DejaVu Sans Mono",
+               "monospace"]
+
+
+def theme() -> gr.themes.Base:
+    return gr.themes.Default(font=SYSTEM_SANS, font_mono=SYSTEM_MONO)
+
+
 HEADER = ("# LoRA Studio\nFine-tune language models with LoRA / QLoRA: pick a model and a dataset, check the data, "
           "train in the background, then chat with the result.")
 
@@ -129,7 +141,7 @@ def launch(demo: Optional[gr.Blocks] = None) -> None:
     default_host = "0.0.0.0" if on_space() else "127.0.0.1"
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", default_host),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                max_file_size=settings().max_upload, ssr_mode=False,
+                max_file_size=settings().max_upload, ssr_mode=False, theme=theme(),
                 footer_links=["api"], enable_monitoring=False,  # /monitoring/*: 403 for everyone
                 # On a Space, uploads and Gradio's file route are for members only, within quotas (http_gate.py)
                 app_kwargs={"routes": list(getattr(demo, "rest_routes", [])), "middleware": http_gate_middleware()},

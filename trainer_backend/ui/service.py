@@ -133,6 +133,21 @@ class StudioService:
                                  hint=model_folder_hint(self.data_dir))  # the very refusal Check data would give
         return self.calm(estimate_fit(base, quantization or "none").markdown())
 
+    def preset(self, name: str, trainer: str, base_model: str) -> Any:
+        """Settings a preset proposes (training/presets.py) for this model on this machine: a PresetChoice."""
+        from ..model_info import estimate_fit
+        from ..training.presets import choose
+
+        if base_model == TINY_DEMO:
+            return choose(name, trainer, None, tiny=True)
+        try:
+            base = check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "model.base_model",
+                                     hint=model_folder_hint(self.data_dir))
+            fit = estimate_fit(base, "none")
+        except ValueError:  # a folder this caller may not name: Check data says so; the preset needs no size
+            fit = None
+        return choose(name, trainer, fit)
+
     def read_client_config(self, path: str) -> str:
         """The text of a config the client uploaded (Load config), or a shipped example."""
         return Path(self.client_path(str(path), "config file")).read_text(encoding="utf-8")
