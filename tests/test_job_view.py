@@ -60,6 +60,8 @@ def test_a_resume_shows_its_phase_instead_of_an_eta_estimate() -> None:
 
     assert "queued: waiting for a free training slot" in progress_html(_job("queued"))
     assert "starting the training process" in progress_html(_job("running", phase=None))
+    finishing = progress_html(_job("running", step=40, percent=100.0, phase=None, outcome="finished"))
+    assert "finishing: saving the adapter" in finishing and "starting" not in finishing  # not back to the start
     loading = progress_html(_job("running", phase="restoring checkpoint", phase_since=100.0), now=112.0)
     assert "restoring checkpoint · 12 s" in loading and "ETA" not in loading and "step 10 / 40" in loading
     preparing = progress_html(_job("running", step=0, phase="preparing data", preparing_percent=37.0))

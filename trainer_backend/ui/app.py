@@ -116,8 +116,13 @@ def build_app(manager: Any = None) -> gr.Blocks:
         demo.load(who, None, [access_md, workspace, welcome], api_visibility="private", show_progress="hidden")
         refresh, inputs, outputs = jobs["refresh"]
         demo.load(refresh, inputs, outputs, api_visibility="private")
-        train["job_started"].change(lambda _: gr.Tabs(selected="jobs"), train["job_started"], tabs,
-                                    api_visibility="private").then(refresh, inputs, outputs, api_visibility="private")
+        # Start shows the new job: the Jobs tab opens with it selected and its charts fitted (a failed Start empties
+        # the box: no tab switch).
+        select_job, select_inputs, select_outputs = jobs["select"]
+        train["job_started"].change(lambda job_id: gr.Tabs(selected="jobs") if job_id else gr.skip(),
+                                    train["job_started"], tabs, api_visibility="private").then(
+            select_job, [train["job_started"], *select_inputs], select_outputs, api_visibility="private",
+            show_progress="hidden").then(None, js=jobs["refit_js"])
         on_dataset, d_in, d_out = train["on_dataset"]
         demo.load(on_dataset, d_in, d_out, api_visibility="private")
     demo.queue(default_concurrency_limit=8)

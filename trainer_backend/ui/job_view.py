@@ -95,6 +95,8 @@ def current_phase(job: dict, now: Optional[float] = None) -> Optional[str]:
     if status != RUNNING or p.get("phase") == "training":
         return None
     phase = p.get("phase")
+    if phase is None and p.get("outcome") == "finished":  # the steps are done; the process writes its results
+        return "finishing: saving the adapter and model card"
     if phase is None:  # running, but its process has not written anything yet (a resume: the old run ended)
         return "starting the training process"
     since = p.get("phase_since")

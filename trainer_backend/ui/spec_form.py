@@ -13,7 +13,7 @@ from typing import Any, Optional
 import gradio as gr
 from pydantic.fields import FieldInfo
 
-from .form_fields import (CHOICE_TEXT, FormField, _number_text, _unwrap, range_hint, spec_fields)
+from .form_fields import CHOICE_TEXT, FormField, _number_text, _unwrap, applies, range_hint, spec_fields
 
 __all__ = ["FormField", "build_fields", "widget_updates"]
 
@@ -25,8 +25,9 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
     hint = range_hint(info)
     # The spec key is shown small, after the help, for people who script (YAML, CLI --set, the API).
     help_text = " ".join(t for t in (info.description or "", hint) if t) + f" · {key}"
-    common: dict[str, Any] = {"label": label, "info": help_text, "elem_id": "field-" + key.replace(".", "-").replace("_", "-"),
-              "visible": True}
+    common: dict[str, Any] = {"label": label, "info": help_text,
+                              "elem_id": "field-" + key.replace(".", "-").replace("_", "-"),
+                              "visible": applies(meta.get("when"), _defaults())}
     kind = "text"
     comp: Any
     if key in CHOICE_TEXT:  # a free value with usual choices (valid_split: none / auto / a split name)
@@ -55,6 +56,11 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
         comp = gr.Textbox(value="" if default is None else str(default), **common)
     return FormField(key, kind, optional, comp, label=label, help=help_text, group=meta.get("group", ""),
                      when=meta.get("when"), level=meta.get("ui", "advanced"))
+
+
+def _defaults() -> dict[str, Any]:
+    """Every form field's spec default (what decides, as the page opens, which fields apply)."""
+    return {k: None if i.is_required() else i.get_default(call_default_factory=True) for k, i, _ in spec_fields()}
 
 
 def build_fields(group: str, level: Optional[str] = None) -> list[FormField]:

@@ -106,7 +106,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                 save_btn = gr.DownloadButton("Save config")
                 load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"], elem_id="load-config")
         job_started = gr.Textbox(visible=False, elem_id="job-started")
-        state = gr.State(FormState())
+        state = gr.State(FormState(visible={f.key: f.component.visible for f in fields}))
         checked = gr.State(None)  # the spec text the shown check result was for
         planned = gr.State(None)  # the spec text the shown plan was for
         undo_values = gr.State(None)  # the values a preset replaced, for Undo

@@ -1,0 +1,132 @@
+"""Headless Chromium (Debian's package, driven by Playwright) on the real app, for the browser tests: fixtures, a
+`Walk` that clicks like a person and counts the clicks, and readers of what the page shows."""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from apphelpers import REPO, AppServer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+RUNNING = "#job-progress .ls-progress[data-status=running]"
+SUCCEEDED = "#job-progress .ls-progress[data-status=succeeded]"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test does)")
+    if CHROMIUM is None:
+        pytest.fail("headless Chromium is missing: apt-get install chromium (make test does)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory: pytest.TempPathFactory):
+    server = AppServer(tmp_path_factory.mktemp("browser") / "data")
+    yield server
+    server.stop()
+
+
+class Walk:
+    """A person at the page: every click, choice and typed value is counted (what the issue measures), and the
+    page's outside requests are recorded (an air-gapped install must render the same)."""
+
+    def __init__(self, page: Any, app: AppServer) -> None:
+        self.page, self.app, self.clicks, self.started = page, app, 0, time.monotonic()
+        self.outside: list[str] = []
+        page.on("request", lambda r: self.outside.append(r.url) if "127.0.0.1" not in r.url
+                and not r.url.startswith(("data:", "blob:")) else None)
+
+    def click(self, selector: str) -> None:
+        self.clicks += 1
+        self.page.locator(selector).first.click()
+
+    def open_section(self, group: str) -> None:
+        """Open a settings section (and its 'More' part) by its title, as a person would."""
+        for sid in (f"#section-{group}", f"#section-{group}-more"):
+            box = self.page.locator(sid)
+            if box.count() and box.locator("> button.label-wrap").is_visible() and \
+                    box.locator("> [data-testid=accordion-content]").first.is_hidden():
+                self.clicks += 1
+                box.locator("> button.label-wrap").click()
+
+    def type(self, field_id: str, value: str) -> None:
+        box = self.page.locator(f"#{field_id} input, #{field_id} textarea").first
+        self.clicks += 1
+        box.fill(value)
+        box.press("Tab")
+
+    def choose(self, field_id: str, option: str) -> None:
+        self.clicks += 2  # open the list, pick
+        self.page.locator(f"#{field_id} input").first.click()
+        self.page.locator(f"ul[role=listbox] li[aria-label='{option}']").first.click()
+
+    def tick(self, label: str, on: bool = True) -> None:
+        self.clicks += 1
+        box = self.page.get_by_label(label, exact=True)
+        box.check() if on else box.uncheck()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def text_of(page: Any, selector: str) -> str:
+    return page.locator(selector).first.inner_text()
+
+
+def visible_text(page: Any) -> str:
+    """Everything a person can read on the page now, form values included (a path in an input is visible too)."""
+    return page.evaluate("""() => document.body.innerText + '\\n' + [...document.querySelectorAll('input, textarea')]
+        .filter(e => e.offsetParent !== null).map(e => e.value).join('\\n')""")
+
+
+def server_paths_in(text: str, app: AppServer) -> list[str]:
+    """Server paths a page must never show: the data dir, the repository, temp and upload folders."""
+    found = [p for p in (str(app.data_dir), str(app.data_dir.resolve()), str(REPO)) if p in text]
+    found += re.findall(r"(?:/tmp/|/var/|/home/|/root/|/work/)[\w./-]+", text)
+    return found
+
+
+def field_error(page: Any, field_id: str) -> Optional[str]:
+    """The error shown beside a field (its help line starts with a warning sign and the field is marked)."""
+    marked = page.locator(f"#{field_id}.field-invalid")
+    if not marked.count():
+        return None
+    return marked.first.locator(".info-text").first.inner_text()
+
+
+def plotted_points(page: Any, selector: str) -> list[dict]:
+    """Every point of a chart as the page draws it: its values from the ARIA label, its pixel position."""
+    return page.eval_on_selector_all(f"{selector} svg path[aria-label]", """els => els.map(e => {
+        const m = /translate\\(([-\\d.e]+),([-\\d.e]+)\\)/.exec(e.getAttribute('transform') || '');
+        return {label: e.getAttribute('aria-label'), x: m ? +m[1] : null, y: m ? +m[2] : null};
+    })""")
+
+
+def parse_point(label: str) -> dict:
+    return dict(part.split(": ", 1) for part in label.split("; "))
+
+
+def tab_names(page: Any) -> list[str]:
+    """The tab bar's entries a person sees (including an overflow menu's)."""
+    return page.evaluate("() => [...document.querySelectorAll('[role=tab]')].filter(e => e.offsetParent !== null)"
+                         ".map(e => e.innerText.trim())")
+
+
+def save_record(name: str, record: dict) -> Path:
+    import json
+
+    out = REPO / "test-artifacts" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    return out
