@@ -77,30 +77,43 @@ def test_compare_base_and_fine_tuned_on_one_model(sentiment_job: dict, monkeypat
     assert len(inference.MODELS.keys()) == 1, "base and fine-tuned share one loaded model"
 
 
-def test_a_compare_turn_generates_each_side_once(sentiment_job: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Chat tab's compare mode: the fine-tuned answer streams, then the base one; two generations a turn
-    (not three), and without compare one."""
+def test_a_compare_turn_streams_both_sides_at_once(sentiment_job: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Chat tab's compare mode: base and fine-tuned answers grow together (one batched generate call, the
+    adapter on for one row and off for the other), each the very answer it gives alone; without compare one row.
+    A base that is not loaded yet is announced as a phase before it loads."""
     from trainer_backend import inference
     from trainer_backend.generation import GenerationSettings
+    from trainer_backend.model_cache import ModelCache
 
-    calls: list[bool] = []
-    real_stream = inference.ChatModel.stream
+    monkeypatch.setattr(inference, "MODELS", ModelCache(2, 1 << 40))  # empty: this turn has to load the base
+    batches: list[int] = []
+    real_generate = inference.ChatModel.stream_many
 
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("use_adapter", True))
-        return real_stream(self, *args, **kwargs)
+    def counted(self: Any, adapter: Any, asks: list, *args: Any, **kwargs: Any) -> Any:
+        batches.append(len(asks))
+        return real_generate(self, adapter, asks, *args, **kwargs)
 
-    monkeypatch.setattr(inference.ChatModel, "stream", counted)
+    monkeypatch.setattr(inference.ChatModel, "stream_many", counted)
     question = [{"role": "user", "content": "Review: The car is awful.\nSentiment?"}]
-    settings = GenerationSettings(max_new_tokens=8)
-    turn = list(inference.chat_turn(sentiment_job["job"], question, question, settings))
-    assert calls == [True, False], "one fine-tuned and one base generation"
+    base_question = [{"role": "user", "content": "Tell me about the chair."}]  # its own history: other length
+    settings = GenerationSettings(max_new_tokens=12, repetition_penalty=1.3)
+    phases: list[str] = []
+    turn = list(inference.chat_turn(sentiment_job["job"], question, base_question, settings, on_phase=phases.append))
+    assert phases == ["loading model", "answering"] and turn[0] == ("", ""), "the load is announced before it runs"
+    assert batches == [2], "one generation for both sides"
     tuned, base = turn[-1]
-    assert tuned == "negative" and base is not None and base != tuned
-    assert turn[0][1] is None, "the fine-tuned side streams first"
-    calls.clear()
-    alone = list(inference.chat_turn(sentiment_job["job"], question, None, settings))
-    assert calls == [True] and alone[-1] == ("negative", None)
+    assert tuned == "negative" and base and base != tuned
+    first_base = next(i for i, (_, b) in enumerate(turn) if b)
+    tuned_done = next(i for i, (t, _) in enumerate(turn) if t == tuned)
+    assert first_base <= tuned_done < len(turn) - 1, f"the base answers while the fine-tuned one does: {turn}"
+    chat, adapter = inference.load_chat(sentiment_job["job"])
+    alone = chat.generate(adapter, base_question, settings, use_adapter=False)
+    assert alone == base.strip(), "the padded batch row answers exactly as the base does alone"
+
+    batches.clear()
+    phases.clear()
+    single = list(inference.chat_turn(sentiment_job["job"], question, None, settings, on_phase=phases.append))
+    assert batches == [1] and single[-1] == ("negative", None) and phases == ["answering"], "loaded: no load phase"
 
 
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:

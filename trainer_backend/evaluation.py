@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from .job_files import EVAL_FILE, SPEC_FILE
 from .generation import EVALUATION, GenerationSettings
-from .inference import gpu_call, load_chat
+from .inference import Ask, gpu_call, load_chat
 from .rewards import normalise_text
 
 
@@ -65,6 +65,58 @@ class EvalReport:
         return asdict(self)
 
 
+# What each metric means, in one line, and which way is better (the Chat / Evaluate tab's table).
+METRICS: dict[str, tuple[str, bool, str]] = {  # name -> (label, higher is better, meaning)
+    "eval_loss": ("Loss", False, "how surprised the model is by the reference answers (mean cross-entropy per "
+                  "token)"),
+    "perplexity": ("Perplexity", False, "exp(loss): about how many tokens the model hesitates between at each step"),
+    "exact_match": ("Exact match", True, "answers equal to the reference, ignoring case, punctuation and articles"),
+    "rouge_l": ("ROUGE-L", True, "how much of the reference's wording the answer has, in order (0 to 1)"),
+    "contains_reference": ("Contains reference", True, "answers that contain the reference somewhere"),
+    "reward": ("Reward", True, "mean total reward of sampled answers, scored by the job's own reward functions"),
+}
+SHARES = {"exact_match", "contains_reference"}  # shown as percentages
+
+
+def _format(name: str, value: float) -> str:
+    if name in SHARES:
+        return f"{100 * value:.1f} %"
+    if name == "perplexity" and value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def metrics_table(report: EvalReport) -> list[dict[str, str]]:
+    """The report's metrics as people read them: rounded, with n (what each was measured on), which side is
+    better and by how much, and what the metric means."""
+    rows = []
+    generated = len(report.examples)
+    for name, tuned in report.fine_tuned.items():
+        base = report.base.get(name, float("nan"))
+        label, higher, meaning = METRICS.get(name, (name, True, ""))
+        if name.startswith("reward/"):
+            fn = name.split("/", 1)[1]
+            label, higher, meaning = f"Reward: {fn}", True, f"mean reward from {fn} alone"
+        shown_base, shown_tuned = _format(name, base), _format(name, tuned)
+        if shown_base == shown_tuned:
+            better = "same"
+        else:
+            winner = "fine-tuned" if (tuned > base) == higher else "base"
+            diff = abs(tuned - base)
+            if name in SHARES:
+                by = f"{100 * diff:.1f} points"
+            else:  # in the precision the values are shown in
+                by = f"{diff:,.0f}" if name == "perplexity" and max(tuned, base) >= 100 else f"{diff:.3f}"
+            better = f"{winner}, by {by}"
+        n = generated if name in METRICS and name not in ("eval_loss", "perplexity") else report.rows
+        if name.startswith("reward"):
+            n = report.rows
+        rows.append({"metric": label, "base": shown_base, "fine-tuned": shown_tuned, "better": better,
+                     "n": f"{n} {'prompt' if name.startswith('reward') else 'example'}{'s' if n != 1 else ''}",
+                     "meaning": f"{'higher' if higher else 'lower'} is better: {meaning}"})
+    return rows
+
+
 def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
     """PreparedData whose 'valid' split (or the given file as a whole) is what we evaluate on."""
     from .data import prepare_data
@@ -73,8 +125,8 @@ def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
 
     job_dir = adapter_path.parent
     if not (job_dir / SPEC_FILE).is_file():
-        raise FileNotFoundError(f"{job_dir}: no spec.yaml next to the adapter, so the training data is unknown; "
-                                "pass a data file to evaluate on")
+        raise FileNotFoundError("this adapter was not trained here (no spec.yaml beside it), so its held-out "
+                                "rows are unknown: give a data file to evaluate on")
     spec, _ = load_job_spec(job_dir / SPEC_FILE)
     if data_path:
         data = spec.data.model_copy(update={"path": data_path, "valid_split": None, "max_rows": None})
@@ -83,9 +135,9 @@ def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
     prepared = prepare_data(spec, tokenizer)
     split = prepared.train if data_path else prepared.valid
     if split is None or not split.stats.rows_valid:
-        raise ValueError("the job has no validation split to evaluate on; train with data.valid_split: auto (or a "
-                         "split name), or evaluate on a file: `python -m trainer_backend evaluate JOB --data FILE` "
-                         "or a file in the Chat / Evaluate tab")
+        raise ValueError("the job kept no validation split to evaluate on: give a data file (the Data file box in "
+                         "the Chat / Evaluate tab, or `python -m trainer_backend evaluate JOB --data FILE`), or "
+                         "train again with a validation split (data.valid_split: auto)")
     return split, tokenizer
 
 
@@ -118,7 +170,11 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
     caller's Hub token (access.hub_token) for a Hub adapter and its base."""
     from contextlib import nullcontext
 
+    if progress:
+        progress(0.0, "loading the model")
     chat, adapter = load_chat(ref, token)
+    if progress:
+        progress(0.0, "preparing the held-out data")
     split, _ = _load_eval_split(adapter.path, data_path)
     if "references" in split.columns:  # a GRPO job: its held-out prompts, scored by its own rewards
         report = evaluate_rewards(chat, adapter, split, max_examples, progress=progress)
@@ -139,9 +195,11 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
                     loss, counted = _mean_loss(chat.model, encoded["input_ids"], encoded["labels"])
             t = totals[side]
             t[0], t[1] = t[0] + loss, t[1] + counted
-            if pair:
-                rendered = example["prompt"] if adapter.meta.prompt_template else None
-                answer = chat.generate(adapter, pair[0], settings, use_adapter=use_adapter, prompt_text=rendered)
+        if pair:
+            rendered = example["prompt"] if adapter.meta.prompt_template else None
+            answers = _both_answers(chat, adapter, pair[0], rendered, settings)
+            for side, answer in zip(("base", "fine_tuned"), answers):
+                t = totals[side]
                 em = exact_match(answer, pair[1])
                 t[2] += em
                 t[3] += rouge_l(answer, pair[1])
@@ -149,7 +207,6 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
                 row[side] = answer
                 row[f"{side}_correct"] = em
                 row[f"{side}_failure"] = None if em else failure_kind(answer, pair[1])
-        if pair:
             row.update(prompt=pair[0][-1]["content"], reference=pair[1])
             report.examples.append(row)
         if progress:
@@ -162,6 +219,16 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
         setattr(report, side, metrics)
     _save(adapter.path.parent, report)
     return report
+
+
+def _both_answers(chat: Any, adapter: Any, messages: list[dict], rendered: Optional[str],
+                  settings: GenerationSettings) -> list[str]:
+    """(base answer, fine-tuned answer) to one prompt: one batch when the adapter allows it (the rows are the same
+    prompt, so no padding changes either answer), else one after the other."""
+    asks = [Ask(messages, use_adapter=False, prompt_text=rendered), Ask(messages, prompt_text=rendered)]
+    if chat.can_mix(adapter):
+        return chat.generate_many(adapter, asks, settings)
+    return [chat.generate_many(adapter, [a], settings)[0] for a in asks]
 
 
 def _save(job_dir: Path, report: EvalReport) -> None:

@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from .access import check_hub_read
 from .generation import GenerationSettings
@@ -196,54 +196,119 @@ class ChatModel:
         return sorted(ids), strings
 
     # ---- generation -------------------------------------------------------------------------------
-    def stream(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
-               system: Optional[str] = None, use_adapter: bool = True,
-               prompt_text: Optional[str] = None) -> Iterator[str]:
-        """Yield the answer so far, token by token, until end-of-turn or max_new_tokens."""
+    def can_mix(self, adapter: AdapterRef) -> bool:
+        """Whether one batch may hold rows with this adapter on and off (peft's mixed adapter batches; DoRA
+        adapters cannot)."""
+        config = getattr(self.model, "peft_config", {}).get(adapter.name)
+        return not getattr(config, "use_dora", False)
+
+    def stream_many(self, adapter: AdapterRef, asks: list["Ask"], settings: GenerationSettings,
+                    system: Optional[str] = None) -> Iterator[list[str]]:
+        """Every answer so far, all growing together, token by token, until each reaches end-of-turn or
+        max_new_tokens: one generate call over a left-padded batch whose rows have the adapter on or off (peft's
+        `adapter_names`, "__base__" for off), so the base and the fine-tuned model answer at the same time on one
+        loaded model, with no global adapter switch another request could see. A lone base row (or a DoRA
+        adapter, which cannot mix) runs with the adapter disabled instead."""
+        import queue
         from contextlib import nullcontext
 
-        from transformers import TextIteratorStreamer
+        import torch
 
         def run() -> None:
             try:
-                ctx = nullcontext() if use_adapter else self.model.disable_adapter()
-                with ctx:
+                off = len(asks) == 1 and not asks[0].use_adapter
+                with self.model.disable_adapter() if off else nullcontext():
                     self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
-                streamer.end()
+            finally:
+                snapshots.put(None)
 
         errors: list[BaseException] = []
+        snapshots: "queue.Queue[Optional[list[str]]]" = queue.Queue()
         with self.lock:
             self.activate(adapter)
             tok = self.tokenizers[adapter.name]
-            enc = self.prompt_ids(adapter, messages, system, prompt_text).to(self.model.device)
             stop_ids, stop_strings = self.stop_settings(adapter)
-            streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-            kwargs = dict(**enc, **settings.kwargs(), eos_token_id=stop_ids, pad_token_id=tok.pad_token_id,
-                          streamer=streamer)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else (stop_ids or [0])[0]
+            rows = [self.prompt_ids(adapter, a.messages, system, a.prompt_text)["input_ids"][0].tolist() for a in asks]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
+            kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask, **settings.kwargs(),
+                                          eos_token_id=stop_ids, pad_token_id=pad,
+                                          streamer=_RowsStreamer(tok, len(rows), stop_ids, snapshots))
+            if len(asks) > 1:
+                if not self.can_mix(adapter):
+                    raise ValueError("a DoRA adapter cannot answer beside the base in one batch")
+                kwargs["adapter_names"] = [adapter.name if a.use_adapter else "__base__" for a in asks]
             if stop_strings:
                 kwargs.update(stop_strings=stop_strings, tokenizer=tok)
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
-            text = ""
-            for piece in streamer:
-                text += piece
-                cut = next((text.index(s) for s in stop_strings if s in text), None)
-                if cut is not None:
-                    yield text[:cut]
-                    break
-                yield text
+            final: list[Optional[str]] = [None] * len(asks)  # a row cut at a stop string grows no more
+            while (texts := snapshots.get()) is not None:
+                for i, text in enumerate(texts):
+                    cut = next((text.index(s) for s in stop_strings if s in text), None)
+                    if cut is not None and final[i] is None:
+                        final[i] = text[:cut]
+                yield [f if f is not None else t for f, t in zip(final, texts)]
             worker.join()
         if errors:
             raise errors[0]
 
+    def stream(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
+               system: Optional[str] = None, use_adapter: bool = True,
+               prompt_text: Optional[str] = None) -> Iterator[str]:
+        """Yield the answer so far, token by token, until end-of-turn or max_new_tokens."""
+        for texts in self.stream_many(adapter, [Ask(messages, use_adapter, prompt_text)], settings, system):
+            yield texts[0]
+
+    def generate_many(self, adapter: AdapterRef, asks: list["Ask"], settings: GenerationSettings,
+                      system: Optional[str] = None) -> list[str]:
+        """Every answer, complete (one batch: stream_many)."""
+        answers = [""] * len(asks)
+        for answers in self.stream_many(adapter, asks, settings, system):
+            pass
+        return [a.strip() for a in answers]
+
     def generate(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
                  system: Optional[str] = None, use_adapter: bool = True, prompt_text: Optional[str] = None) -> str:
-        answer = ""
-        for answer in self.stream(adapter, messages, settings, system, use_adapter, prompt_text):
-            pass
-        return answer.strip()
+        return self.generate_many(adapter, [Ask(messages, use_adapter, prompt_text)], settings, system)[0]
+
+
+@dataclass
+class Ask:
+    """One row of a generation batch: the conversation (or the prompt already rendered) and which model answers."""
+    messages: list[dict]
+    use_adapter: bool = True
+    prompt_text: Optional[str] = None
+
+
+class _RowsStreamer:
+    """A generate() streamer for a batch: after each step, every row's answer so far (decoded without special
+    tokens; a row that reached a stop token takes no more) into `out`; None when generation ends."""
+
+    def __init__(self, tok: Any, rows: int, stop_ids: list[int], out: Any):
+        self.tok, self.stop, self.out = tok, set(stop_ids), out
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() hands over the prompt first
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row] or token in self.stop:
+                self.done[row] = True
+                continue
+            self.ids[row].append(token)
+        # a character split across tokens decodes to U+FFFD until its last byte arrives: hold it back till then
+        self.out.put([self.tok.decode(r, skip_special_tokens=True).rstrip("\ufffd") for r in self.ids])
+
+    def end(self) -> None:
+        self.out.put([self.tok.decode(r, skip_special_tokens=True) for r in self.ids])
 
 
 MAX_ADAPTERS_PER_MODEL = 8  # LoRA weights are small, but a public demo must not grow without end either
@@ -251,10 +316,15 @@ MAX_ADAPTERS_PER_MODEL = 8  # LoRA weights are small, but a public demo must not
 MODELS: ModelCache[ChatModel] = ModelCache(*limits_from_env())
 
 
-def load_chat(ref: str, token: HubToken = None) -> tuple[ChatModel, AdapterRef]:
+def is_loaded(adapter: AdapterRef) -> bool:
+    """Whether this adapter's base is loaded already (a chat turn answers without a load phase)."""
+    return adapter.load.model_dump_json() in MODELS.keys()
+
+
+def load_chat(ref: Union[str, AdapterRef], token: HubToken = None) -> tuple[ChatModel, AdapterRef]:
     """The cached base model for this adapter, with the adapter attached. `token`: the caller's (access.hub_token).
     On a Space a base another caller loaded is served only to a caller whose own token can read it too."""
-    adapter = resolve_adapter(ref, token)
+    adapter = ref if isinstance(ref, AdapterRef) else resolve_adapter(ref, token)
     load = adapter.load
     if not Path(load.base_model).expanduser().is_dir():  # a base another caller loaded: may this one read it?
         check_hub_read(load.base_model, "model", load.revision, token)
@@ -273,28 +343,42 @@ def chat_stream(ref: str, messages: list[dict], settings: Optional[GenerationSet
 @gpu_call
 def chat_turn(ref: str, messages: list[dict], base_messages: Optional[list[dict]],
               settings: Optional[GenerationSettings] = None, system: Optional[str] = None,
-              token: HubToken = None) -> Iterator[tuple[str, Optional[str]]]:
+              token: HubToken = None,
+              on_phase: Optional[Callable[[str], None]] = None) -> Iterator[tuple[str, Optional[str]]]:
     """One chat turn: (fine-tuned answer so far, base answer so far or None), streamed. With `base_messages`
-    (compare mode: the base model's own history) the base answers after the fine-tuned one; one generation
-    each, on one loaded model."""
-    chat, adapter = load_chat(ref, token)
+    (compare mode: the base model's own history) both answer at the same time, in one batch on one loaded model
+    (ChatModel.stream_many; a DoRA adapter answers first, then the base). `on_phase("loading model")` is called,
+    and ("", "" or None) yielded so a page can show it, before a base that is not loaded yet loads."""
+    adapter = resolve_adapter(ref, token)
+    compare_mode = base_messages is not None
+    if on_phase is not None and not is_loaded(adapter):
+        on_phase("loading model")
+        yield "", "" if compare_mode else None
+    chat, adapter = load_chat(adapter, token)
+    if on_phase is not None:
+        on_phase("answering")
     settings = settings or GenerationSettings()
+    asks = [Ask(messages)] + ([Ask(base_messages, use_adapter=False)] if base_messages is not None else [])
+    if len(asks) == 1 or chat.can_mix(adapter):
+        for texts in chat.stream_many(adapter, asks, settings, system):
+            yield texts[0], texts[1] if compare_mode else None
+        return
     tuned = ""
     for tuned in chat.stream(adapter, messages, settings, system):
-        yield tuned, None
-    if base_messages is None:
-        return
-    base = ""
-    for base in chat.stream(adapter, base_messages, settings, system, use_adapter=False):
+        yield tuned, ""
+    for base in chat.stream(adapter, asks[1].messages, settings, system, use_adapter=False):
         yield tuned, base
-    yield tuned, base
 
 
 @gpu_call
 def compare(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
             system: Optional[str] = None, token: HubToken = None) -> dict[str, str]:
-    """The same prompt answered by the base model (adapter disabled) and the fine-tuned one."""
+    """The same prompt answered by the base model (adapter disabled) and the fine-tuned one, in one batch when the
+    adapter allows it."""
     chat, adapter = load_chat(ref, token)
     settings = settings or GenerationSettings()
+    if chat.can_mix(adapter):
+        tuned, base = chat.generate_many(adapter, [Ask(messages), Ask(messages, use_adapter=False)], settings, system)
+        return {"base": base, "fine_tuned": tuned}
     return {"base": chat.generate(adapter, messages, settings, system, use_adapter=False),
             "fine_tuned": chat.generate(adapter, messages, settings, system, use_adapter=True)}

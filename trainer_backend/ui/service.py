@@ -344,11 +344,12 @@ class StudioService:
         return self.jobs.logs(job_id, tail)
 
     def finished_adapters(self) -> dict[str, str]:
-        """Finished jobs' adapters for the Chat tab: label -> job dir."""
+        """Finished jobs' adapters for the Chat tab, newest first: label (name · id, as the Jobs tab writes it)
+        -> job id (adapter_path turns it into the folder; the page never holds a server path)."""
         out = {}
         for job in self.jobs.list(status=JobStatus.SUCCEEDED):
             if has_trained_model(job.job_dir):
-                out[f"{job.name} ({job.id})"] = job.job_dir
+                out[f"{job.name} · {job.id}"] = job.id
         return out
 
     # ---- chat, compare, evaluate: through here like every other endpoint; the loaded bases are shared and
@@ -370,12 +371,15 @@ class StudioService:
         yield from chat_stream(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref))
 
     def chat_turn(self, ref: str, messages: list[dict], base_messages: Optional[list[dict]],
-                  settings: GenerationSettings, system: Optional[str] = None) -> Iterator[tuple[str, Optional[str]]]:
-        """(fine-tuned answer so far, base answer so far or None); the base answers only in compare mode."""
+                  settings: GenerationSettings, system: Optional[str] = None,
+                  on_phase: Optional[Callable[[str], None]] = None) -> Iterator[tuple[str, Optional[str]]]:
+        """(fine-tuned answer so far, base answer so far or None); the base answers only in compare mode, at the
+        same time as the fine-tuned model. on_phase("loading model") comes (with a ("", …) item to show it) before
+        a base that is not loaded yet loads (inference.chat_turn)."""
         from ..inference import chat_turn
 
         yield from chat_turn(self.adapter_path(ref), messages, base_messages, settings, system,
-                             token=demo_hub_token(ref))
+                             token=demo_hub_token(ref), on_phase=on_phase)
 
     def compare(self, ref: str, messages: list[dict], settings: GenerationSettings,
                 system: Optional[str] = None) -> dict[str, str]:
