@@ -55,10 +55,14 @@ class Walk:
         """Open a settings section (and its 'More' part) by its title, as a person would."""
         for sid in (f"#section-{group}", f"#section-{group}-more"):
             box = self.page.locator(sid)
-            if box.count() and box.locator("> button.label-wrap").is_visible() and \
-                    box.locator("> [data-testid=accordion-content]").first.is_hidden():
+            if not box.count():
+                continue
+            label = box.locator("> button.label-wrap")
+            label.wait_for(state="visible", timeout=10_000)  # an inner section appears once its outer one opened
+            if box.locator("> [data-testid=accordion-content]").first.is_hidden():
                 self.clicks += 1
-                box.locator("> button.label-wrap").click()
+                label.click()
+                box.locator("> [data-testid=accordion-content]").first.wait_for(state="visible", timeout=10_000)
 
     def type(self, field_id: str, value: str) -> None:
         box = self.page.locator(f"#{field_id} input, #{field_id} textarea").first

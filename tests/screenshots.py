@@ -23,10 +23,17 @@ def shoot(page, name: str, selector: str | None = None) -> Path:
     """Save `name`.png of the viewport (or of one element) to test-artifacts/, and to docs/ when asked."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    if selector:
-        page.locator(selector).screenshot(path=str(path))
-    else:
-        page.screenshot(path=str(path))
+    for attempt in (1, 2):  # a page busy drawing charts can miss Playwright's frame deadline once
+        try:
+            if selector:
+                page.locator(selector).screenshot(path=str(path), animations="disabled")
+            else:
+                page.screenshot(path=str(path), animations="disabled")
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; the second try raises
+            if attempt == 2:
+                raise
+            page.wait_for_timeout(2000)
     if os.environ.get(ENV):
         DOCS_DIR.mkdir(parents=True, exist_ok=True)
         (DOCS_DIR / path.name).write_bytes(path.read_bytes())
@@ -35,5 +42,6 @@ def shoot(page, name: str, selector: str | None = None) -> Path:
 
 if __name__ == "__main__":
     env = {**os.environ, ENV: "1"}
-    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(REPO / "tests" / "test_browser.py")],
+    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(REPO / "tests" / "test_browser.py"),
+                              str(REPO / "tests" / "test_browser_form.py")],
                              cwd=REPO, env=env))

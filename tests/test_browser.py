@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -148,25 +147,36 @@ def test_newcomer_walk_train_watch_chat_compare_evaluate(browser, app: AppServer
                            timeout=15_000)
     assert tab_names(page).count("Chat / Evaluate") == 1, tab_names(page)
     walk.tick("Compare with the base model (same weights, adapter off)")
-    sent = time.monotonic()
+    page.wait_for_selector("#chat-base", state="visible", timeout=10_000)
+    # What each pane shows, recorded in the page at every change (no round trip between a change and its record).
+    page.evaluate("""() => { window.panes = []; const t0 = performance.now();
+        const read = () => ['#chat-tuned', '#chat-base'].map(s => {
+            const bots = [...document.querySelectorAll(s + ' [data-testid=bot]')];
+            return [/capital of Peru/.test(document.querySelector(s).innerText),
+                    bots.length ? bots[bots.length - 1].innerText : ''];
+        });
+        window.chatObserver = new MutationObserver(() => window.panes.push([performance.now() - t0, read()]));
+        for (const s of ['#chat-tuned', '#chat-base']) window.chatObserver.observe(document.querySelector(s),
+            {subtree: true, childList: true, characterData: true}); }""")
     page.locator("#chat-input textarea").fill("What is the capital of Peru?")
     page.locator("#chat-input textarea").press("Enter")
-    page.wait_for_function("() => ['#chat-tuned', '#chat-base'].every(s => /capital of Peru/.test("
-                           "document.querySelector(s).innerText))", timeout=10_000)
-    shown_after = time.monotonic() - sent
-    samples = []
-    for _ in range(600):  # both panes' answers as they grow
-        lengths = page.evaluate("() => ['#chat-tuned', '#chat-base'].map(s => [...document.querySelectorAll("
-                                "s + ' [data-testid=bot]')].map(e => e.innerText.length).reduce((a, b) => a + b, 0))")
-        samples.append(lengths)
-        if not page.locator("#chat-tuned .generating, #chat-base .generating").count() and min(lengths) > 0:
-            break
-        page.wait_for_timeout(100)
-    assert shown_after < 5, f"the message showed {shown_after:.1f} s after Enter"
-    growing_together = [s for s in samples if 0 < s[0] and 0 < s[1]]
-    assert len(samples) > 1 and growing_together, f"both panes answer: {samples[-3:]}"
-    assert any(a[0] < b[0] and a[1] < b[1] for a, b in zip(samples, samples[1:])) or \
-        samples[0][0] * samples[0][1] > 0, f"the panes stream side by side: {samples[:20]}"
+    page.wait_for_function("() => window.panes.length && window.panes[window.panes.length - 1][1].every("
+                           "([asked, said]) => asked && said.length > 3 && !/^(…|⏳)/.test(said))", timeout=120_000)
+    page.wait_for_timeout(1500)  # the last streamed tokens
+    panes = page.evaluate("() => window.panes")
+    asked = next(t for t, (tuned, base) in panes if tuned[0] and base[0])
+    answered = [t for t, (tuned, base) in panes if tuned[1] and base[1] and not tuned[1].startswith(("…", "⏳"))]
+    assert answered and asked < answered[0], "the question shows in both panes before any answer"
+    final = panes[-1][1]
+    partial = [(t, tuned[1], base[1]) for t, (tuned, base) in panes
+               if 0 < len(tuned[1]) and 0 < len(base[1]) and tuned[1] != final[0][1] and base[1] != final[1][1]
+               and not tuned[1].startswith(("…", "⏳")) and not base[1].startswith(("…", "⏳"))]
+    first = {side: next((t for t, p in panes if p[i][1] and not p[i][1].startswith(("…", "⏳"))), None)
+             for i, side in enumerate(("tuned", "base"))}
+    print(f"\nchat: question shown {asked:.0f} ms after the first change; first tokens {first}; "
+          f"{len(partial)} moments with both answers part-way")
+    assert first["base"] is not None and first["tuned"] is not None
+    assert abs(first["base"] - first["tuned"]) < 1000 or partial, f"the panes do not stream together: {first}"
     page.wait_for_timeout(1000)
     shoot(page, "chat-compare")
 
@@ -190,7 +200,7 @@ def test_newcomer_walk_train_watch_chat_compare_evaluate(browser, app: AppServer
 
 def test_newcomer_walk_on_a_phone(browser, app: AppServer) -> None:
     """The same walk at 390 px: nothing runs off the side, every step is reachable; it starts, shows its first
-    step, and a stop asked for is drawn as a stop, not a failure."""
+    step, and the finished job's next steps (Chat with it, Evaluate) fit the screen and lead to its adapter."""
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
     walk = Walk(page, app)
     walk_to_start(walk, "phone")
@@ -201,11 +211,13 @@ def test_newcomer_walk_on_a_phone(browser, app: AppServer) -> None:
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"the page is {overflow} px wider than the phone"
     shoot(page, "job-running-phone")
-    walk.click("#job-stop")
-    page.wait_for_function("() => /stop/i.test(document.querySelector('#job-progress').innerText) && "
-                           "!document.querySelector('#job-progress .ls-progress[data-status=failed]')",
-                           timeout=60_000)
-    page.wait_for_timeout(1000)
-    assert not page.locator("#job-progress .ls-progress[data-status=failed]").count()
+    page.wait_for_selector(SUCCEEDED, timeout=180_000)
+    for button in ("#job-chat", "#job-evaluate"):  # the next steps, within the phone's width
+        box = page.locator(button).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 391, (button, box)
+    walk.click("#job-chat")
+    page.wait_for_function("() => /capitals-walk/.test(document.querySelector('#adapter-select input').value)",
+                           timeout=15_000)
+    shoot(page, "chat-phone")
     assert tab_names(page).count("Chat / Evaluate") == 1
     page.close()

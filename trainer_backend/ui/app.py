@@ -93,7 +93,7 @@ def build_app(manager: Any = None) -> gr.Blocks:
             with gr.Tabs() as tabs:
                 train = build_train_tab(service)
                 jobs = build_jobs_tab(service)
-                build_chat_tab(service)
+                chat = build_chat_tab(service)
         welcome = gr.Markdown(welcome_markdown() if on_space() else "", visible=on_space(), elem_id="welcome")
         register_api(service)
 
@@ -123,6 +123,18 @@ def build_app(manager: Any = None) -> gr.Blocks:
                                     train["job_started"], tabs, api_visibility="private").then(
             select_job, [train["job_started"], *select_inputs], select_outputs, api_visibility="private",
             show_progress="hidden").then(None, js=jobs["refit_js"])
+        # A trained job's next steps: its own adapter picked in the Chat tab (the button's js opens the tab), and
+        # for Evaluate the evaluation box opened.
+        def open_in_chat(job_id: Optional[str]) -> tuple:
+            choices = [[label, ref] for label, ref in service.finished_adapters().items()]
+            if not job_id or job_id not in {ref for _, ref in choices}:
+                return gr.skip(), gr.skip()
+            return gr.update(choices=choices, value=job_id), choices
+
+        picked = (open_in_chat, jobs["job_select"], [chat["adapter"], chat["listed"]])
+        jobs["chat"].click(*picked, api_visibility="private")
+        jobs["evaluate"].click(*picked, api_visibility="private").then(
+            lambda: gr.update(open=True), None, chat["evaluate"], api_visibility="private")
         on_dataset, d_in, d_out = train["on_dataset"]
         demo.load(on_dataset, d_in, d_out, api_visibility="private")
     demo.queue(default_concurrency_limit=8)

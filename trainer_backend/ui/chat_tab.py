@@ -37,7 +37,7 @@ def _slider(name: str, step: float, label: str) -> gr.Slider:
     return gr.Slider(low, high, GenerationSettings.model_fields[name].default, step=step, label=label)
 
 
-def build_chat_tab(service: StudioService) -> None:
+def build_chat_tab(service: StudioService) -> dict[str, Any]:
     tabs = gr.context.Context.block  # the gr.Tabs this tab joins (see _tab_items_first)
     with gr.Tab("Chat / Evaluate", id="chat"):
         gr.HTML(f"<style>{CSS}</style>", padding=False)
@@ -60,7 +60,7 @@ def build_chat_tab(service: StudioService) -> None:
         with gr.Row():
             undo_btn = gr.Button("Undo")
             clear_btn = gr.Button("Clear")
-        with gr.Accordion("Evaluate on held-out data", open=False):
+        with gr.Accordion("Evaluate on held-out data", open=False, elem_id="evaluate-box") as eval_box:
             with gr.Row():
                 eval_file = gr.File(label="Data file (default: the job's validation split)")
                 eval_max = gr.Number(50, label="Max examples (1 to 10,000)", precision=0, elem_id="eval-max")
@@ -150,6 +150,8 @@ def build_chat_tab(service: StudioService) -> None:
     eval_btn.click(run_eval, [adapter, eval_file, eval_max, listed],
                    [eval_summary, eval_metrics, eval_state, eval_rows], **PRIVATE)
     wrong_only.change(_rows_update, [eval_state, wrong_only], eval_rows, **PRIVATE)
+    # For app.py: a trained job's "Chat with it" / "Evaluate" pick its adapter here (and open Evaluate).
+    return {"adapter": adapter, "listed": listed, "evaluate": eval_box}
 
 
 def _tab_items_first(tabs: Any) -> None:
