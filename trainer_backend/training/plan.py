@@ -282,7 +282,7 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
                       f"{hardware} at ${price:.2f}/h (Spaces list price; check the current one)")
     if trainer_info(spec.training.trainer).rows == "prompts" and probe_steps <= 0:
         notes.append("the time leaves out generating the completions, which usually takes most of a GRPO step: "
-                     "a probe (a few real steps) measures it")
+                     "run a probe (a few real steps) to measure it")
     fits = None
     if capacity_gib and on_gpu:
         peak = memory["peak"].value

@@ -30,13 +30,6 @@ EVENTS_STREAM_MAX_SECONDS = 3600.0  # a /job_events stream ends after this; the 
 # Pollers of one job within this many seconds share one answer: 20 clients polling every second then cost
 # about two reads of the job store per second instead of twenty, while the job trains on the same cores.
 STATUS_CACHE_SECONDS = 0.5
-# Mapping fields that matter for each data format (the Train tab shows only these; the rest stay hidden).
-FORMAT_MAPPING_ROLES = {
-    "text": ("text",), "alpaca": ("prompt", "input", "response", "system"),
-    "qa": ("prompt", "input", "response", "system"), "messages": ("messages", "system"),
-    "sharegpt": ("messages", "system"), "preference": ("prompt", "chosen", "rejected", "margin", "system"),
-    "tokenized": (),
-}
 
 
 def example_datasets() -> dict[str, str]:
@@ -129,9 +122,13 @@ class StudioService:
         with the caller's own token."""
         from ..model_info import estimate_fit
 
-        base = check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "model.base_model",
-                                 hint=model_folder_hint(self.data_dir))  # the very refusal Check data would give
-        return self.calm(estimate_fit(base, quantization or "none").markdown())
+        return self.calm(estimate_fit(self._model_folder(base_model), quantization or "none").markdown())
+
+    def _model_folder(self, base_model: str) -> str:
+        """A base model the client named: a Hub id, or a local folder only inside their roots or the app's models
+        folder — the very refusal Check data would give (UnsafePath, naming where models may live)."""
+        return check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "model.base_model",
+                                 hint=model_folder_hint(self.data_dir))
 
     def preset(self, name: str, trainer: str, base_model: str) -> Any:
         """Settings a preset proposes (training/presets.py) for this model on this machine: a PresetChoice."""
@@ -141,9 +138,7 @@ class StudioService:
         if base_model == TINY_DEMO:
             return choose(name, trainer, None, tiny=True)
         try:
-            base = check_client_path(base_model, [*self.client_roots(), self.data_dir / "models"], "model.base_model",
-                                     hint=model_folder_hint(self.data_dir))
-            fit = estimate_fit(base, "none")
+            fit = estimate_fit(self._model_folder(base_model), "none")
         except ValueError:  # a folder this caller may not name: Check data says so; the preset needs no size
             fit = None
         return choose(name, trainer, fit)
@@ -396,12 +391,6 @@ class StudioService:
         data_path = self.client_path(data_path, "evaluation data") if data_path else None
         return evaluate(self.adapter_path(ref), data_path, max_examples, settings, progress=progress,
                         token=hub_token())
-
-
-def mapping_roles(data_format: Optional[str], all_roles: list[str]) -> list[str]:
-    """The column-mapping fields worth showing for a format (every field when the format is unknown)."""
-    roles = FORMAT_MAPPING_ROLES.get(data_format or "")
-    return list(all_roles) if roles is None else [r for r in all_roles if r in roles]
 
 
 def _cell(value: Any) -> str:

@@ -8,9 +8,16 @@ from typing import Any, Optional
 import gradio as gr
 
 from .gate import PRIVATE
-from .service import StudioService, mapping_roles
+from .service import StudioService
 from .train_form import MAPPING_ROLES, TrainForm, dataset_source
 
+# Mapping fields that matter for each data format (the Train tab shows only these; the rest stay hidden).
+FORMAT_MAPPING_ROLES = {
+    "text": ("text",), "alpaca": ("prompt", "input", "response", "system"),
+    "qa": ("prompt", "input", "response", "system"), "messages": ("messages", "system"),
+    "sharegpt": ("messages", "system"), "preference": ("prompt", "chosen", "rejected", "margin", "system"),
+    "tokenized": (),
+}
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".ndjson"]
 
 
@@ -78,3 +85,9 @@ def build_data_step(service: StudioService, samples: dict[str, str]) -> DataStep
                                elem_id=f"map-{role}", min_width=140) for role in MAPPING_ROLES]
     all_mappings = gr.Checkbox(False, label="Show every column-mapping field (not only the format's)")
     return DataStep(service, samples, sample, upload, hub_id, detected, preview, mapping, all_mappings)
+
+
+def mapping_roles(data_format: Optional[str], all_roles: list[str]) -> list[str]:
+    """The column-mapping fields worth showing for a format (every field when the format is unknown)."""
+    roles = FORMAT_MAPPING_ROLES.get(data_format or "")
+    return list(all_roles) if roles is None else [r for r in all_roles if r in roles]
