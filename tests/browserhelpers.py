@@ -17,7 +17,7 @@ RUNNING = "#job-progress .ls-progress[data-status=running]"
 SUCCEEDED = "#job-progress .ls-progress[data-status=succeeded]"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test does)")
     if CHROMIUM is None:
@@ -30,7 +30,7 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
     server = AppServer(tmp_path_factory.mktemp("browser") / "data")
     yield server

@@ -68,26 +68,27 @@ def _args(form: TrainForm, **changed: object) -> tuple:
 
 def test_a_check_result_is_withdrawn_once_the_form_changes(form: TrainForm) -> None:
     out = form.refresh(None, None, None, *_args(form))
-    state = out[6]
+    state = out[TrainForm.WIDGETS_AT - 3]
     checked = planned = state.spec_text  # what a check and a plan were shown for
     same = form.refresh(state, checked, planned, *_args(form))
     assert same[3] == gr.skip() and same[4] == gr.skip(), "nothing changed: the results stand"
     changed = form.refresh(state, checked, planned, *_args(form, **{"lengths.block_size": 128}))
-    assert changed[3] == STALE and changed[4] == "" and changed[5] == ""  # message, plan, report
-    assert changed[7] is None and changed[8] is None, "the stale results are forgotten"
+    assert changed[3] == STALE and changed[4] == "" and changed[5] == changed[6] == ""  # message, plan, report
+    assert changed[7] == {"__type__": "update", "open": False}, "the stale report is closed"
+    assert changed[9] is None and changed[10] is None, "the stale results are forgotten"
 
 
 def test_a_wrong_field_gets_its_error_beside_it_and_loses_it_when_fixed(form: TrainForm) -> None:
     keys = [f.key for f in form.fields]
     index = keys.index("lengths.block_size")
     bad = form.refresh(None, None, None, *_args(form, **{"lengths.block_size": 3}))
-    update = bad[9 + index]
+    update = bad[TrainForm.WIDGETS_AT + index]
     assert update["info"].startswith("⚠️ must be at least 8") and update["elem_classes"] == ["field-invalid"]
-    assert form.problems(bad[6]) == ["**Sequence length (tokens)** (`lengths.block_size`): must be at least 8"]
-    fixed = form.refresh(bad[6], None, None, *_args(form, **{"lengths.block_size": 64}))
-    assert fixed[9 + index]["elem_classes"] == [] and "⚠️" not in fixed[9 + index]["info"]
+    assert form.problems(bad[TrainForm.WIDGETS_AT - 3]) == ["**Sequence length (tokens)** (`lengths.block_size`): must be at least 8"]
+    fixed = form.refresh(bad[TrainForm.WIDGETS_AT - 3], None, None, *_args(form, **{"lengths.block_size": 64}))
+    assert fixed[TrainForm.WIDGETS_AT + index]["elem_classes"] == [] and "⚠️" not in fixed[TrainForm.WIDGETS_AT + index]["info"]
     untouched = keys.index("lora.r")
-    assert fixed[9 + untouched] == gr.skip(), "widgets whose state did not change are not re-rendered"
+    assert fixed[TrainForm.WIDGETS_AT + untouched] == gr.skip(), "widgets whose state did not change are not re-rendered"
 
 
 def test_a_preset_says_what_it_changed(form: TrainForm) -> None:

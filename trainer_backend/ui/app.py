@@ -106,11 +106,12 @@ def build_app(manager: Any = None) -> gr.Blocks:
             except PermissionError as exc:
                 member, allowed, reason = False, False, str(exc)
             if allowed:
-                text = f"🔓 {reason}"
+                text = f"**Access:** {reason}"
             elif member:  # a member on ZeroGPU hardware: everything but training
-                text = f"🔒 {reason}"
+                text = f"**Access (limited):** {reason}"
             else:
-                text = f"🔒 {reason}. [Duplicate this Space]({duplicate_url()})" if on_space() else f"🔒 {reason}"
+                duplicate = f". [Duplicate this Space]({duplicate_url()})" if on_space() else ""
+                text = f"**Access (limited):** {reason}{duplicate}"
             return text, gr.update(visible=member), gr.update(visible=not member)
 
         demo.load(who, None, [access_md, workspace, welcome], api_visibility="private", show_progress="hidden")

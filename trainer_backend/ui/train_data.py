@@ -77,7 +77,7 @@ def build_data_step(service: StudioService, samples: dict[str, str]) -> DataStep
         hub_id = gr.Textbox(label="...or a Hub dataset id", placeholder="HuggingFaceH4/no_robots", scale=2,
                             info="Press Enter to read it.", elem_id="hub-dataset")
     detected = gr.Markdown(elem_id="detected-format")
-    preview = gr.Dataframe(label="Preview (first rows)", wrap=True, max_height=260, elem_id="preview")
+    preview = gr.Dataframe(label="Preview (first rows)", wrap=True, max_height=200, elem_id="preview")
     gr.Markdown("**Column mapping**: which column plays which part (filled in from the detected format).",
                 elem_id="column-mapping-title")
     with gr.Row(elem_id="column-mapping"):

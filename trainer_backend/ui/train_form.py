@@ -80,6 +80,10 @@ class TrainForm:
         raw = values_to_raw(self.fields, values, raw)
         return raw, reward_table.apply_trainer_sections(raw, rewards)
 
+    # refresh() returns: preview, CLI line, rewards problem, message, plan, report, sample string, report box, the
+    # FormState, `checked`, `planned`, then one update per widget (from WIDGETS_AT on).
+    WIDGETS_AT = 11
+
     def refresh(self, state: Optional[FormState], checked: Optional[str], planned: Optional[str], *args: Any) -> tuple:
         """After any edit: the YAML preview, field errors beside their fields, fields that do not apply hidden,
         and a check result (message and report) or plan withdrawn once the form no longer says what it was for."""
@@ -94,7 +98,7 @@ class TrainForm:
         preview = f"# grpo.rewards left out: {problem}\n{text}" if problem else text
         return (preview, CLI_LINE, f"⚠️ {problem}" if problem else "",
                 STALE if stale_check else gr.skip(), "" if stale_plan else gr.skip(),
-                "" if stale_check else gr.skip(), new,
+                *(("", "", gr.update(open=False)) if stale_check else (gr.skip(),) * 3), new,
                 None if stale_check else gr.skip(), None if stale_plan else gr.skip(),
                 *widget_updates(self.fields, errors, old.errors, new.visible, old.visible))
 

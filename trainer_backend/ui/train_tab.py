@@ -114,7 +114,8 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
     form = TrainForm(base_model, data.sample, data.upload, data.hub_id, data.mapping, fields, rewards_df, samples,
                      TINY_DEMO)
     trainer = form.field("training.trainer").component
-    refreshed = [yaml_box, cli_box, rewards_msg, messages, plan_md, report_md, state, checked, planned, *form.widgets]
+    refreshed = [yaml_box, cli_box, rewards_msg, messages, plan_md, report_md, sample_text, report_box, state, checked,
+                 planned, *form.widgets]
     section_list = list(sections.values())
 
     def opened(st: FormState) -> list[Any]:
