@@ -107,14 +107,22 @@ def watch_first_step(walk: Walk) -> str:
     return f"{first_step:.1f}"
 
 
+def walk_to_first_step(page, app: AppServer, shot: str) -> Walk:
+    """The walk up to the first training step, with its clicks and seconds recorded (test-artifacts/)."""
+    walk = Walk(page, app)
+    walk_to_start(walk, shot)
+    first_step = watch_first_step(walk)
+    size = page.viewport_size
+    record = {"viewport": f"{size['width']}x{size['height']}", "clicks_to_first_step": walk.clicks,
+              "seconds_to_first_step": float(first_step)}
+    save_record(f"newcomer-walk-{size['width']}", record)
+    print(f"\nnewcomer walk at {size['width']} px: {record}")
+    return walk
+
+
 def test_newcomer_walk_train_watch_chat_compare_evaluate(browser, app: AppServer, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
-    walk = Walk(page, app)
-    walk_to_start(walk, "walk")
-    first_step = watch_first_step(walk)
-    record = {"viewport": "1440x900", "clicks_to_first_step": walk.clicks, "seconds_to_first_step": float(first_step)}
-    save_record("newcomer-walk-1440", record)
-    print(f"\nnewcomer walk at 1440 px: {record}")
+    walk = walk_to_first_step(page, app, "walk")
     page.wait_for_timeout(1500)
     shoot(page, "job-running")
 
@@ -206,12 +214,7 @@ def test_newcomer_walk_on_a_phone(browser, app: AppServer) -> None:
     """The same walk at 390 px: nothing runs off the side, every step is reachable; it starts, shows its first
     step, and the finished job's next steps (Chat with it, Evaluate) fit the screen and lead to its adapter."""
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
-    walk = Walk(page, app)
-    walk_to_start(walk, "phone")
-    first_step = watch_first_step(walk)
-    record = {"viewport": "390x844", "clicks_to_first_step": walk.clicks, "seconds_to_first_step": float(first_step)}
-    save_record("newcomer-walk-390", record)
-    print(f"\nnewcomer walk at 390 px: {record}")
+    walk = walk_to_first_step(page, app, "phone")
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"the page is {overflow} px wider than the phone"
     shoot(page, "job-running-phone")

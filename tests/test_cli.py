@@ -59,8 +59,10 @@ def test_train_real_file_adapter_loads_and_generates(relpath: str, detected: str
     job = tmp_path / "cli-run"  # AutoTrain's convention: ./<project_name>
     events = [json.loads(l) for l in (job / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
-    preparing = kinds[:kinds.index("start")]  # the data preparation's progress comes before step 0
-    assert preparing and set(preparing) == {"preparing"} and events[len(preparing) - 1]["progress"] == 1.0
+    before = events[:kinds.index("start")]  # the data preparation's progress and the run's phases come before step 0
+    assert {e["event"] for e in before} == {"preparing", "phase"}
+    assert [e["phase"] for e in before if e["event"] == "phase"] == ["preparing data", "loading model"]
+    assert [e for e in before if e["event"] == "preparing"][-1]["progress"] == 1.0
     assert kinds[-1] == "finished" and "eval" in kinds and "checkpoint" in kinds
     logs = [e for e in events if e["event"] == "log"]
     assert [e["step"] for e in logs] == [1, 2, 3, 4]

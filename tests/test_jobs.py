@@ -141,7 +141,7 @@ def test_submit_runs_to_success_then_continue_for_more_epochs(data_dir, jobs_tin
     done = jm.wait(job.id, timeout=WAIT)
     assert done.status == "succeeded" and done.exit_code == 0, (done.error, jm.logs(job.id))
     kinds = [e["event"] for e in events(done)]
-    assert set(kinds[:kinds.index("start")]) == {"preparing"} and "log" in kinds and kinds[-1] == "finished"
+    assert set(kinds[:kinds.index("start")]) == {"preparing", "phase"} and "log" in kinds and kinds[-1] == "finished"
     assert (Path(done.artifacts["adapter"]) / "adapter_config.json").exists() and done.metrics["train_loss"] > 0
     snap = jm.snapshot(job.id)
     assert snap.outcome == "finished" and snap.step == snap.total_steps == 4 and snap.percent == 100

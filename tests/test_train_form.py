@@ -91,6 +91,16 @@ def test_a_wrong_field_gets_its_error_beside_it_and_loses_it_when_fixed(form: Tr
     assert fixed[TrainForm.WIDGETS_AT + untouched] == gr.skip(), "widgets whose state did not change are not re-rendered"
 
 
+def test_check_plan_and_start_read_errors_from_the_text_they_act_on(form: TrainForm) -> None:
+    """The action reads the spec text the page shows: its own field errors, not a state an edit may have raced."""
+    bad = form.refresh(None, None, None, *_args(form, **{"lengths.block_size": 3}))[0]
+    assert form.problems(form.checked(bad, None)) == [
+        "**Sequence length (tokens)** (`lengths.block_size`): must be at least 8"]
+    good = form.refresh(None, None, None, *_args(form))[0]
+    assert form.problems(form.checked(good, None)) == []
+    assert form.problems(form.checked("model: [", None))[0].startswith("the spec is not valid YAML")
+
+
 def test_a_preset_says_what_it_changed(form: TrainForm) -> None:
     choice = choose("quick", "sft", None, tiny=True)
     lines = form.changes(choice.values, _args(form))

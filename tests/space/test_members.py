@@ -161,7 +161,7 @@ def test_member_cannot_name_other_files_through_any_event(space: dict) -> None:
     load_dep = next(d for d in config["dependencies"] if d["targets"] and d["targets"][0] == [loader, "upload"])
     filedata = {"path": owners_config, "meta": {"_type": "gradio.FileData"}, "orig_name": "owner-config.yaml"}
     attack(space, "member: Load config with the owner's uploaded config",
-           lambda: _refused_stream(_ui_event(space, TOKEN_OF[MEMBER], load_dep, [filedata])), "outside")
+           lambda: _ui_refusal(_ui_event(space, TOKEN_OF[MEMBER], load_dep, [filedata])), "outside")
     for name, ref in {"the owner's upload folder": str(space["owner_upload"].parent),
                       "the data dir": str(data), "/etc": "/etc"}.items():
         attack(space, f"member: chat with an 'adapter' in {name}",
@@ -304,7 +304,10 @@ def test_no_server_secret_reaches_a_client(space: dict) -> None:
 # dir and traversal; show_yaml / on_save only write the names into YAML text and open nothing.
 PATH_INPUT_TYPES = ("file", "uploadbutton")
 PATH_INPUT_LABELS = ("hub dataset id", "base model", "adapter", "spec (yaml or json)", "spec.yaml")
-OPENS_NOTHING = {"show_yaml", "on_save"}
+# Events that take the form (an upload, a path typed in a box) but open no file: the form's refresh (YAML preview,
+# field checks), a preset (a base model folder is confined like Check data's before its size is read), its undo,
+# Save config (writes the form as YAML), the Chat tab's adapter list (reads the adapter box only to keep a pick).
+OPENS_NOTHING = {"refresh", "apply_preset", "on_undo", "on_save", "adapters"}
 
 
 def _takes_a_path(config: dict, dependency: dict) -> bool:

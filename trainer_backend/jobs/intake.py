@@ -20,7 +20,7 @@ def validate_data(spec: JobSpec) -> Optional[tuple[str, ErrorDetails]]:
     try:  # on a copy: prepare_job fits settings to this machine (int4 -> none on a CPU), a check must not
         prepare_job(spec.model_copy(deep=True))  # change the job it checks (an HF Jobs GPU run keeps its QLoRA)
     except DataError as exc:
-        issues = [str(i) for i in exc.issues]
+        issues = exc.lines(file_name)  # one line per distinct problem, with its rows counted, not one per row
         return f"data validation failed: {issues[0] if issues else exc}", \
             ErrorDetails(kind="data", issues=issues, truncated=exc.truncated)
     except TrainerNotAvailable as exc:
@@ -86,3 +86,9 @@ def one_line(error: str, details: ErrorDetails) -> str:
 def bullets(message: str) -> list[str]:
     items = [ln.strip()[2:] for ln in message.splitlines() if ln.strip().startswith("- ")]
     return items or [message]
+
+
+def file_name(path: str) -> str:
+    """A data file as a job's error names it: its own name (an upload keeps its name in the store), not the
+    server's folders."""
+    return Path(path).name or path

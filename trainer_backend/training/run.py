@@ -85,8 +85,8 @@ def run_training(spec: JobSpec, echo: Optional[Echo] = None,
     try:
         return _run(spec, events, stop)
     except DataError as exc:
-        events.write(Failed(error="data validation failed", kind="data",
-                            issues=[str(i) for i in exc.issues], truncated=exc.truncated))
+        events.write(Failed(error="data validation failed", kind="data",  # one line per distinct problem
+                            issues=exc.lines(lambda path: Path(path).name or path), truncated=exc.truncated))
         raise
     except TrainerNotAvailable as exc:  # a setting this machine or the rewards cannot honour: no traceback
         events.write(Failed(error=str(exc), kind="spec"))

@@ -62,9 +62,12 @@ class DataStep:
         format_widget = form.field("data.format").component
         inputs = [self.sample, self.upload, self.hub_id, format_widget, self.all_mappings]
         outputs = [self.detected, self.preview, *self.mapping]
+        def on_dataset(sample: Optional[str], up: Any, hub: str, chosen: Optional[str], show_all: bool) -> tuple:
+            return self.read(sample, up, hub, chosen, show_all)
+
         gr.on([self.sample.change, self.upload.change, self.hub_id.submit, format_widget.input,
-               self.all_mappings.input], self.read, inputs, outputs, **PRIVATE)
-        self.on_load = (self.read, inputs, outputs)
+               self.all_mappings.input], on_dataset, inputs, outputs, **PRIVATE)
+        self.on_load = (on_dataset, inputs, outputs)
 
 
 def build_data_step(service: StudioService, samples: dict[str, str]) -> DataStep:

@@ -102,6 +102,21 @@ class TrainForm:
                 None if stale_check else gr.skip(), None if stale_plan else gr.skip(),
                 *widget_updates(self.fields, errors, old.errors, new.visible, old.visible))
 
+    def checked(self, spec_text: str, state: Optional[FormState], upload: Any = None) -> FormState:
+        """What Check / Plan / Start act on: the spec text the page shows (the YAML box, just refreshed), its field
+        errors read from that very text, and the rewards problem the form found. An upload sent with the spec is
+        its dataset (the service puts it in data.path), so a spec without a path is not missing one."""
+        try:
+            raw = yaml.safe_load(spec_text or "") or {}
+        except yaml.YAMLError as exc:
+            return FormState(spec_text, general=[f"the spec is not valid YAML: {exc}"])
+        if not isinstance(raw, dict):
+            return FormState(spec_text, general=["the spec must be a mapping of sections"])
+        if upload and isinstance(raw.get("data", {}), dict):
+            raw = {**raw, "data": {"path": "upload", **raw.get("data", {})}}
+        errors, general = field_errors(raw, self.keys)
+        return FormState(spec_text, errors, general, problem=state.problem if state else None)
+
     def problems(self, state: FormState) -> list[str]:
         """Everything that keeps the form from being a valid spec, one line each, fields by their label."""
         lines = [f"**{self.field(k).label}** (`{k}`): {msg}" for k, msg in state.errors.items()]

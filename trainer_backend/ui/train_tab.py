@@ -137,7 +137,8 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         except ValueError as exc:  # a local folder outside what this caller may name
             return f"⚠️ {service.calm(str(exc))}"
 
-    def on_report(st: FormState, up: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+    def on_report(spec_text: str, shown: FormState, up: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        st = form.checked(spec_text, shown, up)
         refused = refuse(st)
         if refused:
             return (refused, "", "", gr.update(open=False), None, *opened(st))
@@ -149,18 +150,21 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         return (_ok_message(out), rep.markdown(), rep.sample.rendered if rep.sample else "", gr.update(open=True),
                 st.spec_text, *opened(st))
 
-    def on_plan(st: FormState, up: Any, measure: bool, target: str) -> tuple:
+    def on_plan(spec_text: str, shown: FormState, up: Any, measure: bool, target: str) -> tuple:
+        st = form.checked(spec_text, shown, up)
         refused = refuse(st)
         if refused:
             return (refused, None, *opened(st))
         out = service.plan(st.spec_text, _path(up), probe_steps=3 if measure else 0, hardware=target or None)
         return (out["markdown"] if out["ok"] else _problems(out["errors"]), st.spec_text, *opened(st))
 
-    def on_start(st: FormState, up: Any, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
-                 oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> tuple:
+    def on_start(spec_text: str, shown: FormState, up: Any, request: gr.Request,
+                 profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None,
+                 progress: gr.Progress = gr.Progress()) -> tuple:
         from .api import _guard
 
         ident = _guard(request, profile, oauth_token)
+        st = form.checked(spec_text, shown, up)
         refused = refuse(st)
         if refused:
             return (refused, "", *opened(st))
@@ -174,7 +178,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         return (f"✅ Job **{out['job_id']}** queued — the Jobs tab follows it.", out["job_id"], *opened(st))
 
     def on_preset(name: str) -> Any:
-        def apply(*args: Any) -> tuple:
+        def apply_preset(*args: Any) -> tuple:
             base, trainer_name = args[0], form.split(args)[5][form.fields.index(form.field("training.trainer"))]
             choice = service.preset(name, trainer_name or "sft", base or TINY_DEMO)
             changed = form.changes(choice.values, args)
@@ -187,7 +191,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                     + "\n\nThe plan below shows memory and time for these settings. **Undo preset** puts the "
                       "previous values back.")
             return (*form.fill(choice.values, args), undo, text, gr.update(interactive=True))
-        return apply
+        return apply_preset
 
     def on_undo(undo: Optional[dict], *args: Any) -> tuple:
         if not undo:
@@ -214,18 +218,21 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
     trainer.change(lambda t: trainer_boxes(t), trainer, trainer_sections, **PRIVATE)
     # The form is re-read first, so that what is checked / planned / started is exactly what the page shows.
     report_btn.click(*refresh, **PRIVATE).then(
-        on_report, [state, data.upload], [messages, report_md, sample_text, report_box, checked, *section_list],
-        **PRIVATE)
+        on_report, [yaml_box, state, data.upload],
+        [messages, report_md, sample_text, report_box, checked, *section_list], **PRIVATE)
     plan_btn.click(*refresh, **PRIVATE).then(
-        on_plan, [state, data.upload, probe, hardware], [plan_md, planned, *section_list], **PRIVATE)
+        on_plan, [yaml_box, state, data.upload, probe, hardware], [plan_md, planned, *section_list], **PRIVATE)
     start_btn.click(*refresh, **PRIVATE).then(
-        on_start, [state, data.upload], [messages, job_started, *section_list], **PRIVATE)
+        on_start, [yaml_box, state, data.upload], [messages, job_started, *section_list], **PRIVATE)
     for name, btn in preset_btns.items():
         btn.click(on_preset(name), form.inputs, [*form.widgets, undo_values, preset_md, undo_btn], **PRIVATE).then(
-            *refresh, **PRIVATE).then(on_plan, [state, data.upload, probe, hardware], [plan_md, planned, *section_list],
-                                      **PRIVATE)
+            *refresh, **PRIVATE).then(on_plan, [yaml_box, state, data.upload, probe, hardware],
+                                      [plan_md, planned, *section_list], **PRIVATE)
     undo_btn.click(on_undo, [undo_values, *form.inputs], [*form.widgets, undo_values, preset_md, undo_btn], **PRIVATE)
-    save_btn.click(lambda *a: save_config(service, form, a), form.inputs, save_btn, **PRIVATE)
+    def on_save(*args: Any) -> str:
+        return save_config(service, form, args)
+
+    save_btn.click(on_save, form.inputs, save_btn, **PRIVATE)
     loaded = [base_model, *form.widgets, rewards_df, *trainer_sections, messages]
     load_btn.upload(on_load, load_btn, loaded, **PRIVATE)
     return {"job_started": job_started, "on_dataset": data.on_load}
