@@ -241,18 +241,21 @@ def _open(browser, app: AppServer, width: int = 1400) -> Walk:
     return Walk(page, app)
 
 
-def test_an_upload_shows_its_mapping_and_is_stored_once(browser, app: AppServer) -> None:
+def test_an_upload_shows_its_mapping_and_is_stored_once(browser, app: AppServer, tmp_path: Path) -> None:
     walk = _open(browser, app)
     page = walk.page
-    page.locator("#dataset-upload input[type=file]").set_input_files(str(REPO / "examples" / "capitals.jsonl"))
-    page.wait_for_selector("text=Detected format: messages", timeout=60_000)
+    pairs = tmp_path / "my pairs.jsonl"  # preference rows: another format than the sample's, so the page shows it
+    rows = (REPO / "tests" / "data" / "preference" / "orca_dpo_pairs_validation_flat.jsonl").read_text().splitlines()
+    pairs.write_text("\n".join(rows[:20]) + "\n")
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(pairs))
+    page.wait_for_selector("text=Detected format: preference", timeout=60_000)
     visible = {r for r in MAPPING_ROLES if page.locator(f"#map-{r}").is_visible()}
-    assert visible == {"messages", "system"}, visible
+    assert visible == {"prompt", "chosen", "rejected", "margin", "system"}, visible
     walk.click("#check-data")  # Check and Plan each read the upload: one stored copy of the one file
     page.wait_for_selector("text=Spec and data are valid", timeout=120_000)
     walk.click("#plan-job")
     page.wait_for_function("() => /peak memory/.test(document.querySelector('#plan').innerText)", timeout=120_000)
-    stored = [p for p in (app.data_dir / "uploads").rglob("capitals.jsonl")]
+    stored = [p for p in (app.data_dir / "uploads").rglob("*pairs.jsonl")]
     assert len(stored) == 1, stored
     assert not server_paths_in(visible_text(page), app)
     page.close()
@@ -299,7 +302,8 @@ def test_a_bad_config_leaves_the_form_as_it_was_and_undo_reverts_a_preset(browse
     message = text_of(page, "#train-messages")
     assert message.count("lengths.block_size") == 1 and "lora.r" in message and "unchanged" in message, message
     assert page.locator("#field-training-max-steps input").input_value() == "150", "a failed load changes nothing"
-    assert not page.locator(".field-invalid").count(), "no field turned red by a file that was not loaded"
+    red = page.eval_on_selector_all(".field-invalid", "els => els.map(e => e.id + ': ' + e.innerText.slice(0, 200))")
+    assert not red, f"no field turned red by a file that was not loaded: {red}"
     assert not page.get_by_text("Error", exact=True).count()
     walk.click("#preset-undo")
     page.wait_for_function("() => document.querySelector('#field-training-max-steps input').value === '-1'",

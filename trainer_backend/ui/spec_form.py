@@ -27,7 +27,8 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
     help_text = " ".join(t for t in (info.description or "", hint) if t) + f" · {key}"
     common: dict[str, Any] = {"label": label, "info": help_text,
                               "elem_id": "field-" + key.replace(".", "-").replace("_", "-"),
-                              "visible": applies(meta.get("when"), _defaults())}
+                              "elem_classes": classes(None, applies(meta.get("when"), _defaults())),
+                              "min_width": 160}  # a row of many fields wraps instead of squeezing one
     kind = "text"
     comp: Any
     if key in CHOICE_TEXT:  # a free value with usual choices (valid_split: none / auto / a split name)
@@ -58,6 +59,13 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
                      when=meta.get("when"), level=meta.get("ui", "advanced"))
 
 
+def classes(problem: Optional[str], applies: bool) -> list[str]:
+    """A field's CSS classes: red when wrong; hidden by CSS when it does not apply (not unmounted with
+    visible=False: Gradio 6 drops a value set on an unmounted component, so a preset filling eval_steps while it is
+    hidden would be lost)."""
+    return (["field-invalid"] if problem else []) + ([] if applies else ["field-na"])
+
+
 def _defaults() -> dict[str, Any]:
     """Every form field's spec default (what decides, as the page opens, which fields apply)."""
     return {k: None if i.is_required() else i.get_default(call_default_factory=True) for k, i, _ in spec_fields()}
@@ -82,11 +90,10 @@ def widget_updates(fields: list[FormField], errors: dict[str, str], shown_errors
     out: list[Any] = []
     for f in fields:
         update: dict[str, Any] = {}
-        if errors.get(f.key) != shown_errors.get(f.key):
-            problem = errors.get(f.key)
+        problem, applies = errors.get(f.key), visible.get(f.key, True)
+        if problem != shown_errors.get(f.key):
             update["info"] = f"⚠️ {problem} — {f.help}" if problem else f.help
-            update["elem_classes"] = ["field-invalid"] if problem else []
-        if visible.get(f.key, True) != shown_visible.get(f.key, True):
-            update["visible"] = visible.get(f.key, True)
+        if problem != shown_errors.get(f.key) or applies != shown_visible.get(f.key, True):
+            update["elem_classes"] = classes(problem, applies)
         out.append(gr.update(**update) if update else gr.skip())
     return out

@@ -33,6 +33,7 @@ CSS = """
 .step-title h3 { margin: 0.6em 0 0.1em; }
 .field-invalid { border-color: #dc2626 !important; box-shadow: inset 0 0 0 1px #dc2626; }
 .field-invalid .info-text, .field-invalid [data-testid="block-info"] { color: #b91c1c !important; }
+.field-na { display: none !important; }
 #preset-summary ul { margin-top: 0.2em; }
 """
 TRAINER_GROUPS = ("grpo", "kto")  # sections shown only while their trainer is chosen
@@ -106,7 +107,8 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                 save_btn = gr.DownloadButton("Save config")
                 load_btn = gr.UploadButton("Load config", file_types=[".yaml", ".yml", ".json"], elem_id="load-config")
         job_started = gr.Textbox(visible=False, elem_id="job-started")
-        state = gr.State(FormState(visible={f.key: f.component.visible for f in fields}))
+        applying = {f.key: "field-na" not in (f.component.elem_classes or []) for f in fields}
+        state = gr.State(FormState(visible=applying))
         checked = gr.State(None)  # the spec text the shown check result was for
         planned = gr.State(None)  # the spec text the shown plan was for
         undo_values = gr.State(None)  # the values a preset replaced, for Undo
