@@ -89,6 +89,17 @@ def spec_fields() -> tuple[tuple[str, FieldInfo, dict], ...]:
     return tuple(out + top)
 
 
+@lru_cache(maxsize=1)
+def _defaults() -> tuple[tuple[str, Any], ...]:
+    return tuple((k, None if i.is_required() else i.get_default(call_default_factory=True)) for k, i, _ in spec_fields())
+
+
+def spec_defaults() -> dict[str, Any]:
+    """Every form field's spec default (what decides which fields apply while the form leaves them empty); computed
+    once, a fresh dict per call."""
+    return dict(_defaults())
+
+
 def _number_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -179,8 +190,7 @@ def applies(when: Optional[str], values: dict[str, Any]) -> bool:
 def visibility(fields: list[FormField], values: list[Any]) -> dict[str, bool]:
     """Which fields apply to what is on screen now (defaults stand in for fields left empty)."""
     now = {f.key: spec_value(f, v) for f, v in zip(fields, values)}
-    defaults = {k: (None if i.is_required() else i.get_default(call_default_factory=True)) for k, i, _ in spec_fields()}
-    merged = {**defaults, **{k: v for k, v in now.items() if v is not None}}
+    merged = {**spec_defaults(), **{k: v for k, v in now.items() if v is not None}}
     return {f.key: applies(f.when, merged) for f in fields}
 
 

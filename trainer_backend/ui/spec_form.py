@@ -13,7 +13,8 @@ from typing import Any, Optional
 import gradio as gr
 from pydantic.fields import FieldInfo
 
-from .form_fields import CHOICE_TEXT, FormField, _number_text, _unwrap, applies, range_hint, spec_fields
+from .form_fields import (CHOICE_TEXT, FormField, _number_text, _unwrap, applies, range_hint, spec_defaults,
+                          spec_fields)
 
 __all__ = ["FormField", "build_fields", "widget_updates"]
 
@@ -27,7 +28,7 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
     help_text = " ".join(t for t in (info.description or "", hint) if t) + f" · {key}"
     common: dict[str, Any] = {"label": label, "info": help_text,
                               "elem_id": "field-" + key.replace(".", "-").replace("_", "-"),
-                              "elem_classes": classes(None, applies(meta.get("when"), _defaults())),
+                              "elem_classes": classes(None, applies(meta.get("when"), spec_defaults())),
                               "min_width": 160}  # a row of many fields wraps instead of squeezing one
     kind = "text"
     comp: Any
@@ -64,11 +65,6 @@ def classes(problem: Optional[str], applies: bool) -> list[str]:
     visible=False: Gradio 6 drops a value set on an unmounted component, so a preset filling eval_steps while it is
     hidden would be lost)."""
     return (["field-invalid"] if problem else []) + ([] if applies else ["field-na"])
-
-
-def _defaults() -> dict[str, Any]:
-    """Every form field's spec default (what decides, as the page opens, which fields apply)."""
-    return {k: None if i.is_required() else i.get_default(call_default_factory=True) for k, i, _ in spec_fields()}
 
 
 def build_fields(group: str, level: Optional[str] = None) -> list[FormField]:
