@@ -67,16 +67,21 @@ def classes(problem: Optional[str], applies: bool) -> list[str]:
     return (["field-invalid"] if problem else []) + ([] if applies else ["field-na"])
 
 
-def build_fields(group: str, level: Optional[str] = None) -> list[FormField]:
-    """Create the widgets of one form group (inside the caller's current Gradio layout), basic fields first;
-    `level` keeps only 'basic' or only the other fields."""
+def group_fields(group: str, level: Optional[str] = None) -> list[tuple[str, FieldInfo, dict]]:
+    """The spec fields of one form group, basic fields first; `level` keeps only 'basic' or only the other
+    fields."""
     chosen = [(k, i, m) for k, i, m in spec_fields() if m.get("group") == group]
     if level == "basic":
         chosen = [f for f in chosen if f[2].get("ui") in ("basic", "compute")]
     elif level is not None:
         chosen = [f for f in chosen if f[2].get("ui") not in ("basic", "compute")]
     chosen.sort(key=lambda f: f[2].get("ui") not in ("basic", "compute"))
-    return [_component(k, i, m) for k, i, m in chosen]
+    return chosen
+
+
+def build_fields(group: str, level: Optional[str] = None) -> list[FormField]:
+    """Create the widgets of one form group (inside the caller's current Gradio layout): group_fields' order."""
+    return [_component(k, i, m) for k, i, m in group_fields(group, level)]
 
 
 def widget_updates(fields: list[FormField], errors: dict[str, str], shown_errors: dict[str, str],

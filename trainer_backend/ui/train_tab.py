@@ -20,7 +20,7 @@ from ..training.presets import PRESETS
 from . import reward_table
 from .gate import PRIVATE
 from .service import TINY_DEMO, StudioService, example_datasets
-from .spec_form import build_fields
+from .spec_form import build_fields, group_fields
 from .train_data import build_data_step
 from .train_form import FormState, TrainForm
 from .train_io import load_config, save_config
@@ -92,8 +92,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
                                                label="Plan for hardware", elem_id="plan-hardware")
                 with gr.Row(equal_height=False):
                     fields += build_fields(group, "basic")
-                more = [k for k, _, m in _group_fields(group) if m.get("ui") not in ("basic", "compute")]
-                if more:
+                if group_fields(group, "advanced"):
                     with gr.Accordion(f"More {title.split(':')[0]} settings", open=False,
                                       elem_id=f"section-{group}-more") as inner:
                         with gr.Row(equal_height=False):
@@ -238,12 +237,6 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
     loaded = [base_model, *form.widgets, rewards_df, *trainer_sections, messages]
     load_btn.upload(on_load, load_btn, loaded, **PRIVATE)
     return {"job_started": job_started, "on_dataset": data.on_load}
-
-
-def _group_fields(group: str) -> list:
-    from .form_fields import spec_fields
-
-    return [f for f in spec_fields() if f[2].get("group") == group]
 
 
 def _rewards_editor() -> tuple[Any, Any]:
