@@ -74,9 +74,11 @@ def _fill_prompt_template(template: str, message: str) -> str:
 
 
 def encode_prompt(tok: Any, meta: AdapterMeta, messages: list[dict], system: Optional[str] = None,
-                  prompt_text: Optional[str] = None) -> Any:
+                  prompt_text: Optional[str] = None, tools: Optional[list[dict]] = None) -> Any:
     """The prompt's token ids ({input_ids, attention_mask}, batch of one) exactly as training rendered it: the
-    training prompt template (single turn), the chat template, or plain text (prompt_text: already rendered)."""
+    training prompt template (single turn), the chat template, or plain text (prompt_text: already rendered).
+    `tools`: the tool schemas the conversation may call (tool_calls.py's canonical shape), rendered by the chat
+    template's own tool support."""
     msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
     template = meta.single_turn_prompt()
     if prompt_text is not None:
@@ -86,7 +88,8 @@ def encode_prompt(tok: Any, meta: AdapterMeta, messages: list[dict], system: Opt
     elif meta.chat_template == "none" or not tok.chat_template:
         text = "\n\n".join(m["content"] for m in msgs) + "\n"
     else:
-        return tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        return tok.apply_chat_template(msgs, tools=tools or None, add_generation_prompt=True, return_tensors="pt",
+                                       return_dict=True)
     return tok(text, return_tensors="pt")
 
 
@@ -177,9 +180,9 @@ class ChatModel:
 
     # ---- prompting --------------------------------------------------------------------------------
     def prompt_ids(self, adapter: AdapterRef, messages: list[dict], system: Optional[str] = None,
-                   prompt_text: Optional[str] = None) -> Any:
+                   prompt_text: Optional[str] = None, tools: Optional[list[dict]] = None) -> Any:
         """Token ids of the prompt exactly as training rendered it (prompt_text: already rendered)."""
-        return encode_prompt(self.tokenizers[adapter.name], adapter.meta, messages, system, prompt_text)
+        return encode_prompt(self.tokenizers[adapter.name], adapter.meta, messages, system, prompt_text, tools)
 
     def stop_settings(self, adapter: AdapterRef) -> tuple[list[int], list[str]]:
         """Token ids and strings that end a turn: EOS, plus the template's end-of-turn marker."""
@@ -231,7 +234,8 @@ class ChatModel:
             tok = self.tokenizers[adapter.name]
             stop_ids, stop_strings = self.stop_settings(adapter)
             pad = tok.pad_token_id if tok.pad_token_id is not None else (stop_ids or [0])[0]
-            rows = [self.prompt_ids(adapter, a.messages, system, a.prompt_text)["input_ids"][0].tolist() for a in asks]
+            rows = [self.prompt_ids(adapter, a.messages, system, a.prompt_text, a.tools)["input_ids"][0].tolist()
+                    for a in asks]
             width = max(len(r) for r in rows)
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
@@ -283,6 +287,7 @@ class Ask:
     messages: list[dict]
     use_adapter: bool = True
     prompt_text: Optional[str] = None
+    tools: Optional[list[dict]] = None  # tool schemas the chat template renders (tool_calls.py's shape)
 
 
 class _RowsStreamer:
