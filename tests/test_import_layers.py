@@ -125,7 +125,7 @@ LAYERS = [
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",
-     "jobs"},
+     "evaluation_tools", "jobs"},
     {"cli", "cache_cli", "__main__", "ui"},                              # entry points
 ]
 

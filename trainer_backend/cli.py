@@ -236,15 +236,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from .evaluation import evaluate
+    from .evaluation import evaluate, metrics_table
 
     report = evaluate(args.adapter, args.data, args.max_examples, settings)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return EXIT_OK
     print(f"{report.rows} held-out rows")
-    for key in report.fine_tuned:
-        print(f"{key:<20} base {report.base[key]:10.4f}   fine-tuned {report.fine_tuned[key]:10.4f}")
+    for r in metrics_table(report):  # rounded, percentages for shares, n per metric, which side is better
+        print(f"{r['metric']:<22} base {r['base']:>9}  fine-tuned {r['fine-tuned']:>9}  {r['better']:<28} n {r['n']}")
     return EXIT_OK
 
 
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--prompt", help="answer one prompt and exit (default: interactive)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--compare", action="store_true", help="answer with the base model and the fine-tuned one")
-    ev = with_adapter("evaluate", "loss, perplexity, exact match and ROUGE-L: base vs fine-tuned")
+    ev = with_adapter("evaluate", "loss, perplexity, exact match, ROUGE-L or tool-call accuracy: base vs fine-tuned")
     ev.add_argument("--data", help="evaluate on this file instead of the job's validation split")
     ev.add_argument("--max-examples", type=int, default=50)
     ev.add_argument("--json", action="store_true")

@@ -1,7 +1,8 @@
 """Did it learn? Loss/perplexity and generation metrics for base vs fine-tuned on held-out data.
 
 Held-out data is the job's own validation split (re-derived from its spec, so exactly the rows training held
-out) or a file the user gives. Generation metrics need prompt -> reference rows (qa, alpaca, chat).
+out) or a file the user gives. Generation metrics need prompt -> reference rows (qa, alpaca, chat); a tool-calling
+job's rows (with tool schemas) are scored by function-call accuracy instead (evaluation_tools.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import evaluation_tools as tools_eval
 from .job_files import EVAL_FILE, SPEC_FILE
 from .generation import EVALUATION, GenerationSettings
 from .inference import Ask, gpu_call, load_chat
@@ -57,12 +59,30 @@ def failure_kind(prediction: str, reference: str) -> Optional[str]:
 @dataclass
 class EvalReport:
     rows: int
-    base: dict[str, float] = field(default_factory=dict)
-    fine_tuned: dict[str, float] = field(default_factory=dict)
+    base: dict[str, Optional[float]] = field(default_factory=dict)  # None: the metric applied to no row
+    fine_tuned: dict[str, Optional[float]] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # side -> metric -> n rows it was measured on
+    source: Optional[str] = None  # None: the job's held-out (validation) split; else the given file's name
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report, and its metrics table as people read it (what the API returns, evaluation.json keeps and
+        the model card shows)."""
+        return {**asdict(self), "table": metrics_table(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvalReport":
+        """A saved evaluation.json (older ones lack counts and source)."""
+        known = {k: data[k] for k in ("rows", "base", "fine_tuned", "examples", "counts", "source") if k in data}
+        return cls(**{"rows": 0, **known})
+
+    def n(self, side: str, name: str) -> int:
+        """Rows `name` was measured on for `side`."""
+        if name in self.counts.get(side, {}):
+            return self.counts[side][name]
+        if name.startswith("reward") or name in ("eval_loss", "perplexity") or name not in METRICS:
+            return self.rows
+        return len(self.examples)  # a generation metric of a report saved before counts were kept
 
 
 # What each metric means, in one line, and which way is better (the Chat / Evaluate tab's table).
@@ -75,11 +95,26 @@ METRICS: dict[str, tuple[str, bool, str]] = {  # name -> (label, higher is bette
     "contains_reference": ("Contains reference", True, "answers that contain the reference somewhere"),
     "reward": ("Reward", True, "mean total reward of sampled answers, scored by the job's own reward functions"),
 }
-SHARES = {"exact_match", "contains_reference"}  # shown as percentages
+SHARES = {"exact_match", "contains_reference"}  # shown as percentages (and every tool_* metric)
 
 
-def _format(name: str, value: float) -> str:
-    if name in SHARES:
+def _info(name: str) -> tuple[str, bool, str]:
+    if name.startswith("reward/"):
+        fn = name.split("/", 1)[1]
+        return f"Reward: {fn}", True, f"mean reward from {fn} alone"
+    if tools_eval.is_tool_metric(name):
+        return tools_eval.metric_info(name)
+    return METRICS.get(name, (name, True, ""))
+
+
+def is_share(name: str) -> bool:
+    return name in SHARES or tools_eval.is_tool_metric(name)
+
+
+def _format(name: str, value: Optional[float]) -> str:
+    if value is None or value != value:
+        return "—"
+    if is_share(name):
         return f"{100 * value:.1f} %"
     if name == "perplexity" and value >= 100:
         return f"{value:,.0f}"
@@ -90,29 +125,27 @@ def metrics_table(report: EvalReport) -> list[dict[str, str]]:
     """The report's metrics as people read them: rounded, with n (what each was measured on), which side is
     better and by how much, and what the metric means."""
     rows = []
-    generated = len(report.examples)
     for name, tuned in report.fine_tuned.items():
-        base = report.base.get(name, float("nan"))
-        label, higher, meaning = METRICS.get(name, (name, True, ""))
-        if name.startswith("reward/"):
-            fn = name.split("/", 1)[1]
-            label, higher, meaning = f"Reward: {fn}", True, f"mean reward from {fn} alone"
+        base = report.base.get(name)
+        label, higher, meaning = _info(name)
         shown_base, shown_tuned = _format(name, base), _format(name, tuned)
-        if shown_base == shown_tuned:
+        if base is None or tuned is None or "—" in (shown_base, shown_tuned):
+            better = "—"  # measured on one side only: nothing to compare
+        elif shown_base == shown_tuned:
             better = "same"
         else:
             winner = "fine-tuned" if (tuned > base) == higher else "base"
             diff = abs(tuned - base)
-            if name in SHARES:
+            if is_share(name):
                 by = f"{100 * diff:.1f} points"
             else:  # in the precision the values are shown in
                 by = f"{diff:,.0f}" if name == "perplexity" and max(tuned, base) >= 100 else f"{diff:.3f}"
             better = f"{winner}, by {by}"
-        n = generated if name in METRICS and name not in ("eval_loss", "perplexity") else report.rows
-        if name.startswith("reward"):
-            n = report.rows
-        rows.append({"metric": label, "base": shown_base, "fine-tuned": shown_tuned, "better": better,
-                     "n": f"{n} {'prompt' if name.startswith('reward') else 'example'}{'s' if n != 1 else ''}",
+        n_base, n_tuned = report.n("base", name), report.n("fine_tuned", name)
+        unit = "prompt" if name.startswith("reward") else "example"
+        n = f"{n_tuned} {unit}{'s' if n_tuned != 1 else ''}" if n_base == n_tuned else \
+            f"base {n_base}, fine-tuned {n_tuned} {unit}s"
+        rows.append({"metric": label, "base": shown_base, "fine-tuned": shown_tuned, "better": better, "n": n,
                      "meaning": f"{'higher' if higher else 'lower'} is better: {meaning}"})
     return rows
 
@@ -178,16 +211,20 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
     split, _ = _load_eval_split(adapter.path, data_path)
     if "references" in split.columns:  # a GRPO job: its held-out prompts, scored by its own rewards
         report = evaluate_rewards(chat, adapter, split, max_examples, progress=progress)
+        report.source = Path(data_path).name if data_path else None
         _save(adapter.path.parent, report)
         return report
     settings = settings or EVALUATION
     n = min(max_examples, len(split))
-    report = EvalReport(rows=n)
+    report = EvalReport(rows=n, source=Path(data_path).name if data_path else None)
     totals = {"base": [0.0, 0, 0, 0.0, 0], "fine_tuned": [0.0, 0, 0, 0.0, 0]}  # loss, tokens, em, rouge, contains
+    examples = [split.example(k) for k in range(n)]
+    tally = tools_eval.ToolTally() if tools_eval.is_tool_job(examples) else None
     for k in range(n):
-        example, encoded = split.example(k), split.row(k)
+        example, encoded = examples[k], split.row(k)
         row: dict[str, Any] = {}
-        pair = _prompt_and_reference(example)
+        pair = None if tally else _prompt_and_reference(example)
+        target = tools_eval.tool_target(example) if tally else None
         for side, use_adapter in (("base", False), ("fine_tuned", True)):
             with chat.lock:
                 chat.activate(adapter)
@@ -195,7 +232,10 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
                     loss, counted = _mean_loss(chat.model, encoded["input_ids"], encoded["labels"])
             t = totals[side]
             t[0], t[1] = t[0] + loss, t[1] + counted
-        if pair:
+        if tally and target:  # a tool-calling row: function-call accuracy of each side's answer
+            answers = _both_answers(chat, adapter, target.prompt, None, settings, target.tools)
+            report.examples.append(tally.add(target, answers))
+        elif pair:
             rendered = example["prompt"] if adapter.meta.prompt_template else None
             answers = _both_answers(chat, adapter, pair[0], rendered, settings)
             for side, answer in zip(("base", "fine_tuned"), answers):
@@ -212,20 +252,29 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
         if progress:
             progress((k + 1) / n, f"evaluated {k + 1}/{n}")
     for side, (loss, tokens, matched, rouge, contains) in totals.items():
-        metrics = {"eval_loss": loss / max(tokens, 1), "perplexity": math.exp(min(loss / max(tokens, 1), 50))}
-        if report.examples:
+        metrics: dict[str, Optional[float]] = {"eval_loss": loss / max(tokens, 1),
+                                               "perplexity": math.exp(min(loss / max(tokens, 1), 50))}
+        counts = {"eval_loss": n, "perplexity": n}
+        if tally:
+            tool_metrics, tool_counts = tally.metrics(side)
+            metrics.update(tool_metrics)
+            counts.update(tool_counts)
+        elif report.examples:
             m = len(report.examples)
             metrics.update(exact_match=matched / m, rouge_l=rouge / m, contains_reference=contains / m)
+            counts.update(exact_match=m, rouge_l=m, contains_reference=m)
         setattr(report, side, metrics)
+        report.counts[side] = counts
     _save(adapter.path.parent, report)
     return report
 
 
 def _both_answers(chat: Any, adapter: Any, messages: list[dict], rendered: Optional[str],
-                  settings: GenerationSettings) -> list[str]:
+                  settings: GenerationSettings, tools: Optional[list[dict]] = None) -> list[str]:
     """(base answer, fine-tuned answer) to one prompt: one batch when the adapter allows it (the rows are the same
-    prompt, so no padding changes either answer), else one after the other."""
-    asks = [Ask(messages, use_adapter=False, prompt_text=rendered), Ask(messages, prompt_text=rendered)]
+    prompt, so no padding changes either answer), else one after the other. `tools`: the schemas it may call."""
+    asks = [Ask(messages, use_adapter=False, prompt_text=rendered, tools=tools),
+            Ask(messages, prompt_text=rendered, tools=tools)]
     if chat.can_mix(adapter):
         return chat.generate_many(adapter, asks, settings)
     return [chat.generate_many(adapter, [a], settings)[0] for a in asks]

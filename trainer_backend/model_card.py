@@ -196,12 +196,28 @@ def _results(metrics: dict[str, Any]) -> list[str]:
 
 
 def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
-    """Base vs fine-tuned on held-out data (evaluation.json from the Evaluate tab / CLI); metrics only, no rows."""
+    """Base vs fine-tuned on held-out data (evaluation.json from the Evaluate tab / CLI): its metrics table as the
+    Evaluate tab showed it (rounded, percentages, n per metric); metrics only, no rows (they are user data)."""
+    from .evaluation_tools import is_tool_metric
+
     if not report or not report.get("fine_tuned"):
         return []
-    rows = [f"| {k} | {_fmt(report.get('base', {}).get(k))} | {_fmt(v)} |" for k, v in report["fine_tuned"].items()]
-    return ["## Evaluation", "", f"Held-out rows: {report.get('rows', '?')} (base model = same weights, adapter off).",
-            "", "| metric | base | fine-tuned |", "|---|---|---|", *rows, ""]
+    rows, source = report.get("rows", "?"), report.get("source")
+    if not report.get("table"):  # saved before evaluation.json kept its table
+        base = report.get("base", {})
+        table = [f"| {k} | {_fmt(base.get(k))} | {_fmt(v)} |" for k, v in report["fine_tuned"].items()]
+        return ["## Evaluation", "", f"Held-out rows: {rows} (base model = same weights, adapter off).", "",
+                "| metric | base | fine-tuned |", "|---|---|---|", *table, ""]
+    where = (f"{rows} rows of `{display_name(source)}`, a file given at evaluation (not the job's held-out split)"
+             if source else f"{rows} rows of the job's held-out validation split (rows training never saw)")
+    text = [f"Base vs fine-tuned on {where}; the base is the same weights with the adapter off."]
+    if any(is_tool_metric(k) for k in report["fine_tuned"]):
+        text.append("Tool calling: each conversation's last assistant turn is the target, answered with the "
+                    "conversation's tool schemas; each percentage is over n, the rows that metric applies to.")
+    table = [f"| {_cell(r['metric'])} | {_cell(r['base'])} | {_cell(r['fine-tuned'])} | {_cell(r['n'])} |"
+             for r in report["table"]]
+    return ["## Evaluation", "", " ".join(text), "", "| metric | base | fine-tuned | n |", "|---|---|---|---|",
+            *table, ""]
 
 
 def _data_section(spec: Optional[JobSpec], report: Optional[dict[str, Any]], meta: AdapterMeta) -> list[str]:
