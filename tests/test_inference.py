@@ -153,3 +153,44 @@ def test_metrics() -> None:
     assert failure_kind("", "a") == "empty"
     assert failure_kind("po po po po po po po po po po", "a") == "repetitive"
     assert failure_kind(" ".join(f"w{i}" for i in range(40)), "short answer") == "too_long"
+
+
+def test_tools_reach_every_prompt_of_chat_compare_and_stream(sentiment_job: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Chat tab's Tools box: chat_turn (both sides, one batch), compare and chat_stream render the tool schemas
+    with the chat template (here TRL's qwen2_5, put on the adapter's tokenizer), and a history's calls and results
+    too; without tools the prompt is as before."""
+    from trainer_backend import inference
+    from trainer_backend.data.vendor_templates import trl_vendor_templates
+    from trainer_backend.generation import GenerationSettings
+    from trainer_backend.tool_calls import normalize_tools
+
+    chat, adapter = inference.load_chat(sentiment_job["job"])
+    tok = chat.tokenizers[adapter.name]
+    monkeypatch.setattr(tok, "chat_template", trl_vendor_templates()["qwen2_5"])
+    prompts: list[str] = []
+    real_encode = inference.encode_prompt
+
+    def seen(*args: Any, **kwargs: Any) -> Any:
+        ids = real_encode(*args, **kwargs)
+        prompts.append(tok.decode(ids["input_ids"][0]))
+        return ids
+
+    monkeypatch.setattr(inference, "encode_prompt", seen)
+    tools = normalize_tools([{"name": "get_weather", "description": "Weather in a city",
+                              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}])
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    history = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+               {"role": "tool", "content": '{"temp_c": 21}', "name": "get_weather"}]
+    settings = GenerationSettings(max_new_tokens=4)
+    turn = list(inference.chat_turn(sentiment_job["job"], history, history[:1], settings, tools=tools))
+    assert turn and len(prompts) == 2, "both sides rendered"
+    assert all('"name": "get_weather"' in p and "<tools>" in p for p in prompts), prompts
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompts[0]
+    assert '<tool_response>\n{"temp_c": 21}\n</tool_response>' in prompts[0] and "<tool_response>" not in prompts[1]
+    prompts.clear()
+    inference.compare(sentiment_job["job"], history[:1], settings, tools=tools)
+    list(inference.chat_stream(sentiment_job["job"], history[:1], settings, tools=tools))
+    assert len(prompts) == 3 and all("<tools>" in p for p in prompts)
+    prompts.clear()
+    list(inference.chat_stream(sentiment_job["job"], history[:1], settings))
+    assert len(prompts) == 1 and "<tools>" not in prompts[0]

@@ -263,9 +263,9 @@ class ChatModel:
 
     def stream(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
                system: Optional[str] = None, use_adapter: bool = True,
-               prompt_text: Optional[str] = None) -> Iterator[str]:
+               prompt_text: Optional[str] = None, tools: Optional[list[dict]] = None) -> Iterator[str]:
         """Yield the answer so far, token by token, until end-of-turn or max_new_tokens."""
-        for texts in self.stream_many(adapter, [Ask(messages, use_adapter, prompt_text)], settings, system):
+        for texts in self.stream_many(adapter, [Ask(messages, use_adapter, prompt_text, tools)], settings, system):
             yield texts[0]
 
     def generate_many(self, adapter: AdapterRef, asks: list["Ask"], settings: GenerationSettings,
@@ -277,8 +277,9 @@ class ChatModel:
         return [a.strip() for a in answers]
 
     def generate(self, adapter: AdapterRef, messages: list[dict], settings: GenerationSettings,
-                 system: Optional[str] = None, use_adapter: bool = True, prompt_text: Optional[str] = None) -> str:
-        return self.generate_many(adapter, [Ask(messages, use_adapter, prompt_text)], settings, system)[0]
+                 system: Optional[str] = None, use_adapter: bool = True, prompt_text: Optional[str] = None,
+                 tools: Optional[list[dict]] = None) -> str:
+        return self.generate_many(adapter, [Ask(messages, use_adapter, prompt_text, tools)], settings, system)[0]
 
 
 @dataclass
@@ -340,20 +341,23 @@ def load_chat(ref: Union[str, AdapterRef], token: HubToken = None) -> tuple[Chat
 
 @gpu_call
 def chat_stream(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
-                system: Optional[str] = None, use_adapter: bool = True, token: HubToken = None) -> Iterator[str]:
+                system: Optional[str] = None, use_adapter: bool = True, token: HubToken = None,
+                tools: Optional[list[dict]] = None) -> Iterator[str]:
+    """The answer so far, token by token. `tools`: the tool schemas the chat template renders (tool_calls.py)."""
     chat, adapter = load_chat(ref, token)
-    yield from chat.stream(adapter, messages, settings or GenerationSettings(), system, use_adapter)
+    yield from chat.stream(adapter, messages, settings or GenerationSettings(), system, use_adapter, tools=tools)
 
 
 @gpu_call
 def chat_turn(ref: str, messages: list[dict], base_messages: Optional[list[dict]],
               settings: Optional[GenerationSettings] = None, system: Optional[str] = None,
-              token: HubToken = None,
-              on_phase: Optional[Callable[[str], None]] = None) -> Iterator[tuple[str, Optional[str]]]:
+              token: HubToken = None, on_phase: Optional[Callable[[str], None]] = None,
+              tools: Optional[list[dict]] = None) -> Iterator[tuple[str, Optional[str]]]:
     """One chat turn: (fine-tuned answer so far, base answer so far or None), streamed. With `base_messages`
     (compare mode: the base model's own history) both answer at the same time, in one batch on one loaded model
     (ChatModel.stream_many; a DoRA adapter answers first, then the base). `on_phase("loading model")` is called,
-    and ("", "" or None) yielded so a page can show it, before a base that is not loaded yet loads."""
+    and ("", "" or None) yielded so a page can show it, before a base that is not loaded yet loads. `tools`: the
+    tool schemas both sides may call (the chat template renders them; tool_calls.py's shape)."""
     adapter = resolve_adapter(ref, token)
     compare_mode = base_messages is not None
     if on_phase is not None and not is_loaded(adapter):
@@ -363,27 +367,30 @@ def chat_turn(ref: str, messages: list[dict], base_messages: Optional[list[dict]
     if on_phase is not None:
         on_phase("answering")
     settings = settings or GenerationSettings()
-    asks = [Ask(messages)] + ([Ask(base_messages, use_adapter=False)] if base_messages is not None else [])
+    asks = [Ask(messages, tools=tools)] + ([Ask(base_messages, use_adapter=False, tools=tools)]
+                                           if base_messages is not None else [])
     if len(asks) == 1 or chat.can_mix(adapter):
         for texts in chat.stream_many(adapter, asks, settings, system):
             yield texts[0], texts[1] if compare_mode else None
         return
     tuned = ""
-    for tuned in chat.stream(adapter, messages, settings, system):
+    for tuned in chat.stream(adapter, messages, settings, system, tools=tools):
         yield tuned, ""
-    for base in chat.stream(adapter, asks[1].messages, settings, system, use_adapter=False):
+    for base in chat.stream(adapter, asks[1].messages, settings, system, use_adapter=False, tools=tools):
         yield tuned, base
 
 
 @gpu_call
 def compare(ref: str, messages: list[dict], settings: Optional[GenerationSettings] = None,
-            system: Optional[str] = None, token: HubToken = None) -> dict[str, str]:
+            system: Optional[str] = None, token: HubToken = None,
+            tools: Optional[list[dict]] = None) -> dict[str, str]:
     """The same prompt answered by the base model (adapter disabled) and the fine-tuned one, in one batch when the
-    adapter allows it."""
+    adapter allows it. `tools`: the tool schemas both may call."""
     chat, adapter = load_chat(ref, token)
     settings = settings or GenerationSettings()
     if chat.can_mix(adapter):
-        tuned, base = chat.generate_many(adapter, [Ask(messages), Ask(messages, use_adapter=False)], settings, system)
+        tuned, base = chat.generate_many(adapter, [Ask(messages, tools=tools), Ask(messages, False, tools=tools)],
+                                         settings, system)
         return {"base": base, "fine_tuned": tuned}
-    return {"base": chat.generate(adapter, messages, settings, system, use_adapter=False),
-            "fine_tuned": chat.generate(adapter, messages, settings, system, use_adapter=True)}
+    return {"base": chat.generate(adapter, messages, settings, system, use_adapter=False, tools=tools),
+            "fine_tuned": chat.generate(adapter, messages, settings, system, use_adapter=True, tools=tools)}

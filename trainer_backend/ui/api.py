@@ -7,7 +7,7 @@ changes something checks the caller first (access.py).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import gradio as gr
 
@@ -149,12 +149,16 @@ def _register_inference_api(service: StudioService) -> None:
         except ValueError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    def visitor_turn(adapter: str, history: Any, message: Any, system: Any) -> Any:
+    def visitor_turn(adapter: str, history: Any, message: Any, system: Any, tools: Optional[list[dict]]) -> Any:
         """(context, messages). Members: no limits. Visitors: only the public demo's adapters, within its caps,
-        cheap checks before their turn is counted, the rendered prompt's within it (public_demo.py)."""
+        cheap checks before their turn is counted, the rendered prompt's within it (public_demo.py); no tools
+        (their schemas are not counted in that prompt)."""
         caller = current_caller()
         if is_member(caller):
             return contextlib.nullcontext(), list(history or []) + [{"role": "user", "content": message}]
+        if tools:
+            raise gr.Error("the public demo takes no tools: send tools=None (or duplicate the Space to try tool "
+                           "calls)", print_exception=False)
         caps = DemoCaps.from_env()
         try:
             messages = check_demo_request(adapter, _job_id(service, adapter), caps, history, message, system)
@@ -171,26 +175,33 @@ def _register_inference_api(service: StudioService) -> None:
     def chat(adapter: str, message: str, history: Optional[list[dict]] = None, system: str = "",
              temperature: float = DEFAULTS.temperature, top_p: float = DEFAULTS.top_p,
              max_new_tokens: int = DEFAULTS.max_new_tokens,
-             repetition_penalty: float = DEFAULTS.repetition_penalty) -> Iterator[str]:
-        """Streams the fine-tuned model's answer (adapter: job id, job folder or Hub repo id)."""
+             repetition_penalty: float = DEFAULTS.repetition_penalty,
+             tools: Union[str, list[dict], None] = None) -> Iterator[str]:
+        """Streams the fine-tuned model's answer (adapter: job id, job folder or Hub repo id). `tools`: the tool
+        schemas it may call (a list or its JSON text; OpenAI's {"type": "function", "function": {...}} or bare
+        {name, description, parameters}); history may hold assistant `tool_calls` and `tool` results. The answer
+        is the model's text, calls as it writes them (tool_calls.extract_calls reads them)."""
         gen = settings(temperature, top_p, max_new_tokens, repetition_penalty)
-        turn, messages = visitor_turn(adapter, history, message, system or "")
+        schemas = _tools(tools)
+        turn, messages = visitor_turn(adapter, history, message, system or "", schemas)
         try:
             with turn:
-                yield from service.chat(adapter, messages, gen, system or None)
+                yield from service.chat(adapter, messages, gen, system or None, schemas)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
     @gr.api(api_name="compare")
     @public  # visitors: the public demo only (visitor_turn)
     def compare(adapter: str, message: str, system: str = "", temperature: float = DEFAULTS.temperature,
-                max_new_tokens: int = DEFAULTS.max_new_tokens) -> dict:
-        """The same prompt answered by the base model and the fine-tuned one: {base, fine_tuned}."""
+                max_new_tokens: int = DEFAULTS.max_new_tokens, tools: Union[str, list[dict], None] = None) -> dict:
+        """The same prompt answered by the base model and the fine-tuned one: {base, fine_tuned}. `tools`: as
+        /chat's."""
         gen = settings(temperature, DEFAULTS.top_p, max_new_tokens, DEFAULTS.repetition_penalty)
-        turn, messages = visitor_turn(adapter, [], message, system or "")
+        schemas = _tools(tools)
+        turn, messages = visitor_turn(adapter, [], message, system or "", schemas)
         try:
             with turn:
-                return service.compare(adapter, messages, gen, system or None)
+                return service.compare(adapter, messages, gen, system or None, schemas)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
@@ -202,6 +213,17 @@ def _register_inference_api(service: StudioService) -> None:
                                   settings(EVALUATION.temperature, EVALUATION.top_p, max_new_tokens,
                                            EVALUATION.repetition_penalty))
         return report.to_dict()
+
+
+def _tools(value: Any) -> Optional[list[dict]]:
+    """A client's `tools` (a list of schemas or its JSON text) in the canonical shape; None for none."""
+    from ..tool_calls import ToolFormatError, normalize_tools
+
+    try:
+        return normalize_tools(value) or None
+    except ToolFormatError as exc:
+        raise gr.Error(f"tools: {exc.message}" + (f"; fix: {exc.fix}" if exc.fix else ""),
+                       print_exception=False) from None
 
 
 def _job_id(service: StudioService, ref: str) -> Optional[str]:

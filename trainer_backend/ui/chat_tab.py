@@ -12,6 +12,8 @@ import gradio as gr
 import pandas as pd
 
 from ..generation import EVALUATION, GenerationSettings, setting_range
+from ..tool_calls import ToolFormatError
+from . import chat_tools
 from .gate import PRIVATE
 from .service import StudioService
 
@@ -52,11 +54,20 @@ def build_chat_tab(service: StudioService) -> dict[str, Any]:
                 top_p = _slider("top_p", 0.01, "top-p")
                 max_new = _slider("max_new_tokens", 1, "max new tokens")
                 rep_pen = _slider("repetition_penalty", 0.05, "repetition penalty")
+        with gr.Accordion("Tools", open=False, elem_id="chat-tools") as tools_box:
+            tools = gr.Code(label="Tools: a JSON list of tool schemas", language="json", lines=6, max_lines=16,
+                            elem_id="chat-tools-json")
+            tools_note = gr.Markdown(chat_tools.TOOLS_HELP, elem_id="chat-tools-note")
         compare_mode = gr.Checkbox(False, label="Compare with the base model (same weights, adapter off)")
         with gr.Row():
             tuned_bot = gr.Chatbot(label="Fine-tuned (adapter on)", height=380, elem_id="chat-tuned")
             base_bot = gr.Chatbot(label="Base (adapter off)", height=380, visible=False, elem_id="chat-base")
+        tuned_said, base_said = gr.State([]), gr.State([])  # each pane's conversation, as the template reads it
         message = gr.Textbox(label="Message", placeholder="Ask something and press Enter", elem_id="chat-input")
+        with gr.Row(visible=False, elem_id="chat-tool-row") as tool_row:  # shown while a call waits for its result
+            tool_result = gr.Textbox(label="Tool result", elem_id="chat-tool-result", scale=4,
+                                     placeholder="Paste what the tool returned (JSON or text) and press Enter")
+            tool_send = gr.Button("Send tool result", elem_id="chat-tool-send", scale=1)
         with gr.Row():
             undo_btn = gr.Button("Undo")
             clear_btn = gr.Button("Clear")
@@ -88,36 +99,62 @@ def build_chat_tab(service: StudioService) -> dict[str, Any]:
         except ValueError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    def respond(ref: str, text: str, history: list, base_history: list, sys: str, t: float, p: float, n: float,
-                r: float, both: bool, shown: Any) -> Iterator[tuple]:
+    def respond(ref: str, text: str, result: str, history: list, base_history: list, sys: str, tools_text: Any,
+                t: float, p: float, n: float, r: float, both: bool, shown: Any) -> Iterator[tuple]:
+        """A message and/or a tool result sent: both panes answer it (outputs: the message and tool result boxes,
+        the two panes, their conversations, the Tools box's note and its accordion)."""
         if not ref:
             raise gr.Error("Pick an adapter first (the Adapter list above).", print_exception=False)
-        if not text.strip():
+        text, result = text or "", (result or "").strip()
+        if not text.strip() and not result:
+            return
+        try:
+            tool_list = chat_tools.read_tools(tools_text)
+        except ToolFormatError as exc:  # said under the box (opened), nothing generated, what was typed stays
+            yield (gr.skip(),) * 7 + (chat_tools.tools_problem(exc), gr.update(open=True))
             return
         gen = settings(t, p, n, r)
-        history = list(history or []) + [{"role": "user", "content": text}]
-        msgs = _conversation(history)
-        base_history = list(base_history or []) + [{"role": "user", "content": text}]
-        base_msgs = _conversation(base_history) if both else None
+        conversations = chat_tools.sent(history, base_history, text, result, both)
+        if conversations is None:  # a result, but no call waits for one (the box shows only while one does)
+            yield (gr.skip(),) * 7 + (chat_tools.NOTHING_WAITS, gr.skip())
+            return
+        history, base_history = conversations
+        note = chat_tools.tools_note(tools_text)
 
-        def panes(tuned: str, base: Optional[str]) -> tuple:
-            return ("", history + [_said(tuned)],
-                    base_history + [_said(base)] if both and base is not None else gr.skip())
+        def panes(tuned: Optional[str], base: Optional[str], done: bool = False) -> tuple:
+            """The outputs with each pane's answer so far (None: no answer this turn); done: the turn's end."""
+            said = [history + ([chat_tools.answer_message(tuned)] if tuned is not None else []),
+                    base_history + ([chat_tools.answer_message(base)] if both and base is not None else [])]
+            if done:
+                return ("", *_tool_box(said[0], said[1] if both else None), chat_tools.shown(said[0]),
+                        chat_tools.shown(said[1]) if both else gr.skip(), said[0], said[1], note, gr.skip())
+            bubbles = [chat_tools.shown(history) + [_said(tuned or "")],
+                       chat_tools.shown(base_history) + [_said(base or "")]]
+            return ("", gr.update(value=""), gr.update(visible=False), bubbles[0], bubbles[1] if both else gr.skip(),
+                    gr.skip(), gr.skip(), note, gr.skip())
 
+        if not text.strip() and chat_tools.waiting_label(history, base_history if both else None):
+            yield panes(None, None, done=True)  # more calls of that answer wait: the models go on when all have one
+            return
         yield panes(PHASES["answering"], PHASES["answering"])  # the question shows before anything loads
         phase: list[str] = []
         tuned: str = ""
         base: Optional[str] = ""
         try:
-            for tuned, base in service.chat_turn(ref, msgs, base_msgs, gen, sys or None, on_phase=phase.append):
+            for tuned, base in service.chat_turn(ref, chat_tools.for_model(history),
+                                                 chat_tools.for_model(base_history) if both else None, gen,
+                                                 sys or None, on_phase=phase.append, tools=tool_list):
                 waiting = PHASES.get(phase[-1], "…") if phase else "…"
                 yield panes(tuned or waiting, base or waiting)
         except Exception as exc:  # shown where the answer would be, in the user's names, never a server path
             problem = f"⚠️ No answer: {_calm(str(exc), _names(service, ref, shown))}"
-            yield panes(tuned or problem, base or problem)
+            tuned, base = tuned or problem, base or problem
+        yield panes(tuned, base, done=True)  # an answer's tool calls shown as calls, kept for the next turn
 
-    def undo(history: list, base_history: list) -> tuple[list, list]:
-        return (history or [])[:-2], (base_history or [])[:-2]
+    def undo(history: list, base_history: list) -> tuple:
+        history, base_history = chat_tools.undone(history), chat_tools.undone(base_history)
+        return (chat_tools.shown(history), chat_tools.shown(base_history), history, base_history,
+                *_tool_box(history, base_history))
 
     def run_eval(ref: str, file: Any, max_examples: Any, shown: Any,
                  progress: gr.Progress = gr.Progress()) -> tuple:
@@ -142,11 +179,15 @@ def build_chat_tab(service: StudioService) -> dict[str, Any]:
     page.load(adapters, [listed, adapter], adapter_out, show_progress="hidden", **PRIVATE)
     timer.tick(adapters, [listed, adapter], adapter_out, show_progress="hidden", **PRIVATE)
     compare_mode.change(lambda on: gr.update(visible=on), compare_mode, base_bot, **PRIVATE)
-    message.submit(respond, [adapter, message, tuned_bot, base_bot, system, temperature, top_p, max_new, rep_pen,
-                             compare_mode, listed], [message, tuned_bot, base_bot], show_progress="hidden",
-                   **PRIVATE)
-    undo_btn.click(undo, [tuned_bot, base_bot], [tuned_bot, base_bot], **PRIVATE)
-    clear_btn.click(lambda: ([], []), None, [tuned_bot, base_bot], **PRIVATE)
+    turn_in = [adapter, message, tool_result, tuned_said, base_said, system, tools, temperature, top_p, max_new,
+               rep_pen, compare_mode, listed]
+    turn_out = [message, tool_result, tool_row, tuned_bot, base_bot, tuned_said, base_said, tools_note, tools_box]
+    for send in (message.submit, tool_result.submit, tool_send.click):  # a tool result is the same turn
+        send(respond, turn_in, turn_out, show_progress="hidden", **PRIVATE)
+    tools.blur(chat_tools.tools_note, tools, tools_note, show_progress="hidden", **PRIVATE)
+    panes_out = [tuned_bot, base_bot, tuned_said, base_said, tool_result, tool_row]
+    undo_btn.click(undo, [tuned_said, base_said], panes_out, **PRIVATE)
+    clear_btn.click(lambda: ([], [], [], [], *_tool_box([], None)), None, panes_out, **PRIVATE)
     eval_btn.click(run_eval, [adapter, eval_file, eval_max, listed],
                    [eval_summary, eval_metrics, eval_state, eval_rows], **PRIVATE)
     wrong_only.change(_rows_update, [eval_state, wrong_only], eval_rows, **PRIVATE)
@@ -164,17 +205,10 @@ def _tab_items_first(tabs: Any) -> None:
         children.sort(key=lambda block: not isinstance(block, gr.Tab))  # stable: tabs keep their order
 
 
-def _conversation(history: list[dict]) -> list[dict]:
-    """The chat so far as plain {role, content} text messages. Gradio 6 hands earlier turns back with content as
-    a list of parts ({"type": "text", "text": ...}); an answer that failed (⚠️) is not part of the conversation."""
-    out = []
-    for m in history:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-        if isinstance(content, str) and not (m.get("role") == "assistant" and content.startswith("⚠️")):
-            out.append({"role": m["role"], "content": content})
-    return out
+def _tool_box(tuned: list[dict], base: Optional[list[dict]]) -> tuple[Any, Any]:
+    """(the Tool result box, its row): shown, naming the call, while a call waits for its result; emptied."""
+    waiting = chat_tools.waiting_label(tuned, base)
+    return gr.update(label=waiting or "Tool result", value=""), gr.update(visible=bool(waiting))
 
 
 def _said(text: str) -> dict[str, str]:

@@ -358,30 +358,32 @@ class StudioService:
         except (KeyError, ValueError):  # a trained adapter is only ever inside a job's folder here
             return check_client_path(ref, [self.jobs.jobs_dir] if on_space() else [self.data_dir], "adapter")
 
-    def chat(self, ref: str, messages: list[dict], settings: GenerationSettings,
-             system: Optional[str] = None) -> Iterator[str]:
-        """The fine-tuned model's answer so far, token by token."""
+    def chat(self, ref: str, messages: list[dict], settings: GenerationSettings, system: Optional[str] = None,
+             tools: Optional[list[dict]] = None) -> Iterator[str]:
+        """The fine-tuned model's answer so far, token by token (`tools`: schemas it may call, tool_calls.py)."""
         from ..inference import chat_stream
 
-        yield from chat_stream(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref))
+        yield from chat_stream(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref),
+                               tools=tools)
 
     def chat_turn(self, ref: str, messages: list[dict], base_messages: Optional[list[dict]],
                   settings: GenerationSettings, system: Optional[str] = None,
-                  on_phase: Optional[Callable[[str], None]] = None) -> Iterator[tuple[str, Optional[str]]]:
+                  on_phase: Optional[Callable[[str], None]] = None,
+                  tools: Optional[list[dict]] = None) -> Iterator[tuple[str, Optional[str]]]:
         """(fine-tuned answer so far, base answer so far or None); the base answers only in compare mode, at the
         same time as the fine-tuned model. on_phase("loading model") comes (with a ("", …) item to show it) before
         a base that is not loaded yet loads (inference.chat_turn)."""
         from ..inference import chat_turn
 
         yield from chat_turn(self.adapter_path(ref), messages, base_messages, settings, system,
-                             token=demo_hub_token(ref), on_phase=on_phase)
+                             token=demo_hub_token(ref), on_phase=on_phase, tools=tools)
 
-    def compare(self, ref: str, messages: list[dict], settings: GenerationSettings,
-                system: Optional[str] = None) -> dict[str, str]:
+    def compare(self, ref: str, messages: list[dict], settings: GenerationSettings, system: Optional[str] = None,
+                tools: Optional[list[dict]] = None) -> dict[str, str]:
         """{base, fine_tuned}: the same prompt answered with the adapter off and on (one loaded model)."""
         from ..inference import compare
 
-        return compare(self.adapter_path(ref), messages, settings, system, token=demo_hub_token(ref))
+        return compare(self.adapter_path(ref), messages, settings, system, demo_hub_token(ref), tools)
 
     def evaluate(self, ref: str, data_path: Optional[str], max_examples: int, settings: GenerationSettings,
                  progress: Optional[Callable[[float, str], None]] = None) -> Any:
