@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from trainer_backend.spec import AVAILABLE_TRAINERS, DATA_FORMATS, TRAINER_FORMATS
 
@@ -17,14 +18,14 @@ MAX_ROWS = 4
 LENGTHS = {"block_size": 256, "model_max_length": 512, "max_prompt_length": 128}  # preference prompts are long
 
 
-def _detect(path: Path) -> str:
-    from trainer_backend.data.formats import detect_format
+def _detect(path: Path) -> Any:
+    from trainer_backend.data.detection import detect_format
     from trainer_backend.data.issues import IssueCollector
     from trainer_backend.data.loading import load_split
     from trainer_backend.spec import ColumnMapping
 
     raw = load_split(str(path), "train", IssueCollector(5))
-    return detect_format(raw.columns, raw.rows[:50], "auto", ColumnMapping()).format
+    return detect_format(raw.columns, raw.rows[:50], "auto", ColumnMapping())
 
 
 def sample_files() -> dict[str, list[str]]:
@@ -32,7 +33,7 @@ def sample_files() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {f: [] for f in FORMATS}
     for path in sorted(REAL_DATA.rglob("*")):
         if path.is_file() and path.suffix in (".jsonl", ".json", ".csv", ".parquet", ".txt"):
-            found.setdefault(_detect(path), []).append(path.relative_to(REAL_DATA).as_posix())
+            found.setdefault(_detect(path).format, []).append(path.relative_to(REAL_DATA).as_posix())
     for fmt in GENERATED:
         found[fmt].append(f"generated:{fmt}")
     return found
@@ -80,8 +81,10 @@ HEADLINES = {"preference": "sample preference pair (", "feedback": "sample feedb
 
 
 def spec_for(trainer: str, data_path: Path, model: str, **training: object) -> dict:
+    # tool-calling samples need a template that renders tools: hermes (ChatML with Hermes-style tool calls)
+    template = "hermes" if data_path.suffix != ".txt" and _detect(data_path).tools else "chatml"
     spec = {"project_name": f"m-{trainer}", "model": {"base_model": model},
-            "data": {"path": str(data_path), "chat_template": "chatml", "max_rows": MAX_ROWS},
+            "data": {"path": str(data_path), "chat_template": template, "max_rows": MAX_ROWS},
             "lengths": dict(LENGTHS),
             "training": {"trainer": trainer, "max_steps": 2, "batch_size": 2, "gradient_accumulation": 1,
                          "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no", **training}}

@@ -33,19 +33,19 @@ def test_chatml_trains_assistant_turns_and_end_of_turn_only(tiny_tokenizer) -> N
     template = SHIPPED_TEMPLATES["chatml"].source
     ids, labels = _encode(tiny_tokenizer, {"messages": CONVO}, "messages", template)
     trained = _trained_text(tiny_tokenizer, ids, labels)
-    assert trained == "Hello!<|im_end|>4<|im_end|><|endoftext|>"
+    assert trained == "Hello!<|im_end|>4<|im_end|>"  # the template's end-of-turn, no EOS after it
     masked = _masked_text(tiny_tokenizer, ids, labels)
     assert "Be brief." in masked and "Hi there" in masked and "2+2?" in masked
     assert "<|im_start|>assistant\n" in masked  # the header is prompt, not target
 
 
 @pytest.mark.parametrize("name, trained", [
-    ("chatml", "Hello!<|im_end|>4<|im_end|><|endoftext|>"),
+    ("chatml", "Hello!<|im_end|>4<|im_end|>"),
     ("zephyr", "Hello!<|endoftext|>4<|endoftext|>"),      # the template itself ends turns with EOS
-    ("llama3", "Hello!<|eot_id|>4<|eot_id|><|endoftext|>"),
+    ("llama3", "Hello!<|eot_id|>4<|eot_id|>"),
     ("alpaca", "Hello!<|endoftext|>4<|endoftext|>"),
 ])
-def test_end_of_turn_trained_and_eos_exactly_once(tiny_tokenizer, name: str, trained: str) -> None:
+def test_trained_tokens_after_each_answer_are_exactly_the_templates_end_of_turn(tiny_tokenizer, name: str, trained: str) -> None:
     ids, labels = _encode(tiny_tokenizer, {"messages": CONVO}, "messages", SHIPPED_TEMPLATES[name].source)
     assert _trained_text(tiny_tokenizer, ids, labels) == trained
     eos = tiny_tokenizer.eos_token_id
@@ -119,7 +119,7 @@ def test_max_prompt_length_cuts_old_prompt_tokens_keeps_answer(tiny_tokenizer) -
     ids, labels = enc.input_ids[0], enc.labels[0]
     first = next(i for i, l in enumerate(labels) if l != IGNORE)
     assert first == 20 and enc.truncated == 0 or first == 20
-    assert _trained_text(tiny_tokenizer, ids, labels) == "the answer<|im_end|><|endoftext|>"
+    assert _trained_text(tiny_tokenizer, ids, labels) == "the answer<|im_end|>"
 
 
 def test_generic_trains_on_every_token(make_spec, tiny_tokenizer, real_data: Path) -> None:

@@ -108,7 +108,8 @@ def expected_trained(name: str, messages: list[dict], eos: str) -> str:
         pattern = spec["think"] if reasoning else spec.get("last", spec["turn"]) if last else spec["turn"]
         out.append(pattern.format(a=msg["content"], r=THINK))
     text = "".join(out)
-    return text if text.endswith(eos) else text + eos
+    # the template's own end-of-turn ends each answer; EOS follows only an answer the template leaves bare
+    return text + eos if text.rstrip().endswith(answers[-1]["content"].strip()) else text
 
 
 def test_every_vendor_template_has_expected_spans() -> None:

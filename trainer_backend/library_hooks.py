@@ -111,14 +111,14 @@ class DirectChatTemplate:
             type(m) is dict and _plain(m) and all(m.get(f) is None for f in fields) for m in messages)
 
     def render(self, messages: list[dict], add_generation_prompt: bool, specials: dict[str, str],
-               with_spans: bool = False) -> tuple[str, list[Span]]:
+               with_spans: bool = False, tools: Optional[list[dict]] = None) -> tuple[str, list[Span]]:
         """Template.render (or, with spans, transformers' tracked Template.generate) with the variables
         render_jinja_template passes: the context Template.new_context would make, with the globals merged once
         (a ChainMap merged per call was most of a short template's render time). Errors are raised as jinja
         raises them (with the template's own traceback)."""
         c = self.compiled
         env = c.environment
-        ctx = env.context_class(env, {**self.globals, "messages": messages, "tools": None, "documents": None,
+        ctx = env.context_class(env, {**self.globals, "messages": messages, "tools": tools, "documents": None,
                                       "add_generation_prompt": add_generation_prompt, **specials},
                                 c.name, c.blocks, globals=self.globals)
         if not with_spans:

@@ -24,8 +24,8 @@ from .trainer_registry import TRAINERS, trainer_info
 
 AVAILABLE_TRAINERS: set[str] = set(TRAINERS)
 ChatTemplateName = Literal[CHAT_TEMPLATES]  # type: ignore[valid-type]  # spec_values.py
-FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized", "prompt",
-                     "feedback"]  # = "auto" + trainer_registry.DATA_FORMATS (a test checks)
+FormatName = Literal["auto", "text", "alpaca", "qa", "messages", "sharegpt", "prompt_completion", "xlam", "preference",
+                     "tokenized", "prompt", "feedback"]  # = "auto" + trainer_registry.DATA_FORMATS (a test checks)
 # The data formats each trainer trains on (trainer_registry.py): the data check refuses the rest, and the command
 # matrix test (tests/test_command_matrix.py) gets one cell per trainer x format from here.
 TRAINER_FORMATS: dict[str, tuple[str, ...]] = {name: t.formats for name, t in TRAINERS.items()}
@@ -53,14 +53,18 @@ class ColumnMapping(_Section):
     """Which dataset column plays which role. Unset fields are filled by format detection."""
     text: Optional[str] = _f(None, "Column with plain text (text format).")
     prompt: Optional[str] = _f(None, "Instruction / question / prompt column.")
-    input: Optional[str] = _f(None, "Optional extra input column appended to the prompt (alpaca 'input').")
-    response: Optional[str] = _f(None, "Answer / output / completion column.")
+    input: Optional[str] = _f(None, "Context added to the prompt after a blank line (alpaca 'input', Dolly 'context', "
+                                    "SQuAD 'context', a passage or document).")
+    response: Optional[str] = _f(None, "Answer / output / completion column (xlam: the calls that answer). Any column "
+                                       "may be a nested field as a dotted path, e.g. answers.text.")
     messages: Optional[str] = _f(None, "Column holding a conversation (list of messages or a JSON string).")
     system: Optional[str] = _f(None, "Optional system prompt column.")
     chosen: Optional[str] = _f(None, "Preferred answer column (preference data).")
     rejected: Optional[str] = _f(None, "Rejected answer column (preference data).")
     margin: Optional[str] = _f(None, "Optional reward margin column (reward trainer).")
     label: Optional[str] = _f(None, "Thumbs-up/down column of feedback data (kto): true/false, 1/0, up/down, ...")
+    tools: Optional[str] = _f(None, "Column declaring the tools a row may call (tool calling): a list of {name, "
+                                    "description, parameters}, OpenAI's {type: function, function: {...}}, or JSON.")
     roles: dict[str, str] = _f({}, "Extra role names to map, e.g. {bot: assistant}. Targets: system/user/assistant.")
 
     @field_validator("roles")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-CHAT_TEMPLATES: tuple[str, ...] = ("tokenizer", "chatml", "zephyr", "llama3", "alpaca", "none")
+CHAT_TEMPLATES: tuple[str, ...] = ("tokenizer", "chatml", "hermes", "zephyr", "llama3", "alpaca", "none")
 OPTIMIZERS: tuple[str, ...] = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd",
                                "adafactor")
 SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts")

@@ -11,7 +11,8 @@ from typing import Literal
 
 # Formats of sequences to train on (sft, generic), and the two that only the trainers for them read: prompt-only rows
 # (grpo generates its own completions) and unpaired thumbs-up/down feedback (kto).
-SEQUENCE_FORMATS: tuple[str, ...] = ("text", "alpaca", "qa", "messages", "sharegpt", "preference", "tokenized")
+SEQUENCE_FORMATS: tuple[str, ...] = ("text", "alpaca", "qa", "messages", "sharegpt", "prompt_completion", "xlam",
+                                     "preference", "tokenized")
 DATA_FORMATS: tuple[str, ...] = SEQUENCE_FORMATS + ("prompt", "feedback")
 RowKind = Literal["sequences", "pairs", "feedback", "prompts"]
 
@@ -64,7 +65,8 @@ TRAINERS: dict[str, TrainerInfo] = {t.name: t for t in (
                 reference_model=True,
                 card_summary="Trained on unpaired thumbs-up / thumbs-down feedback: towards the liked answers, away "
                              "from the disliked ones (KTO)."),
-    TrainerInfo("grpo", "group relative policy optimisation", ("prompt", "alpaca", "qa", "messages", "sharegpt"),
+    TrainerInfo("grpo", "group relative policy optimisation", ("prompt", "alpaca", "qa", "messages", "sharegpt",
+                                                                 "prompt_completion", "xlam"),
                 rows="prompts", reference_model=True,
                 card_summary="Trained with reinforcement learning on its own completions, scored by reward functions "
                              "that check them (GRPO)."),

@@ -37,8 +37,8 @@ class RenderedChat:
 
 
 def render_template(tokenizer: Any, template: str, messages: list[dict], add_generation_prompt: bool = False,
-                    with_spans: bool = False) -> tuple[str, list[Span]]:
-    return ChatRenderer(tokenizer, template).render(messages, add_generation_prompt, with_spans)
+                    with_spans: bool = False, tools: Optional[list[dict]] = None) -> tuple[str, list[Span]]:
+    return ChatRenderer(tokenizer, template).render(messages, add_generation_prompt, with_spans, tools=tools)
 
 
 class ChatRenderer:
@@ -64,8 +64,10 @@ class ChatRenderer:
         return shaped, self.direct is not None and self.direct.accepts(shaped)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False, with_spans: bool = False,
-               direct: Optional[bool] = None) -> tuple[str, list[Span]]:
-        """`messages` raw (direct=None), or as `shape` gave them with its verdict (prefixes of them too)."""
+               direct: Optional[bool] = None, tools: Optional[list[dict]] = None) -> tuple[str, list[Span]]:
+        """`messages` raw (direct=None), or as `shape` gave them with its verdict (prefixes of them too). `tools`:
+        the tool schemas the template renders (tool calling); the direct path takes them as given, which is what
+        transformers' plain-JSON copy leaves of schemas read from data files."""
         if direct is None:
             messages, direct = self.shape(messages)
         if self.direct is None or not direct or (with_spans and not self.marked):  # (the latter: transformers warns)
@@ -73,18 +75,20 @@ class ChatRenderer:
 
             # annotated `-> str` in transformers, it returns (rendered chats, each one's generation spans)
             rendered, generated = cast("tuple[list[str], list[list[Span]]]", render_jinja_template(
-                [messages], chat_template=self.template, return_assistant_tokens_mask=with_spans,
-                add_generation_prompt=add_generation_prompt, **self.specials))
+                [messages], tools=tools or None, chat_template=self.template,
+                return_assistant_tokens_mask=with_spans, add_generation_prompt=add_generation_prompt, **self.specials))
             return rendered[0], (generated[0] if with_spans else [])
-        return self.direct.render(messages, add_generation_prompt, self.specials, with_spans)
+        return self.direct.render(messages, add_generation_prompt, self.specials, with_spans, tools or None)
 
 
-def render_chat(tokenizer: Any, template: str, messages: list[dict],
-                renderer: Optional[ChatRenderer] = None) -> RenderedChat:
+def render_chat(tokenizer: Any, template: str, messages: list[dict], renderer: Optional[ChatRenderer] = None,
+                tools: Optional[list[dict]] = None, train_from: int = 0) -> RenderedChat:
     """The conversation's text and the spans of assistant output the model is trained on (incl. end-of-turn).
-    `renderer`: one ChatRenderer of this tokenizer and template, reused over many conversations."""
+    `renderer`: one ChatRenderer of this tokenizer and template, reused over many conversations. `tools`: the
+    schemas the conversation may call (rendered, never trained). `train_from`: assistant turns before this message
+    index are context (a conversational prompt-completion's prompt)."""
     try:
-        return _render_chat(renderer or ChatRenderer(tokenizer, template), messages)
+        return _render_chat(renderer or ChatRenderer(tokenizer, template), messages, tools, train_from)
     except RowError:
         raise
     except Exception as exc:  # the template's raise_exception(): e.g. roles must alternate, no system role
@@ -93,19 +97,24 @@ def render_chat(tokenizer: Any, template: str, messages: list[dict],
                            "or pick another data.chat_template") from None
 
 
-def _render_chat(r: ChatRenderer, messages: list[dict]) -> RenderedChat:
+def _render_chat(r: ChatRenderer, messages: list[dict], tools: Optional[list[dict]] = None,
+                 train_from: int = 0) -> RenderedChat:
     marked = r.marked
     shaped, direct = r.shape(messages)
-    text, spans = r.render(shaped, with_spans=marked, direct=direct)
+    text, spans = r.render(shaped, with_spans=marked, direct=direct, tools=tools)
     spans = [(s, e) for s, e in spans if e > s]
-    turns = [_locate_turn(r, shaped, direct, messages[i], i, text, marked)
-             for i, m in enumerate(messages) if m["role"] == "assistant"]
+    positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    turns = [_locate_turn(r, shaped, direct, messages[i], i, text, marked, tools) for i in positions]
     own: list[Span] = []  # without markers: the spans found by growing prefixes
     history_turns = 0
     for k, turn in enumerate(turns):
         if turn is None:  # an opening assistant turn the template cannot render a prompt for: as marked
             continue
         header_start, start, turn_end, as_generated = turn
+        if positions[k] < train_from:  # part of the prompt: context, like the user's turns
+            next_start = next((t[0] for t in turns[k + 1:] if t is not None), len(text))
+            spans = [piece for span in spans for piece in _minus(span, (header_start, next_start))]
+            continue
         if not as_generated:
             history_turns += 1
             # the whole turn, up to where the next assistant turn's header starts, is context
@@ -116,21 +125,41 @@ def _render_chat(r: ChatRenderer, messages: list[dict]) -> RenderedChat:
         own.append((start, turn_end))
     # a separator after the end-of-turn marker is never generated (generation stops at the marker): not trained
     trained = [(s, s + len(text[s:e].rstrip())) for s, e in (spans if marked else own)]
-    return RenderedChat(text, [(s, e) for s, e in trained if e > s], history_turns)
+    trained = _without_trailing_eos(text, [(s, e) for s, e in trained if e > s], messages, r.specials["eos_token"])
+    return RenderedChat(text, trained, history_turns)
+
+
+def _without_trailing_eos(text: str, spans: list[Span], messages: list[dict], eos: str) -> list[Span]:
+    """Templates that close the conversation with EOS after the last turn's own end-of-turn marker (TRL's Phi-3
+    variants mark it as generated; Phi-3.5's EOS is its <|end|>, so it trains "<|end|>\n<|end|>"): the model stops
+    at the marker and never generates that EOS, so it is not trained. An EOS that is the marker itself (the answer
+    ends right before it: zephyr, DeepSeek) stays."""
+    if not eos or not spans or messages[-1]["role"] != "assistant":
+        return spans
+    s, e = spans[-1]
+    if not text[s:e].endswith(eos):
+        return spans
+    head = text[s:e - len(eos)].rstrip()
+    content = messages[-1].get("content")
+    if head:  # the marker and the EOS in one span
+        bare = isinstance(content, str) and content.strip() and head.endswith(content.strip())
+        return spans if bare else spans[:-1] + [(s, s + len(head))]
+    before = text[spans[-2][1]:s] if len(spans) > 1 else None
+    return spans[:-1] if before is not None and not before.strip() else spans
 
 
 def _locate_turn(r: ChatRenderer, shaped: list[dict], direct: bool, message: dict, i: int, text: str,
-                 marked: bool) -> Optional[tuple[int, int, int, bool]]:
+                 marked: bool, tools: Optional[list[dict]] = None) -> Optional[tuple[int, int, int, bool]]:
     """(header start, generation start, turn end, rendered as generated?) of assistant turn i, positions in text."""
     try:
-        prompt_end, _ = r.render(shaped[:i], direct=direct)
-        with_prompt, _ = r.render(shaped[:i], add_generation_prompt=True, direct=direct)
+        prompt_end, _ = r.render(shaped[:i], direct=direct, tools=tools)
+        with_prompt, _ = r.render(shaped[:i], add_generation_prompt=True, direct=direct, tools=tools)
     except Exception:  # noqa: BLE001 - e.g. a template that indexes messages[0] given none
         if i == 0 and marked:
             return None
         raise
     # the last turn renders as the whole conversation (rendered already)
-    upto = text if i + 1 == len(shaped) else r.render(shaped[: i + 1], direct=direct)[0]
+    upto = text if i + 1 == len(shaped) else r.render(shaped[: i + 1], direct=direct, tools=tools)[0]
     if not marked and not upto.startswith(with_prompt):
         raise RowError("the chat template's generation prompt is not how it renders an assistant turn, so what "
                        "the model generates cannot be located",

@@ -93,11 +93,16 @@ def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings,
     settings' chat template for this tokenizer, reused over a chunk."""
     eos = tokenizer.eos_token or ""
     history_turns = 0
+    chat_rendered, bare_answer = s.chat_template is not None and s.kind not in ("text", "template"), False
     if s.kind == "text":
         text, spans = example["text"], [(0, len(example["text"]))]
-    elif s.chat_template is not None and s.kind != "template":
-        chat = render_chat(tokenizer, s.chat_template, _as_messages(example), renderer)
+    elif chat_rendered:
+        assert s.chat_template is not None
+        messages = _as_messages(example)
+        chat = render_chat(tokenizer, s.chat_template, messages, renderer, example.get("tools"),
+                           example.get("train_from", 0))
         text, spans, history_turns = chat.text, chat.spans, chat.history_turns
+        bare_answer = _ends_bare(text, spans, messages)
     else:  # prompt/completion as plain text (prompt template, or chat_template: none)
         prompt, completion = example["prompt"], example["completion"]
         if example.get("system") and s.kind != "template":
@@ -108,13 +113,26 @@ def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings,
         text, spans = prompt + completion, [(len(prompt), len(prompt) + len(completion))]
     if not s.completion_only_loss or s.kind == "text":
         spans = [(0, len(text))]
-    if eos and not text.rstrip().endswith(eos):  # EOS exactly once, and trained, so generation stops
+    # Trained to stop: a chat template ends each answer with its own end-of-turn marker, which is trained and is
+    # what generation stops at; EOS is added only after an answer the template leaves bare. Plain text gets EOS
+    # exactly once.
+    if eos and (bare_answer if chat_rendered else not text.rstrip().endswith(eos)):
         spans = spans + [(len(text), len(text) + len(eos))]
         text += eos
     bos = getattr(tokenizer, "bos_token", None)
     if bos and s.chat_template is None and getattr(tokenizer, "add_bos_token", True) and not text.startswith(bos):
         text, spans = bos + text, [(a + len(bos), b + len(bos)) for a, b in spans]
     return text, spans, history_turns
+
+
+def _ends_bare(text: str, spans: list[tuple[int, int]], messages: list[dict]) -> bool:
+    """Whether the template put nothing of its own after the last answer (no end-of-turn marker to train)."""
+    last = messages[-1] if messages else {}
+    content = last.get("content") if last.get("role") == "assistant" else None
+    if not isinstance(content, str) or not content.strip():
+        return False
+    end = spans[-1][1] if spans else len(text)
+    return text[:end].rstrip().endswith(content.strip())
 
 
 def _flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

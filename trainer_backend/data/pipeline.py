@@ -23,13 +23,13 @@ from . import prepared_cache as cache
 from .assemble import Records, SplitLayout, layouts, length_warnings, no_usable_rows, split_notes
 from .encode import EncodeSettings
 from .fingerprint import file_states, prepared_key, tokenizer_digest
-from .formats import Detection, detect_format
+from .detection import Detection, detect_format
 from .issues import DataError, DataIssue, IssueCollector, RowError
 from .loading import SplitSource, columns_of, open_split
 from .prepared import PreparedData, SplitData, load_records, preload
 from .rl_rows import reference_columns, reference_readers
 from .progress import ProgressCallback, ProgressMeter, current_callback
-from .templates import choose_chat_template, end_of_turn
+from .templates import choose_chat_template, end_of_turn, renders_tools, tools_unrendered
 from .vendor_templates import TemplateChoice
 from .row_kinds import ChunkSetup, row_kind_for
 from .workers import ChunkResult, ChunkRunner, ChunkTask, default_num_proc
@@ -133,6 +133,8 @@ class _Preparation:
                 self._fail(DataIssue(exc.message, d.path, column=exc.column, fix=exc.fix),
                            drain=(train_rows, valid_rows))
         assert det is not None or d.prompt_template is not None
+        if det is not None and trainer_info(spec.training.trainer).rows == "prompts":
+            det.read_also(reference_columns(spec))  # the columns GRPO's rewards read are used
         kind = "template" if det is None else det.kind
         accepted = TRAINER_FORMATS[spec.training.trainer]
         if det is not None and det.format not in accepted:
@@ -202,6 +204,8 @@ class _Preparation:
                     eot = end_of_turn(tok, choice) if choice is not None else eot
                 except RowError as exc:
                     problems.append(DataIssue(exc.message, fix=exc.fix))
+        if det is not None and det.tools and choice is not None and not renders_tools(tok, choice.source):
+            problems.append(tools_unrendered(choice, d.path))
         if eot and choice and len(tok(eot, add_special_tokens=False, verbose=False)["input_ids"]) > 1:
             warning = DataIssue(
                 f"the end-of-turn marker {eot!r} is not a single token for this tokenizer; the model learns it as "

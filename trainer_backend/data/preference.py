@@ -50,13 +50,14 @@ def render_answers(prompt: list[dict], answers: list[list[dict]], tokenizer: Any
     return strip_added_bos(texts[0], tokenizer), [t if t.endswith(eos) else t + eos for t in texts[1:]]
 
 
-def render_prompt(prompt: list[dict], tokenizer: Any, template: Optional[str]) -> str:
+def render_prompt(prompt: list[dict], tokenizer: Any, template: Optional[str],
+                  tools: Optional[list[dict]] = None) -> str:
     """The text a model generates from for this prompt (the generation prompt included), as the trainer
-    tokenises it: what GRPO samples completions from, and what chat sends."""
+    tokenises it: what GRPO samples completions from, and what chat sends. `tools`: schemas the template renders."""
     if template is None:
         return strip_added_bos(_plain(prompt), tokenizer)
     try:
-        head, _ = render_template(tokenizer, template, prompt, add_generation_prompt=True)
+        head, _ = render_template(tokenizer, template, prompt, add_generation_prompt=True, tools=tools)
     except Exception as exc:  # the template's own raise_exception()
         raise RowError(f"chat template rejected the conversation: {exc}") from None
     return strip_added_bos(head, tokenizer)

@@ -18,7 +18,7 @@ import numpy as np
 from ..spec import JobSpec
 from . import prepared_cache
 from .encode import Encoded, render_masked
-from .formats import Detection
+from .detection import Detection
 from .issues import DataIssue
 from .report import (DatasetReport, FeedbackSample, FormatInfo, PreferenceSample, PromptSample, Sample, SplitReport,
                      TokenSample)

@@ -20,6 +20,16 @@ class FormatInfo(_Part):
     kind: Optional[str] = None  # the canonical shape the format normalises to (pair, messages, preference...)
     reason: str = ""
     mapping: dict[str, Any] = Field(default_factory=dict)
+    unused: list[dict[str, str]] = Field(default_factory=list)  # [{column, sample}]: not read by this format
+
+    def unused_lines(self) -> list[str]:
+        """One line per column the format does not read, with a sample value and how to use it."""
+        how = {"pair": "input adds it to the prompt after a blank line, system makes it the system prompt",
+               "prompt": "input adds it to the prompt after a blank line, or a reward can read it",
+               "messages": "system makes it the system prompt, tools declares the tools a row may call"}.get(
+            self.kind or "", "pick the role it plays")
+        return [f"column '{u['column']}' is not used (e.g. {u['sample']!r}); to use it, map it in Column mapping "
+                f"(data.column_mapping: {how})" for u in self.unused]
 
 
 class TokenStats(_Part):
@@ -168,6 +178,7 @@ class DatasetReport(_Part):
         if self.chat_template_source:
             lines.append(f"template text: {self.chat_template_source}")
         lines.append(f"block size:    {self.block_size}  packing: {self.packing}")
+        lines += [f"not used:      {line}" for line in self.format.unused_lines()]
         for name, s in self.splits.items():
             line = f"split {name:<6} rows read {s.rows_read}, valid {s.rows_valid}, used {s.rows_used}"
             if s.tokens is not None:
@@ -188,6 +199,8 @@ class DatasetReport(_Part):
                  f"{self.block_size}, packing {self.packing}"]
         if self.chat_template_source:
             lines.append(f"**Template text:** {self.chat_template_source}")
+        unused = self.format.unused_lines()
+        lines += [""] + [f"- **Not used:** {line}" for line in unused] if unused else []
         lines += ["", "| split | rows read | valid | used | tokens min / median / p95 / max | > block size |",
                   "|---|---|---|---|---|---|"]
         for name, s in self.splits.items():

@@ -12,8 +12,11 @@ import json
 from typing import Any, Callable, Optional
 
 from ..spec import JobSpec
+from ..tool_calls import TOOL_REFERENCE
+from .detection import Detection, parse_label
 from .encode import DROPPED_TOO_LONG, OK, TRUNCATED, EncodedRows, EncodeSettings
-from .formats import Detection, _maybe_json, _text, normalize_messages, parse_label
+from .fields import MISSING, cell, maybe_json
+from .formats import _text, normalize_messages, normalize_row, tool_conversation
 from .issues import RowError
 from .preference import fit_answers, keep_tokens, render_answers, render_prompt
 
@@ -25,45 +28,62 @@ def reference_columns(spec: JobSpec) -> Optional[tuple[str, ...]]:
     rewards = spec.grpo.rewards
     if any(r.type == "python" for r in rewards):
         return None
-    return tuple(dict.fromkeys(r.column for r in rewards if r.column))
+    return tuple(dict.fromkeys([r.column for r in rewards if r.column] +
+                               [TOOL_REFERENCE for r in rewards if r.type == "tool_call"]))
 
 
 def reference_readers(spec: JobSpec) -> dict[str, str]:
     """column -> the reward that reads it (for messages naming what needs the column)."""
     out: dict[str, str] = {}
     for r in spec.grpo.rewards:
-        if r.column:
-            out.setdefault(r.column, f"reward '{r.label}'")
+        if r.column or r.type == "tool_call":
+            out.setdefault(r.column or TOOL_REFERENCE, f"reward '{r.label}'")
     return out
 
 
 # ---- normalisation ------------------------------------------------------------------------------------------
 
 
-def _prompt_messages(row: dict, det: Detection, system_prompt: Optional[str]) -> tuple[list[dict], Optional[str]]:
-    """(prompt messages, the row's own answer if it has one) for any format GRPO takes."""
+def _prompt_messages(row: dict, det: Detection,
+                     system_prompt: Optional[str]) -> tuple[list[dict], Optional[str], list[dict], list[dict]]:
+    """(prompt messages, the row's own answer text if it has one, the tools it declares, the calls its answer
+    makes) for any format GRPO takes."""
     m = det.mapping
     system = _text(row, m.system, "system", required=False) or system_prompt
     if det.kind == "messages":
-        column = m.messages or "messages"
-        if column not in row:
-            raise RowError(f"missing column '{column}'", column,
-                           "map the conversation column with data.column_mapping.messages")
-        messages = normalize_messages(row[column], column, m.roles, system, need_assistant=False)
-        answer = None
+        if det.format in ("xlam", "prompt_completion"):
+            example = normalize_row(row, det, system_prompt)
+        else:
+            column = m.messages or "messages"
+            value = cell(row, column)
+            if value is MISSING:
+                raise RowError(f"missing column '{column}'", column,
+                               "map the conversation column with data.column_mapping.messages")
+            example = tool_conversation(row, column, m.tools,
+                                        normalize_messages(value, column, m.roles, system, need_assistant=False))
+        messages, tools = example["messages"], example.get("tools") or []
+        answer, calls = None, []
         if messages[-1]["role"] == "assistant":  # a full conversation: its last answer is the reference
-            answer, messages = messages[-1]["content"], messages[:-1]
-        if not messages or messages[-1]["role"] != "user":
-            raise RowError("the conversation does not end with a user turn to answer", m.messages,
+            answer, calls, messages = messages[-1]["content"] or None, messages[-1].get("tool_calls", []), messages[:-1]
+        if not messages or messages[-1]["role"] not in ("user", "tool"):
+            raise RowError("the conversation does not end with a user turn to answer", m.messages or m.prompt,
                            "end each conversation with the user's message (an assistant reply after it is fine)")
-        return messages, answer
-    prompt = _text(row, m.prompt, "prompt")
-    extra = _text(row, m.input, "input", required=False) if m.input else ""
-    if extra.strip():
-        prompt = f"{prompt}\n\n{extra}"
+        return messages, answer, tools, calls
+    raw = maybe_json(cell(row, m.prompt)) if m.prompt else MISSING
+    if isinstance(raw, list):  # TRL's conversational prompt-only
+        assert m.prompt is not None
+        messages = normalize_messages(raw, m.prompt, m.roles, system, need_assistant=False)
+        if messages[-1]["role"] != "user":
+            raise RowError("the prompt does not end with a user turn to answer", m.prompt,
+                           "end each prompt with the user's message")
+    else:
+        prompt = _text(row, m.prompt, "prompt")
+        extra = _text(row, m.input, "input", required=False) if m.input else ""
+        if extra.strip():
+            prompt = f"{prompt}\n\n{extra}"
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     answer = _text(row, m.response, "response", required=False) if m.response else None
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return messages, answer or None
+    return messages, answer or None, [], []
 
 
 def _json_value(value: Any) -> Any:
@@ -79,45 +99,57 @@ def normalize_prompt_row(row: dict, det: Detection, system_prompt: Optional[str]
                          wanted: Optional[tuple[str, ...]], readers: dict[str, str]) -> dict:
     """One raw row -> {"prompt": [messages], "references": {column: value}, "answer": str | None}; `wanted`
     and `readers` as reference_columns() and reference_readers() give them."""
-    messages, answer = _prompt_messages(row, det, system_prompt)
+    messages, answer, tools, calls = _prompt_messages(row, det, system_prompt)
     references: dict[str, Any] = {}
     if wanted is None:  # a Python reward: every column but the prompt's own
         used = {det.mapping.messages, det.mapping.prompt, det.mapping.input, det.mapping.system}
         references = {k: _json_value(v) for k, v in row.items() if k not in used}
+    if tools:  # what the tool_call reward scores a completion's calls against
+        references[TOOL_REFERENCE] = {"calls": calls, "tools": tools}
     for column in wanted or ():
-        if column not in row:
+        if column == TOOL_REFERENCE:
+            if not tools:
+                raise RowError(f"{readers.get(column, 'a reward')} scores tool calls, but this row declares no "
+                               "tools", det.mapping.tools or det.mapping.messages or det.mapping.prompt,
+                               "train it on tool-calling rows (a tools column, and the calls that answer), or "
+                               "remove the tool_call reward")
+            continue
+        value = cell(row, column)
+        if value is MISSING:
             raise RowError(f"missing column '{column}' that {readers.get(column, 'a reward')} reads; this row has columns "
                            f"{sorted(row)}", column, "add the column to the file, or pick one of these in the reward's "
                            "column cell of the Rewards table (grpo.rewards[].column)")
-        value = _maybe_json(row[column]) if isinstance(row[column], str) else row[column]
-        if value is None or (isinstance(value, str) and not value.strip()) or value == []:
+        parsed = maybe_json(value) if isinstance(value, str) else value
+        if parsed is None or (isinstance(parsed, str) and not parsed.strip()) or parsed == []:
             raise RowError(f"column '{column}' that {readers.get(column, 'a reward')} reads is empty", column,
                            "fill in the reference answer or remove the row")
-        references[column] = _json_value(row[column])
-    return {"prompt": messages, "references": references, "answer": answer}
+        references[column] = _json_value(value)
+    example = {"prompt": messages, "references": references, "answer": answer}
+    return {**example, "tools": tools} if tools else example
 
 
 def normalize_feedback_row(row: dict, det: Detection, system_prompt: Optional[str]) -> dict:
     """One raw row -> {"prompt": [messages], "completion": [assistant message], "label": bool}."""
     m = det.mapping
     column = m.label or "label"
-    if column not in row:
+    value = cell(row, column)
+    if value is MISSING:
         raise RowError(f"missing column '{column}' (thumbs-up/down label)", column,
                        "add the label column, or map it with data.column_mapping.label")
-    label = parse_label(row[column])
+    label = parse_label(value)
     if label is None:
-        raise RowError(f"label must be a thumbs-up or thumbs-down value, got {row[column]!r}", column,
+        raise RowError(f"label must be a thumbs-up or thumbs-down value, got {value!r}", column,
                        "use true/false (also 1/0, yes/no, up/down, good/bad, 👍/👎)")
     system = _text(row, m.system, "system", required=False) or system_prompt
     if m.response:  # prompt + completion columns
-        raw = _maybe_json(row.get(m.prompt)) if m.prompt else None
+        raw = maybe_json(cell(row, m.prompt)) if m.prompt else None
         if isinstance(raw, list):
             prompt = normalize_messages(raw, m.prompt or "prompt", m.roles, system, need_assistant=False)
         else:
             prompt = [{"role": "user", "content": _text(row, m.prompt, "prompt")}]
             if system:
                 prompt.insert(0, {"role": "system", "content": system})
-        answer = _maybe_json(row.get(m.response))
+        answer = maybe_json(cell(row, m.response))
         if isinstance(answer, list):
             turns = normalize_messages(answer, m.response, m.roles)
             completion = [turns[-1]]
@@ -125,10 +157,10 @@ def normalize_feedback_row(row: dict, det: Detection, system_prompt: Optional[st
             completion = [{"role": "assistant", "content": _text(row, m.response, "response")}]
     else:  # a conversation whose last assistant turn got the thumbs
         conversation = m.messages or "messages"
-        if conversation not in row:
+        if cell(row, conversation) is MISSING:
             raise RowError(f"missing column '{conversation}'", conversation,
                            "map the conversation column with data.column_mapping.messages")
-        turns = normalize_messages(row[conversation], conversation, m.roles, system)
+        turns = normalize_messages(cell(row, conversation), conversation, m.roles, system)
         last = max(i for i, t in enumerate(turns) if t["role"] == "assistant")
         prompt, completion = turns[:last], [turns[last]]
     if not any(t["role"] == "user" for t in prompt):
@@ -148,7 +180,7 @@ def encode_prompts(examples: list[dict], tokenizer: Any, s: EncodeSettings, temp
     limit = min(budget, s.max_prompt_length or budget)
     for i, ex in enumerate(examples):
         try:
-            text = render_prompt(ex["prompt"], tokenizer, template)
+            text = render_prompt(ex["prompt"], tokenizer, template, ex.get("tools"))
         except RowError as exc:
             on_error(i, exc)
             out.failed()

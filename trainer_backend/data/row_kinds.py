@@ -19,7 +19,8 @@ import numpy as np
 from ..spec import PromptTemplate
 from ..trainer_registry import TrainerInfo
 from .encode import EncodedRows, EncodeSettings, encode_columns
-from .formats import Detection, normalize_row
+from .detection import Detection
+from .formats import normalize_row
 from .issues import RowError
 from .preference import encode_preferences
 from .rl_rows import REFERENCES_COLUMN, encode_feedback, encode_prompts, normalize_feedback_row, normalize_prompt_row

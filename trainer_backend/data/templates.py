@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Optional
 
 from ..spec import PromptTemplate
 from .issues import RowError
-from .chat_render import has_generation_markers, render_chat  # noqa: F401 - has_generation_markers: re-exported
+from .chat_render import has_generation_markers, render_chat, render_template  # noqa: F401 - has_generation_markers: re-exported
 from .vendor_templates import TemplateChoice, choose_own_template
 
 _CHATML = (
@@ -20,6 +21,36 @@ _CHATML = (
     "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
     "{% endgeneration %}{{ '\\n' }}{% else %}{{ message['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# ChatML with Hermes-style tool calling (as Qwen2.5 and Hermes 2/3 write it): the tool schemas in the system turn
+# inside <tools></tools>, each call as <tool_call>{"name", "arguments"}</tool_call> in the assistant's turn, tool
+# results as <tool_response> blocks in a user turn. Calls and answers are trained; schemas and results are not.
+_HERMES = (
+    "{%- if tools %}{{ '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}"
+    "{{ messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{ '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with "
+    "function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{ '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{ '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}{{ '<|im_start|>user\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% generation %}"
+    "{{ message['content'] or '' }}"
+    "{%- for call in message['tool_calls'] or [] %}{%- set f = call['function'] if call['function'] is defined else call %}"
+    "{%- if message['content'] or not loop.first %}{{ '\\n' }}{%- endif %}"
+    "{{ '<tool_call>\\n{\\\"name\\\": \\\"' + f['name'] + '\\\", \\\"arguments\\\": ' }}"
+    "{{ f['arguments'] if f['arguments'] is string else (f['arguments'] | tojson) }}{{ '}\\n</tool_call>' }}"
+    "{%- endfor %}{{ '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{ '<|im_start|>user' }}{%- endif %}"
+    "{{ '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{ '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 _ZEPHYR = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' }}"
@@ -51,6 +82,7 @@ class ChatTemplate:
 
 SHIPPED_TEMPLATES = {
     "chatml": ChatTemplate("chatml", _CHATML, "<|im_end|>"),
+    "hermes": ChatTemplate("hermes", _HERMES, "<|im_end|>"),
     "zephyr": ChatTemplate("zephyr", _ZEPHYR, None),
     "llama3": ChatTemplate("llama3", _LLAMA3, "<|eot_id|>"),
     "alpaca": ChatTemplate("alpaca", _ALPACA, None),
@@ -76,12 +108,61 @@ def choose_chat_template(tokenizer: Any, name: str) -> Optional[TemplateChoice]:
         choice = choose_own_template(tokenizer)
         if choice is None:
             raise RowError("the tokenizer has no chat template of its own",
-                           fix="choose a Chat template: chatml, zephyr, llama3 or alpaca, or 'none' for plain "
+                           fix="choose a Chat template: chatml, hermes, zephyr, llama3 or alpaca, or 'none' for plain "
                                "prompt/response text (data.chat_template)")
     else:
         choice = TemplateChoice(SHIPPED_TEMPLATES[name].source, "shipped", name)
     tokenizer.chat_template = choice.source
     return choice
+
+
+# A conversation with one call and its result: a template that renders tools shows every probe word.
+_PROBE_TOOLS = [{"type": "function", "function": {"name": "zqtool", "description": "zqdesc", "parameters": {
+    "type": "object", "properties": {"zqparam": {"type": "string"}}, "required": ["zqparam"]}}}]
+_PROBE_CALL = [
+    {"role": "user", "content": "zq1"},
+    {"role": "assistant", "content": "", "tool_calls": [  # a 9-character id: Mistral's templates insist on it
+        {"type": "function", "id": "zqcall123", "function": {"name": "zqtool", "arguments": {"zqparam": "zqval"}}}]},
+    {"role": "tool", "content": "zqresult", "tool_call_id": "zqcall123", "name": "zqtool"},
+    {"role": "assistant", "content": "zq2"}]
+
+
+def renders_tools(tokenizer: Any, template: str) -> bool:
+    """Whether the template renders the tool schemas, the assistant's calls and the tool results (a template
+    without tool support drops them silently, and the model would learn answers to calls it never saw)."""
+    try:
+        text, _ = render_template(tokenizer, template, _PROBE_CALL, tools=_PROBE_TOOLS)
+    except Exception:  # noqa: BLE001 - the template's raise_exception(): it does not take this conversation
+        return False
+    return all(word in text for word in ("zqtool", "zqdesc", "zqval", "zqresult", "zq2"))
+
+
+@lru_cache(maxsize=1)
+def tool_capable_templates() -> tuple[str, ...]:
+    """The shipped templates and TRL's vendor templates (the models they belong to) that render tools."""
+    from types import SimpleNamespace
+
+    from .vendor_templates import trl_vendor_templates
+
+    plain = SimpleNamespace(special_tokens_map={"bos_token": "", "eos_token": ""})
+    shipped = [n for n, t in SHIPPED_TEMPLATES.items() if renders_tools(plain, t.source)]
+    vendor = [n for n, text in trl_vendor_templates().items() if renders_tools(plain, text)]
+    return tuple(shipped + vendor)
+
+
+def tools_unrendered(choice: TemplateChoice, path: str) -> "DataIssue":
+    """The problem of a tool-calling dataset whose chat template cannot render tools, naming templates that can."""
+    from .issues import DataIssue
+
+    shipped = [n for n in tool_capable_templates() if n in SHIPPED_TEMPLATES]
+    vendor = sorted((n for n in tool_capable_templates() if n not in SHIPPED_TEMPLATES),
+                    key=lambda n: (not n.startswith(("qwen", "llama", "mistral")), n))  # the best known first
+    named = ", ".join(vendor[:10]) + (f" and {len(vendor) - 10} more" if len(vendor) > 10 else "")
+    return DataIssue(
+        f"the rows call tools, but the chat template ({choice.describe()}) does not render tool schemas, calls and "
+        "results, so the model would never see them", path,
+        fix=f"choose Chat template: {' or '.join(shipped)} (data.chat_template; ChatML with Hermes-style "
+            f"<tool_call> blocks), or a base model whose own template renders tools (TRL knows these: {named})")
 
 
 def resolve_chat_template(tokenizer: Any, name: str) -> Optional[str]:

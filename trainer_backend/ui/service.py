@@ -151,7 +151,7 @@ class StudioService:
     def preview(self, path: str, split: str = "train", config_name: Optional[str] = None,
                 rows: int = 20) -> dict[str, Any]:
         """First rows, columns and the detected format of a dataset (no tokenizer needed)."""
-        from ..data.formats import detect_format
+        from ..data.detection import detect_format
         from ..data.issues import RowError
         from ..data.loading import load_split
         from ..spec import ColumnMapping
