@@ -120,8 +120,9 @@ LAYERS = [
      "access", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
      "library_hooks",  # every reach into a library's private internals (tests/test_library_hooks.py)
      "run_events"},  # what a run records in events.jsonl: one typed record per kind, for writers and readers
-    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "autotrain", "generation", "rewards"},  # the job spec (+ AutoTrain's
-    # dialect), sampling settings, the reward functions GRPO's spec names
+    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "autotrain", "generation", "rewards",
+     "tool_calls"},  # the job spec (+ AutoTrain's dialect), sampling settings, the reward functions GRPO's spec names,
+    # tool schemas and calls in their one canonical form (read by data, evaluation, chat and the tool_call reward)
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",

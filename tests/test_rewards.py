@@ -308,3 +308,63 @@ def test_spec_errors() -> None:
         r(type="numeric_match")
     with pytest.raises(pydantic.ValidationError, match=r"min_length \(9\) > max_length \(3\)"):
         r(type="length", min_length=9, max_length=3)
+
+
+# --------------------------------------------------------------------------- tool_call
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather forecast for a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city"]}}}
+PARIS_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+TOOL_ROW = {"calls": [PARIS_CALL], "tools": [WEATHER_TOOL]}
+HERMES_CALL = '<tool_call>\n{{"name": "get_weather", "arguments": {}}}\n</tool_call>'
+
+
+def test_tool_call_reward() -> None:
+    spec = r(type="tool_call")
+    assert spec.column is None and spec.label == "tool_call"
+    assert score(spec, HERMES_CALL.format('{"city": "Paris"}'), TOOL_ROW) == 1.0
+    assert score(spec, HERMES_CALL.format('{"city": "Lyon"}'), TOOL_ROW) == pytest.approx(0.7)
+    assert score(spec, HERMES_CALL.format('{"city": "Paris", "unit": "k"}'), TOOL_ROW) == pytest.approx(0.5)
+    assert score(spec, "It is sunny in Paris.", TOOL_ROW) == 0.0
+    assert score(spec, "Hello!", {"calls": [], "tools": [WEATHER_TOOL]}) == 1.0  # nothing to call: do not call
+    assert score(spec, HERMES_CALL.format("{}"), json.dumps(TOOL_ROW)) == pytest.approx(0.5)  # JSON text; no city
+    with pytest.raises(RewardError, match=r"needs the row's tool calls, and this row has none"):
+        score(spec, HERMES_CALL.format("{}"), None)
+
+
+def test_tool_call_reward_trl_call() -> None:
+    fn = RewardFunction(r(type="tool_call", name="calls"))
+    rows = refs({"prompt": "Weather in Paris?", "tool_reference": TOOL_ROW},
+                {"tool_reference": {"calls": [], "tools": [WEATHER_TOOL]}})
+    completions = [HERMES_CALL.format('{"city": "Paris"}'), "Hi! What can I do for you?"]
+    assert fn(prompts=["q", "q"], completions=completions, completion_ids=[[1], [2]], references=rows,
+              trainer_state=None) == [1.0, 1.0]
+    chat = [[{"role": "assistant", "content": HERMES_CALL.format('{"city": "Rome"}')}],
+            [{"role": "assistant", "content": [{"type": "text", "text": HERMES_CALL.format('{"city": "Paris"}')}]}]]
+    assert fn(["q", "q"], chat, references=rows) == [pytest.approx(0.7), 0.0]  # the second should not call
+    assert pickle.loads(pickle.dumps(fn))(["q"], completions[:1], references=rows[:1]) == [1.0]
+
+
+def test_tool_call_reward_without_tool_data() -> None:
+    fn = RewardFunction(r(type="tool_call"))
+    with pytest.raises(RewardError, match=r"'tool_call' \(tool_call\) scores tool calls, but the data has no tool "
+                                          r"calls"):
+        fn(["q"], ["x"], references=refs({"answer": "72"}))
+    with pytest.raises(RewardError, match="no `references`"):
+        fn(["q"], ["x"])
+    with pytest.raises(pydantic.ValidationError, match=r"\(tool_call\) reads no column"):
+        r(type="tool_call", column="answer")
+
+
+def test_tool_call_in_the_rewards_table() -> None:
+    from trainer_backend.ui.reward_table import RewardTableError, rewards_to_rows, rows_to_rewards
+
+    assert rows_to_rewards([["tool_call", "calls", 1, "", ""]]) == [{"type": "tool_call", "name": "calls",
+                                                                     "weight": 1.0}]
+    assert rewards_to_rows([{"type": "tool_call", "weight": 0.5}]) == ([["tool_call", "", 0.5, "", ""]], [])
+    with pytest.raises(RewardTableError, match="a tool_call reward has no setting"):
+        rows_to_rewards([["tool_call", "", 1, "", "strict"]])
+    with pytest.raises(RewardTableError, match=r"\(tool_call\) reads no column"):
+        rows_to_rewards([["tool_call", "", 1, "answer", ""]])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .spec_rl import RewardSpec
+from .tool_calls import TOOL_REFERENCE, tool_call_score
 
 
 class RewardError(ValueError):
@@ -190,6 +191,13 @@ class _Scorer:
             if n is None:  # tokens; without completion_ids words are the nearest measure
                 n = completion_tokens if completion_tokens is not None else len(completion.split())
             return _length_score(n, s.min_length, s.max_length)
+        if t == "tool_call":
+            if isinstance(reference, str) and reference.strip().startswith("{"):
+                reference = json.loads(reference)  # the row's {"calls", "tools"} kept as JSON text
+            if not isinstance(reference, dict) or "calls" not in reference:
+                raise RewardError(f"reward '{s.label}' (tool_call) needs the row's tool calls, and this row has none: "
+                                  "the data has no tool calls (give it rows with tools and an assistant tool call)")
+            return tool_call_score(completion, reference.get("calls") or [], reference.get("tools") or [])
         if t == "contains":
             def norm(x: str) -> str:
                 return x if s.case_sensitive else normalise_text(x)
@@ -205,7 +213,8 @@ class _Scorer:
 
 def score(reward: RewardSpec, completion: str, reference: Any = None,
           completion_tokens: Optional[int] = None) -> float:
-    """One completion's score in [0, 1]; `reference` is the row's value of reward.column (None without one)."""
+    """One completion's score in [0, 1]; `reference` is the row's value of reward.column (None without one), for
+    tool_call the row's {"calls": [...], "tools": [...]} (references[TOOL_REFERENCE])."""
     return _Scorer(reward).score(completion, reference, completion_tokens)
 
 
@@ -289,6 +298,13 @@ class RewardFunction:
                     raise RewardError(f"reward '{self.name}' reads column '{column}', which the row lacks (it "
                                       f"has: {', '.join(row) or 'no columns'})")
             refs = [row[column] for row in rows]
+        elif self.spec.type == "tool_call":
+            rows = _parse_references(references, len(completions), self.name)
+            if any(TOOL_REFERENCE not in row for row in rows):  # the data check refuses such rows first
+                raise RewardError(f"reward '{self.name}' (tool_call) scores tool calls, but the data has no tool "
+                                  "calls: a row lacks its reference call; use a dataset with tools and assistant "
+                                  "tool calls, or remove this reward")
+            refs = [row[TOOL_REFERENCE] for row in rows]
         out: list[Optional[float]] = []
         for i, completion in enumerate(completions):
             tokens = len(completion_ids[i]) if completion_ids is not None else None

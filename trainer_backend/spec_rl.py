@@ -17,7 +17,8 @@ from pydantic import Field, field_validator, model_validator
 
 from .spec_base import _f, _Section
 
-RewardKind = Literal["exact_match", "numeric_match", "regex", "json_valid", "length", "contains", "python"]
+RewardKind = Literal["exact_match", "numeric_match", "regex", "json_valid", "length", "contains", "tool_call",
+                     "python"]
 REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
 # The rewards that compare a completion with a value from the row (`column` is required for them).
 COLUMN_REWARDS: tuple[str, ...] = ("exact_match", "numeric_match")
@@ -26,7 +27,9 @@ GRPOLossType = Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"]  # TR
 
 class RewardSpec(_Section):
     """One reward function: what it checks, what it reads, and its weight in the total reward."""
-    type: RewardKind = _f(..., "exact_match | numeric_match | regex | json_valid | length | contains | python.")
+    type: RewardKind = _f(..., "exact_match | numeric_match | regex | json_valid | length | contains | tool_call | "
+                               "python. tool_call scores a completion's tool call against the row's reference call: "
+                               "name, arguments, schema.")
     name: Optional[str] = _f(None, "Label in charts, events and the model card (default: the type).")
     weight: float = _f(1.0, "Weight in the total reward (0 logs the reward without training on it).", ge=0, le=100)
     column: Optional[str] = _f(None, "Dataset column with the reference (exact_match, numeric_match); contains "
@@ -72,6 +75,9 @@ class RewardSpec(_Section):
         if t in COLUMN_REWARDS and not self.column:
             problems.append(f"reward '{self.label}' ({t}) needs `column`: the dataset column with the reference "
                             "answer (e.g. column: answer)")
+        if t == "tool_call" and self.column:
+            problems.append(f"reward '{self.label}' (tool_call) reads no column: it compares the completion's call "
+                            "with the row's own tool call and tools; remove `column`")
         if t == "regex":
             if not self.pattern:
                 problems.append(f"reward '{self.label}' (regex) needs `pattern`")

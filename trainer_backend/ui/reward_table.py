@@ -43,6 +43,8 @@ HELP = f"""**Rewards** score each sampled completion; the total is their weighte
   {", ".join(UNITS)}.
 - `contains`: `all: word, other word; none: forbidden` (share of `all` found, 0 if any of `none` appears;
   `column` may hold more words); add `; case-sensitive` to match case.
+- `tool_call` (no `column`, no setting; data with tools): the completion's tool call against the row's own call:
+  a call that parses, the right tool names, arguments that fit the tool's schema, the exact arguments.
 
 Clauses are separated by `;`. A Python reward file is set in the YAML / CLI (`type: python, file: ...`)."""
 
@@ -132,6 +134,11 @@ def parse_setting(kind: str, text: str) -> dict[str, Any]:
         if not isinstance(schema, dict):
             raise RewardTableError("the JSON Schema in `setting` must be an object, e.g. {\"type\": \"object\"}")
         return {"json_schema": schema}
+    if kind == "tool_call":
+        if text:
+            raise RewardTableError("a tool_call reward has no setting: it reads the row's own tool call; clear "
+                                   "`setting`")
+        return {}
     if kind == "length":
         m = _LENGTH.match(text.lower())
         if not m or not (m[1] or m[2]):
@@ -222,6 +229,8 @@ def _setting(r: RewardSpec) -> str:
     if r.type == "numeric_match":
         tolerance = [f"{r.tolerance:g}"] if r.tolerance != _DEFAULT["tolerance"] else []
         return "; ".join(tolerance + extract)
+    if r.type == "tool_call":
+        return ""
     if r.type == "contains":
         words = [f"all: {', '.join(r.all_of)}"] if r.all_of else []
         return "; ".join(words + ([f"none: {', '.join(r.none_of)}"] if r.none_of else []) + case)
