@@ -266,7 +266,8 @@ def _rewards(spec: JobSpec, metrics: dict[str, Any]) -> list[str]:
     """The reward functions a GRPO adapter was trained with, and the mean score each had at the end."""
     rows = []
     for r in spec.grpo.rewards:
-        reads = f"column `{r.column}`" if r.column else "the completion"
+        reads = f"column `{r.column}`" if r.column else \
+            "the completion's tool calls vs the row's" if r.type == "tool_call" else "the completion"
         setting = r.pattern or (f"{r.min_length or 0}-{r.max_length or '∞'} {r.unit}" if r.type == "length" else "") \
             or ", ".join([*(f"+{w}" for w in r.all_of), *(f"-{w}" for w in r.none_of)]) or \
             (f"`{Path(r.file).name}`:{r.function}" if r.file else "")

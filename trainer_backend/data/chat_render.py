@@ -75,7 +75,7 @@ class ChatRenderer:
 
             # annotated `-> str` in transformers, it returns (rendered chats, each one's generation spans)
             rendered, generated = cast("tuple[list[str], list[list[Span]]]", render_jinja_template(
-                [messages], tools=tools or None, chat_template=self.template,
+                [messages], tools=cast("Optional[list[Any]]", tools or None), chat_template=self.template,
                 return_assistant_tokens_mask=with_spans, add_generation_prompt=add_generation_prompt, **self.specials))
             return rendered[0], (generated[0] if with_spans else [])
         return self.direct.render(messages, add_generation_prompt, self.specials, with_spans, tools or None)

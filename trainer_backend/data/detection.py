@@ -74,7 +74,7 @@ class Detection:
         self.kind = FORMAT_KIND[self.format]
 
     def to_dict(self) -> dict:
-        out = {"format": self.format, "kind": self.kind, "reason": self.reason,
+        out: dict[str, Any] = {"format": self.format, "kind": self.kind, "reason": self.reason,
                "mapping": self.mapping.model_dump(exclude_none=True, exclude_defaults=True)}
         if self.unused:
             out["unused"] = [{"column": c, "sample": v} for c, v in self.unused]

@@ -20,6 +20,7 @@ from . import prepared_cache
 from .encode import Encoded, render_masked
 from .detection import Detection
 from .issues import DataIssue
+from ..tool_calls import TOOL_REFERENCE
 from .report import (DatasetReport, FeedbackSample, FormatInfo, PreferenceSample, PromptSample, Sample, SplitReport,
                      TokenSample)
 from .vendor_templates import TemplateChoice
@@ -198,13 +199,20 @@ def prompt_sample(spec: JobSpec, pair: dict[str, Any], example: dict[str, Any], 
     rewards = spec.grpo.rewards
     answer: Optional[str] = example.get("answer")
     source: Optional[str] = "the row's answer"
+    calls = (references.get(TOOL_REFERENCE) or {}).get("calls")
+    if answer is None and calls:  # a tool row: its calls, written as a Hermes-style model writes them
+        answer, source = "\n".join("<tool_call>\n" + json.dumps(
+            {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}, ensure_ascii=False) +
+            "\n</tool_call>" for c in calls), "the row's tool calls"
     if answer is None:
         column = next((r.column for r in rewards if r.column and r.column in references), None)
         answer, source = (str(references[column]), f"column '{column}'") if column else (None, None)
     scores: dict[str, Optional[float]] = {}
     if answer is not None:
         for r in rewards:
-            scores[r.label] = None if r.type == "python" else round(
-                score(r, answer, references.get(r.column) if r.column else None), 4)
+            reference = references.get(r.column) if r.column else \
+                references.get(TOOL_REFERENCE) if r.type == "tool_call" else None
+            scores[r.label] = None if r.type == "python" or (r.type == "tool_call" and reference is None) else \
+                round(score(r, answer, reference), 4)
     return PromptSample(file=file, row=row, prompt=pair["prompt"], references=references, reference_answer=answer,
                         reference_answer_from=source, reference_scores=scores)

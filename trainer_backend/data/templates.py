@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 from ..spec import PromptTemplate
-from .issues import RowError
+from .issues import DataIssue, RowError
 from .chat_render import has_generation_markers, render_chat, render_template  # noqa: F401 - has_generation_markers: re-exported
 from .vendor_templates import TemplateChoice, choose_own_template
 
@@ -117,9 +117,9 @@ def choose_chat_template(tokenizer: Any, name: str) -> Optional[TemplateChoice]:
 
 
 # A conversation with one call and its result: a template that renders tools shows every probe word.
-_PROBE_TOOLS = [{"type": "function", "function": {"name": "zqtool", "description": "zqdesc", "parameters": {
+_PROBE_TOOLS: list[dict] = [{"type": "function", "function": {"name": "zqtool", "description": "zqdesc", "parameters": {
     "type": "object", "properties": {"zqparam": {"type": "string"}}, "required": ["zqparam"]}}}]
-_PROBE_CALL = [
+_PROBE_CALL: list[dict] = [
     {"role": "user", "content": "zq1"},
     {"role": "assistant", "content": "", "tool_calls": [  # a 9-character id: Mistral's templates insist on it
         {"type": "function", "id": "zqcall123", "function": {"name": "zqtool", "arguments": {"zqparam": "zqval"}}}]},
@@ -150,10 +150,8 @@ def tool_capable_templates() -> tuple[str, ...]:
     return tuple(shipped + vendor)
 
 
-def tools_unrendered(choice: TemplateChoice, path: str) -> "DataIssue":
+def tools_unrendered(choice: TemplateChoice, path: str) -> DataIssue:
     """The problem of a tool-calling dataset whose chat template cannot render tools, naming templates that can."""
-    from .issues import DataIssue
-
     shipped = [n for n in tool_capable_templates() if n in SHIPPED_TEMPLATES]
     vendor = sorted((n for n in tool_capable_templates() if n not in SHIPPED_TEMPLATES),
                     key=lambda n: (not n.startswith(("qwen", "llama", "mistral")), n))  # the best known first

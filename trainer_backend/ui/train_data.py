@@ -14,10 +14,12 @@ from .train_form import MAPPING_ROLES, TrainForm, dataset_source
 # Mapping fields that matter for each data format (the Train tab shows only these; the rest stay hidden).
 FORMAT_MAPPING_ROLES = {
     "text": ("text",), "alpaca": ("prompt", "input", "response", "system"),
-    "qa": ("prompt", "input", "response", "system"), "messages": ("messages", "system"),
-    "sharegpt": ("messages", "system"), "preference": ("prompt", "chosen", "rejected", "margin", "system"),
+    "qa": ("prompt", "input", "response", "system"), "messages": ("messages", "tools", "system"),
+    "sharegpt": ("messages", "tools", "system"), "prompt_completion": ("prompt", "response", "tools", "system"),
+    "xlam": ("prompt", "tools", "response"), "preference": ("prompt", "chosen", "rejected", "margin", "system"),
     "tokenized": (),
 }
+ROLE_LABELS = {"input": "Context / input", "response": "Response / answer"}  # the rest: the role's own name
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".ndjson"]
 
 
@@ -51,6 +53,11 @@ class DataStep:
         shown = MAPPING_ROLES if show_all else mapping_roles(fmt, MAPPING_ROLES)
         text = (f"**Detected format: {det['format']}** — {det['reason']}  \n{info['total_rows']} rows; "
                 f"columns: {', '.join(info['columns'])}")
+        unused = det.get("unused") or []
+        if unused:  # never dropped in silence: the user sees what the format leaves out, and can map it
+            text += "\n\n**Not used by this format:** " + "; ".join(
+                f"`{u['column']}` (e.g. {u['sample']!r})" for u in unused) + \
+                " — map a column below to use it (Context / input adds it to the prompt)."
         import pandas as pd
 
         frame = pd.DataFrame(info["rows"], columns=info["columns"])
@@ -81,11 +88,12 @@ def build_data_step(service: StudioService, samples: dict[str, str]) -> DataStep
                             info="Press Enter to read it.", elem_id="hub-dataset")
     detected = gr.Markdown(elem_id="detected-format")
     preview = gr.Dataframe(label="Preview (first rows)", wrap=True, max_height=200, elem_id="preview")
-    gr.Markdown("**Column mapping**: which column plays which part (filled in from the detected format).",
+    gr.Markdown("**Column mapping**: which column plays which part (filled in from the detected format; a nested "
+                "field as a dotted path, e.g. `answers.text`).",
                 elem_id="column-mapping-title")
     with gr.Row(elem_id="column-mapping"):
-        mapping = [gr.Dropdown([""], value="", label=f"{role.capitalize()} column", allow_custom_value=True,
-                               elem_id=f"map-{role}", min_width=140) for role in MAPPING_ROLES]
+        mapping = [gr.Dropdown([""], value="", label=f"{ROLE_LABELS.get(role, role.capitalize())} column",
+                               allow_custom_value=True, elem_id=f"map-{role}", min_width=140) for role in MAPPING_ROLES]
     all_mappings = gr.Checkbox(False, label="Show every column-mapping field (not only the format's)")
     return DataStep(service, samples, sample, upload, hub_id, detected, preview, mapping, all_mappings)
 
