@@ -82,7 +82,8 @@ HEADLINES = {"preference": "sample preference pair (", "feedback": "sample feedb
 
 def spec_for(trainer: str, data_path: Path, model: str, **training: object) -> dict:
     # tool-calling samples need a template that renders tools: hermes (ChatML with Hermes-style tool calls)
-    template = "hermes" if data_path.suffix != ".txt" and _detect(data_path).tools else "chatml"
+    template = "hermes" if data_path.is_file() and data_path.suffix != ".txt" and _detect(data_path).tools \
+        else "chatml"
     spec = {"project_name": f"m-{trainer}", "model": {"base_model": model},
             "data": {"path": str(data_path), "chat_template": template, "max_rows": MAX_ROWS},
             "lengths": dict(LENGTHS),

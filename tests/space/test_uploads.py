@@ -212,7 +212,7 @@ def _demo_chat(space: dict, client_at: str, history: Any = (), message: Any = "H
                claimed: str = "198.51.100.1") -> Any:
     """The public adapter's chat, 4 new tokens, from `client_at` (what the proxy appends) claiming `claimed`."""
     data = [space["public"], message, list(history) if isinstance(history, tuple) else history, system,
-            0.0, 0.9, 4, 1.0]
+            0.0, 0.9, 4, 1.0, None]  # (raw HTTP sends every input: the last is tools, none for a visitor)
     return _demo_call(space, "chat", data, f"{claimed}, {client_at}")
 
 
@@ -249,7 +249,7 @@ def test_demo_rendered_prompt_is_capped_before_generation(space: dict) -> None:
     history = [{"role": ("user", "assistant")[i % 2], "content": "§¶"} for i in range(14)]
     attack(space, "visitor: small contents, rendered prompt over the token cap",
            lambda: _demo_chat(space, "203.0.113.41", history, "€", "∑" * 600), "tokens as the model sees them")
-    compare = ["∑" * 1000, "∑" * 900, 0.0, 4]  # 1904 characters: within the raw cap, ~3000 tokens
+    compare = ["∑" * 1000, "∑" * 900, 0.0, 4, None]  # 1904 characters: within the raw cap, ~3000 tokens; no tools
     attack(space, "visitor: compare, rendered prompt over the token cap",
            lambda: _demo_call(space, "compare", [space["public"], *compare], "203.0.113.42"), "at most 1024 tokens")
 
