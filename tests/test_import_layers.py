@@ -121,7 +121,7 @@ LAYERS = [
      "library_hooks",  # every reach into a library's private internals (tests/test_library_hooks.py)
      "run_events"},  # what a run records in events.jsonl: one typed record per kind, for writers and readers
     {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "autotrain", "generation", "rewards",
-     "tool_calls"},  # the job spec (+ AutoTrain's dialect), sampling settings, the reward functions GRPO's spec names,
+     "tool_calls", "tool_output"},  # the job spec (+ AutoTrain's dialect), sampling settings, the reward functions GRPO's spec names,
     # tool schemas and calls in their one canonical form (read by data, evaluation, chat and the tool_call reward)
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from trainer_backend.tool_calls import (TOOL_METRICS, GeneratedCalls, ToolFormatError, call_problems,
-                                        calls_from_ground_truth, extract_calls, format_call, normalize_call,
-                                        normalize_calls, normalize_tools, score_calls, tool_call_score, tool_names)
+from trainer_backend.tool_calls import (ToolFormatError, call_problems, calls_from_ground_truth, normalize_call,
+                                        normalize_calls, normalize_tools, tool_names)
+from trainer_backend.tool_output import (TOOL_METRICS, GeneratedCalls, extract_calls, format_call, score_calls,
+                                         tool_call_score)
 
 DATA = Path(__file__).resolve().parent / "data" / "tools"
 

@@ -2,8 +2,8 @@
 
 A held-out row is a conversation with the tool schemas it may call (`{"messages": [...], "tools": [...]}`). Its
 last assistant turn is the target: the messages before it are the prompt, its `tool_calls` the reference calls
-(none: the wanted behaviour is to answer without a call). Each side's answer is parsed (tool_calls.extract_calls)
-and scored against the reference (tool_calls.score_calls); a metric is averaged over the rows it applies to, and
+(none: the wanted behaviour is to answer without a call). Each side's answer is parsed (tool_output.extract_calls)
+and scored against the reference (tool_output.score_calls); a metric is averaged over the rows it applies to, and
 each side's n is kept beside it, so the table says what every percentage was measured on.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 PREFIX = "tool_"  # report names: tool_valid_call, tool_name, tool_exact_arguments, tool_schema_valid, tool_no_call
-KEYS = ("valid_call", "tool_name", "exact_arguments", "schema_valid", "no_call")  # tool_calls.score_calls' keys
+KEYS = ("valid_call", "tool_name", "exact_arguments", "schema_valid", "no_call")  # tool_output.score_calls' keys
 CORRECT_KEYS = ("valid_call", "tool_name", "exact_arguments", "no_call")  # all that apply at 1.0: the row is right
 
 
@@ -25,8 +25,8 @@ def is_tool_metric(name: str) -> bool:
 
 
 def metric_info(name: str) -> tuple[str, bool, str]:
-    """(label, higher is better, meaning) of a report's tool metric, from tool_calls.TOOL_METRICS."""
-    from .tool_calls import TOOL_METRICS
+    """(label, higher is better, meaning) of a report's tool metric, from tool_output.TOOL_METRICS."""
+    from .tool_output import TOOL_METRICS
 
     key = next((k for k in KEYS if report_name(k) == name), name)
     label, meaning = TOOL_METRICS.get(key, (name, ""))
@@ -68,7 +68,7 @@ def shown_prompt(messages: list[dict]) -> str:
 
 def shown_calls(calls: list[dict], text: str) -> str:
     """Calls as `name(arguments)`, `; `-separated; the text when there is no call."""
-    from .tool_calls import format_call
+    from .tool_output import format_call
 
     return "; ".join(format_call(c) for c in calls) if calls else text
 
@@ -103,7 +103,7 @@ class ToolTally:
 
     def add(self, target: ToolTarget, answers: list[str]) -> dict[str, Any]:
         """Score (base answer, fine-tuned answer) against the target; returns the report's example row."""
-        from .tool_calls import extract_calls, score_calls
+        from .tool_output import extract_calls, score_calls
 
         row: dict[str, Any] = {"prompt": shown_prompt(target.prompt),
                                "reference": shown_calls(target.calls, target.text)}

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .spec_rl import RewardSpec
-from .tool_calls import TOOL_REFERENCE, tool_call_score
+from .tool_calls import TOOL_REFERENCE
+from .tool_output import tool_call_score
 
 
 class RewardError(ValueError):

@@ -180,7 +180,7 @@ def _register_inference_api(service: StudioService) -> None:
         """Streams the fine-tuned model's answer (adapter: job id, job folder or Hub repo id). `tools`: the tool
         schemas it may call (a list or its JSON text; OpenAI's {"type": "function", "function": {...}} or bare
         {name, description, parameters}); history may hold assistant `tool_calls` and `tool` results. The answer
-        is the model's text, calls as it writes them (tool_calls.extract_calls reads them)."""
+        is the model's text, calls as it writes them (tool_output.extract_calls reads them)."""
         gen = settings(temperature, top_p, max_new_tokens, repetition_penalty)
         schemas = _tools(tools)
         turn, messages = visitor_turn(adapter, history, message, system or "", schemas)

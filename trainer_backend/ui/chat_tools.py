@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..tool_calls import ToolFormatError, extract_calls, format_call, normalize_tools, tool_names
+from ..tool_calls import ToolFormatError, normalize_tools, tool_names
+from ..tool_output import extract_calls, format_call
 
 CALL_TITLE = "🔧 Tool call"
 MALFORMED = "Tried to call a tool, but the call does not parse"
