@@ -141,20 +141,46 @@ def test_a_template_that_cannot_render_tools_is_refused_naming_ones_that_can(mak
     assert "hermes" in issue.fix and "qwen2_5" in issue.fix and "llama3_1" in issue.fix
 
 
-def test_a_vendor_template_with_tool_support_renders_the_tools(tmp_path: Path, make_spec: Any,
-                                                               real_data: Path) -> None:
-    from transformers import AutoTokenizer
-
+@pytest.fixture(scope="module")
+def qwen_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model whose tokenizer carries Qwen2.5's own template (tool support: <tools>, <tool_call>)."""
     from trainer_backend.data.vendor_templates import trl_vendor_templates
     from trainer_backend.tiny_model import build_tiny_model
 
-    model = build_tiny_model(tmp_path / "qwen", chat_template=trl_vendor_templates()["qwen2_5"])
-    tok = AutoTokenizer.from_pretrained(model)
+    return build_tiny_model(tmp_path_factory.mktemp("qwen"), chat_template=trl_vendor_templates()["qwen2_5"])
+
+
+def test_a_vendor_template_with_tool_support_renders_the_tools(qwen_tiny: Path, make_spec: Any,
+                                                               real_data: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(qwen_tiny)
     prepared = _prepare(make_spec, real_data / "tools/xlam_style_from_bfcl.jsonl", tok, chat_template="tokenizer")
     report = prepared.report()
     assert "qwen2_5" in report["chat_template_source"] and "<tools>" in report["sample"]["rendered"]
     trained, _ = _split(tok, prepared.train.row(0)["input_ids"], prepared.train.row(0)["labels"])
     assert trained.startswith("<tool_call>") and trained.endswith("</tool_call><|im_end|>")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n in SHAPES if n.startswith("tools/")))
+def test_tool_samples_train_two_steps_with_the_tokenizers_own_template(name: str, qwen_tiny: Path, real_data: Path,
+                                                                        tmp_path: Path) -> None:
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.training.run import run_training
+
+    spec, _ = parse_spec({
+        "project_name": "tools", "output_dir": str(tmp_path / "job"), "model": {"base_model": str(qwen_tiny)},
+        "data": {"path": str(real_data / name), "max_rows": 4},
+        # Zava's system prompt and 15 tools are ~8 K tokens here: the prompt is cut from the left to fit
+        "lengths": {"block_size": 768, "model_max_length": 1024, "max_prompt_length": 384},
+        "training": {"max_steps": 2, "batch_size": 2, "gradient_accumulation": 1, "logging_steps": 1,
+                     "save_strategy": "no", "eval_strategy": "no"}})
+    run_training(spec)
+    events = [json.loads(line) for line in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "finished" and events[-1]["step"] == 2
+    report = json.loads((tmp_path / "job" / "data_report.json").read_text())
+    assert "qwen2_5" in report["chat_template_source"] and "<tool_call>" in report["sample"]["rendered"]
 
 
 # ---- context columns, nested fields, unused columns --------------------------------------------------------
