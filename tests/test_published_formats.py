@@ -216,3 +216,28 @@ def test_a_grpo_reward_column_is_not_unused(make_spec: Any, tiny_tokenizer: Any,
                      grpo={"rewards": [{"type": "numeric_match", "column": "answer"}], "max_completion_length": 16})
     report = prepare_data(spec, tiny_tokenizer).report()
     assert [u["column"] for u in report["format"]["unused"]] == ["topic"]
+
+
+def test_bad_rows_skip_trains_on_the_rest_and_says_what_it_left_out(make_spec: Any, tiny_tokenizer: Any,
+                                                                      tmp_path: Path) -> None:
+    """Published tool datasets have a few calls off their own schemas (Glaive, BFCL): refused by default, and with
+    data.bad_rows: skip those rows are left out and counted, also when the preparation comes from the cache."""
+    rows = [_openai_row(GOOD_CALL), BROKEN["arguments off-schema"][0], _openai_row(GOOD_CALL)]
+    path = write_jsonl(tmp_path / "calls.jsonl", rows)
+    with pytest.raises(DataError):
+        _prepare(make_spec, path, tiny_tokenizer)
+    for attempt in ("built", "hit"):
+        prepared = _prepare(make_spec, path, tiny_tokenizer, bad_rows="skip")
+        assert prepared.cache == attempt
+        assert prepared.train.stats.rows_used == 2 and [r for _, r in prepared.train.refs] == [1, 3], attempt
+        warning = next(w for w in prepared.report()["warnings"] if "skipped" in w)
+        assert warning.startswith("1 row with problems skipped (data.bad_rows: skip)") and "row 2" in warning
+        assert "kelvin" in warning, attempt
+
+
+def test_bad_rows_skip_still_refuses_when_every_row_is_bad(make_spec: Any, tiny_tokenizer: Any,
+                                                           tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "calls.jsonl", [BROKEN["unknown tool"][0]])
+    with pytest.raises(DataError) as info:
+        _prepare(make_spec, path, tiny_tokenizer, bad_rows="skip")
+    assert "get_wether" in str(info.value)

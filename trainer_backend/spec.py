@@ -121,6 +121,10 @@ class DataSpec(_Section):
                                                label="Too-long samples")
     max_errors: int = _f(20, "Stop collecting data errors after this many.", ge=1, le=10000,
                          label="Errors collected at most")
+    bad_rows: Literal["refuse", "skip"] = _f(
+        "refuse", "Rows with problems (a call off its tool's schema, a broken conversation): refuse the data and list "
+                  "them, or skip them and train on the rest (the report says how many and why).",
+        label="Rows with problems")
     max_rows: Optional[int] = _f(None, "Use only the first N rows of each split (quick experiments).", ge=1,
                                  label="Rows used at most")
 

@@ -21,7 +21,7 @@ from .loading import SplitSource
 from .rl_rows import reference_columns
 
 # Bump whenever the pipeline's output (records, stats, layout) changes for the same inputs: old entries then miss.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: no EOS trained after a template's end-of-turn; tools, context columns, nested fields
 
 _digests: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> digest, for this process only
 

@@ -166,3 +166,13 @@ class IssueCollector:
     def raise_if_errors(self) -> None:
         if self.errors:
             raise DataError(self.errors, self.dropped_errors, self.overflow)
+
+
+def skipped_rows(rows: IssueCollector) -> DataIssue:
+    """The warning of a preparation that skipped rows with problems (data.bad_rows: skip): how many, and why."""
+    lines = DataError(rows.errors, rows.dropped_errors, rows.overflow).lines()
+    total = len(rows.errors) + rows.dropped_errors
+    shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more kinds" if len(lines) > 5 else "")
+    return DataIssue(f"{total} row{'s' if total != 1 else ''} with problems skipped (data.bad_rows: skip): {shown}",
+                     fix="fix those rows to train on them too, or set data.bad_rows: refuse to stop on them",
+                     severity="warning")

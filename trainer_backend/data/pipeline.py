@@ -24,7 +24,7 @@ from .assemble import Records, SplitLayout, layouts, length_warnings, no_usable_
 from .encode import EncodeSettings
 from .fingerprint import file_states, prepared_key, tokenizer_digest
 from .detection import Detection, detect_format
-from .issues import DataError, DataIssue, IssueCollector, RowError
+from .issues import DataError, DataIssue, IssueCollector, RowError, skipped_rows
 from .loading import SplitSource, columns_of, open_split
 from .prepared import PreparedData, SplitData, load_records, preload
 from .rl_rows import reference_columns, reference_readers
@@ -69,6 +69,7 @@ class _Preparation:
         self.rows_read = [0, 0]
         self.first_file: list[Optional[str]] = [None, None]  # the file of each source's first row
         self.warnings: list[DataIssue] = []
+        self.skipped: Optional[DataIssue] = None  # the rows data.bad_rows: skip left out, said once (kept in the cache)
 
     # ---- reading ------------------------------------------------------------------------------------------
     def _rows(self, source: Optional[SplitSource], which: int, base: int) -> Iterator[tuple[dict, int, int]]:
@@ -172,6 +173,8 @@ class _Preparation:
             failed = {s.labels[i] for s in (train, valid) if s is not None for i in s.failed_files}
             self._check(results, rec, splits, labels, valid is not None, template_issues, failed)
             meta = self._save_layout(build, results, splits, labels, det)
+            if self.skipped is not None:
+                meta["skipped"] = self.skipped.to_dict()
             if key is None or states != file_states([train, valid]):  # a file changed while it was read
                 root, why = None, "a data file changed while it was read"
             published = cache.publish(build, root, key or "nokey", sorted(build.iterdir()), meta)
@@ -280,9 +283,11 @@ class _Preparation:
             source = str(d.valid_split) if Path(str(d.valid_split)).expanduser().is_file() else d.path
             issues.error(DataIssue(f"validation split '{d.valid_split}' has no rows", source,
                                    fix="fill it, use valid_split: auto, or leave it empty"))
+        # data.bad_rows: skip -- a row's own problems are counted and said, and the row left out; the rest refuse
+        rows = IssueCollector(d.max_errors) if d.bad_rows == "skip" else issues
         for source_split in (0, 1):
             for kind in ("normalise", "vocab"):
-                _feed(issues, [r for r in results if r.split == source_split], kind, failed)
+                _feed(rows, [r for r in results if r.split == source_split], kind, failed)
         if d.valid_split == "auto" and not valid_source and 0 < int((rec.source == 0).sum()) < 2:
             n = int((rec.source == 0).sum())
             issues.error(DataIssue(f"valid_split: auto needs at least 2 valid training rows, found {n}",
@@ -298,14 +303,20 @@ class _Preparation:
             total += r.encode_total
         for name, split in splits.items():
             for i in split.members[np.isin(split.members, list(found))]:
-                issues.error(found[int(i)])
+                rows.error(found[int(i)])
             self.warnings += length_warnings(name, split.stats, split.history_turns, self._where(split, labels),
                                              self.spec.lengths.block_size)
+            if not split.used.size and rows is not issues and rows.errors:  # every row skipped: say why
+                for issue in rows.errors:
+                    issues.error(issue)
             if not split.used.size and not issues.errors:
                 issues.error(no_usable_rows(name, split.stats, self._where(split, labels) or d.path))
-        issues.dropped_errors += total - len(found)
+        rows.dropped_errors += total - len(found)
         for r in results:
-            issues.overflow.merge(r.encode_overflow)
+            rows.overflow.merge(r.encode_overflow)
+        if rows is not issues and rows.errors:
+            self.skipped = skipped_rows(rows)
+            self.warnings.append(self.skipped)
         if issues.errors:
             raise DataError(issues.errors, issues.dropped_errors, issues.overflow)
 
@@ -340,6 +351,8 @@ class _Preparation:
                 where = labels[m["first_file"]] if m["first_file"] is not None else None
                 self.warnings += length_warnings(name, stats, m["history_turns"], where,
                                                  self.spec.lengths.block_size)
+        if status == "hit" and meta.get("skipped"):  # the rows a fresh preparation would skip, said again
+            self.warnings.append(DataIssue(**meta["skipped"]))
         notes = split_notes(self.spec, splits)
         prepared = PreparedData(self.spec, det, splits, self.warnings, notes, eot, self.tokenizer, choice, folder,
                                 status)
