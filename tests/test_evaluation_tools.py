@@ -234,48 +234,5 @@ def test_a_text_job_keeps_its_metrics_and_now_records_their_n(tmp_path: Path,
     assert not any(k.startswith("tool_") for k in report.fine_tuned)
 
 
-@pytest.mark.slow
-def test_a_tiny_tool_calling_job_evaluates_end_to_end(tmp_path: Path) -> None:
-    """Train a tiny model on tool rows with TRL's Qwen2.5 template (about 45 s on 2 cores): it learns to call
-    (not yet which city, nor when not to), and Evaluate says so, n per metric, from the job's held-out split."""
-    from trainer_backend.data.vendor_templates import trl_vendor_templates
-    from trainer_backend.generation import GenerationSettings
-    from trainer_backend.spec import parse_spec
-    from trainer_backend.tiny_model import build_tiny_model
-    from trainer_backend.training.run import run_training
-
-    template = trl_vendor_templates().get("qwen2_5")
-    if template is None:
-        pytest.skip("this TRL ships no qwen2_5 template")
-    cities = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Accra", "Hanoi"]
-    tools, train = TOOLS[:1], []  # one tool: a shorter system prompt, a faster test
-    for i in range(60):
-        city = cities[i % len(cities)]
-        answer = {"role": "assistant", "content": f"Hi {city}!"} if i % 4 == 3 else \
-            calls(call("get_weather", city=city))
-        train.append({"messages": [user(f"Say hi to {city}" if i % 4 == 3 else f"Weather in {city}?"), answer],
-                      "tools": tools})
-    data = tmp_path / "tools.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in train))
-    model = build_tiny_model(tmp_path / "model", corpus=[json.dumps(r) for r in train] * 3, vocab_size=600,
-                             chat_template=template)
-    spec, _ = parse_spec({
-        "project_name": "tools", "output_dir": str(tmp_path / "job"), "model": {"base_model": str(model)},
-        "data": {"path": str(data), "chat_template": "tokenizer", "valid_split": "auto", "valid_fraction": 0.2},
-        "lengths": {"block_size": 512}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-        "training": {"max_steps": 40, "learning_rate": 3e-3, "batch_size": 8, "gradient_accumulation": 1,
-                     "logging_steps": 10, "save_strategy": "no", "eval_strategy": "no", "warmup_ratio": 0.0,
-                     "scheduler": "constant", "packing": False, "gradient_checkpointing": False}})
-    run_training(spec)
-    report = evaluation.evaluate(str(tmp_path / "job"), max_examples=12,
-                                 settings=GenerationSettings(max_new_tokens=48))
-    base, tuned = report.base, report.fine_tuned
-    print(f"\nvalid call rate: base {base['tool_valid_call']:.2f} vs fine-tuned {tuned['tool_valid_call']:.2f}")
-    assert report.rows == 12 and len(report.examples) == 12
-    assert tuned["tool_valid_call"] >= base["tool_valid_call"] + 0.5, "the fine-tuned model learned to call"
-    assert tuned["tool_name"] >= base["tool_name"] + 0.5 and tuned["eval_loss"] < base["eval_loss"]
-    wanted = sum(1 for e in report.examples if e["reference"].startswith("get_weather("))
-    for side in ("base", "fine_tuned"):
-        assert report.counts[side]["tool_valid_call"] == wanted and report.counts[side]["tool_no_call"] == 12 - wanted
-    assert json.loads((tmp_path / "job" / EVAL_FILE).read_text())["counts"] == report.counts
-    assert any(r["metric"] == "Valid call rate" for r in metrics_table(report))
+# End to end on a trained tool-calling job (prepare -> train -> evaluate with the tools in the prompt): the
+# learning check in tests/test_tool_learning.py, which asserts all this run did and more.
