@@ -184,8 +184,9 @@ def _split_preference(prompt: list, chosen: list, rejected: list) -> tuple[list,
     return chosen[:k], chosen[k:], rejected[k:]
 
 
-def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None) -> dict:
-    """One raw row -> one canonical example; raises RowError naming the column."""
+def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None, need_assistant: bool = True) -> dict:
+    """One raw row -> one canonical example; raises RowError naming the column. `need_assistant=False`: a
+    conversation may end before any answer (GRPO prompts)."""
     m = det.mapping
     if det.kind == "text":
         return {"text": _text(row, m.text, "text")}
@@ -208,7 +209,8 @@ def normalize_row(row: dict, det: Detection, system_prompt: Optional[str] = None
             raise RowError(f"missing column '{m.messages}'", m.messages, "pick the conversation column in Column "
                                                                         "mapping (data.column_mapping.messages)")
         assert m.messages is not None
-        return tool_conversation(row, m.messages, m.tools, normalize_messages(value, m.messages, m.roles, system))
+        return tool_conversation(row, m.messages, m.tools,
+                                 normalize_messages(value, m.messages, m.roles, system, need_assistant))
     if det.kind == "preference":
         if m.prompt and cell(row, m.prompt) is not MISSING:
             raw_prompt = maybe_json(cell(row, m.prompt))

@@ -16,7 +16,7 @@ from ..tool_calls import TOOL_REFERENCE
 from .detection import Detection, parse_label
 from .encode import DROPPED_TOO_LONG, OK, TRUNCATED, EncodedRows, EncodeSettings
 from .fields import MISSING, cell, maybe_json
-from .formats import _text, normalize_messages, normalize_row, tool_conversation
+from .formats import _text, normalize_messages, normalize_row
 from .issues import RowError
 from .preference import fit_answers, keep_tokens, render_answers, render_prompt
 
@@ -49,18 +49,8 @@ def _prompt_messages(row: dict, det: Detection,
     """(prompt messages, the row's own answer text if it has one, the tools it declares, the calls its answer
     makes) for any format GRPO takes."""
     m = det.mapping
-    system = _text(row, m.system, "system", required=False) or system_prompt
-    if det.kind == "messages":
-        if det.format in ("xlam", "prompt_completion"):
-            example = normalize_row(row, det, system_prompt)
-        else:
-            column = m.messages or "messages"
-            value = cell(row, column)
-            if value is MISSING:
-                raise RowError(f"missing column '{column}'", column,
-                               "map the conversation column with data.column_mapping.messages")
-            example = tool_conversation(row, column, m.tools,
-                                        normalize_messages(value, column, m.roles, system, need_assistant=False))
+    if det.kind == "messages":  # any conversational format, read as SFT reads it (tools checked alike)
+        example = normalize_row(row, det, system_prompt, need_assistant=False)
         messages, tools = example["messages"], example.get("tools") or []
         answer, calls = None, []
         if messages[-1]["role"] == "assistant":  # a full conversation: its last answer is the reference
@@ -69,6 +59,7 @@ def _prompt_messages(row: dict, det: Detection,
             raise RowError("the conversation does not end with a user turn to answer", m.messages or m.prompt,
                            "end each conversation with the user's message (an assistant reply after it is fine)")
         return messages, answer, tools, calls
+    system = _text(row, m.system, "system", required=False) or system_prompt
     raw = maybe_json(cell(row, m.prompt)) if m.prompt else MISSING
     if isinstance(raw, list):  # TRL's conversational prompt-only
         assert m.prompt is not None
