@@ -34,6 +34,7 @@ class RenderedChat:
     text: str
     spans: list[Span] = field(default_factory=list)  # character spans that carry loss
     history_turns: int = 0  # assistant turns kept as untrained context (the template rewrites them as history)
+    bare_answer: bool = False  # the template put nothing of its own after the last answer (no end-of-turn to train)
 
 
 def render_template(tokenizer: Any, template: str, messages: list[dict], add_generation_prompt: bool = False,
@@ -126,7 +127,14 @@ def _render_chat(r: ChatRenderer, messages: list[dict], tools: Optional[list[dic
     # a separator after the end-of-turn marker is never generated (generation stops at the marker): not trained
     trained = [(s, s + len(text[s:e].rstrip())) for s, e in (spans if marked else own)]
     trained = _without_trailing_eos(text, [(s, e) for s, e in trained if e > s], messages, r.specials["eos_token"])
-    return RenderedChat(text, trained, history_turns)
+    return RenderedChat(text, trained, history_turns,
+                        _ends_with_answer(text[:trained[-1][1]] if trained else text, messages))
+
+
+def _ends_with_answer(trained_text: str, messages: list[dict]) -> bool:
+    """Whether `trained_text` ends with the last answer itself, nothing of the template's after it."""
+    content = messages[-1].get("content") if messages and messages[-1]["role"] == "assistant" else None
+    return isinstance(content, str) and bool(content.strip()) and trained_text.rstrip().endswith(content.strip())
 
 
 def _without_trailing_eos(text: str, spans: list[Span], messages: list[dict], eos: str) -> list[Span]:
@@ -140,10 +148,8 @@ def _without_trailing_eos(text: str, spans: list[Span], messages: list[dict], eo
     if not text[s:e].endswith(eos):
         return spans
     head = text[s:e - len(eos)].rstrip()
-    content = messages[-1].get("content")
     if head:  # the marker and the EOS in one span
-        bare = isinstance(content, str) and content.strip() and head.endswith(content.strip())
-        return spans if bare else spans[:-1] + [(s, s + len(head))]
+        return spans if _ends_with_answer(head, messages) else spans[:-1] + [(s, s + len(head))]
     before = text[spans[-2][1]:s] if len(spans) > 1 else None
     return spans[:-1] if before is not None and not before.strip() else spans
 

@@ -98,11 +98,10 @@ def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings,
         text, spans = example["text"], [(0, len(example["text"]))]
     elif chat_rendered:
         assert s.chat_template is not None
-        messages = _as_messages(example)
-        chat = render_chat(tokenizer, s.chat_template, messages, renderer, example.get("tools"),
+        chat = render_chat(tokenizer, s.chat_template, _as_messages(example), renderer, example.get("tools"),
                            example.get("train_from", 0))
         text, spans, history_turns = chat.text, chat.spans, chat.history_turns
-        bare_answer = _ends_bare(text, spans, messages)
+        bare_answer = chat.bare_answer
     else:  # prompt/completion as plain text (prompt template, or chat_template: none)
         prompt, completion = example["prompt"], example["completion"]
         if example.get("system") and s.kind != "template":
@@ -123,16 +122,6 @@ def plan_chat_text(example: dict, tokenizer: Any, s: EncodeSettings,
     if bos and s.chat_template is None and getattr(tokenizer, "add_bos_token", True) and not text.startswith(bos):
         text, spans = bos + text, [(a + len(bos), b + len(bos)) for a, b in spans]
     return text, spans, history_turns
-
-
-def _ends_bare(text: str, spans: list[tuple[int, int]], messages: list[dict]) -> bool:
-    """Whether the template put nothing of its own after the last answer (no end-of-turn marker to train)."""
-    last = messages[-1] if messages else {}
-    content = last.get("content") if last.get("role") == "assistant" else None
-    if not isinstance(content, str) or not content.strip():
-        return False
-    end = spans[-1][1] if spans else len(text)
-    return text[:end].rstrip().endswith(content.strip())
 
 
 def _flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
