@@ -13,6 +13,7 @@ from typing import Any, Optional
 from ..spec import ColumnMapping
 from .fields import MISSING, cell, maybe_json, top_column
 from .issues import RowError
+from .tool_rows import TOOL_MESSAGE_ROLES
 
 FORMAT_KIND = {"text": "text", "alpaca": "pair", "qa": "pair", "messages": "messages", "sharegpt": "messages",
                "prompt_completion": "messages", "xlam": "messages", "preference": "preference",
@@ -37,8 +38,6 @@ _CANDIDATES = {
     "calls": ("answers", "ground_truth", "tool_calls", "calls", "function_calls"),
 }
 _TEXT_KEYS = ("text", "value", "answer", "content")  # the text field of a nested answer ({"text": [...], ...})
-# Roles / keys that mark a conversation with tool calls (OpenAI, legacy OpenAI, ShareGPT function calling).
-TOOL_ROLES = ("tool", "function", "function_call", "observation", "tool_call", "tool_response")
 
 # What a thumbs-up / thumbs-down cell may hold (case-insensitive); anything else is refused with this list.
 LABEL_VALUES: dict[str, bool] = {
@@ -120,7 +119,7 @@ def _tool_calls_in(sample: list[dict], column: str) -> bool:
     for conversation in _values(sample, column):
         for m in conversation if isinstance(conversation, list) else []:
             if isinstance(m, dict) and ("tool_calls" in m or "function_call" in m or
-                                        str(m.get("role", m.get("from", ""))).lower() in TOOL_ROLES):
+                                        str(m.get("role", m.get("from", ""))).lower() in TOOL_MESSAGE_ROLES):
                 return True
     return False
 
