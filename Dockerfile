@@ -9,6 +9,8 @@ ENV PYTHONUNBUFFERED=1 \
     LORA_STUDIO_DATA_DIR=/data/lora-studio \
     HF_HOME=/data/hf-cache
 
+# A C/C++ toolchain: llama-cpp-python (GGUF export) builds llama.cpp from source on install.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 1000 user && mkdir -p /data && chown user:user /data
 WORKDIR /home/user/app
 
@@ -16,7 +18,7 @@ COPY --chown=user:user requirements.txt .
 RUN pip install "$(grep -E '^torch==' requirements.txt)" && pip install -r requirements.txt
 
 COPY --chown=user:user . .
-RUN pip install --no-deps -e .
+RUN pip install --no-deps -e . && python -m trainer_backend.export.llama_cpp --install
 
 USER user
 VOLUME ["/data"]

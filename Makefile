@@ -15,6 +15,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps -e .
 	$(PIP) check
+	# llama.cpp's GGUF converter, from the source release of the llama-cpp-python just built (GGUF export)
+	$(PY) -m trainer_backend.export.llama_cpp --install
 	touch $@
 
 # Headless Chromium for the browser test comes from Debian (Playwright's own browser download is not used).

@@ -98,8 +98,9 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
 
     from trainer_backend import job_files as jf
 
-    files = [jf.SPEC_FILE, jf.REPORT_FILE, jf.EVENTS_FILE, jf.LOG_FILE, jf.DEBUG_LOG_FILE, jf.EVAL_FILE, jf.META_FILE]
-    folders = [jf.ADAPTER_DIR, jf.CHECKPOINTS_DIR]
+    files = [jf.SPEC_FILE, jf.REPORT_FILE, jf.EVENTS_FILE, jf.LOG_FILE, jf.DEBUG_LOG_FILE, jf.EVAL_FILE, jf.META_FILE,
+             jf.EXPORT_FILE, jf.EXPORT_LOG, jf.MODELFILE]
+    folders = [jf.ADAPTER_DIR, jf.CHECKPOINTS_DIR, jf.EXPORT_DIR, jf.MERGED_DIR]
     spelled = re.compile("|".join([rf"[\"']{re.escape(n)}[\"']" for n in files] +  # the file name as a literal
                                   [rf"/\s*[\"']{re.escape(n)}[\"']" for n in folders] +  # a path join
                                   [rf"[\"']{re.escape(jf.CHECKPOINT_PREFIX)}\{{"]))  # f"checkpoint-{step}"
@@ -120,13 +121,13 @@ LAYERS = [
      "access", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
      "library_hooks",  # every reach into a library's private internals (tests/test_library_hooks.py)
      "run_events"},  # what a run records in events.jsonl: one typed record per kind, for writers and readers
-    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "autotrain", "generation", "rewards",
+    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "spec_export", "autotrain", "generation", "rewards",
      "tool_calls", "tool_output"},  # the job spec (+ AutoTrain's dialect), sampling settings, the reward functions GRPO's spec names,
     # tool schemas and calls in their one canonical form (read by data, evaluation, chat and the tool_call reward)
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",
-     "evaluation_tools", "jobs"},
+     "evaluation_tools", "export", "jobs"},
     {"cli", "cache_cli", "__main__", "ui"},                              # entry points
 ]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import evaluation_tools as tools_eval
-from .job_files import EVAL_FILE, SPEC_FILE
+from .job_files import ADAPTER_DIR, EVAL_FILE, SPEC_FILE
 from .generation import EVALUATION, GenerationSettings
 from .inference import Ask, gpu_call, load_chat
 from .rewards import normalise_text
@@ -172,6 +172,18 @@ def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
                          "the Chat / Evaluate tab, or `python -m trainer_backend evaluate JOB --data FILE`), or "
                          "train again with a validation split (data.valid_split: auto)")
     return split, tokenizer
+
+
+def held_out_prompts(job_dir: Path, limit: int) -> list[list[dict]]:
+    """Up to `limit` conversations (up to the last answer) from the job's validation split; raises
+    FileNotFoundError / ValueError like evaluate when there is none."""
+    split, _ = _load_eval_split(job_dir / ADAPTER_DIR, None)
+    out = []
+    for k in range(min(limit, len(split))):
+        pair = _prompt_and_reference(split.example(k))
+        if pair and pair[0]:
+            out.append(pair[0])
+    return out
 
 
 def _prompt_and_reference(example: dict) -> Optional[tuple[list[dict], str]]:

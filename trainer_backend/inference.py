@@ -73,24 +73,29 @@ def _fill_prompt_template(template: str, message: str) -> str:
     return template.format_map({f: message for f in fields})
 
 
-def encode_prompt(tok: Any, meta: AdapterMeta, messages: list[dict], system: Optional[str] = None,
-                  prompt_text: Optional[str] = None, tools: Optional[list[dict]] = None) -> Any:
-    """The prompt's token ids ({input_ids, attention_mask}, batch of one) exactly as training rendered it: the
-    training prompt template (single turn), the chat template, or plain text (prompt_text: already rendered).
-    `tools`: the tool schemas the conversation may call (tool_calls.py's canonical shape), rendered by the chat
-    template's own tool support."""
+def render_prompt(tok: Any, meta: AdapterMeta, messages: list[dict], system: Optional[str] = None,
+                  prompt_text: Optional[str] = None, tools: Optional[list[dict]] = None) -> tuple[str, bool]:
+    """The prompt's text exactly as training rendered it (the training prompt template for a single turn, the
+    chat template, or plain text; prompt_text: already rendered), and whether the tokenizer adds its own special
+    tokens to it (not to a chat template's output, which writes its own). `tools`: the tool schemas the
+    conversation may call (tool_calls.py's canonical shape), rendered by the chat template's own tool support."""
     msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
     template = meta.single_turn_prompt()
     if prompt_text is not None:
-        text = prompt_text
-    elif template:  # trained on a prompt template: single turn, in the same words
-        text = _fill_prompt_template(template, messages[-1]["content"])
-    elif meta.chat_template == "none" or not tok.chat_template:
-        text = "\n\n".join(m["content"] for m in msgs) + "\n"
-    else:
-        return tok.apply_chat_template(msgs, tools=tools or None, add_generation_prompt=True, return_tensors="pt",
-                                       return_dict=True)
-    return tok(text, return_tensors="pt")
+        return prompt_text, True
+    if template:  # trained on a prompt template: single turn, in the same words
+        return _fill_prompt_template(template, messages[-1]["content"]), True
+    if meta.chat_template == "none" or not tok.chat_template:
+        return "\n\n".join(m["content"] for m in msgs) + "\n", True
+    return tok.apply_chat_template(msgs, tools=tools or None, add_generation_prompt=True, tokenize=False), False
+
+
+def encode_prompt(tok: Any, meta: AdapterMeta, messages: list[dict], system: Optional[str] = None,
+                  prompt_text: Optional[str] = None, tools: Optional[list[dict]] = None) -> Any:
+    """The prompt's token ids ({input_ids, attention_mask}, batch of one) exactly as training rendered it
+    (render_prompt)."""
+    text, add_special = render_prompt(tok, meta, messages, system, prompt_text, tools)
+    return tok(text, add_special_tokens=add_special, return_tensors="pt")
 
 
 _PROMPT_TOKENIZERS: OrderedDict[str, Any] = OrderedDict()  # adapter folder -> tokenizer, for prompt_tokens only

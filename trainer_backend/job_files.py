@@ -23,6 +23,11 @@ ADAPTER_CONFIG = "adapter_config.json"   # inside ADAPTER_DIR when a LoRA adapte
 MODEL_CONFIG = "config.json"             # inside ADAPTER_DIR when the full model was trained
 SYNC_REPO_PREFIX = "lora-studio-job-"  # name prefix of the Hub repo a synced job is kept in (hub/sync.py)
 REMOTE_STATE_FILE = "remote.json"   # a job on HF Jobs: its Job ids, repo and how far the mirror got (remote/)
+EXPORT_DIR = "export"                # exported files of a finished job: merged weights, GGUF files, Modelfile
+EXPORT_FILE = "export.json"          # inside EXPORT_DIR: what the export made, its progress and each file's check
+EXPORT_LOG = "export.log"            # inside EXPORT_DIR: llama.cpp's converter and quantizer output
+MERGED_DIR = "merged"                # inside EXPORT_DIR: the merged safetensors + tokenizer
+MODELFILE = "Modelfile"              # inside EXPORT_DIR: the Ollama Modelfile
 ADAPTER_ARCHIVE = "adapter.zip"      # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
 
 DATA_DIR_ENV = "LORA_STUDIO_DATA_DIR"

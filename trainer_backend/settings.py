@@ -113,6 +113,9 @@ class Settings(BaseModel):
     data_dir: Annotated[str, Env(_text, "a folder", shown="`/data/lora-studio` when `/data` is "
                                  "writable, else `./lora-studio-data`")] = Field(
         "", description="the job store: SQLite registry, job folders, uploads, the prepared-data cache")
+    llama_cpp_dir: Annotated[str, Env(_text, "a folder")] = Field(
+        "", description="llama.cpp's converter folder for GGUF export (convert_hf_to_gguf.py, conversion/, gguf-py/); "
+                        "default: the copy `make install` fetched for the installed llama-cpp-python")
     max_concurrent_jobs: Annotated[int, Env(int, _INT, lenient=True)] = Field(
         1, ge=1, description="training jobs run at once per data dir (1: one job owns the machine's GPUs)")
     train_nice: Annotated[int, Env(int, _INT, lenient=True)] = Field(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # to its spec section's namesake unless `group` says otherwise (lengths.* → training, eval/save → evaluation).
 FORM_GROUPS: dict[str, str] = {
     "model": "Model", "data": "Data", "lora": "LoRA", "training": "Training",
-    "evaluation": "Evaluation & checkpoints", "hub": "Hub", "compute": "Compute",
+    "evaluation": "Evaluation & checkpoints", "hub": "Hub", "export": "Export (GGUF, Ollama)", "compute": "Compute",
     "grpo": "GRPO: rewards and generation", "kto": "KTO: thumbs-up / thumbs-down weights",
 }
 # Groups the Train tab shows in its numbered steps instead of a settings section.

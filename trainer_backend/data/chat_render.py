@@ -29,6 +29,15 @@ def has_generation_markers(template: Optional[str]) -> bool:
     return bool(template and _GENERATION_TAG.search(template))
 
 
+_GENERATION_TAGS = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
+
+
+def without_generation_markers(template: str) -> str:
+    """The template as it renders for inference: TRL's {% generation %} markers only say which text trains, and a
+    runtime other than transformers' (llama.cpp's, Ollama's) may not know the tag at all."""
+    return _GENERATION_TAGS.sub("", template)
+
+
 @dataclass
 class RenderedChat:
     text: str

@@ -1,0 +1,152 @@
+"""GGUF export, checked: tiny Llama- and Qwen-family adapters (real TRL templates) exported with llama.cpp's own
+tools to merged safetensors, GGUF f16 / q8_0 / q4_K_M, a LoRA GGUF and a Modelfile, and each file compared with
+the adapter it came from; deliberately broken files fail the check with the right reason."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_models import build_family_model  # noqa: E402
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("llama_cpp", reason="GGUF export needs llama-cpp-python (requirements.txt)")
+
+ALL_FORMATS = ["merged", "f16", "q8_0", "q4_K_M", "lora_gguf", "modelfile"]
+
+
+def _train(root: Path, family: str, real_data: Path, template: str = "tokenizer") -> Path:
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.training.run import run_training
+
+    rows = [json.loads(line) for line in (real_data / "chat" / "msft_gsm8k_chat_train_messages.jsonl").open()][:48]
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": r["messages"]}) + "\n" for r in rows))
+    corpus = [m["content"] for r in rows for m in r["messages"]] * 2
+    model = build_family_model(root / "model", family, corpus)
+    spec, _ = parse_spec({
+        "project_name": f"tiny-{family}", "output_dir": str(root / "job"), "model": {"base_model": str(model)},
+        "data": {"path": str(data), "chat_template": template, "valid_split": "auto", "valid_fraction": 0.1},
+        "lengths": {"block_size": 256}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "training": {"max_steps": 12, "learning_rate": 5e-3, "batch_size": 4, "gradient_accumulation": 1,
+                     "logging_steps": 6, "save_strategy": "no", "eval_strategy": "no", "warmup_ratio": 0.0,
+                     "scheduler": "constant", "packing": False, "gradient_checkpointing": False}})
+    run_training(spec)
+    return root / "job"
+
+
+def _export(job: Path, formats: list[str]) -> Any:
+    from trainer_backend.export.run import export_job
+    from trainer_backend.spec_export import ExportSpec
+
+    return export_job(job, ExportSpec(formats=formats, check_prompts=4, check_tokens=16))
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, real_data: Path) -> dict:
+    job = _train(tmp_path_factory.mktemp(f"export-{request.param}"), request.param, real_data)
+    record = _export(job, ALL_FORMATS)
+    return {"family": request.param, "job": job, "record": record}
+
+
+def _file(record: Any, fmt: str) -> Any:
+    return next(f for f in record.files if f.format == fmt)
+
+
+def test_every_format_is_made_and_f16_behaves_like_the_adapter(exported: dict) -> None:
+    record, out = exported["record"], exported["job"] / "export"
+    assert record.state == "succeeded", record.error
+    stem = f"tiny-{exported['family']}"
+    for name in (f"{stem}-f16.gguf", f"{stem}-q8_0.gguf", f"{stem}-q4_K_M.gguf", f"{stem}-lora-f16.gguf",
+                 "base-f16.gguf", "merged/model.safetensors", "Modelfile", "export.json"):
+        assert (out / name).is_file(), name
+    sizes = {f.format: f.bytes for f in record.files}
+    assert sizes["q4_K_M"] < sizes["q8_0"] < sizes["f16"], sizes  # the quantizer really quantized
+    f16 = _file(record, "f16").check
+    assert f16["verdict"] == "pass", f16["problems"]
+    assert f16["tokens_identical"] == f16["prompts"] == f16["template_identical"] == 4
+    assert f16["top1_agreement"] >= 0.99 and f16["same_stop"] == 4 and not f16["missing_stops"]
+    lora = _file(record, "lora_gguf").check
+    assert lora["verdict"] == "pass", lora["problems"]
+    for fmt in ("q8_0", "q4_K_M"):
+        check = _file(record, fmt).check
+        assert check["verdict"] in ("pass", "warn", "fail") and check["tokens_identical"] == 4
+    saved = json.loads((out / "export.json").read_text())
+    assert [f["name"] for f in saved["files"]] == [f.name for f in record.files]
+
+
+def test_the_modelfile_speaks_the_training_template(exported: dict) -> None:
+    text = (exported["job"] / "export" / "Modelfile").read_text()
+    stem, family = f"tiny-{exported['family']}", exported["family"]
+    assert f"FROM ./{stem}-q4_K_M.gguf" in text or f"FROM ./{stem}-q8_0.gguf" in text
+    stop = "<|eot_id|>" if family == "llama" else "<|im_end|>"
+    assert f'PARAMETER stop "{stop}"' in text
+    assert "TEMPLATE" in text and ".Messages" in text
+    check = exported["record"].modelfile
+    assert check and check["identical"] == check["prompts"] > 0, check
+
+
+def _broken_copy(exported: dict, tmp_path: Path, *metadata_args: str) -> Path:
+    from trainer_backend.export.gguf import set_metadata
+
+    src = exported["job"] / "export" / f"tiny-{exported['family']}-f16.gguf"
+    dest = tmp_path / src.name
+    shutil.copyfile(src, dest)
+    set_metadata(dest, tmp_path / "log.txt", list(metadata_args))
+    return dest
+
+
+def _check(exported: dict, path: Path, fmt: str = "f16") -> Any:
+    from transformers import AutoTokenizer
+
+    from trainer_backend.export.reference import PROBE_CONVERSATIONS, build_reference
+    from trainer_backend.export.roundtrip import GgufRunner, check_file
+    from trainer_backend.hub.merge import load_for_merge
+
+    loaded = load_for_merge(exported["job"] / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(exported["job"] / "export" / "merged")
+    reference = build_reference(loaded.model, tokenizer, loaded.meta, PROBE_CONVERSATIONS, 8)
+    runner = GgufRunner(path)
+    try:
+        return check_file(runner, reference, tokenizer, path.name, fmt)
+    finally:
+        runner.close()
+
+
+def test_a_wrong_template_in_the_file_fails_the_check_as_a_template_problem(exported: dict, tmp_path: Path) -> None:
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    other = chatml if exported["family"] == "llama" else chatml.replace("<|im_start|>", "<|im_start|> ")
+    check = _check(exported, _broken_copy(exported, tmp_path, "--chat-template", other))
+    assert check.verdict == "fail"
+    assert check.problems[0].startswith("template:"), check.problems
+    assert check.template_identical == 0
+
+
+def test_a_wrong_pre_tokenizer_fails_the_check_as_a_tokenizer_problem(exported: dict, tmp_path: Path) -> None:
+    if exported["family"] != "llama":
+        pytest.skip("one family is enough for the tokenizer case")
+    check = _check(exported, _broken_copy(exported, tmp_path, "--pre-tokenizer", "gpt-2"))
+    assert check.verdict == "fail"
+    assert any(p.startswith("tokenizer:") for p in check.problems), check.problems
+
+
+def test_a_stop_token_llama_cpp_does_not_know_is_written_into_the_file_and_its_absence_fails(
+        tmp_path_factory: pytest.TempPathFactory, real_data: Path, tmp_path: Path) -> None:
+    from trainer_backend.export.gguf import convert_model
+
+    job = _train(tmp_path_factory.mktemp("export-custom"), "custom", real_data)
+    record = _export(job, ["merged", "f16"])
+    exported = {"family": "custom", "job": job, "record": record}
+    f16 = _file(record, "f16").check
+    assert f16["verdict"] == "pass" and not f16["missing_stops"], f16["problems"]
+    assert any("end-of-turn token to <|end_of_turn|>" in note for note in record.notes), record.notes
+    raw = convert_model(job / "export" / "merged", tmp_path / "raw-f16.gguf", "f16", tmp_path / "log.txt")
+    check = _check(exported, raw)  # the converter's file as it comes, without the export's fix
+    assert check.verdict == "fail" and check.missing_stops == ["<|end_of_turn|>"]
+    assert any(p.startswith("stop token: llama.cpp does not stop at <|end_of_turn|>") for p in check.problems)
