@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_models import build_family_model  # noqa: E402
+from hubhelpers import ALICE, FAST, hub, loopback_hub  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("llama_cpp", reason="GGUF export needs llama-cpp-python (requirements.txt)")
@@ -20,9 +21,10 @@ pytest.importorskip("llama_cpp", reason="GGUF export needs llama-cpp-python (req
 ALL_FORMATS = ["merged", "f16", "q8_0", "q4_K_M", "lora_gguf", "modelfile"]
 
 
-def _train(root: Path, family: str, real_data: Path, template: str = "tokenizer") -> Path:
+def _train(root: Path, family: str, real_data: Path, **sections: Any) -> Path:
+    """Train a tiny adapter; with `export` / `hub` sections the job exports and pushes as a spec asks it to."""
+    from trainer_backend.hub.publish import train_and_push
     from trainer_backend.spec import parse_spec
-    from trainer_backend.training.run import run_training
 
     rows = [json.loads(line) for line in (real_data / "chat" / "msft_gsm8k_chat_train_messages.jsonl").open()][:48]
     data = root / "train.jsonl"
@@ -31,12 +33,12 @@ def _train(root: Path, family: str, real_data: Path, template: str = "tokenizer"
     model = build_family_model(root / "model", family, corpus)
     spec, _ = parse_spec({
         "project_name": f"tiny-{family}", "output_dir": str(root / "job"), "model": {"base_model": str(model)},
-        "data": {"path": str(data), "chat_template": template, "valid_split": "auto", "valid_fraction": 0.1},
+        "data": {"path": str(data), "chat_template": "tokenizer", "valid_split": "auto", "valid_fraction": 0.1},
         "lengths": {"block_size": 256}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "training": {"max_steps": 12, "learning_rate": 5e-3, "batch_size": 4, "gradient_accumulation": 1,
                      "logging_steps": 6, "save_strategy": "no", "eval_strategy": "no", "warmup_ratio": 0.0,
-                     "scheduler": "constant", "packing": False, "gradient_checkpointing": False}})
-    run_training(spec)
+                     "scheduler": "constant", "packing": False, "gradient_checkpointing": False}, **sections})
+    train_and_push(spec)
     return root / "job"
 
 
@@ -137,16 +139,51 @@ def test_a_wrong_pre_tokenizer_fails_the_check_as_a_tokenizer_problem(exported: 
 
 
 def test_a_stop_token_llama_cpp_does_not_know_is_written_into_the_file_and_its_absence_fails(
-        tmp_path_factory: pytest.TempPathFactory, real_data: Path, tmp_path: Path) -> None:
+        hub: Any, tmp_path_factory: pytest.TempPathFactory, real_data: Path, tmp_path: Path) -> None:
+    """A spec's export: runs after training and its push takes the files along (here into the adapter's repo)."""
     from trainer_backend.export.gguf import convert_model
 
-    job = _train(tmp_path_factory.mktemp("export-custom"), "custom", real_data)
-    record = _export(job, ["merged", "f16"])
-    exported = {"family": "custom", "job": job, "record": record}
+    job = _train(tmp_path_factory.mktemp("export-custom"), "custom", real_data,
+                 export={"formats": ["merged", "f16"], "check_prompts": 3, "check_tokens": 8, "gguf_repo": "same"},
+                 hub={"push_to_hub": True, "repo_id": "alice/custom-chat", "token": ALICE})
+    from trainer_backend.export.state import read_record
+
+    record = read_record(job)
+    assert record is not None and record.state == "succeeded", record
     f16 = _file(record, "f16").check
     assert f16["verdict"] == "pass" and not f16["missing_stops"], f16["problems"]
     assert any("end-of-turn token to <|end_of_turn|>" in note for note in record.notes), record.notes
+    files = hub.files("alice/custom-chat")
+    assert "tiny-custom-f16.gguf" in files and "adapter_model.safetensors" in files
+    assert "merged/model.safetensors" not in files, "the merged weights go only to a -merged repo"
+    card = files["README.md"].decode()
+    assert "## GGUF files" in card and "tiny-custom-f16.gguf" in card and "✅ pass" in card
     raw = convert_model(job / "export" / "merged", tmp_path / "raw-f16.gguf", "f16", tmp_path / "log.txt")
-    check = _check(exported, raw)  # the converter's file as it comes, without the export's fix
+    check = _check({"family": "custom", "job": job, "record": record}, raw)  # the converter's file as it comes
     assert check.verdict == "fail" and check.missing_stops == ["<|end_of_turn|>"]
     assert any(p.startswith("stop token: llama.cpp does not stop at <|end_of_turn|>") for p in check.problems)
+
+
+def test_push_sends_checked_files_to_a_gguf_repo_and_leaves_failed_ones_out(exported: dict, hub: Any,
+                                                                            tmp_path: Path) -> None:
+    from trainer_backend.export.state import read_record, write_record
+    from trainer_backend.hub import push_adapter
+
+    if exported["family"] != "qwen2":
+        pytest.skip("one family is enough for the push")
+    job = tmp_path / "job"
+    shutil.copytree(exported["job"], job)
+    record = read_record(job)
+    q8 = _file(record, "q8_0")
+    q8.check = {**q8.check, "verdict": "fail", "problems": ["numerics: top-1 agreement 50.0% (pass ≥ 97%)"]}
+    write_record(job / "export", record)
+    result = push_adapter(job, repo_id="alice/tiny-qwen", token=ALICE, endpoint=hub.url, retry=FAST, gguf=True)
+    assert result.gguf is not None and result.gguf.repo_id == "alice/tiny-qwen-GGUF"
+    files = hub.files("alice/tiny-qwen-GGUF")
+    assert {"tiny-qwen2-f16.gguf", "tiny-qwen2-q4_K_M.gguf", "tiny-qwen2-lora-f16.gguf", "Modelfile"} <= set(files)
+    assert "tiny-qwen2-q8_0.gguf" not in files and "base-f16.gguf" not in files
+    assert files["tiny-qwen2-f16.gguf"] == (job / "export" / "tiny-qwen2-f16.gguf").read_bytes()
+    card = files["README.md"].decode()
+    assert card.startswith("---\n") and "library_name: gguf" in card and "base_model" not in card.split("---")[1]
+    assert "Left out of this repo because their round-trip check failed: tiny-qwen2-q8_0.gguf" in card
+    assert "alice/tiny-qwen" in card and hub.repo("alice/tiny-qwen-GGUF").private

@@ -128,7 +128,7 @@ LAYERS = [
     {"training"},                                                        # model loading, trainers, plan, run
     {"public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",
      "evaluation_tools", "export", "jobs"},
-    {"cli", "cache_cli", "__main__", "ui"},                              # entry points
+    {"cli", "cache_cli", "export_cli", "__main__", "ui"},                              # entry points
 ]
 
 

@@ -3,10 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from .job_status import ExitCode
 
 EXIT_OK = ExitCode.OK
+
+
+def add_cache_command(subparsers: Any) -> None:
+    cache = subparsers.add_parser("cache", help="the prepared-data cache (tokenised data reused by validate, train, "
+                                                "resume)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    listing = cache_sub.add_parser("list", help="entries, most recently used first")
+    listing.add_argument("--verify", action="store_true", help="check every file's checksum (reads everything)")
+    listing.add_argument("--json", action="store_true")
+    clearing = cache_sub.add_parser("clear", help="remove entries (all of them unless keys are given)")
+    clearing.add_argument("keys", nargs="*", help="key prefixes as `cache list` shows them")
 
 
 def cmd_cache(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ from typing import Any, Optional
 from .job_files import ADAPTER_DIR, SPEC_FILE
 from .job_status import ExitCode, JobStatus
 from .ml_stack import leave_out_bitsandbytes, needs_bitsandbytes
+from .cache_cli import add_cache_command, cmd_cache
+from .export_cli import add_export_command
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 from .run_events import (Checkpoint, Eval, Failed, Finished, FittedToHardware, Log, OomAdjusted, Preparing, RunEvent,
                          Samples, Start, Stopped)
@@ -174,7 +176,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     target = Path(args.job).expanduser()
     if (target / ADAPTER_DIR).is_dir():
         try:
-            result = push_adapter(target, repo_id=args.repo, private=not args.public, merged=args.merged)
+            result = push_adapter(target, repo_id=args.repo, private=not args.public, merged=args.merged,
+                                  gguf=args.gguf)
         except HubError as exc:
             print(f"error: not pushed: {exc}", file=sys.stderr)
             return EXIT_NOT_PUSHED
@@ -183,7 +186,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from .jobs import JobManager
 
     job = JobManager(args.data_dir, autostart=False).push(args.job, args.repo, args.merged,
-                                                          private=False if args.public else None)
+                                                          private=False if args.public else None, gguf=args.gguf)
     if job.status != "succeeded":
         print(f"error: not pushed: {job.error}", file=sys.stderr)
         return EXIT_NOT_PUSHED
@@ -347,14 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--repo", help="target repo user/name (default: <you>/<project_name>)")
     push.add_argument("--merged", action="store_true", help="also push the merged model to <repo>-merged")
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--gguf", action="store_true", help="also push the job's export (GGUF files, Modelfile) to "
+                                                          "<repo>-GGUF or the adapter's repo (export's gguf_repo)")
     push.add_argument("--data-dir", help="job store folder (for job ids)")
-    cache = sub.add_parser("cache", help="the prepared-data cache (tokenised data reused by validate, train, resume)")
-    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
-    listing = cache_sub.add_parser("list", help="entries, most recently used first")
-    listing.add_argument("--verify", action="store_true", help="check every file's checksum (reads everything)")
-    listing.add_argument("--json", action="store_true")
-    clearing = cache_sub.add_parser("clear", help="remove entries (all of them unless keys are given)")
-    clearing.add_argument("keys", nargs="*", help="key prefixes as `cache list` shows them")
+    add_cache_command(sub)
+    add_export_command(sub)
     tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
     tiny.add_argument("out_dir")
     return p
@@ -387,9 +387,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "cache":
-            from .cache_cli import cmd_cache
-
             return cmd_cache(args)
+        if args.command == "export":
+            from .export_cli import cmd_export
+
+            return cmd_export(args)
         if args.command == "tiny-model":
             from .tiny_model import build_tiny_model
 

@@ -42,8 +42,25 @@ def train_and_push(spec: JobSpec, echo: Optional[Echo] = None) -> Any:
 
     with synced_job(spec, EventLog(spec.job_dir, echo)):  # its refusal is printed like a training failure  # hub.sync / HF Jobs: the job folder kept on the Hub
         result = run_training(spec, echo=echo)
+        exported = result.status == JobStatus.SUCCEEDED and bool(spec.export.formats) and _export(spec)
         if result.status == JobStatus.SUCCEEDED and spec.hub.push_to_hub:
             outcome = push_and_record(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
-                                      private=spec.hub.private, metrics=result.metrics)
+                                      private=spec.hub.private, metrics=result.metrics, gguf=exported)
             result.status = outcome.status
     return result
+
+
+def _export(spec: JobSpec) -> bool:
+    """The spec's `export:` right after training (before the push, which then takes the GGUF files along).
+    A failed export leaves the trained job as it is; export.json and the log say what failed. True: exported."""
+    from ..export.report import failed_files
+    from ..export.run import export_job
+
+    token = spec.hub.token.get_secret_value() if spec.hub.token else None
+    record = export_job(spec.job_dir, spec.export, token,
+                        on_progress=lambda r: print(f"export [{r.fraction:.0%}]: {r.message}", flush=True))
+    failed = failed_files(record)
+    if failed:
+        print("export: " + ", ".join(f.name for f in failed) + " failed the round-trip check and is not pushed "
+              "(see export/export.json)", flush=True)
+    return record.state == "succeeded"

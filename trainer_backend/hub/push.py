@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
-from ..job_files import ADAPTER_DIR, EVAL_FILE, META_FILE, REPORT_FILE, SPEC_FILE
+from ..job_files import ADAPTER_DIR, EVAL_FILE, MERGED_DIR, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
 from ..spec import JobSpec, SpecError, load_job_spec, repo_id_problem
 from ..training.adapter_meta import AdapterMeta, read_adapter_meta
@@ -38,6 +38,7 @@ T = TypeVar("T")
 # The job dir layout written by training.run (not imported from there: that would pull in torch and
 # transformers for every import of this package; test_hub checks the names agree).
 MERGED_SUFFIX = "-merged"
+GGUF_SUFFIX = "-GGUF"  # the repo a push puts GGUF files in (export/publish.py), unless they go with the adapter
 MAX_NAME = 96
 # Left out of the repo: peft's placeholder card (ours replaces it) and the pickled TrainingArguments
 # (pickles are flagged by the Hub's scanner and nobody needs them to load the adapter).
@@ -51,6 +52,7 @@ class PushResult:
     url: str
     commit: str
     merged: Optional["PushResult"] = None  # the `<repo>-merged` push, when asked for
+    gguf: Optional["PushResult"] = None    # the `<repo>-GGUF` push of the job's export, when asked for
 
 
 def hub_repo_name(name: str, reserve: int = len(MERGED_SUFFIX) + 4) -> str:
@@ -73,12 +75,14 @@ def check_repo_id(repo_id: str) -> None:
 
 def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Token = None, private: bool = True,
                  merged: bool = False, endpoint: Optional[str] = None, retry: RetryPolicy = DEFAULT_RETRY,
-                 sleep: Optional[Callable[[float], None]] = None) -> PushResult:
+                 sleep: Optional[Callable[[float], None]] = None, gguf: bool = False) -> PushResult:
     """Push `<job_dir>/adapter` (+ card, spec, metrics, loss plot) to `repo_id` (default `<user>/<project_name>`).
 
     The default name gets `-2`, `-3`, ... when a repo of that name exists and was not made by LoRA Studio (no
     `lora_studio.json` in it); an explicit `repo_id` is used as given. Transient failures are retried per
     `retry`; everything raises a HubError whose text never contains the token. The job dir is only read.
+    gguf=True: also the job's finished export (GGUF files, Modelfile; export/publish.py), into `<repo>-GGUF` or
+    the adapter's repo as the export's gguf_repo says.
     """
     from huggingface_hub import HfApi
 
@@ -98,26 +102,59 @@ def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Toke
     target = _target_repo(api, call, repo_id, spec.project_name if spec else job_dir.name)
     if merged and not meta.lora:
         raise HubError("merged=True needs a LoRA adapter; this job trained the full model, which is pushed as is")
-    with tempfile.TemporaryDirectory(prefix="lora-studio-push-") as tmp:
+    export = _finished_export(job_dir) if gguf else None
+    separate = export is not None and export.spec.get("gguf_repo", "separate") == "separate"
+    if separate:
+        check_repo_id(target + GGUF_SUFFIX)
+    with tempfile.TemporaryDirectory(prefix="lora-studio-push-", dir=job_dir) as tmp:  # same disk: GGUFs link
         license = _base_license(api, meta.base_model)
         stage = Path(tmp) / "repo"
         stage_adapter(job_dir, stage, target, meta, spec, license)
+        gguf_stage = Path(tmp) / "gguf"
+        if export is not None:
+            _stage_gguf(job_dir, gguf_stage if separate else stage, export, target, meta, license, separate)
+            scan_for_secrets(gguf_stage if separate else stage, tok)
         scan_for_secrets(stage, tok)
-        merged_stage = Path(tmp) / "merged"
+        merged_stage = Path(tmp) / MERGED_DIR
         if merged:  # merge (and check it) before uploading anything, so a failed merge pushes nothing
             check_repo_id(target + MERGED_SUFFIX)
             _merge_and_stage(adapter_dir, merged_stage, target, meta, spec, license, tok, job_dir)
         result = _upload(api, call, stage, target, private, _commit_message(spec, meta, "adapter"))
         log.info("pushed %s to %s (%s)", adapter_dir, result.url, result.commit[:8])
-        if not merged:
-            return result
+        extra: dict[str, PushResult] = {}
         try:
-            merged_result = _upload(api, call, merged_stage, target + MERGED_SUFFIX, private,
-                                    _commit_message(spec, meta, "merged"))
+            if merged:
+                extra["merged"] = _upload(api, call, merged_stage, target + MERGED_SUFFIX, private,
+                                          _commit_message(spec, meta, "merged"))
+            if separate:
+                extra["gguf"] = _upload(api, call, gguf_stage, target + GGUF_SUFFIX, private,
+                                        _commit_message(spec, meta, "GGUF files"))
         except HubError as exc:
-            exc.pushed = result  # the adapter did get there; only the merged model is missing
+            exc.pushed = result  # the adapter did get there; only the merged model / GGUF files are missing
             raise
-        return PushResult(result.repo_id, result.url, result.commit, merged=merged_result)
+        return PushResult(result.repo_id, result.url, result.commit, **extra)
+
+
+def _finished_export(job_dir: Path) -> Any:
+    from ..export.publish import ExportNotReady, finished_export
+
+    try:
+        return finished_export(job_dir)
+    except ExportNotReady as exc:
+        raise HubError(str(exc)) from None
+
+
+def _stage_gguf(job_dir: Path, stage: Path, export: Any, target: str, meta: AdapterMeta, license: Optional[str],
+                separate: bool) -> None:
+    """The export's files into `stage`, with the -GGUF repo's card, or a section added to the adapter's card."""
+    from ..export.publish import export_section, gguf_card, stage_export
+
+    stage_export(job_dir, stage, export)
+    card = stage / "README.md"
+    if separate:
+        card.write_text(gguf_card(target + GGUF_SUFFIX, target, meta.base_model, export, license), encoding="utf-8")
+    else:
+        card.write_text(card.read_text(encoding="utf-8") + "\n" + export_section(export), encoding="utf-8")
 
 
 def _merge_and_stage(adapter_dir: Path, out: Path, target: str, meta: AdapterMeta, spec: Optional[JobSpec],
@@ -230,13 +267,23 @@ def scan_for_secrets(folder: Path, token: Optional[str]) -> None:
     """Refuse to push a file that contains the token, or (in text files) anything shaped like an HF token."""
     needle = token.encode() if token else None
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        found = bool(needle and needle in data)
+        found = bool(needle and _contains(path, needle))
         if not found and path.suffix in TEXT_SUFFIXES:
-            found = TOKEN_PATTERN.search(data.decode("utf-8", "replace")) is not None
+            found = TOKEN_PATTERN.search(path.read_text(encoding="utf-8", errors="replace")) is not None
         if found:
             raise HubError(f"refusing to push: {path.relative_to(folder)} contains what looks like a Hugging Face "
                            "token; remove it from the job files and push again")
+
+
+def _contains(path: Path, needle: bytes, chunk: int = 1 << 24) -> bool:
+    """Whether the file holds `needle`, read in chunks (a GGUF file can be many GB)."""
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle):]
+    return False
 
 
 def _is_single_token(adapter_dir: Path, marker: Optional[str]) -> bool:
