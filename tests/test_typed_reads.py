@@ -34,6 +34,7 @@ NOT_SPEC_DICTS = {
     ("ui/reward_table.py", "trainer"): "(the same)",
     ("jobs/intake.py", "project_name"): "a spec that did not parse: its name, for the refused job's row",
     ("hub/push.py", "model"): "tokenizer.json's model section (BPE, WordPiece...)",
+    ("export/pretokenizers.py", "model"): "tokenizer.json's model section (BPE, WordPiece...)",
     ("ui/jobs_tab.py", "grpo"): "the page's per-session view state: whether the job shown is a GRPO job",
     ("ui/chat_tab.py", "text"): "a chat message's content parts ({type, text}) as Gradio's Chatbot hands them back",
     ("ui/job_view.py", "compute"): "the /job_status reply's compute view (jobs/manager.py), not the spec",

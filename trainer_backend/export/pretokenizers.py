@@ -42,7 +42,8 @@ def pretokenizer_name(tokenizer_json: str | Path) -> Optional[str]:
         config = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (config.get("model") or {}).get("type") != "BPE":
+    bpe_model = config.get("model") or {}
+    if bpe_model.get("type") != "BPE":
         return None
     steps = _steps(config.get("pre_tokenizer"))
     byte_level = [s for s in steps if s.get("type") == "ByteLevel"]

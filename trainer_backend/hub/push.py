@@ -26,6 +26,7 @@ import yaml
 from ..job_files import ADAPTER_DIR, EVAL_FILE, MERGED_DIR, META_FILE, REPORT_FILE, SPEC_FILE
 from ..model_card import build_model_card, is_hub_id
 from ..spec import JobSpec, SpecError, load_job_spec, repo_id_problem
+from ..spec_export import ExportSpec
 from ..training.adapter_meta import AdapterMeta, read_adapter_meta
 from ..redaction import TOKEN_PATTERN, without_secrets
 from .client import (DEFAULT_RETRY, HubError, RetryPolicy, Token, call_with_retries, classify,
@@ -103,7 +104,7 @@ def push_adapter(job_dir: str | Path, repo_id: Optional[str] = None, token: Toke
     if merged and not meta.lora:
         raise HubError("merged=True needs a LoRA adapter; this job trained the full model, which is pushed as is")
     export = _finished_export(job_dir) if gguf else None
-    separate = export is not None and export.spec.get("gguf_repo", "separate") == "separate"
+    separate = export is not None and ExportSpec.model_validate(export.spec).gguf_repo == "separate"
     if separate:
         check_repo_id(target + GGUF_SUFFIX)
     with tempfile.TemporaryDirectory(prefix="lora-studio-push-", dir=job_dir) as tmp:  # same disk: GGUFs link
