@@ -187,3 +187,28 @@ def test_push_sends_checked_files_to_a_gguf_repo_and_leaves_failed_ones_out(expo
     assert card.startswith("---\n") and "library_name: gguf" in card and "base_model" not in card.split("---")[1]
     assert "Left out of this repo because their round-trip check failed: tiny-qwen2-q8_0.gguf" in card
     assert "alice/tiny-qwen" in card and hub.repo("alice/tiny-qwen-GGUF").private
+
+
+def test_a_full_fine_tune_of_a_tokenizer_llama_cpp_has_not_seen_exports_and_passes(
+        tiny_model_dir: Path, real_data: Path, tmp_path: Path) -> None:
+    """The default tiny model: a GPT-2 byte-level BPE whose vocabulary's hash is in no table (the export names the
+    split from tokenizer.json), trained in full (no LoRA: the model itself is converted)."""
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.training.run import run_training
+
+    spec, _ = parse_spec({
+        "project_name": "full", "output_dir": str(tmp_path / "job"), "model": {"base_model": str(tiny_model_dir)},
+        "data": {"path": str(real_data / "chat" / "oasst_en100_messages.jsonl"), "chat_template": "chatml",
+                 "max_rows": 16},
+        "lengths": {"block_size": 128}, "lora": {"enabled": False},
+        "training": {"max_steps": 3, "batch_size": 4, "logging_steps": 1, "save_strategy": "no",
+                     "eval_strategy": "no", "packing": False}})
+    run_training(spec)
+    refused = _export(tmp_path / "job", ["f16", "lora_gguf"])
+    assert refused.state == "failed" and "trained the full model" in refused.error and not refused.files
+    record = _export(tmp_path / "job", ["f16", "modelfile"])
+    assert record.state == "succeeded", record.error
+    assert _file(record, "f16").check["verdict"] == "pass", _file(record, "f16").check
+    log = (tmp_path / "job" / "export" / "export.log").read_text()
+    assert "pre-tokenizer hash not in llama.cpp's table; tokenizer.json states the 'gpt-2' split" in log
+    assert 'PARAMETER stop "<|im_end|>"' in (tmp_path / "job" / "export" / "Modelfile").read_text()

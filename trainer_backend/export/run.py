@@ -29,6 +29,11 @@ from .roundtrip import GgufRunner, check_file
 from .state import HF_TOKEN_ENV, ExportRecord, FileEntry, write_record
 
 STAGING = ".staging"
+
+
+class ExportError(ValueError):
+    """The job cannot be exported as asked; the message says why and what would work."""
+
 BASE_GGUF = "base-f16.gguf"
 
 
@@ -68,12 +73,12 @@ class Exporter:
         return self.record
 
     def _run(self) -> None:
-        from ..hub.merge import load_for_merge, merge_loaded
+        from ..hub.merge import merge_loaded
 
         wanted = set(self.spec.formats)
         ggufs: list[str] = [f for f in GGUF_FORMATS if f in wanted]
         self.step(0.02, "loading the base model and the adapter")
-        loaded = load_for_merge(self.job_dir / ADAPTER_DIR, token=self.token)
+        loaded = self._load()
         tokenizer = loaded.tokenizer
         if tokenizer.chat_template:  # as it renders for inference, for runtimes that do not know TRL's markers
             tokenizer.chat_template = without_generation_markers(tokenizer.chat_template)
@@ -89,9 +94,16 @@ class Exporter:
             shutil.rmtree(merged_dir, ignore_errors=True)
             dtype = None if self.spec.merged_dtype == "auto" else self.spec.merged_dtype
             started = time.time()
-            report = merge_loaded(loaded, merged_dir, dtype)
-            self.record.notes.append(f"merged in {report.dtype}: max |logit diff| {report.max_abs_diff:.2g} "
-                                     f"(allowed {report.tolerance:.2g})")
+            if loaded.meta.lora:
+                report = merge_loaded(loaded, merged_dir, dtype)
+                self.record.notes.append(f"merged in {report.dtype}: max |logit diff| {report.max_abs_diff:.2g} "
+                                         f"(allowed {report.tolerance:.2g})")
+            else:  # a full fine-tune: the trained model itself, in the dtype asked for
+                import torch
+
+                model = loaded.model.to(getattr(torch, dtype)) if dtype else loaded.model
+                model.save_pretrained(str(merged_dir))
+                tokenizer.save_pretrained(str(merged_dir))
             if "merged" in wanted:
                 self._add(merged_dir, "merged", started)
         meta = loaded.meta
@@ -112,6 +124,21 @@ class Exporter:
             finally:
                 runner.close()
             write_record(self.out, self.record)
+
+    def _load(self) -> Any:
+        """Base + adapter (PEFT) for a LoRA job; the trained model itself for a full fine-tune."""
+        from ..hub.merge import LoadedAdapter, load_for_merge
+        from ..training.model_loading import load_model
+
+        adapter_dir = self.job_dir / ADAPTER_DIR
+        meta = preflight(self.job_dir, self.spec)
+        if meta.lora:
+            return load_for_merge(adapter_dir, token=self.token)
+        from transformers import AutoTokenizer
+
+        load = meta.load_settings().model_copy(update={"base_model": str(adapter_dir)}).unquantized("float32")
+        return LoadedAdapter(load_model(load, "causal").eval(), AutoTokenizer.from_pretrained(str(adapter_dir)),
+                             meta, str(adapter_dir), "float32", "float32")
 
     def _ggufs(self, formats: list[str], merged_dir: Optional[Path], tokenizer: Any,
                reference: Reference) -> list[tuple[FileEntry, Path, Optional[Path]]]:
@@ -165,6 +192,29 @@ class Exporter:
         self.record.files = [f for f in self.record.files if f.name != entry.name] + [entry]
         write_record(self.out, self.record)
         return entry
+
+
+def preflight(job_dir: Path, spec: ExportSpec) -> Any:
+    """What can be told before anything loads (the app checks it before it starts the export process): raises
+    ExportError saying why the job cannot be exported as asked; returns the adapter's metadata."""
+    from ..trainer_registry import trainer_info
+    from ..training.adapter_meta import read_adapter_meta
+
+    meta = read_adapter_meta(Path(job_dir) / ADAPTER_DIR)
+    if meta is None:
+        raise ExportError("the job holds no trained model: only a finished job can be exported")
+    if not spec.formats:
+        raise ExportError("choose at least one format to export (merged, f16, bf16, q8_0, q4_K_M, lora_gguf, "
+                          "modelfile)")
+    if trainer_info(meta.trainer).head != "causal":
+        raise ExportError(f"a {meta.trainer} job trains a model that scores text, not one that writes it: GGUF "
+                          "and Ollama are for models that generate")
+    if not meta.lora and "lora_gguf" in spec.formats:
+        raise ExportError("this job trained the full model, not a LoRA adapter: there is no LoRA GGUF to make "
+                          "(export f16, q8_0 or q4_K_M instead)")
+    if "modelfile" in spec.formats and not set(spec.formats) & {*GGUF_FORMATS, "lora_gguf"}:
+        raise ExportError("a Modelfile points at a GGUF file: add f16, q8_0, q4_K_M or lora_gguf to the formats")
+    return meta
 
 
 def _job_spec(job_dir: Path) -> Any:
