@@ -7,7 +7,8 @@ ENV PYTHONUNBUFFERED=1 \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
     LORA_STUDIO_DATA_DIR=/data/lora-studio \
-    HF_HOME=/data/hf-cache
+    HF_HOME=/data/hf-cache \
+    CMAKE_ARGS=-DLLAVA_BUILD=OFF
 
 # A C/C++ toolchain: llama-cpp-python (GGUF export) builds llama.cpp from source on install.
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*

@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# llama-cpp-python (GGUF export) builds llama.cpp from source: without the multimodal library nobody here uses
+# (export needs the text runtime, the quantizer and the tokenizer). Override e.g. with -DGGML_CUDA=on.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: install run test test-fast browser
 
