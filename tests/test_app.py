@@ -13,7 +13,8 @@ from apphelpers import QUICK, AppServer  # noqa: E402
 pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
 
 ENDPOINTS = {"/validate_dataset", "/dataset_report", "/start_training", "/list_jobs", "/job_status", "/job_events",
-             "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate", "/plan_job"}
+             "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate", "/plan_job",
+             "/export_job", "/export_status"}
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ def endpoint_calls(space: dict) -> dict[str, Callable[[Any], Any]]:
         "resume_job": lambda c: c.predict(job, api_name="/resume_job"),
         "continue_job": lambda c: c.predict(space["public"], 1.0, api_name="/continue_job"),
         "push_job": lambda c: c.predict(space["public"], "x/y", False, api_name="/push_job"),
+        "export_job": lambda c: _stream(c.submit(space["public"], ["f16"], "auto", 2, 8, "", api_name="/export_job")),
+        "export_status": lambda c: c.predict(space["public"], api_name="/export_status"),
         "evaluate": lambda c: c.predict(space["public"], 5, 8, api_name="/evaluate"),
         "chat_private_adapter": lambda c: _stream(c.submit(job, "hi", [], "", 0.0, 0.9, 4, 1.0, api_name="/chat")),
         "compare_private_adapter": lambda c: c.predict(job, "hi", "", 0.0, 4, api_name="/compare"),
@@ -44,8 +46,8 @@ def endpoint_calls(space: dict) -> dict[str, Callable[[Any], Any]]:
 
 
 ENDPOINTS = ["list_jobs", "job_status", "job_events", "job_logs", "stop_job", "resume_job", "continue_job",
-             "push_job", "evaluate", "chat_private_adapter", "compare_private_adapter", "validate_upload",
-             "report_on_owner_events", "start_training"]
+             "push_job", "export_job", "export_status", "evaluate", "chat_private_adapter",
+             "compare_private_adapter", "validate_upload", "report_on_owner_events", "start_training"]
 
 
 @pytest.mark.parametrize("who", ["anonymous", "stranger"])

@@ -1,4 +1,5 @@
-"""Downloadable copies of a job's artifacts: the adapter as a .zip, spec.yaml, events.jsonl, evaluation.json.
+"""Downloadable copies of a job's artifacts: the adapter as a .zip, spec.yaml, events.jsonl, evaluation.json; and
+the means for its export's files (ui/export_service.py): big ones hard-linked, a merged folder zipped.
 
 Copies go to an export folder outside the job store (by default under the system temp dir), so a web server
 can hand them out without being allowed to serve the data dir itself. The zip is rebuilt only when the
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -16,6 +18,10 @@ from typing import Optional
 from ..job_files import ADAPTER_ARCHIVE, ADAPTER_DIR, EVAL_FILE, EVENTS_FILE, SPEC_FILE
 
 COPIED_FILES = (SPEC_FILE, EVENTS_FILE, EVAL_FILE)
+# Exported files (GGUF, merged weights) below this size are copied; bigger ones, which the export writes under a
+# temporary name and renames, are hard-linked when the export root is on the same filesystem: a GB file is not
+# duplicated on disk.
+COPY_BELOW_BYTES = 16 << 20
 
 
 def default_export_root() -> Path:
@@ -60,3 +66,36 @@ def export_artifacts(job_id: str, job_dir: str | Path, export_root: Optional[Pat
             _atomic_copy(src, dest / name)
             out.append(dest / name)
     return out
+
+
+def link_or_copy(src: Path, dest: Path) -> Path:
+    """`dest` as a hard link to `src` when it is big and on the same filesystem, else a copy; kept when it is
+    already there with the same size."""
+    size = src.stat().st_size
+    if dest.is_file() and dest.stat().st_size == size:
+        return dest
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        if size < COPY_BELOW_BYTES:
+            raise OSError("small: copied")  # a small file may be rewritten in place by a later export
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def zip_stored(folder: Path, dest: Path) -> Path:
+    """`folder`'s files in a zip without compression (safetensors barely compress; a GB folder zips in seconds),
+    built once per export folder."""
+    if dest.is_file():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+    os.replace(tmp, dest)
+    return dest
+

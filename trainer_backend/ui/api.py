@@ -135,7 +135,33 @@ def register_api(service: StudioService) -> None:
         _guard(request)
         return service.push(job_id, repo_id, merged)
 
+    _register_export_api(service)
     _register_inference_api(service)
+
+
+def _register_export_api(service: StudioService) -> None:
+    from .export_service import ExportService, options_raw, parse_options
+
+    exports = ExportService(service)
+
+    @gr.api(api_name="export_job")
+    def export_job(job_id: str, formats: list[str], merged_dtype: str = "auto", check_prompts: int = 8,
+                   check_tokens: int = 32, system_prompt: str = "",
+                   request: Optional[gr.Request] = None) -> Iterator[dict]:
+        """Export a finished job in the background (formats: merged, f16, bf16, q8_0, q4_K_M, lora_gguf,
+        modelfile) with the caller's own Hub token, and stream its status until it ends: {state, fraction,
+        message, files, columns, table (each file's round-trip check: pass / warn / fail and what differs), notes,
+        error}. While an export with the same options runs, this follows it (`attached`: true); other options
+        are refused until it ends."""
+        _guard(request)
+        spec = parse_options(options_raw(formats, merged_dtype, check_prompts, check_tokens, system_prompt))
+        yield from exports.export(job_id, spec)
+
+    @gr.api(api_name="export_status", queue=False)  # a cheap read of the export's record
+    def export_status(job_id: str, request: Optional[gr.Request] = None) -> dict:
+        """The job's export now (state none when it was never exported): as /export_job's items."""
+        _guard(request)
+        return exports.status(job_id)
 
 
 def _register_inference_api(service: StudioService) -> None:

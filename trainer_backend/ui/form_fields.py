@@ -27,7 +27,7 @@ _NONE_CHOICES = {"none", ""}
 @dataclass
 class FormField:
     key: str          # dotted spec path, e.g. "training.learning_rate"
-    kind: str         # bool | tristate | choice | choice_text | int | float | text
+    kind: str         # bool | tristate | choice | choices | choice_text | int | float | text
     optional: bool
     component: Any
     label: str = ""
@@ -126,6 +126,8 @@ def spec_value(f: FormField, value: Any) -> Any:
         return None if value in (None, "auto") else value == "true"
     if f.kind in ("int", "float"):
         return _number(value, f.kind)
+    if f.kind == "choices":
+        return list(value or [])
     if f.kind == "choice_text":
         value = value.strip() if isinstance(value, str) else value
         return None if value in _NONE_CHOICES or value is None else value
@@ -153,6 +155,8 @@ def widget_value(f: FormField, value: Any) -> Any:
     """A spec value -> what its widget shows."""
     if f.kind == "tristate":
         return "auto" if value is None else str(value).lower()
+    if f.kind == "choices":
+        return list(value or [])
     if f.kind == "choice_text":
         return "none" if value is None else str(value)
     if f.kind == "text" or (f.optional and f.kind in ("int", "float")):  # text boxes

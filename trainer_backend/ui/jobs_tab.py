@@ -1,8 +1,8 @@
 """Jobs tab: every job with its status; the selected one's progress bar, metric cards, charts (loss with eval
 loss, learning rate, grad norm; for GRPO also reward, KL / completion length and a table of sample completions),
-downloads, log tail and the actions possible in its status; and a chart that overlays several runs. A timer
-re-reads the job store, so the page never needs a reload and closing the browser loses nothing. Callbacks only
-call the service and the Gradio-free views (job_view.py, charts.py)."""
+downloads, log tail and the actions possible in its status; its export to GGUF / Ollama (export_panel.py); and a
+chart that overlays several runs. A timer re-reads the job store, so the page never needs a reload and closing the
+browser loses nothing. Callbacks only call the service and the Gradio-free views (job_view.py, charts.py)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,7 @@ from ..job_status import UNFINISHED
 from . import charts
 from .job_view import (CSS, cards_html, header_markdown, human_time, metric_cards, next_steps, progress_html,
                        readable_log, samples_column_widths, samples_table)
+from .export_panel import ExportPanel
 from .gate import PRIVATE
 from .service import StudioService
 
@@ -66,7 +67,8 @@ def rl_views(job: Optional[dict], redraw: bool = True, was_grpo: Optional[bool] 
 def new_view() -> dict[str, Any]:
     """What one browser session's Jobs tab shows: the job picked (`pick`, changed only by the person or by
     select_job, each change counted in `gen`), and what was last sent, so a tick sends only what changed."""
-    return {"pick": None, "gen": 0, "drawn": None, "choices": None, "table": None, "grpo": None}
+    return {"pick": None, "gen": 0, "drawn": None, "choices": None, "table": None, "grpo": None, "export": None,
+            "export_job": None}
 
 
 def build_jobs_tab(service: StudioService) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             chat_btn = gr.Button("Chat with it", variant="primary", elem_id="job-chat", min_width=120)
             eval_btn = gr.Button("Evaluate", elem_id="job-evaluate", min_width=120)
             push_next = gr.Button("Push to the Hub…", elem_id="job-push-next", min_width=120)
+            export_next = gr.Button("Export (GGUF, Ollama)…", elem_id="job-export-next", min_width=120)
         with gr.Row():
             stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="job-stop", min_width=80)
             resume_btn = gr.Button("Resume", interactive=False, elem_id="job-resume", min_width=80)
@@ -108,6 +111,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
                 push_repo = gr.Textbox(label="Hub repo (default: <you>/<project name>, private)", scale=3)
                 push_merged = gr.Checkbox(False, label="also push the merged model")
                 push_btn = gr.Button("Push to Hub", scale=1, interactive=False, elem_id="job-push")
+        export_panel = ExportPanel(service)  # its own module: export_panel.py
         with gr.Accordion("Compare runs", open=False):
             compare_select = gr.Dropdown([], multiselect=True, label="Jobs to overlay", elem_id="compare-select")
             compare_plot = gr.Plot(label="Compare runs", elem_id="compare-plot", show_label=False)
@@ -140,7 +144,8 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         if selected is None:
             off = [gr.update(interactive=False)] * len(ACTIONS)
             return (picker, "No jobs yet — start one in the Train tab.", "", "", None, None, None, None, "",
-                    table_out, compare_choices, view, *off, gr.update(visible=False), *rl_views(None))
+                    table_out, compare_choices, view, *off, gr.update(visible=False), *rl_views(None),
+                    *export_panel.render(None, view, caller, forced))
         job = service.job_view(selected)
         p = job["progress"]
         key = (selected, job["status"], p.get("last_event_time"), len(p.get("loss_series") or []), bool(scale))
@@ -160,7 +165,8 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         job_dir = (job.get("paths") or {}).get("job_dir")
         return (picker, header_markdown(job), progress_html(job), cards_html(metric_cards(job)), *plots,
                 readable_log(service.logs(selected, 40), job_dir), table_out, compare_choices, view, *states,
-                gr.update(visible=next_steps(job)), *rl_views(job, redraw, was_grpo))
+                gr.update(visible=next_steps(job)), *rl_views(job, redraw, was_grpo),
+                *export_panel.render(job, view, caller, forced))
 
     def refresh(view: dict, scale: bool, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
                 oauth_token: Optional[gr.OAuthToken] = None) -> tuple:
@@ -185,7 +191,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
 
     outputs = [job_select, status_md, progress, cards, loss_plot, lr_plot, grad_plot, downloads, log_box, jobs_df,
                compare_select, view, stop_btn, resume_btn, continue_btn, push_btn, next_row, grpo_charts, reward_plot,
-               kl_plot, grpo_samples, samples_df]
+               kl_plot, grpo_samples, samples_df, *export_panel.outputs()]
     quiet = {**PRIVATE, "show_progress": "hidden"}
     timer.tick(refresh, [view, log_scale], outputs, **quiet)
     tab.select(None, js=REFIT_CHARTS, **PRIVATE)
@@ -193,6 +199,8 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
     jobs_df.select(pick_row, [view, log_scale], outputs, **quiet).then(None, js=REFIT_CHARTS)
     log_scale.input(select_job, [job_select, log_scale, view], outputs, **quiet)
     push_next.click(lambda: gr.update(open=True), None, push_box, **PRIVATE)
+    export_next.click(lambda: gr.update(open=True), None, export_panel.box, **PRIVATE)
+    export_panel.wire(job_select, view, service)
     for button in (chat_btn, eval_btn):
         button.click(None, js=OPEN_CHAT_TAB, **PRIVATE)
 

@@ -19,7 +19,7 @@ from .form_fields import (CHOICE_TEXT, FormField, _number_text, _unwrap, applies
 __all__ = ["FormField", "build_fields", "widget_updates"]
 
 
-def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
+def _component(key: str, info: FieldInfo, meta: dict, id_prefix: str = "field-") -> FormField:
     annotation, optional = _unwrap(info.annotation)
     default = None if info.is_required() else info.get_default(call_default_factory=True)
     label = meta.get("label") or key.rsplit(".", 1)[-1].replace("_", " ").capitalize()
@@ -27,7 +27,7 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
     # The spec key is shown small, after the help, for people who script (YAML, CLI --set, the API).
     help_text = " ".join(t for t in (info.description or "", hint) if t) + f" · {key}"
     common: dict[str, Any] = {"label": label, "info": help_text,
-                              "elem_id": "field-" + key.replace(".", "-").replace("_", "-"),
+                              "elem_id": id_prefix + key.replace(".", "-").replace("_", "-"),
                               "elem_classes": classes(None, applies(meta.get("when"), spec_defaults())),
                               "min_width": 160}  # a row of many fields wraps instead of squeezing one
     kind = "text"
@@ -45,6 +45,10 @@ def _component(key: str, info: FieldInfo, meta: dict) -> FormField:
     elif typing.get_origin(annotation) is typing.Literal:
         comp = gr.Dropdown(list(typing.get_args(annotation)), value=default, **common)
         kind = "choice"
+    elif typing.get_origin(annotation) is list and typing.get_origin(item := typing.get_args(annotation)[0]) \
+            is typing.Literal:  # several of fixed choices (export.formats): one tick box each
+        comp = gr.CheckboxGroup(list(typing.get_args(item)), value=list(default or []), **common)
+        kind = "choices"
     elif annotation in (int, float):
         # Never gr.Number's minimum/maximum: Gradio would refuse the whole event (Check, Plan, Start) with a toast
         # that names no field. An optional number is a text box: empty stays empty (gr.Number shows a 0).
@@ -79,9 +83,12 @@ def group_fields(group: str, level: Optional[str] = None) -> list[tuple[str, Fie
     return chosen
 
 
-def build_fields(group: str, level: Optional[str] = None) -> list[FormField]:
-    """Create the widgets of one form group (inside the caller's current Gradio layout): group_fields' order."""
-    return [_component(k, i, m) for k, i, m in group_fields(group, level)]
+def build_fields(group: str, level: Optional[str] = None, id_prefix: str = "field-",
+                 leave_out: tuple[str, ...] = ()) -> list[FormField]:
+    """Create the widgets of one form group (inside the caller's current Gradio layout): group_fields' order, but
+    the keys in `leave_out`. `id_prefix` starts each widget's elem_id (a second form of the same fields, e.g. the
+    Jobs tab's Export box, needs ids of its own)."""
+    return [_component(k, i, m, id_prefix) for k, i, m in group_fields(group, level) if k not in leave_out]
 
 
 def widget_updates(fields: list[FormField], errors: dict[str, str], shown_errors: dict[str, str],
