@@ -128,12 +128,13 @@ def register_api(service: StudioService) -> None:
         return service.continue_training(job_id, epochs)
 
     @gr.api(api_name="push_job")
-    def push_job(job_id: str, repo_id: str = "", merged: bool = False,
+    def push_job(job_id: str, repo_id: str = "", merged: bool = False, gguf: bool = False,
                  request: Optional[gr.Request] = None) -> dict:
-        """Push a finished job's adapter (optionally also the merged model) to the caller's Hub account; a
-        failed push leaves the job 'trained_not_pushed' and can be retried."""
+        """Push a finished job's adapter (optionally also the merged model, and with gguf=true the job's checked
+        export: GGUF files + Modelfile to <repo>-GGUF) to the caller's Hub account; a failed push leaves the job
+        'trained_not_pushed' and can be retried."""
         _guard(request)
-        return service.push(job_id, repo_id, merged)
+        return service.push(job_id, repo_id, merged, gguf)
 
     _register_export_api(service)
     _register_inference_api(service)

@@ -120,23 +120,23 @@ class ExportPanel:
                 *(f.component for f in self.fields)]
 
     def render(self, job: Optional[dict], view: dict, caller: Identity, forced: bool) -> tuple:
-        """The export of `job` (None: no job), only what changed since view["export"] unless forced. The box opens
+        """The export of `job` (None: no job), only what changed since view["export_shown"] unless forced. The box opens
         by itself when a job is shown that has an export, so a running or finished export is seen at once."""
         unchanged = (gr.skip(),) * len(self.outputs())
         if job is None:
-            if not forced and view.get("export") == NO_JOB:
+            if not forced and view.get("export_shown") == NO_JOB:
                 return unchanged
-            view["export"], view["export_job"] = NO_JOB, None
+            view["export_shown"], view["export_job"] = NO_JOB, None
             return (gr.skip(), gr.update(interactive=False), "", check_table({"table": []}), "",
                     gr.update(value=None, visible=False), *(gr.skip() for _ in self.fields))
         status = self.exports.status(job["id"])
         can_export = next_steps(job) and status["state"] != "running"
         key = (job["id"], status["state"], status["fraction"], status["message"], len(status["table"]),
                status["finished"], can_export)
-        if not forced and key == view.get("export"):
+        if not forced and key == view.get("export_shown"):
             return unchanged
         new_job = view.get("export_job") != job["id"]
-        view["export"], view["export_job"] = key, job["id"]
+        view["export_shown"], view["export_job"] = key, job["id"]
         box = gr.update(open=True) if new_job and status["state"] != "none" else gr.skip()
         ended = status["state"] not in ("none", "running")
         files = self.exports.downloads(job["id"], caller) if ended else []

@@ -130,7 +130,10 @@ class ExportService:
 
     def _begin(self, job_id: str, spec: ExportSpec, attach: bool) -> bool:
         """Start the export, or (attach) follow the running one when it makes the same files. True: attached."""
+        from ..export.run import preflight  # here: the export package imports the data layer
+
         job = self._finished_job(job_id)
+        preflight(job.job_dir, spec)  # what cannot work is refused before a process starts (ExportError)
         with _start_lock(str(job.job_dir)):
             running = state.read_record(job.job_dir)
             if running and running.state == "running":

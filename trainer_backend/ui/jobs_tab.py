@@ -67,7 +67,7 @@ def rl_views(job: Optional[dict], redraw: bool = True, was_grpo: Optional[bool] 
 def new_view() -> dict[str, Any]:
     """What one browser session's Jobs tab shows: the job picked (`pick`, changed only by the person or by
     select_job, each change counted in `gen`), and what was last sent, so a tick sends only what changed."""
-    return {"pick": None, "gen": 0, "drawn": None, "choices": None, "table": None, "grpo": None, "export": None,
+    return {"pick": None, "gen": 0, "drawn": None, "choices": None, "table": None, "grpo": None, "export_shown": None,
             "export_job": None}
 
 
@@ -110,6 +110,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             with gr.Row():
                 push_repo = gr.Textbox(label="Hub repo (default: <you>/<project name>, private)", scale=3)
                 push_merged = gr.Checkbox(False, label="also push the merged model")
+                push_gguf = gr.Checkbox(False, label="also push the checked GGUF export")
                 push_btn = gr.Button("Push to Hub", scale=1, interactive=False, elem_id="job-push")
         export_panel = ExportPanel(service)  # its own module: export_panel.py
         with gr.Accordion("Compare runs", open=False):
@@ -223,7 +224,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             return f"**Cannot {action}:** {exc}"
         return f"{action}: job `{out['id']}` is now **{out['status']}**"
 
-    def push(job_id: Optional[str], repo: str, merged: bool, request: gr.Request,
+    def push(job_id: Optional[str], repo: str, merged: bool, gguf: bool, request: gr.Request,
              profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> str:
         from .api import _guard
 
@@ -231,14 +232,14 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         if not job_id:
             return "Select a job first."
         try:
-            out = service.push(job_id, repo.strip() or None, merged)
+            out = service.push(job_id, repo.strip() or None, merged, gguf)
         except (ValueError, HubError) as exc:
             return f"**Cannot push:** {exc}"
         if out["status"] != "succeeded":
             return f"**Trained, not pushed:** {out['error']} — press Push again to retry."
         return f"Pushed to [{out['hub_url']}]({out['hub_url']})"
 
-    push_btn.click(push, [job_select, push_repo, push_merged], action_md, **PRIVATE)
+    push_btn.click(push, [job_select, push_repo, push_merged, push_gguf], action_md, **PRIVATE)
     for action in ("stop", "resume", "continue"):
         buttons[action].click(_bind(act, action), [job_select, more_epochs], action_md, **PRIVATE).then(
             select_job, [job_select, log_scale, view], outputs, **quiet)

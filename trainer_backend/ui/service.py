@@ -323,14 +323,14 @@ class StudioService:
         job = self.jobs.continue_training(job_id, epochs, **self._hub_identity())
         return {"id": job.id, "status": job.status, "parent_id": job.parent_id}
 
-    def push(self, job_id: str, repo_id: Optional[str], merged: bool) -> dict[str, Any]:
+    def push(self, job_id: str, repo_id: Optional[str], merged: bool, gguf: bool = False) -> dict[str, Any]:
         """Push with the caller's own Hub identity (access.hub_token): on a Space never the Space's token for
         anyone but its owner; a caller without a token gets the Hub's 'no token' refusal."""
         token = hub_token()
         if token is False:
             raise HubAuthError("pushing needs your own Hugging Face token: sign in with the Hub button (the Space "
                                "asks for write access), or pass your token to the client")
-        job = self.jobs.push(job_id, repo_id or None, merged, token)
+        job = self.jobs.push(job_id, repo_id or None, merged, token, gguf=gguf)
         self._forget(job.id)
         return {"id": job.id, "status": job.status, "hub_url": (job.artifacts or {}).get("hub_url"),
                 "error": job.error}
