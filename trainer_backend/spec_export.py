@@ -20,7 +20,8 @@ class ExportSpec(_Section):
     formats: list[ExportFormat] = _f(
         [], "What to make: merged safetensors, GGUF files (f16, bf16, q8_0, q4_K_M; one load, several files), a LoRA "
             "GGUF adapter for the base's GGUF, an Ollama Modelfile. Each GGUF is checked against the adapter it came "
-            "from (tokens, greedy answers, stop token). Empty: no export.", "basic", label="Export formats")
+            "from (tokens, greedy answers, stop token). In a job spec: exported right after training (empty: "
+            "nothing).", "basic", label="Export formats")
     merged_dtype: MergedDtype = _f("auto", "dtype of the merged safetensors (auto: the base's own).",
                                    label="Merged weights dtype")
     check_prompts: int = _f(8, "Held-out prompts the round-trip check compares the GGUF with the adapter on.",
