@@ -167,7 +167,8 @@ def test_a_stop_token_llama_cpp_does_not_know_is_written_into_the_file_and_its_a
 def test_push_sends_checked_files_to_a_gguf_repo_and_leaves_failed_ones_out(exported: dict, hub: Any,
                                                                             tmp_path: Path) -> None:
     from trainer_backend.export.state import read_record, write_record
-    from trainer_backend.hub import push_adapter
+    from trainer_backend.hub.publish import push_and_record
+    from trainer_backend.run_events import Pushed, read_events
 
     if exported["family"] != "qwen2":
         pytest.skip("one family is enough for the push")
@@ -177,8 +178,12 @@ def test_push_sends_checked_files_to_a_gguf_repo_and_leaves_failed_ones_out(expo
     q8 = _file(record, "q8_0")
     q8.check = {**q8.check, "verdict": "fail", "problems": ["numerics: top-1 agreement 50.0% (pass ≥ 97%)"]}
     write_record(job / "export", record)
-    result = push_adapter(job, repo_id="alice/tiny-qwen", token=ALICE, endpoint=hub.url, retry=FAST, gguf=True)
-    assert result.gguf is not None and result.gguf.repo_id == "alice/tiny-qwen-GGUF"
+    outcome = push_and_record(job, repo_id="alice/tiny-qwen", token=ALICE, private=True, endpoint=hub.url,
+                              retry=FAST, gguf=True)
+    result = outcome.result
+    assert result is not None and result.gguf is not None and result.gguf.repo_id == "alice/tiny-qwen-GGUF"
+    pushed = [e for e in read_events(job) if isinstance(e, Pushed)][-1]
+    assert pushed.gguf_url == result.gguf.url and pushed.url == result.url  # what the Jobs tab shows
     files = hub.files("alice/tiny-qwen-GGUF")
     assert {"tiny-qwen2-f16.gguf", "tiny-qwen2-q4_K_M.gguf", "tiny-qwen2-lora-f16.gguf", "Modelfile"} <= set(files)
     assert "tiny-qwen2-q8_0.gguf" not in files and "base-f16.gguf" not in files

@@ -191,6 +191,7 @@ class Pushed(RunEvent):
     url: Optional[str] = None
     commit: Optional[str] = None
     merged: bool = False
+    gguf_url: Optional[str] = None  # the <repo>-GGUF repo the job's export went to, when pushed with it
 
 
 class PushFailed(RunEvent):

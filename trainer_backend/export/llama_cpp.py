@@ -135,13 +135,22 @@ def quantize(source: Path, dest: Path, quant: str, threads: Optional[int] = None
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_FTYPES[quant]
-    params.nthread = threads or max(1, (os.cpu_count() or 1))
+    params.nthread = threads or llama_threads()
     tmp = dest.with_name(f".{dest.name}.partial")
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
     if code != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise LlamaCppError(f"llama.cpp could not quantize {source.name} to {quant} (code {code})")
     os.replace(tmp, dest)
+
+
+def llama_threads() -> int:
+    """llama.cpp's compute threads: OMP_NUM_THREADS when a process sets it (the tests: 1; llama.cpp's threads spin
+    while they wait, burning CPU others need), else every core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, os.cpu_count() or 1)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

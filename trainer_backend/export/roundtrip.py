@@ -15,11 +15,11 @@ Thresholds are per format (THRESHOLDS) and stated in the README; a failing file 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from .llama_cpp import llama_threads
 from .reference import PromptReference, Reference
 from .thresholds import THRESHOLDS, Thresholds
 
@@ -56,7 +56,7 @@ class GgufRunner:
 
         self.llm = llama_cpp.Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
                                    n_ctx=n_ctx, logits_all=True, verbose=False, seed=0,
-                                   n_threads=max(1, os.cpu_count() or 1))
+                                   n_threads=llama_threads(), n_threads_batch=llama_threads())
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._is_eog = llama_cpp.llama_vocab_is_eog
 

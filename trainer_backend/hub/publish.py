@@ -30,7 +30,8 @@ def push_and_record(job_dir: str | Path, *, repo_id: Optional[str], token: Any, 
     except HubError as exc:
         events.write(PushFailed(error=str(exc), metrics=metrics or {}))
         return PushOutcome(JobStatus.NOT_PUSHED, error=str(exc))
-    events.write(Pushed(repo_id=result.repo_id, url=result.url, commit=result.commit, merged=merged))
+    events.write(Pushed(repo_id=result.repo_id, url=result.url, commit=result.commit, merged=merged,
+                        gguf_url=result.gguf.url if result.gguf else None))
     return PushOutcome(JobStatus.SUCCEEDED, result)
 
 

@@ -27,6 +27,7 @@ def push_job(store: JobStore, job: Job, repo_id: Optional[str] = None, merged: b
         store.update(job.id, status=NOT_PUSHED, error=outcome.error, error_details=ErrorDetails(kind="push"))
         return store.get(job.id)
     result = outcome.result
-    artifacts = {**collect_artifacts(job), "hub_url": result.url, "hub_repo": result.repo_id}
+    artifacts = {**collect_artifacts(job), "hub_url": result.url, "hub_repo": result.repo_id,
+                 **({"gguf_url": result.gguf.url} if result.gguf else {})}
     store.update(job.id, status=SUCCEEDED, error=None, error_details=None, artifacts=artifacts)
     return store.get(job.id)

@@ -237,7 +237,8 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             return f"**Cannot push:** {exc}"
         if out["status"] != "succeeded":
             return f"**Trained, not pushed:** {out['error']} — press Push again to retry."
-        return f"Pushed to [{out['hub_url']}]({out['hub_url']})"
+        gguf_line = f"; GGUF files: [{out['gguf_url']}]({out['gguf_url']})" if out.get("gguf_url") else ""
+        return f"Pushed to [{out['hub_url']}]({out['hub_url']}){gguf_line}"
 
     push_btn.click(push, [job_select, push_repo, push_merged, push_gguf], action_md, **PRIVATE)
     for action in ("stop", "resume", "continue"):

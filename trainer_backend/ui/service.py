@@ -333,7 +333,7 @@ class StudioService:
         job = self.jobs.push(job_id, repo_id or None, merged, token, gguf=gguf)
         self._forget(job.id)
         return {"id": job.id, "status": job.status, "hub_url": (job.artifacts or {}).get("hub_url"),
-                "error": job.error}
+                "gguf_url": (job.artifacts or {}).get("gguf_url"), "error": job.error}
 
     def logs(self, job_id: str, tail: int = 200) -> str:
         return self.jobs.logs(job_id, tail)
