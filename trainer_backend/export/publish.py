@@ -7,12 +7,11 @@ base's f16 GGUF (the base's, not the job's) and Modelfile.adapter (it points at 
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
 from ..job_files import EXPORT_DIR, MODELFILE
+from ..jobs.exports import link_or_copy
 from .report import card_section
 from .state import ExportRecord, FileEntry, read_record
 
@@ -40,13 +39,6 @@ def shipped_files(record: ExportRecord) -> tuple[list[FileEntry], list[FileEntry
     return [f for f in candidates if f not in failed], failed
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)  # GGUF files can be many GB: no copy when the stage is on the same filesystem
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
 def stage_export(job_dir: Path, stage: Path, record: ExportRecord) -> list[str]:
     """Put the files to push into `stage`; returns their names."""
     source = job_dir / EXPORT_DIR
@@ -57,7 +49,7 @@ def stage_export(job_dir: Path, stage: Path, record: ExportRecord) -> list[str]:
             f.name == record.modelfile.get("from") for f in files):
         names.append(MODELFILE)
     for name in names:
-        _link_or_copy(source / name, stage / name)
+        link_or_copy(source / name, stage / name)  # GGUF files can be many GB: linked, not copied
     return names
 
 

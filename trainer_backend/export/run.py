@@ -26,7 +26,8 @@ from .llama_cpp import CONVERTER_TYPES, runtime_version
 from .modelfile_check import write_modelfiles
 from .reference import Reference, build_reference, held_out_conversations
 from .roundtrip import GgufRunner, check_file
-from .state import HF_TOKEN_ENV, ExportRecord, FileEntry, write_record
+from ..access import HF_TOKEN_ENV
+from .state import ExportRecord, FileEntry, write_record
 
 STAGING = ".staging"
 

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from ..access import HF_TOKEN_ENV
 from ..job_files import EXPORT_DIR, EXPORT_FILE, EXPORT_LOG
 
 ExportState = Literal["running", "succeeded", "failed", "interrupted"]
-HF_TOKEN_ENV = "HF_TOKEN"
 
 
 @dataclass
