@@ -11,6 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO / "tests" / "data"  # samples of real public datasets; tests/data/SOURCES.md
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
+# The report after training runs only in the tests of it (they set it back to 1 for their job): the other few
+# dozen trained jobs would each pay for it.
+os.environ.setdefault("LORA_STUDIO_AUTO_EVALUATION", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One compute thread per process: the tiny models gain nothing from a second one, and on a 2-core box the pytest
 # process, the app, a supervisor and a training process already share the cores (extra threads spin, burning

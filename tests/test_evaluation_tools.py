@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from trainer_backend import evaluation
+from trainer_backend.evaluation import heldout as evaluation
 from trainer_backend.evaluation import EvalReport, metrics_table
 from trainer_backend.job_files import EVAL_FILE, SPEC_FILE
 
@@ -134,7 +134,7 @@ def test_tool_metrics_are_averaged_over_the_rows_each_applies_to(fake_job: dict)
     assert report.counts["fine_tuned"]["tool_schema_valid"] == 3
     assert "exact_match" not in tuned, "a tool job is scored by its calls, not by text match"
     assert base["eval_loss"] == 2.0 and tuned["eval_loss"] == 1.0, "loss and perplexity are kept"
-    saved = json.loads((fake_job["job"] / EVAL_FILE).read_text())
+    saved = json.loads((fake_job["job"] / EVAL_FILE).read_text())["held_out"]
     assert saved["counts"] == report.counts and saved["fine_tuned"]["tool_no_call"] == 1.0
 
 
@@ -202,11 +202,11 @@ def test_the_model_card_has_the_evaluation_table_and_says_on_which_rows(fake_job
     from trainer_backend.model_card import _evaluation
 
     evaluation.evaluate(str(fake_job["job"]))
-    saved = json.loads((fake_job["job"] / EVAL_FILE).read_text())
-    card = "\n".join(_evaluation(saved))
-    assert "| metric | base | fine-tuned | n |" in card
-    assert "| Valid call rate | 33.3 % | 100.0 % | 3 examples |" in card
-    assert "| Schema-valid calls | 100.0 % | 66.7 % | base 2, fine-tuned 3 examples |" in card
+    saved = json.loads((fake_job["job"] / EVAL_FILE).read_text())["held_out"]
+    card = "\n".join(_evaluation(saved))  # a held-out report alone (evaluation.json before the report had parts)
+    assert "| metric | base | fine-tuned | change (95 % CI) | n |" in card
+    assert "| Valid call rate | 33.3 % | 100.0 % | — | 3 examples |" in card
+    assert "| Schema-valid calls | 100.0 % | 66.7 % | — | base 2, fine-tuned 3 examples |" in card
     assert "4 rows of the job's held-out validation split" in card and "tool schemas" in card
     assert "Paris" not in card, "per-example rows (user data) stay off the card"
     given = "\n".join(_evaluation({**saved, "source": "extra.jsonl"}))

@@ -263,7 +263,7 @@ def test_grpo_raises_the_mean_reward_on_held_out_prompts(tmp_path: Path) -> None
     # format cost up to a third of the answers on two seeds of three, before and after issue 28's warm start change)
     assert after["reward"] - before["reward"] >= 0.1, (before, after)
     assert after["reward/correct"] >= before["reward/correct"] - 0.2, "the format must not cost the answers"
-    saved = json.loads((tmp_path / "grpo" / "evaluation.json").read_text())
+    saved = json.loads((tmp_path / "grpo" / "evaluation.json").read_text())["held_out"]
     assert saved["fine_tuned"]["reward"] == pytest.approx(after["reward"]) and len(saved["examples"]) == 24
 
 

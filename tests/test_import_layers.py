@@ -98,7 +98,7 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
 
     from trainer_backend import job_files as jf
 
-    files = [jf.SPEC_FILE, jf.REPORT_FILE, jf.EVENTS_FILE, jf.LOG_FILE, jf.DEBUG_LOG_FILE, jf.EVAL_FILE, jf.META_FILE,
+    files = [jf.SPEC_FILE, jf.REPORT_FILE, jf.EVENTS_FILE, jf.LOG_FILE, jf.DEBUG_LOG_FILE, jf.EVAL_FILE, jf.EVAL_LOG, jf.META_FILE,
              jf.EXPORT_FILE, jf.EXPORT_LOG, jf.MODELFILE]
     folders = [jf.ADAPTER_DIR, jf.CHECKPOINTS_DIR, jf.EXPORT_DIR, jf.MERGED_DIR]
     spelled = re.compile("|".join([rf"[\"']{re.escape(n)}[\"']" for n in files] +  # the file name as a literal
@@ -118,17 +118,17 @@ def test_job_file_names_are_spelled_only_in_job_files() -> None:
 LAYERS = [
     {"job_files", "job_status", "errors", "ml_stack", "tiny_model", "trainer_registry", "spec_values",  # names, values
      "settings",  # every LORA_STUDIO_* variable a person sets (settings.py)
-     "access", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
+     "access", "background", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
      "library_hooks",  # every reach into a library's private internals (tests/test_library_hooks.py)
      "run_events"},  # what a run records in events.jsonl: one typed record per kind, for writers and readers
-    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "spec_export", "autotrain", "generation", "rewards",
+    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "spec_export", "spec_evaluation", "autotrain", "generation", "rewards",
      "tool_calls", "tool_output"},  # the job spec (+ AutoTrain's dialect), sampling settings, the reward functions GRPO's spec names,
     # tool schemas and calls in their one canonical form (read by data, evaluation, chat and the tool_call reward)
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",
-     "evaluation_tools", "export", "jobs"},
-    {"cli", "cache_cli", "export_cli", "__main__", "ui"},                              # entry points
+     "export", "jobs"},
+    {"cli", "cache_cli", "export_cli", "evaluation_cli", "__main__", "ui"},                              # entry points
 ]
 
 

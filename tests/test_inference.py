@@ -132,7 +132,7 @@ def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
     assert seen[-1] == 1.0 and len(report.examples) == 20
     wrong_base = [e for e in report.examples if not e["base_correct"]]
     assert wrong_base and all(e["base_failure"] in (None, "empty", "too_long", "repetitive") for e in wrong_base)
-    saved = json.loads((Path(sentiment_job["job"]) / EVAL_FILE).read_text())
+    saved = json.loads((Path(sentiment_job["job"]) / EVAL_FILE).read_text())["held_out"]
     assert saved["fine_tuned"]["exact_match"] == tuned["exact_match"]
 
 

@@ -12,6 +12,7 @@ from .job_files import ADAPTER_DIR, SPEC_FILE
 from .job_status import ExitCode, JobStatus
 from .ml_stack import leave_out_bitsandbytes, needs_bitsandbytes
 from .cache_cli import add_cache_command, cmd_cache
+from .evaluation_cli import add_report_flags
 from .export_cli import add_export_command
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 from .run_events import (Checkpoint, Eval, Failed, Finished, FittedToHardware, Log, OomAdjusted, Preparing, RunEvent,
@@ -238,6 +239,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation_cli import cmd_report, wants_report
+
+    if wants_report(args):
+        return cmd_report(args)
     settings = _settings(args)
     from .evaluation import evaluate, metrics_table
 
@@ -340,10 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--prompt", help="answer one prompt and exit (default: interactive)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--compare", action="store_true", help="answer with the base model and the fine-tuned one")
-    ev = with_adapter("evaluate", "loss, perplexity, exact match, ROUGE-L or tool-call accuracy: base vs fine-tuned")
+    ev = with_adapter("evaluate", "base vs fine-tuned: held-out loss, exact match, ROUGE-L, tool-call accuracy, "
+                                  "rewards; with --report also general tasks (did it forget?) and a judge")
     ev.add_argument("--data", help="evaluate on this file instead of the job's validation split")
     ev.add_argument("--max-examples", type=int, default=50)
     ev.add_argument("--json", action="store_true")
+    add_report_flags(ev)
     add_job_commands(sub)
     push = sub.add_parser("push", help="push a finished job's adapter (and optionally the merged model) to the Hub")
     push.add_argument("job", help="job id (from the job store) or a job folder")

@@ -49,7 +49,8 @@ def add_export_command(subparsers: Any) -> None:
     sp.add_argument("--data-dir", help="job store folder (for job ids)")
 
 
-def _job_dir(job: str, data_dir: Optional[str]) -> Path:
+def finished_job_dir(job: str, data_dir: Optional[str]) -> Path:
+    """A job folder, or the folder of a finished job of the store; ValueError/KeyError otherwise."""
     folder = Path(job).expanduser()
     if (folder / ADAPTER_DIR).is_dir():
         return folder
@@ -58,7 +59,7 @@ def _job_dir(job: str, data_dir: Optional[str]) -> Path:
 
     found = JobManager(data_dir, autostart=False).store.get(job)
     if found.status not in TERMINAL:
-        raise ValueError(f"job {found.id} is {found.status}: only a finished job can be exported")
+        raise ValueError(f"job {found.id} is {found.status}: only a finished job can be exported or evaluated")
     return Path(found.job_dir)
 
 
@@ -70,7 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name in ExportSpec.model_fields if getattr(args, name) is not None}
     try:
         spec = ExportSpec.model_validate(values)
-        job_dir = _job_dir(args.job, args.data_dir)
+        job_dir = finished_job_dir(args.job, args.data_dir)
         if not (job_dir / ADAPTER_DIR).is_dir():
             raise ValueError(f"{job_dir} has no trained adapter to export")
     except (ValidationError, ValueError, KeyError) as exc:

@@ -195,10 +195,31 @@ def _results(metrics: dict[str, Any]) -> list[str]:
     return ["## Results", "", "| metric | value |", "|---|---|", *[f"| {k} | {_fmt(keep[k])} |" for k in order], ""]
 
 
-def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
-    """Base vs fine-tuned on held-out data (evaluation.json from the Evaluate tab / CLI): its metrics table as the
-    Evaluate tab showed it (rounded, percentages, n per metric); metrics only, no rows (they are user data)."""
-    from .evaluation_tools import is_tool_metric
+def _evaluation(raw: Optional[dict[str, Any]]) -> list[str]:
+    """The evaluation report (evaluation.json): the verdict, base vs fine-tuned on held-out data as the Jobs tab
+    shows it (rounded, percentages, n and the change's 95 % interval per metric), the general tasks, the judge.
+    Metrics only, no rows: they are user data."""
+    from .evaluation.record import EvaluationRecord
+
+    if not raw:
+        return []
+    record = EvaluationRecord.from_dict(raw)
+    parts = ["## Evaluation", ""]
+    if record.verdict:
+        parts += [f"**{record.verdict['text']}**", ""]
+    parts += _held_out(record.held_out)
+    parts += _general(record.general_scores)
+    if record.judge:
+        from .evaluation.judge import JudgeResult
+
+        parts += ["### Judge", "", JudgeResult.from_dict(record.judge).summary(),
+                  "Each prompt was judged in both orders (fine-tuned first, then base first); a win needs both.", ""]
+    parts += [f"- {_cell(n)}" for n in record.notes] + ([""] if record.notes else [])
+    return parts if len(parts) > 2 else []
+
+
+def _held_out(report: Optional[dict[str, Any]]) -> list[str]:
+    from .evaluation.tools import is_tool_metric
 
     if not report or not report.get("fine_tuned"):
         return []
@@ -206,7 +227,7 @@ def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
     if not report.get("table"):  # saved before evaluation.json kept its table
         base = report.get("base", {})
         table = [f"| {k} | {_fmt(base.get(k))} | {_fmt(v)} |" for k, v in report["fine_tuned"].items()]
-        return ["## Evaluation", "", f"Held-out rows: {rows} (base model = same weights, adapter off).", "",
+        return [f"Held-out rows: {rows} (base model = same weights, adapter off).", "",
                 "| metric | base | fine-tuned |", "|---|---|---|", *table, ""]
     where = (f"{rows} rows of `{display_name(source)}`, a file given at evaluation (not the job's held-out split)"
              if source else f"{rows} rows of the job's held-out validation split (rows training never saw)")
@@ -214,10 +235,28 @@ def _evaluation(report: Optional[dict[str, Any]]) -> list[str]:
     if any(is_tool_metric(k) for k in report["fine_tuned"]):
         text.append("Tool calling: each conversation's last assistant turn is the target, answered with the "
                     "conversation's tool schemas; each percentage is over n, the rows that metric applies to.")
-    table = [f"| {_cell(r['metric'])} | {_cell(r['base'])} | {_cell(r['fine-tuned'])} | {_cell(r['n'])} |"
-             for r in report["table"]]
-    return ["## Evaluation", "", " ".join(text), "", "| metric | base | fine-tuned | n |", "|---|---|---|---|",
+    table = [f"| {_cell(r['metric'])} | {_cell(r['base'])} | {_cell(r['fine-tuned'])} | "
+             f"{_cell(r.get('change', '—'))} | {_cell(r['n'])} |" for r in report["table"]]
+    return [" ".join(text), "", "| metric | base | fine-tuned | change (95 % CI) | n |", "|---|---|---|---|---|",
             *table, ""]
+
+
+def _general(scores: list[Any]) -> list[str]:
+    """General-ability tasks (lm-evaluation-harness), base vs fine-tuned: what the adapter cost elsewhere."""
+    from .evaluation.forgetting import general_change
+
+    if not scores:
+        return []
+    rows = []
+    for score in scores:
+        change = general_change(score)
+        mark = " ⚠ drop beyond noise" if change.worse else ""
+        rows.append(f"| {_cell(change.task)} | {score.metric} | {score.base:.4g} | {score.fine_tuned:.4g} | "
+                    f"{_cell(change.text)}{mark} | {score.n} |")
+    return ["### General tasks (did it forget?)", "",
+            "Run with [lm-evaluation-harness](https://github.com/EleutherAI/lm-evaluation-harness), the adapter "
+            "loaded through its PEFT support; base = the adapter switched off.", "",
+            "| task | metric | base | fine-tuned | change (95 % CI) | n |", "|---|---|---|---|---|---|", *rows, ""]
 
 
 def _data_section(spec: Optional[JobSpec], report: Optional[dict[str, Any]], meta: AdapterMeta) -> list[str]:

@@ -116,6 +116,9 @@ class Settings(BaseModel):
     llama_cpp_dir: Annotated[str, Env(_text, "a folder")] = Field(
         "", description="llama.cpp's converter folder for GGUF export (convert_hf_to_gguf.py, conversion/, gguf-py/); "
                         "default: the copy `make install` fetched for the installed llama-cpp-python")
+    auto_evaluation: Annotated[bool, Env(_not_zero, "`0` (off) or anything else (on)", shown="`1`")] = Field(
+        True, description="the evaluation report after training that a job's `evaluation.auto` asks for (`0`: no job "
+                          "on this machine runs it, e.g. a CI box training smoke jobs; Evaluate still runs it)")
     max_concurrent_jobs: Annotated[int, Env(int, _INT, lenient=True)] = Field(
         1, ge=1, description="training jobs run at once per data dir (1: one job owns the machine's GPUs)")
     train_nice: Annotated[int, Env(int, _INT, lenient=True)] = Field(

@@ -16,6 +16,7 @@ from .job_files import SYNC_REPO_PREFIX
 from .spec_base import _f, _Section
 from .spec_env import expand_env, refuse_env_refs  # noqa: F401  (refuse_env_refs: re-exported)
 from .spec_compute import ComputeSpec
+from .spec_evaluation import EvaluationSpec
 from .spec_export import ExportSpec
 from .spec_rl import GRPOSpec, KTOSpec, rl_problems
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
@@ -169,6 +170,7 @@ class JobSpec(_Section):
     lengths: LengthSpec = Field(default_factory=LengthSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     grpo: GRPOSpec = Field(default_factory=GRPOSpec)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from ..access import HF_TOKEN_ENV
+from ..background import pid_alive, start_detached
 from ..job_files import EXPORT_DIR, EXPORT_FILE, EXPORT_LOG
 
 ExportState = Literal["running", "succeeded", "failed", "interrupted"]
@@ -77,25 +74,10 @@ def read_record(job_dir: str | Path) -> Optional[ExportRecord]:
         record = ExportRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if record.state == "running" and not _alive(record.pid):
+    if record.state == "running" and not pid_alive(record.pid):
         record.state = "interrupted"
         record.message = "the export process ended before finishing (a restart?); export again to finish it"
     return record
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (ended, not yet reaped by its parent) is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def is_running(job_dir: str | Path) -> bool:
@@ -111,27 +93,14 @@ def start_export(job_dir: str | Path, spec_json: str, token: "str | bool | None"
         raise RuntimeError("an export of this job is already running: wait for it (its progress is shown)")
     out = export_dir(job_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if isinstance(token, str):
-        env[HF_TOKEN_ENV] = token
-    elif token is False:  # never someone else's token, nor an implicit login
-        env.pop(HF_TOKEN_ENV, None)
-        env["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     # Until the process writes its own record (with its pid), this one says "starting" under the app's pid.
     write_record(out, ExportRecord(state="running", message="starting the export", spec=json.loads(spec_json)))
-    with open(out / EXPORT_LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer_backend.export.run", str(job_dir), "--spec", spec_json],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, cwd=str(job_dir))
-    threading.Thread(target=_reap, args=(proc, job_dir), daemon=True).start()
-    return proc.pid
+    return start_detached("trainer_backend.export.run", [str(job_dir), "--spec", spec_json], job_dir,
+                          out / EXPORT_LOG, token, on_exit=lambda code: _exited(job_dir, code))
 
 
-def _reap(proc: subprocess.Popen, job_dir: Path) -> None:
-    """Wait for the export process (no zombie left behind); if it died before writing its own record, say so."""
-    code = proc.wait()
+def _exited(job_dir: Path, code: int) -> None:
+    """The export process ended: if it died before writing its own record, say so."""
     record = read_record(job_dir)
     if record and record.state == "running" and record.pid == os.getpid():
         record.state, record.finished = "failed", time.time()

@@ -43,12 +43,32 @@ def train_and_push(spec: JobSpec, echo: Optional[Echo] = None) -> Any:
 
     with synced_job(spec, EventLog(spec.job_dir, echo)):  # its refusal is printed like a training failure  # hub.sync / HF Jobs: the job folder kept on the Hub
         result = run_training(spec, echo=echo)
+        if result.status == JobStatus.SUCCEEDED:
+            _evaluate(spec)
         exported = result.status == JobStatus.SUCCEEDED and bool(spec.export.formats) and _export(spec)
         if result.status == JobStatus.SUCCEEDED and spec.hub.push_to_hub:
             outcome = push_and_record(spec.job_dir, repo_id=spec.hub.repo_id, token=spec.hub.token,
                                       private=spec.hub.private, metrics=result.metrics, gguf=exported)
             result.status = outcome.status
     return result
+
+
+def _evaluate(spec: JobSpec) -> None:
+    """The spec's evaluation report right after training (before the export and the push, so the model card
+    has it). It never fails the trained job: a report that fails says why in evaluation.json."""
+    from ..evaluation.run import EvaluationRefused, run_report
+    from ..settings import settings
+
+    if not spec.evaluation.auto or not settings().auto_evaluation:
+        return
+    token = spec.hub.token.get_secret_value() if spec.hub.token else None
+    try:
+        record = run_report(spec.job_dir, spec.evaluation, token,
+                            on_progress=lambda r: print(f"evaluation [{r.fraction:.0%}]: {r.message}", flush=True))
+    except EvaluationRefused as exc:
+        print(f"evaluation: {exc}", flush=True)
+        return
+    print(f"evaluation {record.state}: {record.message}", flush=True)
 
 
 def _export(spec: JobSpec) -> bool:

@@ -26,7 +26,7 @@ def is_tool_metric(name: str) -> bool:
 
 def metric_info(name: str) -> tuple[str, bool, str]:
     """(label, higher is better, meaning) of a report's tool metric, from tool_output.TOOL_METRICS."""
-    from .tool_output import TOOL_METRICS
+    from ..tool_output import TOOL_METRICS
 
     key = next((k for k in KEYS if report_name(k) == name), name)
     label, meaning = TOOL_METRICS.get(key, (name, ""))
@@ -68,7 +68,7 @@ def shown_prompt(messages: list[dict]) -> str:
 
 def shown_calls(calls: list[dict], text: str) -> str:
     """Calls as `name(arguments)`, `; `-separated; the text when there is no call."""
-    from .tool_output import format_call
+    from ..tool_output import format_call
 
     return "; ".join(format_call(c) for c in calls) if calls else text
 
@@ -103,7 +103,7 @@ class ToolTally:
 
     def add(self, target: ToolTarget, answers: list[str]) -> dict[str, Any]:
         """Score (base answer, fine-tuned answer) against the target; returns the report's example row."""
-        from .tool_output import extract_calls, score_calls
+        from ..tool_output import extract_calls, score_calls
 
         row: dict[str, Any] = {"prompt": shown_prompt(target.prompt),
                                "reference": shown_calls(target.calls, target.text)}
