@@ -212,7 +212,11 @@ def _evaluation(raw: Optional[dict[str, Any]]) -> list[str]:
     if record.judge:
         from .evaluation.judge import JudgeResult
 
-        parts += ["### Judge", "", JudgeResult.from_dict(record.judge).summary(),
+        from .evaluation.judge import is_endpoint
+
+        name = str(record.judge.get("judge"))
+        judged = JudgeResult.from_dict({**record.judge, "judge": name if is_endpoint(name) else display_name(name)})
+        parts += ["### Judge", "", judged.summary(),
                   "Each prompt was judged in both orders (fine-tuned first, then base first); a win needs both.", ""]
     parts += [f"- {_cell(n)}" for n in record.notes] + ([""] if record.notes else [])
     return parts if len(parts) > 2 else []

@@ -314,6 +314,8 @@ def _score(plan: TaskPlan, base: _Side, tuned: _Side, seconds: float) -> TaskSco
     if change is None:
         ci = independent_diff_ci(b, base.stderr.get(headline), t, tuned.stderr.get(headline))
         change = [t - b, ci[0], ci[1]] if ci else None
+    if change and headline not in RATE_METRICS and 0 <= min(b, t) and max(b, t) <= 1:
+        change = [change[0], max(change[1], -1.0), min(change[2], 1.0)]  # a share cannot move by more than 100 %
     return TaskScore(task=plan.name, metric=headline, higher_is_better=higher, base=b, fine_tuned=t,
                      n=min(base.n, tuned.n), change=[round(x, 6) for x in change] if change else None,
                      stand_in_for=plan.stand_in_for, measures=plan.measures,

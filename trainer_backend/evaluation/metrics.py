@@ -86,6 +86,8 @@ class EvalReport:
                 ci = paired_diff_ci(base, tuned)
                 if ci:
                     change = sum(t - b for b, t in zip(base, tuned)) / len(tuned)
+                    if name in SHARES:  # a share cannot move by more than 100 points
+                        ci = (max(ci[0], -1.0), min(ci[1], 1.0))
                     self.changes[name] = [round(change, 6), round(ci[0], 6), round(ci[1], 6)]
 
     def n(self, side: str, name: str) -> int:
