@@ -242,3 +242,22 @@ def test_the_record_round_trips(tmp_path: Path) -> None:
     again = read_record(tmp_path)
     assert again and again.general_scores[0].fine_tuned == 0.6 and again.verdict
     assert again.verdict["text"] == "+10.0 points on general tasks, within noise"
+
+
+def test_the_plan_says_what_the_report_will_cost_before_any_gpu_time() -> None:
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.training.plan_evaluation import report_seconds
+
+    spec, _ = parse_spec({"model": {"base_model": "Qwen/Qwen2.5-0.5B-Instruct"}, "data": {"path": "d.jsonl"}})
+    qwen_half_b = 494e6 * 2  # bf16 weights
+    seconds, how = report_seconds(spec, qwen_half_b, "l4x1", True, held_out_rows=200)
+    assert seconds is not None and 150 < seconds < 300, (seconds, how)  # ~3.5 minutes on an L4, 50 rows + 3 tasks
+    assert how.startswith("held-out ") and "(50 rows)" in how and "3 x 50 examples" in how
+    faster, _ = report_seconds(spec, qwen_half_b, "h100", True, held_out_rows=200)
+    assert faster is not None and faster < seconds
+    tight = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"time_budget": 60})})
+    assert report_seconds(tight, qwen_half_b, "l4x1", True, 200)[0] == 60, "never above the report's budget"
+    off = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"auto": False})})
+    assert report_seconds(off, qwen_half_b, "l4x1", True, 200) == (0.0, "evaluation.auto is off: no report after "
+                                                                       "training")
+    assert report_seconds(spec, qwen_half_b, "cpu-basic", False, 200)[0] is None

@@ -83,6 +83,7 @@ class JobPlan:
     cost_usd: Figure
     fits: Optional[bool]
     notes: list[str] = field(default_factory=list)
+    evaluation_seconds: Optional[Figure] = None  # the report after training (plan_evaluation.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +104,8 @@ class JobPlan:
                  f"- time: {self.time_seconds.text()}; " +
                  ("no cost: your own machine" if self.cost_usd.note == OWN_MACHINE else
                   f"cost: {self.cost_usd.text()}")]
+        if self.evaluation_seconds is not None:
+            lines.append(f"- evaluation report after training: {self.evaluation_seconds.text()}")
         return "\n".join(lines + [f"- note: {n}" for n in self.notes])
 
 
@@ -292,10 +295,16 @@ def plan_job(spec: JobSpec, hardware: Optional[str] = None, probe_steps: int = 0
             notes.append(f"~{peak:.1f} GiB is more than {hardware}'s {capacity_gib} GiB: turn on "
                          "training.gradient_checkpointing, lower training.batch_size or lengths.block_size, or use "
                          "training.quantization: int4 (out-of-memory steps also halve the micro-batch by themselves)")
+    from .plan_evaluation import report_seconds
+
+    valid_rows = prepared.valid.stats.rows_valid if prepared.valid is not None else 0
+    weight_bytes = (memory["weights"].value or 0.0) * GIB
+    seconds, how = report_seconds(spec, weight_bytes, label, on_gpu, valid_rows)
     return JobPlan(spec.model.base_model, label, {"no": "fp32"}.get(prec, prec), spec.training.quantization,
                    spec.training.gradient_checkpointing, Figure(total, "parameters", "counted"),
                    Figure(trainable, "parameters", "counted", f"{100 * trainable / max(total, 1):.2f}%"),
-                   memory, tokens, steps, time_fig, cost, fits, notes)
+                   memory, tokens, steps, time_fig, cost, fits, notes,
+                   Figure(seconds, "s", "counted" if seconds == 0 else "estimated", how))
 
 
 def probe(spec: JobSpec, steps: int) -> tuple[float, float]:
