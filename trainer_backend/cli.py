@@ -238,24 +238,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": shown.strip()})
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation_cli import cmd_report, wants_report
-
-    if wants_report(args):
-        return cmd_report(args)
-    settings = _settings(args)
-    from .evaluation import evaluate, metrics_table
-
-    report = evaluate(args.adapter, args.data, args.max_examples, settings)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-        return EXIT_OK
-    print(f"{report.rows} held-out rows")
-    for r in metrics_table(report):  # rounded, percentages for shares, n per metric, which side is better
-        print(f"{r['metric']:<22} base {r['base']:>9}  fine-tuned {r['fine-tuned']:>9}  {r['better']:<28} n {r['n']}")
-    return EXIT_OK
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     """Parameters, peak memory by part, tokens, steps, time and cost before anything is trained."""
     from .data import DataError
@@ -392,7 +374,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "chat":
             return cmd_chat(args)
         if args.command == "evaluate":
-            return cmd_evaluate(args)
+            from .evaluation_cli import cmd_evaluate
+
+            return cmd_evaluate(args, _settings)
         if args.command == "cache":
             return cmd_cache(args)
         if args.command == "export":

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .job_files import EVAL_FILE, SPEC_FILE
 from .job_status import ExitCode
@@ -45,6 +45,24 @@ def add_report_flags(sp: argparse.ArgumentParser) -> None:
 
 def wants_report(args: argparse.Namespace) -> bool:
     return bool(args.report or args.general_tasks is not None or args.judge)
+
+
+def cmd_evaluate(args: argparse.Namespace, generation_settings: Callable[[argparse.Namespace], Any]) -> int:
+    """The report (--report, --tasks, --judge), or the held-out comparison alone (on --data or the split)."""
+    if wants_report(args):
+        return cmd_report(args)
+    settings = generation_settings(args)
+    from .evaluation import evaluate, metrics_table
+
+    report = evaluate(args.adapter, args.data, args.max_examples, settings)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return ExitCode.OK
+    print(f"{report.rows} held-out rows")
+    for r in metrics_table(report):  # rounded, percentages for shares, n per metric, which side is better
+        print(f"{r['metric']:<22} base {r['base']:>9}  fine-tuned {r['fine-tuned']:>9}  {r['better']:<28} n {r['n']}"
+              f"  change {r['change']}")
+    return ExitCode.OK
 
 
 def report_settings(job_dir: Path, args: argparse.Namespace) -> EvaluationSpec:

@@ -2,6 +2,7 @@
 and for a later push of a finished job (jobs/publish.py, the Push button, `python -m trainer_backend push`)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -62,9 +63,16 @@ def _evaluate(spec: JobSpec) -> None:
     if not spec.evaluation.auto or not settings().auto_evaluation:
         return
     token = spec.hub.token.get_secret_value() if spec.hub.token else None
+    shown = {"at": 0.0, "part": ""}
+
+    def progress(record: Any) -> None:  # the log gets a line when a part starts and every 10 seconds, not per row
+        part = record.message.split(":")[0]
+        if part != shown["part"] or time.time() - float(shown["at"]) >= 10:
+            shown.update(at=time.time(), part=part)
+            print(f"evaluation [{record.fraction:.0%}]: {record.message}", flush=True)
+
     try:
-        record = run_report(spec.job_dir, spec.evaluation, token,
-                            on_progress=lambda r: print(f"evaluation [{r.fraction:.0%}]: {r.message}", flush=True))
+        record = run_report(spec.job_dir, spec.evaluation, token, on_progress=progress)
     except EvaluationRefused as exc:
         print(f"evaluation: {exc}", flush=True)
         return

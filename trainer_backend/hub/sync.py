@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..job_files import (ADAPTER_DIR, CHECKPOINT_PREFIX, CHECKPOINTS_DIR, EVENTS_FILE, LOG_FILE, REPORT_FILE,
-                         SPEC_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
+from ..job_files import (ADAPTER_DIR, CHECKPOINT_PREFIX, CHECKPOINTS_DIR, EVAL_FILE, EVENTS_FILE, LOG_FILE,
+                         REPORT_FILE, SPEC_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
 from ..run_events import STEP_EVENTS, CheckpointPulled, Failed, SyncFailed, parse_line
 from .client import DEFAULT_RETRY, HubError, RetryPolicy, call_with_retries, redact
 
@@ -29,7 +29,7 @@ MANIFEST_FILE = "lora_studio_job.json"
 REMOTE_FILE = "remote/job.json"
 REMOTE_SPEC_FILE = "remote/spec.yaml"
 STOP_FILE = "control/stop.json"
-TEXT_FILES = (SPEC_FILE, EVENTS_FILE, LOG_FILE, REPORT_FILE)  # copied whenever they change
+TEXT_FILES = (SPEC_FILE, EVENTS_FILE, LOG_FILE, REPORT_FILE, EVAL_FILE)  # copied whenever they change
 
 
 def default_sync_repo(namespace: str, job_id: str) -> str:

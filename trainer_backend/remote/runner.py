@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
-from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVENTS_FILE, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE,
+from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVAL_FILE, EVENTS_FILE, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE,
                          has_trained_model)
 from ..job_status import ExitCode
 from ..settings import settings
@@ -169,6 +169,9 @@ class RemoteRun:
                 hubsync.download_folder(repo, ADAPTER_DIR, self.job_dir, self.token)
             except HubError as exc:
                 self.say(f"could not download the adapter: {exc}")
+            report = hubsync.read_file(repo, EVAL_FILE, self.token)  # the evaluation report the Job wrote
+            if report:
+                (self.job_dir / EVAL_FILE).write_bytes(report)
         self.mirror()
         outcome = self.state.outcome
         if outcome is None:  # the Job ended without the trainer recording why: timeout, killed, image failed
