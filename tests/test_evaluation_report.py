@@ -147,6 +147,11 @@ def test_the_report_follows_training(trainer: str, data: dict, held_out_metric: 
     assert [g.task for g in record.general_scores] == TEXT_TASK and record.general_scores[0].n == 4
     assert record.verdict and record.verdict["text"], "the one line a person reads first"
     assert record.verdict["level"] in ("ok", "drop")
+    if trainer == "dpo":  # what a judge (and the export's check) asks: the pairs' prompts
+        from trainer_backend.evaluation import held_out_prompts
+
+        prompts = held_out_prompts(job, 2)
+        assert len(prompts) == 2 and prompts[0][-1]["role"] == "user" and prompts[0][-1]["content"]
 
 
 @pytest.fixture(scope="module")

@@ -57,14 +57,21 @@ def held_out_prompts(job_dir: Path, limit: int) -> list[list[dict]]:
 
 
 def _prompt_and_reference(example: dict) -> Optional[tuple[list[dict], str]]:
+    """The conversation up to the answer, and the answer (for a preference row: the chosen one)."""
     if "messages" in example:
         msgs = example["messages"]
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
         return msgs[:last], msgs[last]["content"]
-    if "completion" in example:
-        msgs = ([{"role": "system", "content": example["system"]}] if example.get("system") else [])
-        return msgs + [{"role": "user", "content": example["prompt"]}], example["completion"]
-    return None
+    answer = example.get("completion", example.get("chosen"))
+    if answer is None or "prompt" not in example:
+        return None
+    if isinstance(answer, list):  # conversational preference rows: the answer is a list of messages
+        answer = next((m.get("content") for m in reversed(answer) if m.get("role") == "assistant"), None)
+    prompt = example["prompt"]
+    if isinstance(prompt, list):
+        return [m for m in prompt if isinstance(m, dict)], str(answer or "")
+    msgs = ([{"role": "system", "content": example["system"]}] if example.get("system") else [])
+    return msgs + [{"role": "user", "content": str(prompt)}], str(answer or "")
 
 
 def _mean_loss(model: Any, ids: list[int], labels: list[int]) -> tuple[float, int]:
