@@ -134,3 +134,38 @@ def save_record(name: str, record: dict) -> Path:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     return out
+
+
+def write_flagged_report(job_dir: Path) -> dict:
+    """A finished evaluation report in `job_dir` (evaluation.json) whose verdict flags a drop beyond noise on a
+    general task: held-out rows, two general tasks (one a stand-in), a judge and a note, without measuring anything.
+    Returns the record as written."""
+    from trainer_backend.evaluation.harness import TaskScore
+    from trainer_backend.evaluation.judge import JUDGE_TEMPLATE, JudgeResult
+    from trainer_backend.evaluation.metrics import EvalReport
+    from trainer_backend.evaluation.record import EvaluationRecord, write_record
+
+    held = EvalReport(rows=20, base={"eval_loss": 2.41, "exact_match": 0.10}, fine_tuned={"eval_loss": 1.12,
+                      "exact_match": 0.55}, counts={"base": {"exact_match": 20}, "fine_tuned": {"exact_match": 20}},
+                      changes={"eval_loss": [-1.29, -1.5, -1.08], "exact_match": [0.45, 0.25, 0.65]})
+    general = [TaskScore("lora_studio_text", "bits_per_byte", False, 1.50, 1.95, 40, [0.45, 0.38, 0.52],
+                         stand_in_for="sciq", measures="knowledge", source="lora-studio"),
+               TaskScore("arc_easy", "acc", True, 0.62, 0.61, 50, [-0.01, -0.06, 0.04])]
+    judge = JudgeResult(judge="judge-model", template=JUDGE_TEMPLATE, prompts=10, wins=6, losses=2, ties=2,
+                        win_rate=0.7, ci=[0.4, 0.89], position_consistency=0.8, first_position_rate=0.5)
+    record = EvaluationRecord(state="succeeded", fraction=1.0, message="evaluated", held_out=held.to_dict(),
+                              general=[g.to_dict() for g in general], judge=judge.to_dict(), finished=time.time(),
+                              notes=["sciq (knowledge) ran as its local stand-in lora_studio_text: HF_HUB_OFFLINE is "
+                                     "set"], seconds={"held_out": 12.0, "general": 30.5, "judge": 4.0})
+    write_record(job_dir, record)
+    return record.to_dict()
+
+
+def open_job(page: Any, app: AppServer, job_id: str) -> None:
+    """The Jobs tab with `job_id` picked in its job list, as a person gets there."""
+    page.goto(app.url)
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#job-select input").first.click()
+    page.locator(f"ul[role=listbox] li[aria-label*='{job_id}']").first.click()
+    page.wait_for_function(f"() => /{job_id}/.test(document.querySelector('#job-status').innerText)",
+                           timeout=30_000)

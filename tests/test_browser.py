@@ -6,8 +6,10 @@ tab, both compare panes streaming, no server path in any visible text, no reques
 clicks and seconds to the first training step (test-artifacts/newcomer-walk-*.json). The same walk at 390 px.
 The form is also checked without training: an upload shows only its format's mapping fields and is stored once;
 GRPO's section and a trainer's own fields appear only while that trainer is chosen; a config that fails to load
-leaves the form as it was and lists its problems once; Undo puts back what a preset changed. Screenshots go to
-test-artifacts/ (and to docs/screenshots/ via tests/screenshots.py)."""
+leaves the form as it was and lists its problems once; Undo puts back what a preset changed. In the Jobs tab, a
+job whose evaluation report flags forgetting says so first in its Evaluation report box, and Compare runs shows
+two jobs' reports side by side and the settings they differ in. Screenshots go to test-artifacts/ (and to
+docs/screenshots/ via tests/screenshots.py)."""
 from __future__ import annotations
 
 import re
@@ -18,9 +20,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from apphelpers import REPO, AppServer  # noqa: E402
-from browserhelpers import (RUNNING, SUCCEEDED, Walk, app, browser, field_error, parse_point,  # noqa: E402,F401
-                            plotted_points, save_record, server_paths_in, tab_names, text_of, visible_text)
+from apphelpers import QUICK, REPO, AppServer  # noqa: E402
+from browserhelpers import (RUNNING, SUCCEEDED, Walk, app, browser, field_error, open_job,  # noqa: E402,F401
+                            parse_point, plotted_points, save_record, server_paths_in, tab_names, text_of,
+                            visible_text, write_flagged_report)
 from screenshots import shoot  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make test runs it)
@@ -309,4 +312,69 @@ def test_a_bad_config_leaves_the_form_as_it_was_and_undo_reverts_a_preset(browse
     page.wait_for_function("() => document.querySelector('#field-training-max-steps input').value === '-1'",
                            timeout=15_000)
     assert "undone" in text_of(page, "#preset-summary")
+    page.close()
+
+
+# ---- the Jobs tab: a finished job's evaluation report, and Compare runs ---------------------------------------
+def test_a_flagged_report_and_compare_runs_in_the_jobs_tab(browser, app: AppServer) -> None:
+    """Two tiny jobs that differ in lora.r; the first gets a report (written by hand) whose verdict flags a drop
+    beyond noise on a general task. Its Evaluation report box opens by itself with that verdict first, in red, then
+    the tables, the judge and the notes; Compare runs shows both reports side by side and a settings row lora.r."""
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    ids = []
+    for rank in (4, 8):
+        spec = QUICK.format(name=f"rank-{rank}", steps=2).replace("data: {", "data: {path: examples/capitals.jsonl, ")
+        started = client.predict(spec + f"lora: {{r: {rank}, alpha: {2 * rank}}}\n", None, api_name="/start_training")
+        assert started["status"] == "queued", started
+        ids.append(started["job_id"])
+    for job_id in ids:
+        assert list(client.submit(job_id, 0.5, api_name="/job_events"))[-1]["status"] == "succeeded"
+    write_flagged_report(Path(client.predict(ids[0], False, api_name="/job_status")["paths"]["job_dir"]))
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    open_job(page, app, ids[0])
+    page.wait_for_selector("#job-report-summary .ls-verdict[data-flagged=true]", timeout=30_000)
+    verdict = text_of(page, "#job-report-summary")
+    assert verdict.startswith("⚠️ Verdict: +45.0 points exact match on your task") and \
+        "a drop beyond noise on general tasks: lora_studio_text (stand-in for sciq) bits per byte +0.45" in verdict, verdict
+    general = text_of(page, "#job-report-general")
+    assert "drop beyond noise" in general and "lower is better" in general and "61.0 %" in general, general
+    assert "+45.0 points [+25.0, +65.0]" in text_of(page, "#job-report-held-out")
+    assert "win rate 70.0 %" in text_of(page, "#job-report-judge")
+    assert "ran as its local stand-in" in text_of(page, "#job-report-notes")
+    assert page.locator("#job-report-run").is_enabled()
+    page.evaluate("window.scrollBy(0, document.querySelector('#job-report-box').getBoundingClientRect().top - 10)")
+    shoot(page, "job-evaluation-report")
+    box = page.locator("#evaluation-task-limit input")  # a wrong value: named beside its field, nothing starts
+    box.fill("0")
+    box.press("Tab")
+    page.wait_for_selector("#evaluation-task-limit.field-invalid", timeout=15_000)
+    assert "must be at least 1" in (field_error(page, "evaluation-task-limit") or "")
+    page.locator("#job-report-run").click()
+    page.wait_for_function("() => /Cannot evaluate/.test(document.querySelector('#job-report-message').innerText)",
+                           timeout=15_000)
+    assert "Examples per task: must be at least 1 (got 0)" in text_of(page, "#job-report-message")
+    page.evaluate("window.scrollBy(0, document.querySelector('#evaluation-general-tasks').getBoundingClientRect()"
+                  ".top - 10)")
+    shoot(page, "job-evaluation-form-error")
+    assert "ls-verdict" in page.inner_html("#job-report-summary"), "a refused run leaves the report as it was"
+
+    page.locator("#compare-box > button.label-wrap").click()
+    for job_id in ids:
+        page.locator("#compare-select input").first.click()
+        page.locator(f"ul[role=listbox] li[aria-label*='{job_id}']").first.click()
+    page.wait_for_function("() => /lora\\.r/.test(document.querySelector('#compare-settings')?.innerText)",
+                           timeout=30_000)
+    settings = text_of(page, "#compare-settings")
+    cells = [line.strip() for line in settings.splitlines() if line.strip()]  # one cell a line, row by row
+    assert "lora.r" in cells and cells[cells.index("lora.r"):][:3] == ["lora.r", "4", "8"], settings
+    evaluation = text_of(page, "#compare-evaluation")
+    assert "⚠️ drop beyond noise" in evaluation and "not evaluated" in evaluation, evaluation
+    page.keyboard.press("Escape")
+    page.evaluate("window.scrollBy(0, document.querySelector('#compare-box').getBoundingClientRect().top - 10)")
+    page.wait_for_timeout(500)
+    shoot(page, "compare-runs")
+    assert not server_paths_in(visible_text(page), app)
     page.close()

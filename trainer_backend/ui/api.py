@@ -137,6 +137,7 @@ def register_api(service: StudioService) -> None:
         return service.push(job_id, repo_id, merged, gguf)
 
     _register_export_api(service)
+    _register_evaluation_api(service)
     _register_inference_api(service)
 
 
@@ -163,6 +164,33 @@ def _register_export_api(service: StudioService) -> None:
         """The job's export now (state none when it was never exported): as /export_job's items."""
         _guard(request)
         return exports.status(job_id)
+
+
+def _register_evaluation_api(service: StudioService) -> None:
+    from .evaluation_service import EvaluationService, given_settings
+
+    reports = EvaluationService(service)
+
+    @gr.api(api_name="evaluate_job")
+    def evaluate_job(job_id: str, tasks: Optional[list[str]] = None, task_limit: Optional[int] = None,
+                     max_examples: Optional[int] = None, time_budget: Optional[int] = None, judge: str = "",
+                     judge_model: str = "", judge_prompts: Optional[int] = None,
+                     request: Optional[gr.Request] = None) -> Iterator[dict]:
+        """The evaluation report of a finished job, in the background with the caller's own Hub token: held-out
+        metrics base vs fine-tuned, general tasks through lm-evaluation-harness (tasks: harness task names, LoRA
+        Studio's local tasks or a task folder; [] none), the forgetting verdict, a judge's win rate (judge: a Hub
+        model id or, for a Space's owner, an OpenAI-compatible URL; "none": no judge). Values left out come from the
+        job's spec. Streams {state, fraction, message, verdict, held_out, general, judge, notes, error} until it
+        ends; refused while a report of the job runs."""
+        _guard(request)
+        given = given_settings(tasks, task_limit, max_examples, time_budget, judge, judge_model, judge_prompts)
+        yield from reports.evaluate(job_id, reports.settings_for(job_id, given))
+
+    @gr.api(api_name="evaluation_report", queue=False)  # a cheap read of evaluation.json
+    def evaluation_report(job_id: str, request: Optional[gr.Request] = None) -> dict:
+        """The job's evaluation report now (state none when it was never evaluated): as /evaluate_job's items."""
+        _guard(request)
+        return reports.status(job_id)
 
 
 def _register_inference_api(service: StudioService) -> None:

@@ -1,8 +1,9 @@
 """Jobs tab: every job with its status; the selected one's progress bar, metric cards, charts (loss with eval
 loss, learning rate, grad norm; for GRPO also reward, KL / completion length and a table of sample completions),
-downloads, log tail and the actions possible in its status; its export to GGUF / Ollama (export_panel.py); and a
-chart that overlays several runs. A timer re-reads the job store, so the page never needs a reload and closing the
-browser loses nothing. Callbacks only call the service and the Gradio-free views (job_view.py, charts.py)."""
+downloads, log tail and the actions possible in its status; its evaluation report (evaluation_panel.py) and
+its export to GGUF / Ollama (export_panel.py); and Compare runs: a chart that overlays several runs, their
+reports side by side and the settings in which they differ. A timer re-reads the job store, so the page never
+needs a reload and closing the browser loses nothing. Callbacks only call the service and the Gradio-free views (job_view.py, charts.py)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from ..job_status import UNFINISHED
 from . import charts
 from .job_view import (CSS, cards_html, header_markdown, human_time, metric_cards, next_steps, progress_html,
                        readable_log, samples_column_widths, samples_table)
+from .evaluation_panel import EvaluationPanel, compare_tables
 from .export_panel import ExportPanel
 from .gate import PRIVATE
 from .service import StudioService
@@ -82,6 +84,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             eval_btn = gr.Button("Evaluate", elem_id="job-evaluate", min_width=120)
             push_next = gr.Button("Push to the Hub…", elem_id="job-push-next", min_width=120)
             export_next = gr.Button("Export (GGUF, Ollama)…", elem_id="job-export-next", min_width=120)
+            report_next = gr.Button("Evaluation report…", elem_id="job-report-next", min_width=120)
         with gr.Row():
             stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="job-stop", min_width=80)
             resume_btn = gr.Button("Resume", interactive=False, elem_id="job-resume", min_width=80)
@@ -112,10 +115,15 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
                 push_merged = gr.Checkbox(False, label="also push the merged model")
                 push_gguf = gr.Checkbox(False, label="also push the checked GGUF export")
                 push_btn = gr.Button("Push to Hub", scale=1, interactive=False, elem_id="job-push")
+        evaluation_panel = EvaluationPanel(service)  # its own module: evaluation_panel.py
         export_panel = ExportPanel(service)  # its own module: export_panel.py
-        with gr.Accordion("Compare runs", open=False):
-            compare_select = gr.Dropdown([], multiselect=True, label="Jobs to overlay", elem_id="compare-select")
+        with gr.Accordion("Compare runs", open=False, elem_id="compare-box"):
+            compare_select = gr.Dropdown([], multiselect=True, label="Jobs to compare", elem_id="compare-select")
             compare_plot = gr.Plot(label="Compare runs", elem_id="compare-plot", show_label=False)
+            compare_eval = gr.Dataframe(label="Evaluation reports side by side (which adapter to push?)", wrap=True,
+                                        interactive=False, visible=False, elem_id="compare-evaluation")
+            compare_diff = gr.Dataframe(label="Settings that differ", wrap=True, interactive=False, visible=False,
+                                        elem_id="compare-settings")
         jobs_df = gr.Dataframe(headers=["id", "name", "status", "progress", "loss", "owner", "created"],
                                label="All jobs (click a row to open that job)", interactive=False,
                                elem_id="jobs-table")
@@ -146,6 +154,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             off = [gr.update(interactive=False)] * len(ACTIONS)
             return (picker, "No jobs yet — start one in the Train tab.", "", "", None, None, None, None, "",
                     table_out, compare_choices, view, *off, gr.update(visible=False), *rl_views(None),
+                    *evaluation_panel.render(None, view, caller, forced),
                     *export_panel.render(None, view, caller, forced))
         job = service.job_view(selected)
         p = job["progress"]
@@ -167,7 +176,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         return (picker, header_markdown(job), progress_html(job), cards_html(metric_cards(job)), *plots,
                 readable_log(service.logs(selected, 40), job_dir), table_out, compare_choices, view, *states,
                 gr.update(visible=next_steps(job)), *rl_views(job, redraw, was_grpo),
-                *export_panel.render(job, view, caller, forced))
+                *evaluation_panel.render(job, view, caller, forced), *export_panel.render(job, view, caller, forced))
 
     def refresh(view: dict, scale: bool, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
                 oauth_token: Optional[gr.OAuthToken] = None) -> tuple:
@@ -192,7 +201,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
 
     outputs = [job_select, status_md, progress, cards, loss_plot, lr_plot, grad_plot, downloads, log_box, jobs_df,
                compare_select, view, stop_btn, resume_btn, continue_btn, push_btn, next_row, grpo_charts, reward_plot,
-               kl_plot, grpo_samples, samples_df, *export_panel.outputs()]
+               kl_plot, grpo_samples, samples_df, *evaluation_panel.outputs(), *export_panel.outputs()]
     quiet = {**PRIVATE, "show_progress": "hidden"}
     timer.tick(refresh, [view, log_scale], outputs, **quiet)
     tab.select(None, js=REFIT_CHARTS, **PRIVATE)
@@ -201,14 +210,18 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
     log_scale.input(select_job, [job_select, log_scale, view], outputs, **quiet)
     push_next.click(lambda: gr.update(open=True), None, push_box, **PRIVATE)
     export_next.click(lambda: gr.update(open=True), None, export_panel.box, **PRIVATE)
+    report_next.click(lambda: gr.update(open=True), None, evaluation_panel.box, **PRIVATE)
     export_panel.wire(job_select, view, service)
+    evaluation_panel.wire(job_select, view, service)
     for button in (chat_btn, eval_btn):
         button.click(None, js=OPEN_CHAT_TAB, **PRIVATE)
 
-    def overlay_runs(job_ids: list[str], scale: bool) -> Any:
-        return vega(charts.compare_chart(service.compare_runs(job_ids or []), scale)) if job_ids else None
+    def overlay_runs(job_ids: list[str], scale: bool) -> tuple:
+        chart = vega(charts.compare_chart(service.compare_runs(job_ids or []), scale)) if job_ids else None
+        return (chart, *compare_tables(service, job_ids or []))
 
-    compare_select.input(overlay_runs, [compare_select, log_scale], compare_plot, **PRIVATE)
+    compare_select.input(overlay_runs, [compare_select, log_scale], [compare_plot, compare_eval, compare_diff],
+                         **PRIVATE)
 
     def act(action: str, job_id: Optional[str], epochs: float, request: gr.Request,
             profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None) -> str:
