@@ -10,8 +10,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+R = TypeVar("R")
 
 from .access import HF_TOKEN_ENV
 
@@ -62,3 +65,14 @@ def start_detached(module: str, args: Sequence[str], job_dir: Path, log: Path, t
 
     threading.Thread(target=reap, daemon=True).start()
     return proc.pid
+
+
+def wait_until_settled(read: Callable[[], Optional[R]], timeout: float, interval: float = 1.0) -> Optional[R]:
+    """Poll `read` (a record with a `state`) until it is no longer running, or `timeout` seconds; the last read."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        record: Any = read()
+        if record is not None and record.state != "running":
+            return record
+        time.sleep(interval)
+    return read()

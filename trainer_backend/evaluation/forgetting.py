@@ -72,7 +72,8 @@ def general_change(score: TaskScore) -> GeneralChange:
             text += f" [{low:+.3g}, {high:+.3g}]"
         if score.base:
             pct = 100 * delta / abs(score.base)
-            text += f" ({abs(pct):.0f} % {'better' if pct * sign > 0 else 'worse'})"
+            text += " (about the same)" if abs(pct) < 0.5 else \
+                f" ({abs(pct):.0f} % {'better' if pct * sign > 0 else 'worse'})"
     return GeneralChange(task_name(score), score.metric, delta, low, high, worse=sure_worse and big,
                          better=sure_better and big, text=text)
 

@@ -41,55 +41,55 @@ def _sides(chat: Any, adapter: Any, fn: Callable[[Any], Any]) -> dict[str, Any]:
     return out
 
 
-def evaluate_pairs(chat: Any, adapter: Any, split: Any, max_examples: int, deadline: Optional[float] = None,
-                   progress: Optional[Callable[[float, str], None]] = None) -> EvalReport:
-    tok = chat.tokenizers[adapter.name]
+def _score_rows(split: Any, max_examples: int, deadline: Optional[float],
+                progress: Optional[Callable[[float, str], None]], unit: str,
+                score: Callable[[dict], dict[str, dict[str, float]]]) -> EvalReport:
+    """Held-out rows scored by `score(row) -> side -> metric -> value`, until `deadline` (at least 5 rows)."""
     per_row: dict[str, dict[str, list[float]]] = {"base": {}, "fine_tuned": {}}
     total = min(max_examples, len(split))
     done = 0
     for k in range(total):
         if deadline and done >= 5 and time.time() > deadline:
             break
-        row = split.row(k)
-
-        def margin(model: Any) -> tuple[float, float]:
-            chosen, n_chosen = _answer_logprob(model, tok, row["prompt"], row["chosen"])
-            rejected, _ = _answer_logprob(model, tok, row["prompt"], row["rejected"])
-            return chosen - rejected, chosen / max(n_chosen, 1)
-
-        for side, (m, chosen_per_token) in _sides(chat, adapter, margin).items():
-            values = per_row[side]
-            values.setdefault("preference_accuracy", []).append(float(m > 0))
-            values.setdefault("reward_margin", []).append(m)
-            values.setdefault("chosen_logp", []).append(chosen_per_token)
+        for side, values in score(split.row(k)).items():
+            for name, value in values.items():
+                per_row[side].setdefault(name, []).append(value)
         done += 1
         if progress:
-            progress(done / total, f"evaluated {done}/{total} pairs")
+            progress(done / total, f"evaluated {done}/{total} {unit}")
     return _report(per_row, done)
+
+
+def evaluate_pairs(chat: Any, adapter: Any, split: Any, max_examples: int, deadline: Optional[float] = None,
+                   progress: Optional[Callable[[float, str], None]] = None) -> EvalReport:
+    tok = chat.tokenizers[adapter.name]
+
+    def score(row: dict) -> dict[str, dict[str, float]]:
+        def margin(model: Any) -> dict[str, float]:
+            chosen, n_chosen = _answer_logprob(model, tok, row["prompt"], row["chosen"])
+            rejected, _ = _answer_logprob(model, tok, row["prompt"], row["rejected"])
+            return {"preference_accuracy": float(chosen > rejected), "reward_margin": chosen - rejected,
+                    "chosen_logp": chosen / max(n_chosen, 1)}
+
+        return _sides(chat, adapter, margin)
+
+    return _score_rows(split, max_examples, deadline, progress, "pairs", score)
 
 
 def evaluate_feedback(chat: Any, adapter: Any, split: Any, max_examples: int, deadline: Optional[float] = None,
                       progress: Optional[Callable[[float, str], None]] = None) -> EvalReport:
     tok = chat.tokenizers[adapter.name]
-    per_row: dict[str, dict[str, list[float]]] = {"base": {}, "fine_tuned": {}}
-    total = min(max_examples, len(split))
-    done = 0
-    for k in range(total):
-        if deadline and done >= 5 and time.time() > deadline:
-            break
-        row = split.row(k)
+
+    def score(row: dict) -> dict[str, dict[str, float]]:
         name = "desirable_logp" if row["label"] else "undesirable_logp"
 
-        def per_token(model: Any) -> float:
+        def per_token(model: Any) -> dict[str, float]:
             logp, n = _answer_logprob(model, tok, row["prompt"], row["completion"])
-            return logp / max(n, 1)
+            return {name: logp / max(n, 1)}
 
-        for side, value in _sides(chat, adapter, per_token).items():
-            per_row[side].setdefault(name, []).append(value)
-        done += 1
-        if progress:
-            progress(done / total, f"evaluated {done}/{total} rows")
-    return _report(per_row, done)
+        return _sides(chat, adapter, per_token)
+
+    return _score_rows(split, max_examples, deadline, progress, "rows", score)
 
 
 def _report(per_row: dict[str, dict[str, list[float]]], rows: int) -> EvalReport:

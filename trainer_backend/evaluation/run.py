@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..access import HF_TOKEN_ENV
-from ..background import start_detached
+from ..background import start_detached, wait_until_settled
 from ..job_files import ADAPTER_DIR, EVAL_LOG
 from ..spec_evaluation import EvaluationSpec
 from .record import EvaluationRecord, read_record, report_path, write_record
@@ -200,11 +200,14 @@ def start_evaluation(job_dir: str | Path, settings: EvaluationSpec, token: "str 
     # until the process writes its own record, this one says "starting" under the app's pid
     starting.state, starting.pid, starting.message, starting.fraction = "running", os.getpid(), \
         "starting the evaluation", 0.0
+    starting.started = time.time()
     write_record(job_dir, starting)
 
     def exited(code: int) -> None:
         record = read_record(job_dir)
-        if record and record.state == "running" and record.pid == os.getpid():
+        # still the record this start wrote (not a later start's, which also carries the app's pid)
+        if record and record.state == "running" and record.pid == os.getpid() and \
+                record.started == starting.started:
             record.state, record.finished = "failed", time.time()
             record.error = record.message = f"the evaluation process exited with code {code} before it " \
                                             f"started; see {EVAL_LOG}"
@@ -216,13 +219,7 @@ def start_evaluation(job_dir: str | Path, settings: EvaluationSpec, token: "str 
 
 
 def wait_for_report(job_dir: str | Path, timeout: float, interval: float = 1.0) -> Optional[EvaluationRecord]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = read_record(job_dir)
-        if record and record.state != "running":
-            return record
-        time.sleep(interval)
-    return read_record(job_dir)
+    return wait_until_settled(lambda: read_record(job_dir), timeout, interval)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from ..background import pid_alive, start_detached
+from ..background import pid_alive, start_detached, wait_until_settled
 from ..job_files import EXPORT_DIR, EXPORT_FILE, EXPORT_LOG
 
 ExportState = Literal["running", "succeeded", "failed", "interrupted"]
@@ -110,10 +110,4 @@ def _exited(job_dir: Path, code: int) -> None:
 
 
 def wait_for_export(job_dir: str | Path, timeout: float, interval: float = 1.0) -> Optional[ExportRecord]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = read_record(job_dir)
-        if record and record.state != "running":
-            return record
-        time.sleep(interval)
-    return read_record(job_dir)
+    return wait_until_settled(lambda: read_record(job_dir), timeout, interval)

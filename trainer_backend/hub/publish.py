@@ -63,12 +63,12 @@ def _evaluate(spec: JobSpec) -> None:
     if not spec.evaluation.auto or not settings().auto_evaluation:
         return
     token = spec.hub.token.get_secret_value() if spec.hub.token else None
-    shown = {"at": 0.0, "part": ""}
+    last_part, last_at = [""], [0.0]
 
     def progress(record: Any) -> None:  # the log gets a line when a part starts and every 10 seconds, not per row
         part = record.message.split(":")[0]
-        if part != shown["part"] or time.time() - float(shown["at"]) >= 10:
-            shown.update(at=time.time(), part=part)
+        if part != last_part[0] or time.time() - last_at[0] >= 10:
+            last_part[0], last_at[0] = part, time.time()
             print(f"evaluation [{record.fraction:.0%}]: {record.message}", flush=True)
 
     try:

@@ -76,10 +76,9 @@ class StudioService:
         if any(r.type == "python" for r in spec.grpo.rewards) and not is_member(current_caller()):
             raise SpecError("a python reward runs its file's code on this server; only the Space's owner and "
                             "members may use one (the built-in rewards need no code)")
-        spec = sanitize_client_spec(spec, self.data_dir, self.client_roots())
         from .evaluation_service import confine  # a judge endpoint: the owner's alone; task folders: confined
-        spec.evaluation = confine(spec.evaluation, self)
-        return spec, warnings
+        spec = sanitize_client_spec(spec, self.data_dir, self.client_roots())
+        return spec.model_copy(update={"evaluation": confine(spec.evaluation, self)}), warnings
 
     def client_roots(self) -> list[Path]:
         """Where a client's spec may point: its own uploads and the bundled examples (on a Space), or anything
