@@ -39,7 +39,7 @@ def test_a_drop_is_flagged_only_beyond_noise_and_big_enough() -> None:
                         changes={"exact_match": [0.42, 0.2, 0.64]})
     within = verdict(report, [_score("arc_easy", 0.60, 0.587, [-0.013, -0.05, 0.024])])
     assert within.level == "ok" and not within.flagged
-    assert within.text == "+42.0 points exact match on your task (change +42.0 points [+20.0, +64.0]); " \
+    assert within.text == "+42.0 points exact match on your task [+20.0, +64.0]; " \
                           "-1.3 points on general tasks, within noise"
     dropped = verdict(report, [_score("arc_easy", 0.60, 0.40, [-0.20, -0.28, -0.12])])
     assert dropped.flagged and "a drop beyond noise on general tasks: arc_easy acc -20.0 points" in dropped.text

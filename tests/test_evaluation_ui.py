@@ -89,7 +89,7 @@ def test_compare_puts_the_reports_side_by_side(tmp_path: Path) -> None:
     assert columns == ["Job", "Verdict", "Your task (held-out)",
                        "lora_studio_text (stand-in for sciq): bits per byte (lower is better)",
                        "arc_easy: acc (higher is better)"]
-    assert rows[0][1:3] == ["⚠️ drop beyond noise", "+45.0 points exact match (change +45.0 points [+25.0, +65.0])"]
+    assert rows[0][1:3] == ["⚠️ drop beyond noise", "+45.0 points exact match [+25.0, +65.0]"]
     assert rows[0][3].startswith("1.95 (change +0.45 [+0.38, +0.52]") and rows[0][4].startswith("61.0 % (change -1.0")
     assert rows[1] == ["new · 2", "not evaluated", "—", "—", "—"]
 

@@ -31,7 +31,7 @@ class EvaluationSpec(_Section):
                              "elsewhere: any harness task name (arc_easy, hellaswag, mmlu, gsm8k, ...) or a local "
                              "folder of task YAML files in the harness's format. Empty: no forgetting check.",
         label="General tasks")
-    task_limit: int = _f(50, "Examples per general task at most (the harness's --limit).", ge=1, le=100000,
+    task_limit: int = _f(50, "Examples per general task at most (the harness's limit option).", ge=1, le=100000,
                          label="Examples per task")
     judge: Optional[str] = _f(None, "Judge model for a pairwise win rate of fine-tuned vs base answers: a Hub model "
                                     "id or local folder of a causal LM, or the URL of an OpenAI-compatible endpoint "

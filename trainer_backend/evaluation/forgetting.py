@@ -92,10 +92,12 @@ def task_gain(report: Optional[EvalReport]) -> tuple[Optional[str], str]:
         change = report.changes.get(name)
         if is_share(name):
             text = f"{100 * (tuned - base):+.1f} points {label} on your task"
+            if change:
+                text += f" [{100 * change[1]:+.1f}, {100 * change[2]:+.1f}]"
         else:
             text = f"{label} {base:.3g} → {tuned:.3g} on your task"
-        if change:
-            text += f" (change {format_change(name, change)})"
+            if change:
+                text += f" (change {format_change(name, change)})"
         return name, text
     return None, ""
 
