@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from apphelpers import QUICK, AppServer  # noqa: E402
-from browserhelpers import browser, field_error, server_paths_in, text_of  # noqa: E402,F401
+from browserhelpers import browser, field_error, open_job, server_paths_in, text_of  # noqa: E402,F401
 from screenshots import shoot  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, exports with llama.cpp, starts the app and a browser
@@ -110,12 +110,7 @@ def test_wrong_values_in_the_export_box_are_named_beside_their_fields(browser, s
 def _jobs_page(browser: Any, app: AppServer, job: dict) -> Any:  # noqa: F811
     """The Jobs tab with `job` selected, as a person gets there."""
     page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
-    page.goto(app.url)
-    page.get_by_role("tab", name="Jobs").click()
-    page.locator("#job-select input").first.click()
-    page.locator(f"ul[role=listbox] li[aria-label*='{job['id']}']").first.click()
-    page.wait_for_function(f"() => /{job['id']}/.test(document.querySelector('#job-status').innerText)",
-                           timeout=30_000)
+    open_job(page, app, job["id"])
     page.locator("#job-export-next").wait_for(state="visible", timeout=30_000)
     return page
 

@@ -231,7 +231,7 @@ def test_kto_trains_from_yaml_and_chats(tiny_model_dir: Path, tmp_path: Path, ca
 def test_grpo_raises_the_mean_reward_on_held_out_prompts(tmp_path: Path) -> None:
     """SFT warm start (full fine-tune, the right word in the answer format a fifth of the time), then GRPO with
     LoRA on a format reward and an exact-match reward; evaluated on 24 held-out prompts x 4 samples each."""
-    from trainer_backend.evaluation import evaluate
+    from trainer_backend.evaluation.heldout import evaluate
     from trainer_backend.tiny_model import build_tiny_model
     from trainer_backend.training.run import run_training
 

@@ -117,7 +117,7 @@ def test_a_compare_turn_streams_both_sides_at_once(sentiment_job: dict, monkeypa
 
 
 def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
-    from trainer_backend.evaluation import evaluate
+    from trainer_backend.evaluation.heldout import evaluate
     from trainer_backend.job_files import EVAL_FILE
     from trainer_backend.generation import GenerationSettings
 
@@ -137,7 +137,7 @@ def test_evaluate_held_out_fine_tuned_beats_base(sentiment_job: dict) -> None:
 
 
 def test_evaluate_defaults_to_the_jobs_validation_split(sentiment_job: dict) -> None:
-    from trainer_backend.evaluation import evaluate
+    from trainer_backend.evaluation.heldout import evaluate
     from trainer_backend.generation import GenerationSettings
 
     report = evaluate(sentiment_job["job"], max_examples=5, settings=GenerationSettings(max_new_tokens=4))

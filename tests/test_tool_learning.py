@@ -59,7 +59,7 @@ def test_tool_calling_lora_learns_exact_calls(task: dict[str, Path], tmp_path: P
     the fine-tune under test has to be a LoRA, and a LoRA on the random model itself (projections only, r 16 to
     64, learning rates 3e-3 to 1e-2) learns the call format in a few hundred steps but fills in the arguments at
     chance; full fine-tuning of the random model gets the arguments after about 350 steps."""
-    from trainer_backend.evaluation import evaluate
+    from trainer_backend.evaluation.heldout import evaluate
     from trainer_backend.generation import GenerationSettings
     from trainer_backend.training.run import run_training
 

@@ -52,7 +52,8 @@ def cmd_evaluate(args: argparse.Namespace, generation_settings: Callable[[argpar
     if wants_report(args):
         return cmd_report(args)
     settings = generation_settings(args)
-    from .evaluation import evaluate, metrics_table
+    from .evaluation.heldout import evaluate
+    from .evaluation.metrics import metrics_table
 
     report = evaluate(args.adapter, args.data, args.max_examples, settings)
     if args.json:

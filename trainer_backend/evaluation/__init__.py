@@ -7,5 +7,6 @@ that sets the task gain against the change on the general tasks. judge.py: an op
 rate. record.py: evaluation.json. run.py: the report's steps within a time budget, in the job's process after
 training or in a background process started from the app or the CLI.
 """
-from .heldout import evaluate, held_out_prompts  # noqa: F401
+# Only the light metrics here: importing the package (the Jobs tab does) must not load the model-loading layers
+# (inference.py builds its model cache from the settings at import). evaluate() is in heldout.py.
 from .metrics import EvalReport, exact_match, failure_kind, metrics_table, rouge_l  # noqa: F401

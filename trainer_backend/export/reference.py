@@ -51,7 +51,7 @@ def held_out_conversations(job_dir: Path, limit: int, system_prompt: Optional[st
     system prompt training added to conversations that had none)."""
     rows: list[list[dict]] = []
     try:
-        from ..evaluation import held_out_prompts
+        from ..evaluation.heldout import held_out_prompts
 
         rows = held_out_prompts(job_dir, limit)
     except Exception:  # noqa: BLE001 - no spec, no validation split, data gone: the probes still check the file

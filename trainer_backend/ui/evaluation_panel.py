@@ -247,13 +247,12 @@ def compare_tables(service: StudioService, job_ids: list[str]) -> tuple[Any, Any
 
     if not job_ids:
         return gr.update(visible=False), gr.update(visible=False)
-    details = compare_details(service, job_ids)
-    evaluation, settings = details["evaluation"], details["settings"]
+    evaluation, settings = compare_details(service, job_ids)
     # Job, verdict and the task's change fixed; the general tasks share the rest: every column stays on screen
-    tasks = len(evaluation["columns"]) - 3
+    tasks = len(evaluation.columns) - 3
     widths = ["16%", "14%", "30%"] + [f"{40 / tasks:.0f}%"] * tasks if tasks else ["25%", "25%", "50%"]
-    return (gr.update(value=pd.DataFrame(evaluation["rows"], columns=evaluation["columns"]),
-                      visible=bool(evaluation["rows"]), column_widths=widths),
-            gr.update(value=pd.DataFrame(settings["rows"], columns=settings["columns"]), visible=len(job_ids) > 1,
-                      label="Settings that differ" if settings["rows"] else "Settings that differ: none (the same "
+    return (gr.update(value=pd.DataFrame(evaluation.rows, columns=evaluation.columns),
+                      visible=bool(evaluation.rows), column_widths=widths),
+            gr.update(value=pd.DataFrame(settings.rows, columns=settings.columns), visible=len(job_ids) > 1,
+                      label="Settings that differ" if settings.rows else "Settings that differ: none (the same "
                       "spec apart from the name)"))

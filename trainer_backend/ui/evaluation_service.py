@@ -12,9 +12,6 @@ client names must lie inside their own roots (StudioService.client_path).
 """
 from __future__ import annotations
 
-import os
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -27,11 +24,11 @@ from ..evaluation.harness import LOCAL_TASKS, RATE_METRICS, STAND_INS, TaskScore
 from ..evaluation.judge import JudgeResult, is_endpoint
 from ..evaluation.metrics import metrics_table
 from ..evaluation.record import EvaluationRecord, read_record
-from ..job_files import SPEC_FILE, has_trained_model
-from ..job_status import PUSHABLE, UNFINISHED
+from ..job_files import SPEC_FILE
 from ..jobs.store import JobStateError
 from ..spec_evaluation import GENERAL_TASKS, EvaluationSpec
 from ..uploads import check_client_path
+from .finished_jobs import finished_job, follow_changes, start_lock
 from .form_fields import _message
 
 EVALUATION_STREAM_MAX_SECONDS = 3600.0  # an /evaluate_job stream ends after this; /evaluation_report goes on
@@ -43,32 +40,6 @@ NO_JUDGE = "none"  # /evaluate_job's judge="none": no judge, whatever the job's 
 HELD_OUT_COLUMNS = ["Metric", "Base", "Fine-tuned", "Better", "Change (95 % CI)", "n", "What it means"]
 GENERAL_COLUMNS = ["Task", "Metric", "Base", "Fine-tuned", "Change (95 % CI)", "n", "Beyond noise?"]
 DROP_MARK = "⚠️ drop beyond noise"
-
-_START_LOCKS: dict[str, threading.Lock] = {}  # job folder -> lock: the running check and the start are one step
-_LOCKS_LOCK = threading.Lock()
-
-
-def _start_lock(job_dir: str) -> threading.Lock:
-    with _LOCKS_LOCK:
-        return _START_LOCKS.setdefault(job_dir, threading.Lock())
-
-
-def _wait_until_gone(record: Optional[EvaluationRecord], timeout: float = 30.0) -> None:
-    """A report that just ended may still have its process exiting (its record is written before it exits), and
-    evaluation.run's exit check of a start would then take the next start's record for its own and call it failed:
-    wait (at most `timeout`) until that process is gone."""
-    if record is None or not record.pid or record.pid == os.getpid() or time.time() - (record.finished or 0) > 60:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(record.pid, 0)
-        except ProcessLookupError:
-            time.sleep(0.3)  # reaped: its exit check runs right after; let it read the record it wrote
-            return
-        except PermissionError:
-            return
-        time.sleep(0.2)
 
 
 def task_choices() -> list[str]:
@@ -254,15 +225,7 @@ class EvaluationService:
         return confine(parse_settings(self.job_settings(job_id), given), self.studio)
 
     def _finished_job(self, job_id: str) -> Any:
-        job = self.studio.jobs.get(job_id)
-        if job.status not in PUSHABLE:
-            why = "wait until it finishes" if job.status in UNFINISHED else \
-                "only a job that finished training has a model to evaluate"
-            raise JobStateError(f"job {job.id} is {job.status}: {why} (the report compares a trained adapter with "
-                                "its base)")
-        if not has_trained_model(job.job_dir):
-            raise JobStateError(f"job {job.id} has no trained adapter in its folder, so there is nothing to evaluate")
-        return job
+        return finished_job(self.studio, job_id, "evaluate", "the report compares a trained adapter with its base")
 
     def start(self, job_id: str, settings: EvaluationSpec) -> dict[str, Any]:
         """Start the report of a finished job in its own process with the caller's own Hub token (False: none at
@@ -271,12 +234,11 @@ class EvaluationService:
 
         job = self._finished_job(job_id)
         preflight(job.job_dir)  # EvaluationRefused (a ValueError): said before a process starts
-        with _start_lock(str(job.job_dir)):
+        with start_lock(str(job.job_dir)):
             running = read_record(job.job_dir)
             if running and running.state == "running":  # also one just started by this app (its own pid)
                 raise JobStateError(f"an evaluation of job {job.id} is already running ({running.fraction:.0%}, "
                                     f"{running.message}); wait for it to end (/evaluation_report shows it)")
-            _wait_until_gone(running)
             start_evaluation(job.job_dir, settings, hub_token())
         return self.status(job_id)
 
@@ -288,18 +250,9 @@ class EvaluationService:
         yield from self.follow(job_id, interval, timeout)
 
     def follow(self, job_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> Iterator[dict[str, Any]]:
-        deadline = time.monotonic() + (EVALUATION_STREAM_MAX_SECONDS if timeout is None else timeout)
-        last = None
-        while True:
-            status = self.status(job_id)
-            key = (status["state"], status["fraction"], status["message"], len(status["held_out"]),
-                   len(status["general"]), bool(status["judge"]), status["finished"])
-            if key != last:
-                yield status
-                last = key
-            if status["state"] != "running" or time.monotonic() > deadline:
-                return
-            time.sleep(interval)
+        yield from follow_changes(lambda: self.status(job_id), lambda s: (
+            s["state"], s["fraction"], s["message"], len(s["held_out"]), len(s["general"]), bool(s["judge"]),
+            s["finished"]), interval, EVALUATION_STREAM_MAX_SECONDS if timeout is None else timeout)
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's report now (report_view), server paths replaced by names."""

@@ -10,8 +10,6 @@ own (access.hub_token: on a Space never the owner's for anyone else).
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -21,25 +19,17 @@ from ..access import Identity, hub_token
 from ..errors import SpecError
 from ..export import state
 from ..export.report import CHECK_COLUMNS, check_rows, thresholds_line
-from ..job_files import EXPORT_DIR, has_trained_model
-from ..job_status import PUSHABLE, UNFINISHED
+from ..job_files import EXPORT_DIR
 from ..jobs.exports import default_export_root, link_or_copy, zip_stored
 from ..jobs.store import JobStateError
 from ..spec_export import EXPORT_FORMATS, ExportSpec
+from .finished_jobs import finished_job, follow_changes, start_lock
 from .form_fields import _message
 from .service import StudioService
 
 EXPORT_STREAM_MAX_SECONDS = 3600.0  # an /export_job stream ends after this; calling it again re-attaches
 OPTION_FIELDS = ("formats", "merged_dtype", "check_prompts", "check_tokens", "system_prompt")
 NO_EXPORT = "not exported yet"
-
-_START_LOCKS: dict[str, threading.Lock] = {}  # job folder -> lock: the running check and the start are one step
-_LOCKS_LOCK = threading.Lock()
-
-
-def _start_lock(job_dir: str) -> threading.Lock:
-    with _LOCKS_LOCK:
-        return _START_LOCKS.setdefault(job_dir, threading.Lock())
 
 
 def field_label(name: str) -> str:
@@ -112,15 +102,7 @@ class ExportService:
         self.export_root = export_root or default_export_root()
 
     def _finished_job(self, job_id: str) -> Any:
-        job = self.studio.jobs.get(job_id)
-        if job.status not in PUSHABLE:
-            why = "wait until it finishes" if job.status in UNFINISHED else \
-                "only a job that finished training has a model to export"
-            raise JobStateError(f"job {job.id} is {job.status}: {why} (exports need a finished job with a trained "
-                                "adapter)")
-        if not has_trained_model(job.job_dir):
-            raise JobStateError(f"job {job.id} has no trained adapter in its folder, so there is nothing to export")
-        return job
+        return finished_job(self.studio, job_id, "export", "exports need a finished job with a trained adapter")
 
     def start(self, job_id: str, spec: ExportSpec) -> dict[str, Any]:
         """Start exporting a finished job in its own process, acting on the Hub with the caller's own token
@@ -134,7 +116,7 @@ class ExportService:
 
         job = self._finished_job(job_id)
         preflight(job.job_dir, spec)  # what cannot work is refused before a process starts (ExportError)
-        with _start_lock(str(job.job_dir)):
+        with start_lock(str(job.job_dir)):
             running = state.read_record(job.job_dir)
             if running and running.state == "running":
                 if attach and _options_of(running.spec) == _options_of(spec.model_dump()):
@@ -161,18 +143,9 @@ class ExportService:
 
     def follow(self, job_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> Iterator[dict[str, Any]]:
         """The export's status at every change until it is no longer running (or `timeout`)."""
-        deadline = time.monotonic() + (EXPORT_STREAM_MAX_SECONDS if timeout is None else timeout)
-        last = None
-        while True:
-            status = self.status(job_id)
-            key = (status["state"], status["fraction"], status["message"], len(status["files"]), len(status["table"]),
-                   status["finished"])
-            if key != last:
-                yield status
-                last = key
-            if status["state"] != "running" or time.monotonic() > deadline:
-                return
-            time.sleep(interval)
+        yield from follow_changes(lambda: self.status(job_id), lambda s: (
+            s["state"], s["fraction"], s["message"], len(s["files"]), len(s["table"]), s["finished"]), interval,
+            EXPORT_STREAM_MAX_SECONDS if timeout is None else timeout)
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's export as JSON: state (none | running | succeeded | failed | interrupted), fraction, message,

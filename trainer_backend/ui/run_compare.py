@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from ..evaluation.record import EvaluationRecord, read_record
 from ..job_files import SPEC_FILE
@@ -92,9 +92,13 @@ def _change_only(row: dict[str, Any]) -> str:
     return str(row["change"]).removeprefix(row["metric"].replace("_", " ") + " ")
 
 
-def compare_details(studio: Any, job_ids: list[str]) -> dict[str, dict[str, list]]:
-    """The picked jobs' evaluation side by side and their settings diff ({"evaluation": {columns, rows},
-    "settings": {columns, rows}}), server paths replaced by names."""
+class Table(NamedTuple):
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def compare_details(studio: Any, job_ids: list[str]) -> tuple[Table, Table]:
+    """The picked jobs' evaluation reports side by side and their settings diff, server paths replaced by names."""
     labels, dirs = [], []
     for job_id in job_ids:
         try:
@@ -105,5 +109,5 @@ def compare_details(studio: Any, job_ids: list[str]) -> dict[str, dict[str, list
         dirs.append(job.job_dir)
     evaluation = evaluation_side_by_side({label: read_record(d) for label, d in zip(labels, dirs)})
     settings = settings_diff({label: job_spec_data(d) for label, d in zip(labels, dirs)})
-    return studio.calm({name: {"columns": list(columns), "rows": rows}
-                        for name, (columns, rows) in (("evaluation", evaluation), ("settings", settings))})
+    calm = studio.calm([[list(evaluation[0]), evaluation[1]], [list(settings[0]), settings[1]]])
+    return Table(*calm[0]), Table(*calm[1])

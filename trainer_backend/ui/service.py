@@ -390,7 +390,7 @@ class StudioService:
     def evaluate(self, ref: str, data_path: Optional[str], max_examples: int, settings: GenerationSettings,
                  progress: Optional[Callable[[float, str], None]] = None) -> Any:
         """Base vs fine-tuned on held-out data (the job's validation split unless data_path is given)."""
-        from ..evaluation import evaluate
+        from ..evaluation.heldout import evaluate
 
         data_path = self.client_path(data_path, "evaluation data") if data_path else None
         return evaluate(self.adapter_path(ref), data_path, max_examples, settings, progress=progress,
