@@ -267,3 +267,15 @@ def test_the_plan_says_what_the_report_will_cost_before_any_gpu_time() -> None:
     assert report_seconds(off, qwen_half_b, "l4x1", True, 200) == (0.0, "evaluation.auto is off: no report after "
                                                                        "training")
     assert report_seconds(spec, qwen_half_b, "cpu-basic", False, 200)[0] is None
+
+
+def test_a_metric_measured_on_different_rows_per_side_is_paired_only_where_both_apply() -> None:
+    report = EvalReport(rows=8)
+    per_row = {"base": {"tool_schema_valid": [1.0] * 5}, "fine_tuned": {"tool_schema_valid": [1.0] * 4 + [0.0]}}
+    paired = {"tool_schema_valid": ([1.0] * 5, [1.0] * 6)}  # lengths differ: no change can be paired
+    report.add_intervals(per_row, {"tool_schema_valid": ([1.0, 1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0])})
+    assert report.changes["tool_schema_valid"][0] == pytest.approx(0.2), "the pairs given, not the rows by position"
+    assert "tool_schema_valid" in report.intervals["fine_tuned"], "each side keeps its own interval"
+    report = EvalReport(rows=8)
+    report.add_intervals(per_row, paired)
+    assert "tool_schema_valid" not in report.changes

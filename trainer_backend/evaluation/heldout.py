@@ -177,7 +177,20 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
         report.counts[side] = counts
     if len(per_row["base"].get("eval_loss", [])) != len(per_row["fine_tuned"].get("eval_loss", [])):
         per_row = {side: {k: v for k, v in m.items() if k != "eval_loss"} for side, m in per_row.items()}
-    report.add_intervals(per_row)
+    paired: dict[str, tuple[list[float], list[float]]] = {}
+    if tally:  # function-call metrics, over the rows each applies to (a change: where it applies to both sides)
+        for e in report.examples:
+            scores = {side: e.get(f"{side}_scores") or {} for side in ("base", "fine_tuned")}
+            for side in scores:
+                for name, value in scores[side].items():
+                    if value is not None:
+                        per_row[side].setdefault(name, []).append(float(value))
+            for name, value in scores["fine_tuned"].items():
+                if value is not None and scores["base"].get(name) is not None:
+                    both = paired.setdefault(name, ([], []))
+                    both[0].append(float(scores["base"][name]))
+                    both[1].append(float(value))
+    report.add_intervals(per_row, paired)
     if save:
         _save(adapter.path.parent, report)
     return report

@@ -70,23 +70,26 @@ class EvalReport:
                                       "changes") if k in data}
         return cls(**{"rows": 0, **known})
 
-    def add_intervals(self, per_row: dict[str, dict[str, list[float]]]) -> None:
+    def add_intervals(self, per_row: dict[str, dict[str, list[float]]],
+                      paired: Optional[dict[str, tuple[list[float], list[float]]]] = None) -> None:
         """Intervals from per-row values (side -> metric -> one value per row, rows in the same order on both
-        sides): Wilson for shares, the mean's otherwise, and the paired change."""
+        sides): Wilson for shares, the mean's otherwise, and the paired change. `paired`: metric -> (base, tuned)
+        over the rows it applies to on both sides, for a metric whose rows differ between the sides."""
         from .stats import mean_ci, paired_diff_ci, wilson
 
         for side, metrics in per_row.items():
             for name, values in metrics.items():
-                ci = wilson(sum(values), len(values)) if name in SHARES else mean_ci(values)
+                ci = wilson(sum(values), len(values)) if is_share(name) else mean_ci(values)
                 if ci:
                     self.intervals.setdefault(side, {})[name] = [round(x, 6) for x in ci]
-        for name, tuned in per_row.get("fine_tuned", {}).items():
-            base = per_row.get("base", {}).get(name)
+        pairs = {name: (per_row.get("base", {}).get(name), tuned) for name, tuned in
+                 per_row.get("fine_tuned", {}).items()}
+        for name, (base, tuned) in {**pairs, **(paired or {})}.items():
             if base is not None and len(base) == len(tuned):
                 ci = paired_diff_ci(base, tuned)
                 if ci:
                     change = sum(t - b for b, t in zip(base, tuned)) / len(tuned)
-                    if name in SHARES:  # a share cannot move by more than 100 points
+                    if is_share(name):  # a share cannot move by more than 100 points
                         ci = (max(ci[0], -1.0), min(ci[1], 1.0))
                     self.changes[name] = [round(change, 6), round(ci[0], 6), round(ci[1], 6)]
 
