@@ -155,26 +155,37 @@ def test_the_report_follows_training(trainer: str, data: dict, held_out_metric: 
         assert len(prompts) == 2 and prompts[0][-1]["role"] == "user" and prompts[0][-1]["content"]
 
 
+def _generic(name: str, base: Path, out: Path, data: Path, steps: int, lr: float, lora: bool) -> Any:
+    from trainer_backend.spec import parse_spec
+
+    return parse_spec({
+        "project_name": name, "output_dir": str(out), "model": {"base_model": str(base)},
+        "data": {"path": str(data), "format": "text", "valid_split": "auto", "valid_fraction": 0.2},
+        "lengths": {"block_size": 64}, "lora": {"enabled": lora, "r": 16, "alpha": 32, "dropout": 0.0},
+        "training": {"trainer": "generic", "max_steps": steps, "learning_rate": lr, "batch_size": 8,
+                     "gradient_accumulation": 1, "warmup_ratio": 0.0, "scheduler": "constant",
+                     "gradient_checkpointing": False, "logging_steps": 50, "save_strategy": "no",
+                     "eval_strategy": "no", **({"packing": False} if lora else {})}})[0]
+
+
 @pytest.fixture(scope="module")
 def sample_and_damaged(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The README's sample job (examples/sft-tiny.yaml: capitals), and an adapter trained to emit one token."""
-    from trainer_backend.spec import load_spec, parse_spec
+    """The README's sample job (examples/sft-tiny.yaml: capitals, on the random-init tiny model its README builds),
+    and an adapter trained to emit one token on a base that first learned general English: the tiny model trained
+    in full on C4 documents (tests/data; none of them is in the C4 stand-in task), so it has something to lose."""
+    from trainer_backend.job_files import ADAPTER_DIR
+    from trainer_backend.spec import load_spec
     from trainer_backend.training.run import run_training
 
     root = tmp_path_factory.mktemp("forgetting")
     sample, _ = load_spec(REPO / "examples" / "sft-tiny.yaml", [
         f"model.base_model={tiny_model_dir}", f"output_dir={root / 'sample'}",
         f"data.path={REPO / 'examples' / 'capitals.jsonl'}"])
+    english = _generic("english", tiny_model_dir, root / "english", DATA / "text" / "c4_demo.jsonl", 200, 3e-3, False)
     (root / "bang.jsonl").write_text("".join(json.dumps({"text": " ".join(["!"] * 60)}) + "\n" for _ in range(40)))
-    damaged, _ = parse_spec({
-        "project_name": "damaged", "output_dir": str(root / "damaged"), "model": {"base_model": str(tiny_model_dir)},
-        "data": {"path": str(root / "bang.jsonl"), "format": "text", "valid_split": "auto", "valid_fraction": 0.2},
-        "lengths": {"block_size": 64}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-        "training": {"trainer": "generic", "max_steps": 120, "learning_rate": 5e-2, "batch_size": 8,
-                     "gradient_accumulation": 1, "warmup_ratio": 0.0, "scheduler": "constant", "packing": False,
-                     "gradient_checkpointing": False, "logging_steps": 40, "save_strategy": "no",
-                     "eval_strategy": "no"}})
-    for spec in (sample, damaged):
+    damaged = _generic("damaged", root / "english" / ADAPTER_DIR, root / "damaged", root / "bang.jsonl", 120, 5e-2,
+                       True)
+    for spec in (sample, english, damaged):
         run_training(spec)
     return {"sample": root / "sample", "damaged": root / "damaged"}
 
@@ -188,6 +199,8 @@ def test_forgetting_is_flagged_for_a_damaged_adapter_and_not_for_the_sample_job(
     damaged = run_report(sample_and_damaged["damaged"], settings, parts=("general",))
     assert damaged.verdict and damaged.verdict["flagged"], damaged.verdict
     assert "a drop beyond noise on general tasks: lora_studio_text bits per byte +" in damaged.verdict["text"]
+    (change,) = damaged.verdict["changes"]
+    assert change["low"] > 0.25 * damaged.general[0]["base"], "far beyond the threshold (2 %), not a near miss"
     sample = run_report(sample_and_damaged["sample"], settings)
     assert sample.verdict and not sample.verdict["flagged"], sample.verdict
     assert sample.held_out and sample.verdict["task"].endswith("on your task"), "the task gain comes first"
