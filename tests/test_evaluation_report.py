@@ -292,3 +292,23 @@ def test_a_metric_measured_on_different_rows_per_side_is_paired_only_where_both_
     report = EvalReport(rows=8)
     report.add_intervals(per_row, paired)
     assert "tool_schema_valid" not in report.changes
+
+
+def test_a_deadline_stops_the_held_out_scoring_after_enough_rows_and_says_so() -> None:
+    from trainer_backend.evaluation.preference import _score_rows
+
+    class Split:
+        def __len__(self) -> int:
+            return 12
+
+        def row(self, k: int) -> dict:
+            return {"k": k}
+
+    def score(row: dict) -> dict[str, dict[str, float]]:
+        return {"base": {"reward_margin": 0.0}, "fine_tuned": {"reward_margin": float(row["k"] % 2)}}
+
+    late = _score_rows(Split(), 50, deadline=1.0, progress=None, unit="pairs", score=score)  # long past
+    assert late.rows == 5 and late.stopped_early and late.counts["fine_tuned"]["reward_margin"] == 5
+    whole = _score_rows(Split(), 50, deadline=None, progress=None, unit="pairs", score=score)
+    assert whole.rows == 12 and not whole.stopped_early
+    assert EvalReport.from_dict(late.to_dict()).stopped_early, "kept in evaluation.json"

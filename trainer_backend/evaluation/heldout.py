@@ -18,6 +18,7 @@ from ..inference import Ask, gpu_call, load_chat
 from ..rewards import normalise_text
 from .metrics import EvalReport, exact_match, failure_kind, rouge_l
 from .record import save_held_out
+from .stats import MIN_N
 
 
 def _load_eval_split(adapter_path: Path, data_path: Optional[str]) -> Any:
@@ -122,8 +123,8 @@ def evaluate(ref: str, data_path: Optional[str] = None, max_examples: int = 50,
     tally = tools_eval.ToolTally() if tools_eval.is_tool_job(examples) else None
     for k in range(n):
         if deadline and k >= MIN_ROWS and time.time() > deadline:
-            n = k
-            report.rows = n
+            n = report.rows = k
+            report.stopped_early = True
             break
         example, encoded = examples[k], split.row(k)
         row: dict[str, Any] = {}
@@ -213,7 +214,7 @@ def _save(job_dir: Path, report: EvalReport) -> None:
         save_held_out(job_dir, report)
 
 
-MIN_ROWS = 5  # a deadline never cuts the held-out part below this many rows (no interval below it)
+MIN_ROWS = MIN_N  # a deadline never cuts the held-out part below this many rows (no interval below it)
 REWARD_SAMPLES = 4  # completions per held-out prompt: the mean reward estimates what GRPO optimises
 
 
@@ -241,6 +242,7 @@ def evaluate_rewards(chat: Any, adapter: Any, split: Any, max_examples: int = 50
     for k in range(n):
         if deadline and k >= MIN_ROWS and time.time() > deadline:
             n = report.rows = k
+            report.stopped_early = True
             break
         row, example = split.row(k), split.example(k)
         shown: dict[str, Any] = {"prompt": example["prompt"][-1]["content"], "references": row["references"]}

@@ -57,6 +57,7 @@ class EvalReport:
     # fine-tuned - base over the same rows: metric -> [change, low, high]
     intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     changes: dict[str, list[float]] = field(default_factory=dict)
+    stopped_early: bool = False  # a deadline ended the scoring before every row was scored (rows: those scored)
 
     def to_dict(self) -> dict[str, Any]:
         """The report, and its metrics table as people read it (what the API returns, evaluation.json keeps and
@@ -67,7 +68,7 @@ class EvalReport:
     def from_dict(cls, data: dict[str, Any]) -> "EvalReport":
         """A saved evaluation.json (older ones lack counts and source)."""
         known = {k: data[k] for k in ("rows", "base", "fine_tuned", "examples", "counts", "source", "intervals",
-                                      "changes") if k in data}
+                                      "changes", "stopped_early") if k in data}
         return cls(**{"rows": 0, **known})
 
     def add_intervals(self, per_row: dict[str, dict[str, list[float]]],

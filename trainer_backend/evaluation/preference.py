@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .metrics import EvalReport
+from .stats import MIN_N
 
 
 def _answer_logprob(model: Any, tok: Any, prompt: str, answer: str) -> tuple[float, int]:
@@ -44,12 +45,14 @@ def _sides(chat: Any, adapter: Any, fn: Callable[[Any], Any]) -> dict[str, Any]:
 def _score_rows(split: Any, max_examples: int, deadline: Optional[float],
                 progress: Optional[Callable[[float, str], None]], unit: str,
                 score: Callable[[dict], dict[str, dict[str, float]]]) -> EvalReport:
-    """Held-out rows scored by `score(row) -> side -> metric -> value`, until `deadline` (at least 5 rows)."""
+    """Held-out rows scored by `score(row) -> side -> metric -> value`, until `deadline` (at least MIN_N rows: no
+    interval below it)."""
     per_row: dict[str, dict[str, list[float]]] = {"base": {}, "fine_tuned": {}}
     total = min(max_examples, len(split))
-    done = 0
+    done, stopped = 0, False
     for k in range(total):
-        if deadline and done >= 5 and time.time() > deadline:
+        if deadline and done >= MIN_N and time.time() > deadline:
+            stopped = True
             break
         for side, values in score(split.row(k)).items():
             for name, value in values.items():
@@ -57,7 +60,9 @@ def _score_rows(split: Any, max_examples: int, deadline: Optional[float],
         done += 1
         if progress:
             progress(done / total, f"evaluated {done}/{total} {unit}")
-    return _report(per_row, done)
+    report = _report(per_row, done)
+    report.stopped_early = stopped
+    return report
 
 
 def evaluate_pairs(chat: Any, adapter: Any, split: Any, max_examples: int, deadline: Optional[float] = None,

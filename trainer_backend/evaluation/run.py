@@ -107,7 +107,7 @@ class Reporter:
         finally:
             MODELS.clear()  # the harness loads its own copy next: never two in memory
         self.record.held_out = report.to_dict()
-        if report.rows < self.settings.max_examples and report.rows < _split_rows(self.job_dir):
+        if report.stopped_early:
             self.record.notes.append(f"held-out: {report.rows} examples scored in the time budget")
 
     def _general(self) -> None:
@@ -122,12 +122,11 @@ class Reporter:
             self.record.notes.append(f"general tasks: a {meta.trainer} model scores text and writes none; the "
                                      "harness's tasks need a model that writes")
             return
-        scores, notes = run_tasks(self.job_dir, self.settings.general_tasks, self.settings.task_limit,
+        _, notes = run_tasks(self.job_dir, self.settings.general_tasks, self.settings.task_limit,
                                   token=self.token, deadline=self.deadline,
                                   progress=lambda f, m: self.progress("general", f, m),
                                   on_score=self._add_score)
-        self.record.notes += notes
-        self.record.general = [s.to_dict() for s in scores]
+        self.record.notes += notes  # the scores went into the record one by one (_add_score)
 
     def _add_score(self, score: Any) -> None:
         self.record.general.append(score.to_dict())
@@ -146,12 +145,6 @@ class Reporter:
                                token=self.token if isinstance(self.token, str) else None,
                                progress=lambda f, m: self.progress("judge", f, f"judge: {m}"))
         self.record.judge = result.to_dict()
-
-
-def _split_rows(job_dir: Path) -> int:
-    """Rows in the held-out split as far as the report knows (the scored count when unknown)."""
-    record = read_record(job_dir)
-    return int((record.held_out or {}).get("rows") or 0) if record else 0
 
 
 def judge_items(job_dir: Path, record: EvaluationRecord, limit: int, token: Any) -> list[Any]:
