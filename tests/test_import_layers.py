@@ -121,14 +121,15 @@ LAYERS = [
      "access", "background", "redaction",  # who the caller is, whose Hub token a call uses; secrets out of what is shown
      "library_hooks",  # every reach into a library's private internals (tests/test_library_hooks.py)
      "run_events"},  # what a run records in events.jsonl: one typed record per kind, for writers and readers
-    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "spec_export", "spec_evaluation", "autotrain", "generation", "rewards",
+    {"spec", "spec_base", "spec_env", "spec_training", "spec_compute", "spec_rl", "spec_export", "spec_evaluation", "spec_sweep", "autotrain", "generation", "rewards",
      "tool_calls", "tool_output"},  # the job spec (+ AutoTrain's dialect), sampling settings, the reward functions GRPO's spec names,
     # tool schemas and calls in their one canonical form (read by data, evaluation, chat and the tool_call reward)
     {"model_info", "data"},                                              # spec in, data and facts out
     {"training"},                                                        # model loading, trainers, plan, run
     {"public_demo", "uploads", "model_card", "hub", "remote", "model_cache", "inference", "evaluation",
      "export", "jobs"},
-    {"cli", "cache_cli", "export_cli", "evaluation_cli", "__main__", "ui"},                              # entry points
+    {"sweep"},                                                           # searches: trials are jobs
+    {"cli", "cache_cli", "export_cli", "evaluation_cli", "sweep_cli", "__main__", "ui"},                              # entry points
 ]
 
 

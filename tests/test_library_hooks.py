@@ -192,3 +192,26 @@ def test_a_template_that_does_not_compile_takes_the_public_path() -> None:
     assert hooks.direct_chat_template("{% if %}") is None
     with pytest.raises(RowError, match="chat template rejected"):
         render_chat(TOKENIZER, "{% if %}", CONVO, ChatRenderer(TOKENIZER, "{% if %}"))
+
+
+# --- Optuna -----------------------------------------------------------------------------------------------------
+
+def test_optuna_running_trial_takes_its_private_path() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    asked = [study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(2)]
+    frozen = study.get_trials(deepcopy=False)[1]
+    live = hooks.optuna_running_trial(study, frozen)
+    assert live is not None, _changed("optuna", "FrozenTrial._trial_id is gone")
+    live.report(0.5, 3)
+    live.set_user_attr("job_id", "abc")
+    again = study.get_trials(deepcopy=False)[1]
+    assert again.intermediate_values == {3: 0.5} and again.user_attrs == {"job_id": "abc"}, \
+        _changed("optuna", "Trial(study, FrozenTrial._trial_id) is another trial")
+    assert asked[1].number == again.number
+
+
+def test_optuna_running_trial_without_the_private_id_is_none() -> None:
+    assert hooks.optuna_running_trial(object(), object()) is None

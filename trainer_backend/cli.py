@@ -14,6 +14,7 @@ from .ml_stack import leave_out_bitsandbytes, needs_bitsandbytes
 from .cache_cli import add_cache_command, cmd_cache
 from .evaluation_cli import add_report_flags
 from .export_cli import add_export_command
+from .sweep_cli import add_sweep_command
 from .jobs.cli import JOB_COMMANDS, add_job_commands, run_job_command
 from .run_events import (Checkpoint, Eval, Failed, Finished, FittedToHardware, Log, OomAdjusted, Preparing, RunEvent,
                          Samples, Start, Stopped)
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--data-dir", help="job store folder (for job ids)")
     add_cache_command(sub)
     add_export_command(sub)
+    add_sweep_command(sub)
     tiny = sub.add_parser("tiny-model", help="build a tiny random-init model + tokenizer for offline demos")
     tiny.add_argument("out_dir")
     return p
@@ -383,6 +385,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             from .export_cli import cmd_export
 
             return cmd_export(args)
+        if args.command == "sweep":
+            from .sweep_cli import cmd_sweep
+
+            return cmd_sweep(args)
         if args.command == "tiny-model":
             from .tiny_model import build_tiny_model
 

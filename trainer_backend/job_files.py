@@ -30,6 +30,9 @@ EXPORT_LOG = "export.log"            # inside EXPORT_DIR: llama.cpp's converter 
 MERGED_DIR = "merged"                # inside EXPORT_DIR: the merged safetensors + tokenizer
 MODELFILE = "Modelfile"              # inside EXPORT_DIR: the Ollama Modelfile
 ADAPTER_ARCHIVE = "adapter.zip"      # ADAPTER_DIR zipped for download (made on demand, outside the job folder)
+STOP_REQUEST_FILE = "control/stop.json"  # why a stop was asked for (a sweep's pruning); also the path in a job repo
+SWEEP_FILE = "sweep.json"            # a sweep job's trials, best trial and budget, rewritten by its driver (sweep/)
+SWEEP_STUDY_FILE = "sweep-study.log" # a sweep job's Optuna storage (its journal file): what a resumed sweep reloads
 
 DATA_DIR_ENV = "LORA_STUDIO_DATA_DIR"
 SPACES_DATA_ROOT = Path("/data")  # Hugging Face Spaces mounts persistent storage here
@@ -86,3 +89,26 @@ def latest_checkpoint(job_dir: str | Path) -> Optional[Path]:
 def has_trained_model(job_dir: str | Path) -> bool:
     adapter = Path(job_dir) / ADAPTER_DIR
     return (adapter / ADAPTER_CONFIG).is_file() or (adapter / MODEL_CONFIG).is_file()
+
+
+def write_stop_request(job_dir: str | Path, reason: Optional[str], note: Optional[str] = None) -> None:
+    """Why the next stop of this job is asked for (read by the run when it records how it stopped)."""
+    import json
+
+    path = Path(job_dir) / STOP_REQUEST_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"reason": reason, "note": note}), encoding="utf-8")
+
+
+def read_stop_request(job_dir: str | Path) -> tuple[Optional[str], Optional[str]]:
+    """(reason, note) of the last stop request of this job; (None, None) for a plain stop or none."""
+    import json
+
+    try:
+        raw = json.loads((Path(job_dir) / STOP_REQUEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(raw, dict):
+        return None, None
+    reason, note = raw.get("reason"), raw.get("note")
+    return (reason if isinstance(reason, str) else None), (note if isinstance(note, str) else None)

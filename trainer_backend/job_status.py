@@ -17,13 +17,14 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     INTERRUPTED = "interrupted"              # the process ended while no supervisor watched; resumable
     NOT_PUSHED = "trained_not_pushed"        # the adapter is on disk; the Hub push failed (retry with push)
+    PRUNED = "pruned"                        # a sweep's trial stopped early at an evaluation; keeps its checkpoint
 
 
 ACTIVE = frozenset({JobStatus.RUNNING, JobStatus.STOPPING})            # a training process exists (or will)
 WAITING = frozenset({JobStatus.QUEUED})
 UNFINISHED = ACTIVE | WAITING
 TERMINAL = frozenset(JobStatus) - UNFINISHED                           # nothing more happens by itself
-RESUMABLE = frozenset({JobStatus.STOPPED, JobStatus.FAILED, JobStatus.INTERRUPTED})
+RESUMABLE = frozenset({JobStatus.STOPPED, JobStatus.FAILED, JobStatus.INTERRUPTED, JobStatus.PRUNED})
 PUSHABLE = frozenset({JobStatus.SUCCEEDED, JobStatus.NOT_PUSHED})
 
 
@@ -35,11 +36,12 @@ class ExitCode(IntEnum):
     STOPPED = 3
     NOT_PUSHED = 4       # trained, but the Hub push failed
     INTERRUPTED = 5
+    PRUNED = 6           # a sweep's trial that its pruner stopped early
 
 
 EXIT_CODE_OF_STATUS = {JobStatus.SUCCEEDED: ExitCode.OK, JobStatus.FAILED: ExitCode.FAILED,
                        JobStatus.STOPPED: ExitCode.STOPPED, JobStatus.NOT_PUSHED: ExitCode.NOT_PUSHED,
-                       JobStatus.INTERRUPTED: ExitCode.INTERRUPTED}
+                       JobStatus.INTERRUPTED: ExitCode.INTERRUPTED, JobStatus.PRUNED: ExitCode.PRUNED}
 
 
 def exit_code_help() -> str:

@@ -167,3 +167,22 @@ def direct_chat_template(template: str) -> Optional[DirectChatTemplate]:
             not all(hasattr(env, n) for n in _JINJA_ENV_PARTS) or getattr(env, "is_async", False):
         return None
     return DirectChatTemplate(compiled, tuple(fields))
+
+
+# --- Optuna -----------------------------------------------------------------------------------------------------
+
+def optuna_running_trial(study: Any, frozen: Any) -> Optional[Any]:
+    """The live `optuna.trial.Trial` of a running trial known only as a FrozenTrial (`study.get_trials()`), to report
+    its evaluations and ask the pruner: `optuna.trial.Trial(study, frozen._trial_id)`.
+
+    Why: a sweep's driver that restarts (Resume after a crash) has lost the Trial objects `study.ask()` gave it; the
+    storage id that builds one again is private (FrozenTrial._trial_id); Optuna has no public lookup by number.
+    Checked against: optuna 5.1 (`_trial_id` an int; `Trial(study, trial_id)` public).
+    Without it: None; the driver then follows such a trial to its end without reporting to the pruner (it cannot be
+    pruned) and records its result by number (`study.tell(number, ...)`, public)."""
+    trial_id = getattr(frozen, "_trial_id", None)
+    if not isinstance(trial_id, int):
+        return None
+    import optuna
+
+    return optuna.trial.Trial(study, trial_id)

@@ -157,12 +157,17 @@ class OomAdjusted(RunEvent):
     resume_from: Optional[str] = None
 
 
+StopReason = Literal["pruned", "budget"]
+
+
 class Stopped(RunEvent):
-    """A stop the person asked for (saved at a step boundary), or an HF Job that was cancelled."""
+    """A stop the person asked for (saved at a step boundary), an HF Job that was cancelled, or a sweep's trial its
+    pruner stopped (`reason` pruned: the note says at which evaluation and why) or its budget ended."""
     event: Literal["stopped"] = "stopped"
     step: Optional[int] = None
     checkpoint: Optional[str] = None
     note: Optional[str] = None
+    reason: Optional[StopReason] = None
 
 
 class Finished(RunEvent):
@@ -240,6 +245,15 @@ OUTCOME_TYPES = (Finished, Stopped, Failed, PushFailed)
 # ended unwatched); jobs/lifecycle.decide weighs an exit code too.
 OUTCOME_STATUS: dict[type, JobStatus] = {Finished: JobStatus.SUCCEEDED, Stopped: JobStatus.STOPPED,
                                          Failed: JobStatus.FAILED, PushFailed: JobStatus.NOT_PUSHED}
+
+
+def outcome_status(record: RunEvent) -> JobStatus:
+    """The job status an outcome record means on its own (a stop by a sweep's pruner: pruned)."""
+    if isinstance(record, Stopped) and record.reason == "pruned":
+        return JobStatus.PRUNED
+    return OUTCOME_STATUS[type(record)]
+
+
 STEP_EVENTS = (Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished)  # the ones that carry a step
 EVENT_KINDS: tuple[str, ...] = tuple(t.model_fields["event"].default for t in (
     Preparing, Phase, FittedToHardware, Start, Log, Eval, Samples, Checkpoint, OomAdjusted, Stopped, Finished, Failed, Pushed,

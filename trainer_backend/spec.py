@@ -19,6 +19,7 @@ from .spec_compute import ComputeSpec
 from .spec_evaluation import EvaluationSpec
 from .spec_export import ExportSpec
 from .spec_rl import GRPOSpec, KTOSpec, rl_problems
+from .spec_sweep import SweepSpec, sweep_problems
 from .trainer_registry import DATA_FORMATS as DATA_FORMATS  # re-exported: the formats there are
 from .spec_training import LengthSpec, LoraSpec, TrainerName, TrainingSpec  # noqa: F401  (re-exported)
 from .spec_values import CHAT_TEMPLATES, RUN_NAME
@@ -175,6 +176,9 @@ class JobSpec(_Section):
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     grpo: GRPOSpec = Field(default_factory=GRPOSpec)
     kto: KTOSpec = Field(default_factory=KTOSpec)
+    # Not a form field: the Train tab's "Find good settings" box edits it (ui/sweep_form.py)
+    sweep: Optional[SweepSpec] = Field(None, description="Search these settings instead of training once: each "
+                                                         "trial is a job of its own (spec_sweep.py).")
 
     @field_validator("project_name")
     @classmethod
@@ -224,6 +228,7 @@ class JobSpec(_Section):
                 problems.append(f"hub.sync_repo: the name must start with '{SYNC_REPO_PREFIX}' (the sync replaces "
                                 "files in it: it must not be a model or dataset repo of yours)")
         problems += rl_problems(self)
+        problems += sweep_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

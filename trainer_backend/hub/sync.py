@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..job_files import (ADAPTER_DIR, CHECKPOINT_PREFIX, CHECKPOINTS_DIR, EVAL_FILE, EVENTS_FILE, LOG_FILE,
-                         REPORT_FILE, SPEC_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
+                         REPORT_FILE, SPEC_FILE, STOP_REQUEST_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
 from ..run_events import STEP_EVENTS, CheckpointPulled, Failed, SyncFailed, parse_line
 from .client import DEFAULT_RETRY, HubError, RetryPolicy, call_with_retries, redact
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "lora_studio_job.json"
 REMOTE_FILE = "remote/job.json"
 REMOTE_SPEC_FILE = "remote/spec.yaml"
-STOP_FILE = "control/stop.json"
+STOP_FILE = STOP_REQUEST_FILE  # the same path in the job repo
 TEXT_FILES = (SPEC_FILE, EVENTS_FILE, LOG_FILE, REPORT_FILE, EVAL_FILE)  # copied whenever they change
 
 

@@ -18,7 +18,7 @@ from ..job_status import ExitCode
 from ..run_events import OUTCOME_TYPES, Failed, Finished, Outcome, Pushed, PushFailed, Stopped, events_in_range
 from .procs import group_members, is_alive, process_start_time, signal_name
 from .progress import EventsReader
-from .store import (ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RUNNING, STOPPED, SUCCEEDED, ErrorDetails, Job,
+from .store import (ACTIVE, FAILED, INTERRUPTED, NOT_PUSHED, PRUNED, QUEUED, RUNNING, STOPPED, SUCCEEDED, ErrorDetails, Job,
                     JobStore)
 
 EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_NOT_PUSHED = ExitCode.OK, ExitCode.INVALID, ExitCode.STOPPED, \
@@ -70,6 +70,8 @@ def decide(job: Job, exit_code: Optional[int],
         return SUCCEEDED, None, None
     if exit_code == EXIT_OK:
         return SUCCEEDED, None, None
+    if isinstance(outcome, Stopped) and outcome.reason == "pruned":
+        return PRUNED, outcome.note, None
     if exit_code == EXIT_STOPPED or isinstance(outcome, Stopped):
         return STOPPED, None, None
     if isinstance(outcome, Failed):

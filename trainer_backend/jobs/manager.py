@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..access import current_caller, hub_identity_label
-from ..job_files import EVENTS_FILE, SPEC_FILE, latest_checkpoint
+from ..job_files import EVENTS_FILE, SPEC_FILE, latest_checkpoint, write_stop_request
+from ..run_events import StopReason
 from ..spec import JobSpec, SpecError, load_job_spec, load_spec, parse_spec
 from ..spec_compute import ComputeSpec
 from . import intake, lifecycle, tokens
@@ -201,10 +202,14 @@ class JobManager:
             time.sleep(poll)
 
     # ---- control -----------------------------------------------------------------------------------
-    def stop(self, job_id: str, timeout: Optional[float] = None, wait: bool = False) -> Job:
+    def stop(self, job_id: str, timeout: Optional[float] = None, wait: bool = False, *,
+             reason: Optional[StopReason] = None, note: Optional[str] = None) -> Job:
         """Graceful stop: SIGTERM to the process group -> the trainer saves a checkpoint at the next step
-        and exits; after `timeout` s the supervisor SIGKILLs the whole group. A queued job just stops."""
+        and exits; after `timeout` s the supervisor SIGKILLs the whole group. A queued job just stops.
+        `reason`/`note`: why (a sweep's pruner: the run then ends `pruned`, its events say at which evaluation)."""
         job = self.store.get(job_id)
+        if job.status in (RUNNING, STOPPING):
+            write_stop_request(job.job_dir, reason, note)
         timeout = self.stop_timeout if timeout is None else timeout
         now = time.time()
         if job.status == QUEUED and self.store.update(job.id, only_if_status=(QUEUED,), status=STOPPED,

@@ -26,7 +26,7 @@ from ..spec import JobSpec
 # Statuses live in job_status.py; stored as plain TEXT. Short names for this package's many uses:
 QUEUED, RUNNING, STOPPING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.STOPPING
 STOPPED, FAILED, SUCCEEDED = JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED
-INTERRUPTED, NOT_PUSHED = JobStatus.INTERRUPTED, JobStatus.NOT_PUSHED
+INTERRUPTED, NOT_PUSHED, PRUNED = JobStatus.INTERRUPTED, JobStatus.NOT_PUSHED, JobStatus.PRUNED
 
 DB_FILE = "jobs.db"
 JSON_COLUMNS = ("spec", "progress", "metrics", "error_details", "artifacts", "env")

@@ -19,12 +19,12 @@ import traceback
 from pathlib import Path
 from typing import IO, Optional
 
-from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE_ENV, PREPARED_DATA_DIR
+from ..job_files import DATA_DIR_ENV, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE_ENV, PREPARED_DATA_DIR
 from ..access import HF_TOKEN_ENV, NO_HUB_TOKEN, on_space
 from ..settings import settings
 from . import lifecycle, tokens
 from .paths import default_data_dir, default_max_concurrent
-from ..training.launch import training_command
+from ..training.launch import trains_here, training_command
 from .procs import is_alive, launch, process_start_time, signal_group, train_niceness
 from .progress import EventsReader, file_size
 from .store import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, STOPPING, Job, JobStore
@@ -122,6 +122,7 @@ class Supervisor:
         self.readers: dict[str, EventsReader] = {}
         self.progress_at: dict[str, float] = {}
         self.hard_killed: set[str] = set()
+        self.slot_kind: dict[str, bool] = {}  # job id -> does it train on this machine
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [supervisor {os.getpid()}] {message}", flush=True)
@@ -186,10 +187,7 @@ class Supervisor:
             if now - self.progress_at.get(job.id, 0.0) >= PROGRESS_EVERY_SECONDS:
                 self._store_progress(job, now)
         tokens.sweep(self.data_dir, [j.id for j in self.store.list((*ACTIVE, QUEUED))])  # ended: forgotten
-        while self.store.count(ACTIVE) < self.max_concurrent:
-            claimed = self._claim_next()
-            if claimed is None:
-                break
+        while (claimed := self._claim_next()) is not None:
             self._start(claimed)
 
     # ---- one job -----------------------------------------------------------------------------------
@@ -256,8 +254,21 @@ class Supervisor:
             self.store.update(job.id, progress=reader.snapshot().summary())
         self.progress_at[job.id] = now
 
+    def _trains_here(self, job: Job) -> bool:
+        """Does the job take a slot of this machine (training.launch.trains_here)? Remembered per job: its spec
+        does not change while it is queued or running."""
+        if job.id not in self.slot_kind:
+            spec = job.job_spec
+            self.slot_kind[job.id] = spec is None or trains_here(spec)
+        return self.slot_kind[job.id]
+
     def _claim_next(self) -> Optional[Job]:
+        """The next queued job that may start now: one that trains here waits for a free slot (max_concurrent);
+        a sweep's driver and an HF Jobs runner never wait for one (they train nothing here)."""
+        busy = sum(1 for j in self.store.active() if self._trains_here(j))
         for job in self.store.queue():
+            if busy >= self.max_concurrent and self._trains_here(job):
+                continue
             claimed = self.store.update(
                 job.id, only_if_status=(QUEUED,), status=RUNNING, started_at=time.time(), finished_at=None,
                 supervisor_pid=os.getpid(), attempt=job.attempt + 1, pid=None, pid_start=None, exit_code=None,
@@ -284,7 +295,7 @@ class Supervisor:
                 debug.write(header.encode())
                 debug.flush()
                 env = child_env({**(job.env or {}), JOB_ID_ENV: job.id, JOB_OWNER_ENV: job.owner or "",
-                                 LOG_FILE_ENV: str(job.log_path)})
+                                 LOG_FILE_ENV: str(job.log_path), DATA_DIR_ENV: str(self.data_dir)})
                 self._hand_token(job, env)
                 proc = launch(cmd, debug, cwd, env, niceness=train_niceness(env))
         except Exception as exc:  # the row must not stay "running" without a process

@@ -2,6 +2,7 @@
 claiming the rendezvous alias), the stop file, and stopping every node together."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Optional
@@ -94,8 +95,16 @@ def clear_stop(repo: str, token: str) -> None:
         pass
 
 
-def stop_requested(repo: str, token: str) -> bool:
-    return hubsync.read_file(repo, hubsync.STOP_FILE, token) is not None
+def stop_request(repo: str, token: str) -> Optional[dict]:
+    """The job repo's stop request ({"reason": ..., "note": ...}: a sweep's pruning says why), or None."""
+    raw = hubsync.read_file(repo, hubsync.STOP_FILE, token)
+    if raw is None:
+        return None
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        return {}
+    return request if isinstance(request, dict) else {}
 
 
 def node_rank() -> tuple[int, int, Optional[str], int]:

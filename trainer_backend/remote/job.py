@@ -21,7 +21,7 @@ import yaml
 
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
-from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE, LOG_FILE_ENV
+from ..job_files import JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE, LOG_FILE_ENV, write_stop_request
 from ..settings import settings
 from ..spec import parse_spec
 from ..training.launch import plan, training_command
@@ -62,10 +62,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         time.sleep(min(poll, 1.0) if stop_sent else poll)
         if not stop_sent:
             try:
-                stop_sent = hf_jobs.stop_requested(args.repo, token)
+                request = hf_jobs.stop_request(args.repo, token)
             except HubError as exc:  # the Hub away for a moment: training goes on
                 print(f"[lora-studio] could not read the stop request: {exc}", flush=True)
-            if stop_sent:
+                request = None
+            stop_sent = request is not None
+            if request is not None:  # why (a sweep's pruning) goes to the run, which records it in its events
+                write_stop_request(spec.job_dir, request.get("reason"), request.get("note"))
                 print("[lora-studio] stop requested: saving a checkpoint", flush=True)
                 os.killpg(proc.pid, signal.SIGTERM)
     return proc.returncode

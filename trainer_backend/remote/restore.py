@@ -17,7 +17,7 @@ from ..hub.jobs_api import job_state, whoami
 from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
                          has_trained_model)
 from ..job_status import JobStatus
-from ..run_events import OUTCOME_STATUS, OUTCOME_TYPES, Pushed, Start, parse_line
+from ..run_events import OUTCOME_TYPES, Pushed, Start, outcome_status, parse_line
 from ..spec import parse_spec
 from .state import RemoteState
 from ..spec_values import RUN_NAME
@@ -30,7 +30,7 @@ def _last_outcome(events: bytes) -> tuple[Optional[JobStatus], Optional[float]]:
     status, when = None, None
     for record in filter(None, map(parse_line, events.split(b"\n"))):
         if isinstance(record, (*OUTCOME_TYPES, Pushed)):
-            status = JobStatus.SUCCEEDED if isinstance(record, Pushed) else OUTCOME_STATUS[type(record)]
+            status = JobStatus.SUCCEEDED if isinstance(record, Pushed) else outcome_status(record)
             when = record.time
         elif isinstance(record, Start):
             status, when = None, None  # a later attempt began: its outcome is what counts

@@ -25,7 +25,7 @@ from typing import Any, Optional
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
 from ..job_files import (ADAPTER_DIR, DEBUG_LOG_FILE, EVAL_FILE, EVENTS_FILE, JOB_ID_ENV, JOB_OWNER_ENV, LOG_FILE,
-                         has_trained_model)
+                         has_trained_model, read_stop_request)
 from ..job_status import ExitCode
 from ..settings import settings
 from ..spec import JobSpec, load_job_spec
@@ -152,8 +152,10 @@ class RemoteRun:
                     nodes.cancel_all(self.token, ns, ids)
                 else:
                     self.say("stop requested: the trainer saves a checkpoint, then the Job ends")
+                    reason, note = read_stop_request(self.job_dir)  # a sweep's pruning says why
                     hubsync.put_file(repo, hubsync.STOP_FILE,
-                                     json.dumps({"time": time.time()}).encode(), self.token, "stop requested")
+                                     json.dumps({"time": time.time(), "reason": reason, "note": note}).encode(),
+                                     self.token, "stop requested")
             grace = settings().remote_stop_grace  # default 40 s: under the supervisor's 60 s stop timeout
             if stop_sent is not None and time.time() - stop_sent > grace:
                 self.say(f"the Job did not end within {grace:.0f}s of the stop request: cancelling it")
@@ -178,7 +180,9 @@ class RemoteRun:
             detail = "; ".join(f"{s.job_id}: {s.stage}" + (f" ({s.message})" if s.message else "") for s in states)
             stopped = self.stop.is_set() or any(s.stage == "CANCELED" for s in states)
             if stopped:
-                self.events.write(Stopped(note=f"HF Job ended: {detail}"))
+                reason, note = read_stop_request(self.job_dir) if self.stop.is_set() else (None, None)
+                self.events.write(Stopped(note=note or f"HF Job ended: {detail}",
+                                          reason=reason if reason in ("pruned", "budget") else None))
                 return ExitCode.STOPPED
             tail = (self.job_dir / DEBUG_LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-40:] \
                 if (self.job_dir / DEBUG_LOG_FILE).is_file() else []

@@ -42,10 +42,19 @@ def plan(training: TrainingSpec) -> tuple[int, bool]:
 
 
 REMOTE_RUNNER_MODULE = "trainer_backend.remote.runner"  # a job on HF Jobs: submits and mirrors it (remote/)
+SWEEP_DRIVER_MODULE = "trainer_backend.sweep.driver"    # a sweep: asks Optuna for trials, runs them as jobs (sweep/)
+
+
+def trains_here(spec: JobSpec) -> bool:
+    """Does this job train on this machine (and so take one of the queue's slots)? A sweep only directs its trials
+    (each takes a slot of its own when it runs), and a job on HF Jobs trains on the Job's hardware."""
+    return spec.sweep is None and spec.compute.backend != "hf_jobs"
 
 
 def training_command(spec_path: str | Path, extra: Sequence[str] = ()) -> list[str]:
     spec: JobSpec = load_job_spec(spec_path)[0]
+    if spec.sweep is not None:
+        return [sys.executable, "-m", SWEEP_DRIVER_MODULE, str(spec_path)]
     if spec.compute.backend == "hf_jobs":
         return [sys.executable, "-m", REMOTE_RUNNER_MODULE, str(spec_path)]
     training = spec.training

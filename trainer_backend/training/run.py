@@ -12,7 +12,8 @@ from typing import Any, Callable, Optional
 
 from ..data import DataError, prepare_data
 from ..data.progress import PreparationCancelled, PreparationProgress, ProgressCallback
-from ..job_files import ADAPTER_DIR, REPORT_FILE, SPEC_FILE, checkpoint_dir, latest_checkpoint
+from ..job_files import (ADAPTER_DIR, REPORT_FILE, SPEC_FILE, STOP_REQUEST_FILE, checkpoint_dir, latest_checkpoint,
+                         read_stop_request)
 from ..job_status import JobStatus
 from ..run_events import Failed, Finished, FittedToHardware, OomAdjusted, Phase, Preparing, Stopped
 from ..spec import JobSpec
@@ -106,6 +107,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
 
     job_dir = spec.job_dir
     module = trainer_module(spec.training.trainer)
+    (job_dir / STOP_REQUEST_FILE).unlink(missing_ok=True)  # why an earlier run was stopped is not this run's reason
     events.write(Phase(phase="preparing data"))  # the phases before step 0: what the Jobs tab shows meanwhile
     try:
         tokenizer, prepared = prepare_job(spec, _preparing_events(events, stop),
@@ -114,7 +116,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         prepared = None
     checkpoint = resolve_checkpoint(spec)
     if prepared is None or stop.requested:  # stopped while the data was being prepared: don't load the model
-        events.write(Stopped(step=0, checkpoint=checkpoint))
+        events.write(Stopped(step=0, checkpoint=checkpoint, **stop_reason(job_dir)))
         return RunResult(JobStatus.STOPPED, job_dir, {}, checkpoint=checkpoint)
     (job_dir / REPORT_FILE).write_text(json.dumps(prepared.report(), indent=2, ensure_ascii=False), encoding="utf-8")
     train_ds, eval_ds, data_ready = trainer_datasets(prepared, spec)
@@ -156,7 +158,7 @@ def _run(spec: JobSpec, events: EventLog, stop: StopRequest) -> RunResult:
         ckpt = checkpoint_dir(job_dir, step)
         if not trainer.is_world_process_zero():
             return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt), step=step)
-        events.write(Stopped(step=step, checkpoint=str(ckpt) if ckpt.exists() else None))
+        events.write(Stopped(step=step, checkpoint=str(ckpt) if ckpt.exists() else None, **stop_reason(job_dir)))
         return RunResult(JobStatus.STOPPED, job_dir, metrics, checkpoint=str(ckpt), step=step)
 
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
@@ -236,3 +238,9 @@ def _trained_dtype(model: Any) -> Optional[str]:
     """The dtype the trainable weights (the LoRA adapter) were trained in; serving computes with them in it."""
     dtype = next((p.dtype for p in model.parameters() if p.requires_grad), None)
     return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
+def stop_reason(job_dir: Path) -> dict[str, Any]:
+    """Why this run was asked to stop (a sweep's pruner, its budget), for its Stopped record; {} for a plain stop."""
+    reason, note = read_stop_request(job_dir)
+    return {"reason": reason, "note": note} if reason in ("pruned", "budget") else {}
