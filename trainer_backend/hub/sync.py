@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..job_files import (ADAPTER_DIR, CHECKPOINT_PREFIX, CHECKPOINTS_DIR, EVAL_FILE, EVENTS_FILE, LOG_FILE,
-                         REPORT_FILE, SPEC_FILE, STOP_REQUEST_FILE, SYNC_REPO_PREFIX, latest_checkpoint)
+                         REPORT_FILE, SPEC_FILE, STOP_REQUEST_FILE, SWEEP_FILE, SWEEP_STUDY_FILE, SYNC_REPO_PREFIX,
+                         latest_checkpoint)
 from ..run_events import STEP_EVENTS, CheckpointPulled, Failed, SyncFailed, parse_line
 from .client import DEFAULT_RETRY, HubError, RetryPolicy, call_with_retries, redact
 
@@ -29,7 +30,8 @@ MANIFEST_FILE = "lora_studio_job.json"
 REMOTE_FILE = "remote/job.json"
 REMOTE_SPEC_FILE = "remote/spec.yaml"
 STOP_FILE = STOP_REQUEST_FILE  # the same path in the job repo
-TEXT_FILES = (SPEC_FILE, EVENTS_FILE, LOG_FILE, REPORT_FILE, EVAL_FILE)  # copied whenever they change
+# copied whenever they change; a sweep's record and its Optuna study too (a resume on an empty disk reloads them)
+TEXT_FILES = (SPEC_FILE, EVENTS_FILE, LOG_FILE, REPORT_FILE, EVAL_FILE, SWEEP_FILE, SWEEP_STUDY_FILE)
 
 
 def default_sync_repo(namespace: str, job_id: str) -> str:
@@ -237,7 +239,8 @@ def synced_job(spec: Any, events: Any = None) -> Iterator[Optional[JobSync]]:
                     "backend": spec.compute.backend}
         if read_json(repo_id, MANIFEST_FILE, token) != manifest:
             put_file(repo_id, MANIFEST_FILE, json.dumps(manifest, indent=1).encode(), token, "job manifest")
-        for name in (EVENTS_FILE, LOG_FILE):  # a fresh folder (a new HF Job, an emptied disk) continues the history
+        # a fresh folder (a new HF Job, an emptied disk) continues the history (a sweep: its study and record)
+        for name in (EVENTS_FILE, LOG_FILE, SWEEP_FILE, SWEEP_STUDY_FILE):
             if not (job_dir / name).exists() and (held := read_file(repo_id, name, token)) is not None:
                 job_dir.mkdir(parents=True, exist_ok=True)
                 (job_dir / name).write_bytes(held)

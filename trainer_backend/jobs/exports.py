@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
-from ..job_files import ADAPTER_ARCHIVE, ADAPTER_DIR, EVAL_FILE, EVENTS_FILE, SPEC_FILE
+from ..job_files import ADAPTER_ARCHIVE, ADAPTER_DIR, EVAL_FILE, EVENTS_FILE, SPEC_FILE, SWEEP_FILE
 
-COPIED_FILES = (SPEC_FILE, EVENTS_FILE, EVAL_FILE)
+COPIED_FILES = (SPEC_FILE, EVENTS_FILE, EVAL_FILE, SWEEP_FILE)  # those a job has
 # Exported files (GGUF, merged weights) below this size are copied; bigger ones, which the export writes under a
 # temporary name and renames, are hard-linked when the export root is on the same filesystem: a GB file is not
 # duplicated on disk.

@@ -14,7 +14,7 @@ import yaml
 from ..hub import sync as hubsync
 from ..hub.client import HubError, resolve_token
 from ..hub.jobs_api import job_state, whoami
-from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, SPEC_FILE, SYNC_REPO_PREFIX,
+from ..job_files import (ADAPTER_DIR, EVENTS_FILE, LOG_FILE, SPEC_FILE, SWEEP_FILE, SYNC_REPO_PREFIX,
                          has_trained_model)
 from ..job_status import JobStatus
 from ..run_events import OUTCOME_TYPES, Pushed, Start, outcome_status, parse_line
@@ -68,6 +68,8 @@ def _restore_one(store: Any, jobs_dir: Path, repo: str, token: str) -> Optional[
     events = hubsync.read_file(repo, EVENTS_FILE, token) or b""
     (job_dir / EVENTS_FILE).write_bytes(events)
     (job_dir / LOG_FILE).write_bytes(hubsync.read_file(repo, LOG_FILE, token) or b"")
+    if spec.sweep is not None and (record := hubsync.read_file(repo, SWEEP_FILE, token)) is not None:
+        (job_dir / SWEEP_FILE).write_bytes(record)  # its trials table; Resume gets the study itself
     outcome, finished_at = _last_outcome(events)
     status = outcome or JobStatus.INTERRUPTED
     if status in (JobStatus.SUCCEEDED, JobStatus.NOT_PUSHED):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..access import HF_TOKEN_ENV
-from ..job_files import JOB_ID_ENV, SWEEP_STUDY_FILE
+from ..job_files import JOB_ID_ENV, LOG_FILE, LOG_FILE_ENV, SWEEP_STUDY_FILE
 from ..job_status import ExitCode, JobStatus
 from ..jobs.manager import JobManager
 from ..hub.sync import synced_job
@@ -98,6 +98,12 @@ class SweepDriver:
         self.stopping = False
         self.budget_note: Optional[str] = None
 
+    def say(self, line: str) -> None:
+        """A line of the sweep's log (the Jobs tab's log tail): each trial started, pruned, finished."""
+        path = os.environ.get(LOG_FILE_ENV) or str(self.job_dir / LOG_FILE)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} [sweep] {line}\n")
+
     # ---- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._ask_stop)
@@ -111,6 +117,8 @@ class SweepDriver:
             refused = self._check_estimate()
             if refused:
                 return self._fail(refused)
+            self.say(f"searching {', '.join(self.sweep.parameters)} in {self.sweep.trials} trials for the best "
+                     f"{self.objective.label} ({self.objective.better}); {self.record.estimate}")
             if self.sweep.include_base and (base := base_values(self.spec)):
                 self.study.enqueue_trial(base, user_attrs={ATTR_BASELINE: True})
         self._adopt()
@@ -118,7 +126,10 @@ class SweepDriver:
             self._poll()
             if self.stopping:
                 return self._stop_all()
-            self.budget_note = self._budget_reached()
+            reached = self._budget_reached()
+            if reached and not self.budget_note:
+                self.say(f"{reached}: no more trials; running ones stop (keeping their checkpoints)")
+            self.budget_note = reached
             if self.budget_note:
                 self._stop_running("budget", self.budget_note)
             elif not self._failing():
@@ -167,6 +178,7 @@ class SweepDriver:
         self._set(trial, ATTR_PAUSED, False)
         try:
             self.manager.resume(job.id, hub_token=self.token, hub_identity=self.job.hub_identity)
+            self.say(f"trial {trial.number + 1}: its job {job.id} was {job.status}; resumed from its checkpoint")
         except Exception as exc:  # noqa: BLE001 - e.g. already at its last step: the trial ends with what it has
             self._tell(trial, None, "failed", f"could not resume its job {job.id}: {exc}")
 
@@ -178,6 +190,8 @@ class SweepDriver:
                                       parent_id=self.job.id, hub_token=self.token, hub_identity=self.job.hub_identity)
             trial.set_user_attr(ATTR_JOB, job.id)
             self.live[trial.number] = trial
+            settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+            self.say(f"trial {trial.number + 1} queued as job {job.id}: {settings}")
             if job.status == JobStatus.FAILED:  # its spec was refused at submit: named in the job's error
                 self._tell(self.study.get_trials(deepcopy=False)[trial.number], None, "failed", job.error)
 
@@ -210,6 +224,7 @@ class SweepDriver:
                 live.set_user_attr(ATTR_PRUNE, step)
                 live.set_user_attr(ATTR_NOTE, note)
                 self.manager.stop(job.id, reason="pruned", note=note)
+                self.say(f"trial {trial.number + 1} {note}")
                 return
 
     def _ended(self, trial: Any, job: Job) -> None:
@@ -218,10 +233,14 @@ class SweepDriver:
             tail = self.tails.get(trial.number) or EventTail.of(job.job_dir, job.events_offset)
             tail.new_events()
             value = final_value(self.objective, tail.seen, job.job_dir)
-            why = None if value is not None else f"its run measured no {self.objective.name}" + \
+            if value is not None:  # Optuna's importances as soon as a result is in (the chart follows the sweep)
+                self._tell(trial, value, "complete", None)
+                self.record.importances = importances(self.study)
+                return
+            why = f"its run measured no {self.objective.name}" + \
                 (" (the evaluation report is off on this machine: LORA_STUDIO_AUTO_EVALUATION)"
                  if self.objective.heldout_metric else "")
-            self._tell(trial, value, "complete" if value is not None else "failed", why)
+            self._tell(trial, None, "failed", why)
         elif status == JobStatus.PRUNED or (status == JobStatus.STOPPED and ATTR_PRUNE in trial.user_attrs):
             self._tell(trial, None, "pruned", trial.user_attrs.get(ATTR_NOTE))
         elif status == JobStatus.STOPPED and trial.user_attrs.get(ATTR_STOP_REASON) == "budget":
@@ -252,6 +271,10 @@ class SweepDriver:
         if note:
             self._set(trial, ATTR_NOTE, note)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(outcome, TrialState.FAIL)
+        if outcome == "complete":
+            self.say(f"trial {trial.number + 1} finished: {self.objective.label} {value:.4g}")
+        elif outcome == "failed":
+            self.say(f"trial {trial.number + 1} failed: {note}")
         self.study.tell(trial.number, value if state == TrialState.COMPLETE else None, state=state,
                         skip_if_finished=True)
 
@@ -297,6 +320,7 @@ class SweepDriver:
         self.record.message = f"stopped; {len(paused)} running trial(s) saved a checkpoint: Resume continues them" \
             if paused else "stopped: Resume continues the search"
         self._save("stopped")
+        self.say(self.record.message)
         self.events.write(Stopped(note=self.record.message))
         return ExitCode.STOPPED
 
@@ -314,12 +338,14 @@ class SweepDriver:
                                f"({len(complete)} complete, {self.record.counts().get('pruned', 0)} pruned)"
                                + (f"; {self.budget_note}" if self.budget_note else ""))
         self._save("succeeded")
+        self.say(f"done: {self.record.message}")
         self.events.write(Finished(step=len(self.record.trials), metrics={
             "best_trial": best_row.number + 1, "best_value": best_row.value, "best_job": best_row.job_id,
             "best_params": best_row.params, "trials": len(self.record.trials)}))
         return ExitCode.OK
 
     def _fail(self, message: str) -> int:
+        self.say(f"failed: {message}")
         self.record.message = message
         self._save("failed")
         self.events.write(Failed(error=message, kind="spec"))

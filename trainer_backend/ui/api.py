@@ -136,9 +136,51 @@ def register_api(service: StudioService) -> None:
         _guard(request)
         return service.push(job_id, repo_id, merged, gguf)
 
+    _register_sweep_api(service, spec_in, file_in, result)
     _register_export_api(service)
     _register_evaluation_api(service)
     _register_inference_api(service)
+
+
+def _register_sweep_api(service: StudioService, spec_in: Any, file_in: Any, result: Any) -> None:
+    from .sweep_service import SweepService
+
+    sweeps = SweepService(service)
+
+    def start_sweep(spec: str, dataset: Any, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
+                    oauth_token: Optional[gr.OAuthToken] = None) -> dict:
+        """Queue a sweep: a spec with a `sweep:` section (parameters to search with a range or choices, objective,
+        trials, parallel, sampler, pruner, time_budget, max_cost, max_rows). Each trial is a job of its own, started
+        with the caller's Hub token. Returns {job_id, status, error, issues}."""
+        ident = _guard(request, profile, oauth_token)
+        return sweeps.start(spec, _file_path(dataset), ident.username)
+
+    with gr.Column(visible=False):
+        sweep_btn = gr.Button()
+    sweep_btn.click(start_sweep, [spec_in, file_in], result, api_name="start_sweep")
+
+    @gr.api(api_name="sweep_status", queue=False)  # a cheap read of sweep.json
+    def sweep_status(job_id: str, request: Optional[gr.Request] = None) -> dict:
+        """A sweep now: status, objective and direction, each trial (job id, settings, state queued / running /
+        complete / pruned / failed / stopped, objective, evaluations by step, where it was pruned, time, cost), the
+        best trial, parameter importances, elapsed time and spend."""
+        _guard(request)
+        try:
+            return sweeps.status(job_id)
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    @gr.api(api_name="promote_sweep")
+    def promote_sweep(job_id: str, continue_epochs: float = 0, request: Optional[gr.Request] = None) -> dict:
+        """Start the best trial's settings as a full run on all the data (with the sweep spec's Hub push, export and
+        report), or with continue_epochs > 0 train the best trial itself that many epochs more. Returns the new job
+        {id, name, status, error, parent_id}."""
+        _guard(request)
+        _bounded("continue_epochs", continue_epochs, 0, 1000)
+        try:
+            return sweeps.promote(job_id, float(continue_epochs) or None)
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
 
 def _register_export_api(service: StudioService) -> None:

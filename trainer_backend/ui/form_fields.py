@@ -20,7 +20,9 @@ from ..trainer_registry import TRAINERS
 SPECIAL = {"output_dir", "model.base_model", "data.path", "data.column_mapping", "data.prompt_template",
            "hub.token", "training.resume_from_checkpoint", "grpo.rewards"}
 # Free values with usual choices: a dropdown that also takes a typed value.
-CHOICE_TEXT = {"data.valid_split": ["none", "auto"]}
+CHOICE_TEXT = {"data.valid_split": ["none", "auto"],
+               "sweep.objective": ["eval_loss", "heldout.exact_match", "heldout.rouge_l", "heldout.eval_loss",
+                                   "heldout.reward", "heldout.preference_accuracy", "reward"]}
 _NONE_CHOICES = {"none", ""}
 
 

@@ -9,17 +9,18 @@ import time
 from typing import Any, Optional
 
 from ..spec import JobSpec
-from ..jobs.store import (FAILED, INTERRUPTED, NOT_PUSHED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING,
-                          SUCCEEDED, TERMINAL)
+from ..jobs.store import (FAILED, INTERRUPTED, NOT_PUSHED, PRUNED, QUEUED, RESUMABLE, RUNNING, STOPPED,
+                          STOPPING, SUCCEEDED, TERMINAL)
 
 # A stop the person asked for is calm grey, never the failure red; an interrupted run (the app went away) amber.
 STATUS_COLORS = {QUEUED: "#6b7280", RUNNING: "#4f46e5", STOPPING: "#64748b", STOPPED: "#64748b",
-                 SUCCEEDED: "#16a34a", NOT_PUSHED: "#ca8a04", INTERRUPTED: "#ca8a04"}
+                 SUCCEEDED: "#16a34a", NOT_PUSHED: "#ca8a04", INTERRUPTED: "#ca8a04", PRUNED: "#64748b"}
 FAILURE_COLOR = "#dc2626"
 # What the progress line says about a job that is not taking steps (a failure says its error in the header).
 STATUS_SAYS = {STOPPING: "stopping: saving a checkpoint at the next step",
                STOPPED: "stopped as asked", INTERRUPTED: "interrupted (the app stopped while it ran)",
-               FAILED: "failed", NOT_PUSHED: "trained; the Hub push failed"}
+               FAILED: "failed", NOT_PUSHED: "trained; the Hub push failed",
+               PRUNED: "pruned by its sweep (a hopeless trial, stopped at an evaluation; its checkpoint is kept)"}
 
 
 def human_duration(seconds: Optional[float]) -> str:

@@ -23,6 +23,8 @@ from .evaluation_panel import EvaluationPanel, compare_tables
 from .export_panel import ExportPanel
 from .gate import PRIVATE
 from .service import StudioService
+from .sweep_panel import SweepPanel
+from .sweep_service import SweepService
 
 SHOW_LOG_END = ("() => { setTimeout(() => { const box = document.querySelector('#job-log textarea');"
                 " if (box) box.scrollTop = box.scrollHeight; }, 50); }")
@@ -92,14 +94,16 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             continue_btn = gr.Button("Continue training", interactive=False, elem_id="job-continue", min_width=80)
         action_md = gr.Markdown()
         cards = gr.HTML(elem_id="job-metrics", padding=False)
+        sweep_panel = SweepPanel(SweepService(service))  # a sweep's trials and charts: sweep_panel.py
         with gr.Column(visible=False, elem_id="grpo-charts") as grpo_charts:
             reward_plot = gr.Plot(label="Reward", elem_id="reward-plot", show_label=False)
             kl_plot = gr.Plot(label="KL / completion length", elem_id="kl-length-plot", show_label=False)
-        log_scale = gr.Checkbox(False, label="Log-scale loss axis", elem_id="log-scale")
-        loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
-        with gr.Row():
-            lr_plot = gr.Plot(label="Learning rate", elem_id="lr-plot", show_label=False, min_width=280)
-            grad_plot = gr.Plot(label="Grad norm", elem_id="grad-norm-plot", show_label=False, min_width=280)
+        with gr.Column(elem_id="training-charts") as training_charts:  # hidden for a sweep (it trains nothing)
+            log_scale = gr.Checkbox(False, label="Log-scale loss axis", elem_id="log-scale")
+            loss_plot = gr.Plot(label="Loss", elem_id="loss-plot", show_label=False)
+            with gr.Row():
+                lr_plot = gr.Plot(label="Learning rate", elem_id="lr-plot", show_label=False, min_width=280)
+                grad_plot = gr.Plot(label="Grad norm", elem_id="grad-norm-plot", show_label=False, min_width=280)
         with gr.Column(visible=False, elem_id="grpo-samples") as grpo_samples:
             samples_df = gr.Dataframe(label="Sample completions with their rewards (newest first)", wrap=True,
                                       interactive=False, max_height=460, elem_id="samples-table")
@@ -155,8 +159,10 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
             return (picker, "No jobs yet — start one in the Train tab.", "", "", None, None, None, None, "",
                     table_out, compare_choices, view, *off, gr.update(visible=False), *rl_views(None),
                     *evaluation_panel.render(None, view, caller, forced),
-                    *export_panel.render(None, view, caller, forced))
+                    *export_panel.render(None, view, caller, forced),
+                    *sweep_panel.render(None, None, view, forced, training_charts))
         job = service.job_view(selected)
+        sweep = sweep_panel.status(job) if job.get("sweep") else None
         p = job["progress"]
         key = (selected, job["status"], p.get("last_event_time"), len(p.get("loss_series") or []), bool(scale))
         redraw = forced or key != view["drawn"]
@@ -173,10 +179,13 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
         view["grpo"] = job.get("trainer") == "grpo"
         states = [gr.update(interactive=job["actions"][a]) for a in ACTIONS]
         job_dir = (job.get("paths") or {}).get("job_dir")
-        return (picker, header_markdown(job), progress_html(job), cards_html(metric_cards(job)), *plots,
+        bar, card_row = SweepPanel.progress(job, sweep) if sweep else (progress_html(job),
+                                                                       cards_html(metric_cards(job)))
+        return (picker, header_markdown(job), bar, card_row, *plots,
                 readable_log(service.logs(selected, 40), job_dir), table_out, compare_choices, view, *states,
                 gr.update(visible=next_steps(job)), *rl_views(job, redraw, was_grpo),
-                *evaluation_panel.render(job, view, caller, forced), *export_panel.render(job, view, caller, forced))
+                *evaluation_panel.render(job, view, caller, forced), *export_panel.render(job, view, caller, forced),
+                *sweep_panel.render(job, sweep, view, forced, training_charts))
 
     def refresh(view: dict, scale: bool, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
                 oauth_token: Optional[gr.OAuthToken] = None) -> tuple:
@@ -201,7 +210,8 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
 
     outputs = [job_select, status_md, progress, cards, loss_plot, lr_plot, grad_plot, downloads, log_box, jobs_df,
                compare_select, view, stop_btn, resume_btn, continue_btn, push_btn, next_row, grpo_charts, reward_plot,
-               kl_plot, grpo_samples, samples_df, *evaluation_panel.outputs(), *export_panel.outputs()]
+               kl_plot, grpo_samples, samples_df, *evaluation_panel.outputs(), *export_panel.outputs(),
+               *sweep_panel.outputs(), training_charts]
     quiet = {**PRIVATE, "show_progress": "hidden"}
     timer.tick(refresh, [view, log_scale], outputs, **quiet)
     tab.select(None, js=REFIT_CHARTS, **PRIVATE)
@@ -213,6 +223,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
     report_next.click(lambda: gr.update(open=True), None, evaluation_panel.box, **PRIVATE)
     export_panel.wire(job_select, view, service)
     evaluation_panel.wire(job_select, view, service)
+    sweep_panel.wire(job_select, (select_job, [log_scale, view], outputs))
     for button in (chat_btn, eval_btn):
         button.click(None, js=OPEN_CHAT_TAB, **PRIVATE)
 

@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from .form_fields import (CHOICE_TEXT, FormField, _number_text, _unwrap, applies, range_hint, spec_defaults,
                           spec_fields)
 
-__all__ = ["FormField", "build_fields", "widget_updates"]
+__all__ = ["FormField", "build_fields", "build_section_fields", "widget_updates"]
 
 
 def _component(key: str, info: FieldInfo, meta: dict, id_prefix: str = "field-") -> FormField:
@@ -89,6 +89,18 @@ def build_fields(group: str, level: Optional[str] = None, id_prefix: str = "fiel
     the keys in `leave_out`. `id_prefix` starts each widget's elem_id (a second form of the same fields, e.g. the
     Jobs tab's Export box, needs ids of its own)."""
     return [_component(k, i, m, id_prefix) for k, i, m in group_fields(group, level) if k not in leave_out]
+
+
+def build_section_fields(model: Any, prefix: str, leave_out: tuple[str, ...] = (),
+                         id_prefix: str = "field-") -> list[FormField]:
+    """The widgets of a section the settings form leaves out (an optional one, e.g. `sweep`), from its fields that
+    carry form metadata, basic ones first, keys prefixed (`sweep.trials`); `leave_out`: fields with a widget of
+    their own."""
+    chosen = [(name, info) for name, info in model.model_fields.items() if name not in leave_out
+              and isinstance(info.json_schema_extra, dict) and "ui" in info.json_schema_extra]
+    chosen.sort(key=lambda f: f[1].json_schema_extra.get("ui") != "basic")  # type: ignore[union-attr]
+    return [_component(f"{prefix}.{name}", info, info.json_schema_extra, id_prefix)  # type: ignore[arg-type]
+            for name, info in chosen]
 
 
 def widget_updates(fields: list[FormField], errors: dict[str, str], shown_errors: dict[str, str],

@@ -148,3 +148,13 @@ def _shown(value: Any) -> str:
     if value in ("", None):
         return "(empty)"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def upload_path(up: Any) -> Optional[str]:
+    if up is None:
+        return None
+    return str(up) if isinstance(up, str) else str(getattr(up, "name", ""))
+
+
+def problems_markdown(errors: list[str]) -> str:
+    return "**Fix these before training:**\n" + "\n".join(f"- {e}" for e in errors)

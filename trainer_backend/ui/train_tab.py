@@ -22,7 +22,8 @@ from .gate import PRIVATE
 from .service import TINY_DEMO, StudioService, example_datasets
 from .spec_form import build_fields, group_fields
 from .train_data import build_data_step
-from .train_form import FormState, TrainForm
+from .train_form import FormState, TrainForm, problems_markdown, upload_path
+from .sweep_form import SweepForm
 from .train_io import load_config, save_config
 
 SUGGESTED_MODELS = [TINY_DEMO, "Qwen/Qwen2.5-0.5B-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
@@ -72,6 +73,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
             start_btn = gr.Button("Start training", variant="primary", elem_id="start-training")
         messages = gr.Markdown(elem_id="train-messages")
         plan_md = gr.Markdown(elem_id="plan")
+        sweep_form = SweepForm()  # "Or find good settings": a sweep over the settings below (sweep_form.py)
         with gr.Accordion("Dataset report", open=False, elem_id="dataset-report") as report_box:
             report_md = gr.Markdown()
             sample_text = gr.Textbox(label="Exact training string of a sample ([[no loss: ...]] = masked)",
@@ -144,9 +146,9 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         if refused:
             return (refused, "", "", gr.update(open=False), None, *opened(st))
         with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # long datasets show a bar
-            out = service.validate(st.spec_text, _path(up))
+            out = service.validate(st.spec_text, upload_path(up))
         if not out["ok"]:
-            return (_problems(out["errors"]), "", "", gr.update(open=False), None, *opened(st))
+            return (problems_markdown(out["errors"]), "", "", gr.update(open=False), None, *opened(st))
         rep = DatasetReport.from_dict(out["report"])
         return (_ok_message(out), rep.markdown(), rep.sample.rendered if rep.sample else "", gr.update(open=True),
                 st.spec_text, *opened(st))
@@ -156,8 +158,8 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         refused = refuse(st)
         if refused:
             return (refused, None, *opened(st))
-        out = service.plan(st.spec_text, _path(up), probe_steps=3 if measure else 0, hardware=target or None)
-        return (out["markdown"] if out["ok"] else _problems(out["errors"]), st.spec_text, *opened(st))
+        out = service.plan(st.spec_text, upload_path(up), probe_steps=3 if measure else 0, hardware=target or None)
+        return (out["markdown"] if out["ok"] else problems_markdown(out["errors"]), st.spec_text, *opened(st))
 
     def on_start(spec_text: str, shown: FormState, up: Any, request: gr.Request,
                  profile: Optional[gr.OAuthProfile] = None, oauth_token: Optional[gr.OAuthToken] = None,
@@ -170,12 +172,12 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         if refused:
             return (refused, "", *opened(st))
         with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # from the cache after Check data
-            check = service.validate(st.spec_text, _path(up))
+            check = service.validate(st.spec_text, upload_path(up))
             if not check["ok"]:
-                return (_problems(check["errors"]), "", *opened(st))
-            out = service.start(st.spec_text, _path(up), ident.username)
+                return (problems_markdown(check["errors"]), "", *opened(st))
+            out = service.start(st.spec_text, upload_path(up), ident.username)
         if not out["job_id"] or out["status"] == "failed":
-            return (_problems(out.get("issues") or [out.get("error") or "rejected"]), "", *opened(st))
+            return (problems_markdown(out.get("issues") or [out.get("error") or "rejected"]), "", *opened(st))
         return (f"✅ Job **{out['job_id']}** queued — the Jobs tab follows it.", out["job_id"], *opened(st))
 
     def on_preset(name: str) -> Any:
@@ -229,6 +231,7 @@ def build_train_tab(service: StudioService) -> dict[str, Any]:
         btn.click(on_preset(name), form.inputs, [*form.widgets, undo_values, preset_md, undo_btn], **PRIVATE).then(
             *refresh, **PRIVATE).then(on_plan, [yaml_box, state, data.upload, probe, hardware],
                                       [plan_md, planned, *section_list], **PRIVATE)
+    sweep_form.wire(form, refresh, yaml_box, state, data.upload, job_started, service)
     undo_btn.click(on_undo, [undo_values, *form.inputs], [*form.widgets, undo_values, preset_md, undo_btn], **PRIVATE)
     def on_save(*args: Any) -> str:
         return save_config(service, form, args)
@@ -249,16 +252,6 @@ def _rewards_editor() -> tuple[Any, Any]:
     with gr.Accordion("What each reward type checks, and its setting", open=False, elem_id="grpo-rewards-help"):
         gr.Markdown(reward_table.HELP)
     return rewards, problem
-
-
-def _path(up: Any) -> Optional[str]:
-    if up is None:
-        return None
-    return str(up) if isinstance(up, str) else str(getattr(up, "name", ""))
-
-
-def _problems(errors: list[str]) -> str:
-    return "**Fix these before training:**\n" + "\n".join(f"- {e}" for e in errors)
 
 
 def _ok_message(out: dict) -> str:
