@@ -38,6 +38,10 @@ NOT_SPEC_DICTS = {
     ("ui/jobs_tab.py", "grpo"): "the page's per-session view state: whether the job shown is a GRPO job",
     ("ui/chat_tab.py", "text"): "a chat message's content parts ({type, text}) as Gradio's Chatbot hands them back",
     ("ui/job_view.py", "compute"): "the /job_status reply's compute view (jobs/manager.py), not the spec",
+    ("jobs/cli.py", "step"): "a progress snapshot's step (jobs/progress.py), not a sweep range's step",
+    ("tool_calls.py", "parameters"): "a tool's JSON schema (its parameters), not a sweep's parameters",
+    ("ui/sweep_form.py", "sweep"): "a spec being written: the form's sweep section, before parsing",
+    ("ui/sweep_view.py", "parameters"): "the /sweep_status reply (sweep.json): each range in words, not the spec",
 }
 SECTIONS = set(JobSpec.model_fields)
 

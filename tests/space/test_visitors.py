@@ -42,12 +42,17 @@ def endpoint_calls(space: dict) -> dict[str, Callable[[Any], Any]]:
         "validate_upload": lambda c: c.predict(QUICK, handle_file(data), api_name="/validate_dataset"),
         "report_on_owner_events": lambda c: c.predict(spec_on_owner_events, None, api_name="/dataset_report"),
         "start_training": lambda c: c.predict(QUICK, handle_file(data), api_name="/start_training"),
+        "start_sweep": lambda c: c.predict(QUICK + SWEEP, handle_file(data), api_name="/start_sweep"),
+        "sweep_status": lambda c: c.predict(job, api_name="/sweep_status"),
+        "promote_sweep": lambda c: c.predict(job, 0, api_name="/promote_sweep"),
     }
 
 
 ENDPOINTS = ["list_jobs", "job_status", "job_events", "job_logs", "stop_job", "resume_job", "continue_job",
              "push_job", "export_job", "export_status", "evaluate", "chat_private_adapter",
-             "compare_private_adapter", "validate_upload", "report_on_owner_events", "start_training"]
+             "compare_private_adapter", "validate_upload", "report_on_owner_events", "start_training", "start_sweep",
+             "sweep_status", "promote_sweep"]
+SWEEP = "sweep: {parameters: {lora.r: {choices: [4, 8]}}, trials: 2, pruner: none}\n"
 
 
 @pytest.mark.parametrize("who", ["anonymous", "stranger"])

@@ -56,39 +56,40 @@ def trial_name(spec: JobSpec, number: int) -> str:
     return spec.project_name[: 96 - len(suffix)] + suffix
 
 
+def _with_values(spec: JobSpec, params: dict[str, Any], name: str) -> JobSpec:
+    """`spec` without its sweep section, named `name`, with `params` (dotted keys) set and checked."""
+    raw = spec.model_dump(mode="json", exclude_none=True)
+    if spec.hub.token is not None:  # model_dump writes '**********' for a secret: the real one goes on
+        set_value(raw, "hub.token", spec.hub.token.get_secret_value())
+    for key in ("sweep", "output_dir"):
+        raw.pop(key, None)
+    for key, value in params.items():
+        set_value(raw, key, value)
+    out = JobSpec.model_validate(raw)
+    out.project_name = name
+    return out
+
+
 def trial_spec(spec: JobSpec, params: dict[str, Any], number: int, objective: Objective) -> dict[str, Any]:
     """The raw spec of trial `number` (0-based) with `params`: submitted as a job of its own."""
     assert spec.sweep is not None
-    raw = spec.to_public_dict()
-    raw.pop("sweep", None)
-    raw.pop("output_dir", None)
-    raw["project_name"] = trial_name(spec, number)
-    for key, value in params.items():
-        set_value(raw, key, value)
+    trial = _with_values(spec, params, trial_name(spec, number))
     if spec.sweep.max_rows:
-        rows = spec.data.max_rows
-        raw["data"]["max_rows"] = min(rows, spec.sweep.max_rows) if rows else spec.sweep.max_rows
-    raw["hub"]["push_to_hub"] = False
-    if spec.synced:
-        raw["hub"]["sync_every"] = min(spec.hub.sync_every, TRIAL_SYNC_EVERY)
-    raw["export"]["formats"] = []
-    evaluation = raw["evaluation"]
-    if objective.heldout_metric is not None:
-        evaluation.update(auto=True, general_tasks=[])
-        evaluation.pop("judge", None)
+        rows = trial.data.max_rows
+        trial.data.max_rows = min(rows, spec.sweep.max_rows) if rows else spec.sweep.max_rows
+    trial.hub.push_to_hub = False
+    if trial.synced:
+        trial.hub.sync_every = min(trial.hub.sync_every, TRIAL_SYNC_EVERY)
+    trial.export.formats = []
+    if objective.heldout_metric is not None:  # the report's held-out part alone: it is what the trial is judged by
+        trial.evaluation.auto, trial.evaluation.general_tasks, trial.evaluation.judge = True, [], None
     else:
-        evaluation["auto"] = False
-    return raw
+        trial.evaluation.auto = False
+    return trial.to_public_dict()
 
 
 def promoted_spec(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     """A full run with the best trial's settings: the sweep's spec (all its data, its Hub push, export and report)
     without the `sweep` section."""
-    raw = spec.to_public_dict()
-    raw.pop("sweep", None)
-    raw.pop("output_dir", None)
     suffix = "-best"
-    raw["project_name"] = spec.project_name[: 96 - len(suffix)] + suffix
-    for key, value in params.items():
-        set_value(raw, key, value)
-    return raw
+    return _with_values(spec, params, spec.project_name[: 96 - len(suffix)] + suffix).to_public_dict()

@@ -162,7 +162,7 @@ def build_jobs_tab(service: StudioService) -> dict[str, Any]:
                     *export_panel.render(None, view, caller, forced),
                     *sweep_panel.render(None, None, view, forced, training_charts))
         job = service.job_view(selected)
-        sweep = sweep_panel.status(job) if job.get("sweep") else None
+        sweep = sweep_panel.status(job) if job.get("is_sweep") else None
         p = job["progress"]
         key = (selected, job["status"], p.get("last_event_time"), len(p.get("loss_series") or []), bool(scale))
         redraw = forced or key != view["drawn"]

@@ -241,7 +241,7 @@ class StudioService:
         spec = stored_spec(data.pop("spec", None))
         per_step = samples_per_step(spec)
         data["trainer"] = trainer_of(spec)
-        data["sweep"] = bool(spec and spec.sweep)
+        data["is_sweep"] = bool(spec and spec.sweep)
         rate = data["progress"].get("steps_per_second")
         data["samples_per_second"] = round(rate * per_step, 2) if rate and per_step else None
         with self._status_lock:
