@@ -75,8 +75,8 @@ class SweepSpec(_Section):
                                       "higher for everything else.", label="Better is", group=_SWEEP)
     trials: int = _f(12, "Trials at most (each is a training job of its own).", "basic", ge=1, le=500,
                      label="Trials", group=_SWEEP)
-    parallel: int = _f(1, "Trials at once. On this machine they share the job queue's slots "
-                          "(LORA_STUDIO_MAX_CONCURRENT_JOBS); on HF Jobs each runs on its own hardware.", "basic",
+    parallel: int = _f(1, "Trials at once. On this machine they queue for its training slots (one, unless "
+                          "LORA_STUDIO_MAX_CONCURRENT_JOBS says more); on HF Jobs each runs on its own hardware.", "basic",
                        ge=1, le=16, label="Trials at once", group=_SWEEP)
     sampler: SweepSampler = _f("tpe", "How the next trial's settings are chosen: tpe (learns from the trials so far; "
                                       "the first few are random) or random.", label="Search", group=_SWEEP)
