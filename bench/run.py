@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` and `traine
 
 from bench.common import Result, machine_info, new_run_dir, set_threads, write_json  # noqa: E402
 
-BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan", "cli_start")
+BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan", "cli_start", "sweep")
 # In --quick mode these only wait on child processes, so they run in threads beside the in-process ones.
 BACKGROUND_IN_QUICK = ("overhead", "app", "plan", "cli_start")
 
@@ -43,6 +43,8 @@ def _run_one(name: str, work: Path, quick: bool, args: argparse.Namespace) -> Re
             from bench import plan as mod
         elif name == "cli_start":
             from bench import cli_start as mod
+        elif name == "sweep":
+            from bench import sweep as mod
         else:
             from bench import gpu as mod
         kwargs = {}

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make tes
 
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan", "cli_start")
+BENCHMARKS = ("overhead", "packing", "data_prep", "app", "gpu", "plan", "cli_start", "sweep")
 
 
 def test_bench_quick_runs_every_benchmark_from_an_empty_cache(tmp_path: Path) -> None:

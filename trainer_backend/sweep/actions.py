@@ -24,9 +24,32 @@ def check(spec: JobSpec) -> None:
         raise SpecError(problem)
 
 
+def over_budget(spec: JobSpec, token: Optional[str]) -> Optional[str]:
+    """The refusal of a sweep on HF Jobs whose estimate is above its `max_cost` (budget.py), or None. The Hub's
+    price list unreachable: None here; the sweep's driver checks again before its first trial."""
+    from ..hub.client import HubError
+    from . import budget
+    from .space import trial_spec
+
+    assert spec.sweep is not None
+    if spec.sweep.max_cost is None or spec.compute.backend != "hf_jobs":
+        return None
+    try:
+        price = budget.trial_price(spec, token)
+    except HubError:
+        return None
+    trial = JobSpec.model_validate(trial_spec(spec, {}, 0, resolve(spec.sweep)))
+    return budget.over_budget(spec, budget.estimate(spec, trial, price))
+
+
 def start(manager: JobManager, spec: JobSpec, **submit: Any) -> Job:
-    """Queue the sweep (a job of its own: its driver starts at once, its trials queue like any job)."""
+    """Queue the sweep (a job of its own: its driver starts at once, its trials queue like any job); refused
+    (SpecError) when it is no sweep, its objective cannot be measured or its estimate is above its cost budget."""
     check(spec)
+    refusal = over_budget(spec, submit.get("hub_token") or (spec.hub.token.get_secret_value()
+                                                            if spec.hub.token else None))
+    if refusal:
+        raise SpecError(refusal)
     return manager.submit(spec, **submit)
 
 

@@ -119,8 +119,11 @@ class SweepDriver:
                 return self._fail(refused)
             self.say(f"searching {', '.join(self.sweep.parameters)} in {self.sweep.trials} trials for the best "
                      f"{self.objective.label} ({self.objective.better}); {self.record.estimate}")
-            if self.sweep.include_base and (base := base_values(self.spec)):
+            base = base_values(self.spec) if self.sweep.include_base else {}
+            if base:
                 self.study.enqueue_trial(base, user_attrs={ATTR_BASELINE: True})
+            elif self.sweep.include_base:
+                self.say("no baseline trial: the spec's own values lie outside every searched range")
         self._adopt()
         while True:
             self._poll()
@@ -168,9 +171,11 @@ class SweepDriver:
             job = self._job_of(trial)
             if job is None:
                 self._tell(trial, None, "failed", "its job is gone (deleted, or lost with the machine)")
-            elif job.status in (JobStatus.INTERRUPTED, JobStatus.STOPPED) and \
-                    (job.status == JobStatus.INTERRUPTED or trial.user_attrs.get(ATTR_PAUSED)):
+            elif ATTR_PRUNE not in trial.user_attrs and (job.status == JobStatus.INTERRUPTED or (
+                    job.status == JobStatus.STOPPED and trial.user_attrs.get(ATTR_PAUSED))):
                 self._resume(trial, job)
+            elif job.is_terminal:  # it ended while no driver watched: its result counts as if watched
+                self._ended(trial, job)
 
     def _resume(self, trial: Any, job: Job) -> None:
         prior = float(trial.user_attrs.get(ATTR_PRIOR, 0.0)) + run_seconds(job)
@@ -241,7 +246,8 @@ class SweepDriver:
                 (" (the evaluation report is off on this machine: LORA_STUDIO_AUTO_EVALUATION)"
                  if self.objective.heldout_metric else "")
             self._tell(trial, None, "failed", why)
-        elif status == JobStatus.PRUNED or (status == JobStatus.STOPPED and ATTR_PRUNE in trial.user_attrs):
+        elif status == JobStatus.PRUNED or (status in (JobStatus.STOPPED, JobStatus.INTERRUPTED)
+                                            and ATTR_PRUNE in trial.user_attrs):
             self._tell(trial, None, "pruned", trial.user_attrs.get(ATTR_NOTE))
         elif status == JobStatus.STOPPED and trial.user_attrs.get(ATTR_STOP_REASON) == "budget":
             self._tell(trial, None, "pruned", self.budget_note or "the sweep's budget ended")
@@ -300,7 +306,8 @@ class SweepDriver:
     def _stop_running(self, reason: str, note: str) -> None:
         for trial in self._running():
             job = self._job_of(trial)
-            if job is not None and not job.is_terminal and trial.user_attrs.get(ATTR_STOP_REASON) != reason:
+            if job is not None and not job.is_terminal and trial.user_attrs.get(ATTR_STOP_REASON) != reason \
+                    and ATTR_PRUNE not in trial.user_attrs:  # a trial being pruned ends pruned, whatever else
                 self._set(trial, ATTR_STOP_REASON, reason)
                 self.manager.stop(job.id, reason="budget" if reason == "budget" else None, note=note)
 
@@ -309,7 +316,7 @@ class SweepDriver:
         paused = []
         for trial in self._running():
             job = self._job_of(trial)
-            if job is not None and not job.is_terminal:
+            if job is not None and not job.is_terminal and ATTR_PRUNE not in trial.user_attrs:
                 self._set(trial, ATTR_PAUSED, True)
                 self.manager.stop(job.id)
                 paused.append(job.id)

@@ -84,10 +84,9 @@ class SweepService:
         """Queue a sweep (a spec with a sweep: section): {job_id, status, error, issues, warnings}."""
         try:
             spec, warnings = self.studio.parse_client_spec(spec_text, dataset_file)
-            actions.check(spec)
+            job = actions.start(self.studio.jobs, spec, owner=owner, **self.studio._hub_identity())
         except (SpecError, ValueError, OSError) as exc:
             return {"job_id": None, "status": "rejected", "error": self.studio.calm(str(exc), dataset_file)}
-        job = self.studio.jobs.submit(spec, owner=owner, **self.studio._hub_identity())
         out = {"job_id": job.id, "status": job.status, "error": job.error, "warnings": warnings}
         if job.error_details and job.error_details.issues:
             out["issues"] = job.error_details.issues
