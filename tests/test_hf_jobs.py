@@ -305,6 +305,37 @@ def test_two_nodes_train_one_model_data_parallel(jobs_hub: Any, tiny_model_dir: 
     print(f"\n2-node HF Jobs run (submit -> adapter here): {took:.1f} s; both ranks ended at step 6")
 
 
+def test_a_sweep_runs_two_trials_at_once_on_hf_jobs(jobs_hub: Any, tiny_model_dir: Path, real_data: Path,
+                                                    data_dir: Path) -> None:
+    """A sweep with parallel: 2 on HF Jobs: both trials are Jobs at the same time (a sweep's driver and the runners
+    take no local training slot), each trial's cost is its hardware's price x its time, the sweep's estimate was
+    checked against its cost budget before the first trial, and its study and record are kept in its Hub repo."""
+    from trainer_backend.jobs import JobManager
+    from trainer_backend.spec import parse_spec
+    from trainer_backend.sweep import actions
+
+    manager = JobManager(data_dir)
+    raw = _spec(tiny_model_dir, real_data / "chat/oasst_en100_messages.jsonl", "hf-sweep", 4,
+                data={"valid_split": "auto", "valid_fraction": 0.2},
+                training={"eval_strategy": "steps", "eval_steps": 2, "save_steps": 2})
+    raw["sweep"] = {"parameters": {"training.learning_rate": {"choices": [1e-4, 1e-3]}}, "trials": 2, "parallel": 2,
+                    "pruner": "none", "include_base": False, "sampler": "random", "max_cost": 5.0}
+    sweep = actions.start(manager, parse_spec(raw)[0])
+    done = manager.wait(sweep.id, timeout=400)
+    assert done.status == "succeeded", f"{done.error}\n{manager.logs(sweep.id)}"
+    record = actions.status(manager, sweep.id)
+    trials = [manager.get(t["job_id"]) for t in record["trials"]]
+    assert len(trials) == 2 and all(t.status == "succeeded" for t in trials)
+    submitted = [next(e["time"] for e in _events(t.job_dir) if e["event"] == "remote_submitted") for t in trials]
+    ended = [next(e["time"] for e in _events(t.job_dir) if e["event"] == "finished") for t in trials]
+    assert max(submitted) < min(ended), "the second trial's Job started only after the first ended"
+    assert "trials on cpu-basic at $0.01/h (its time limit: ~30 min each)" in record["estimate"]
+    assert all(t["cost_usd"] is not None and t["cost_usd"] > 0 for t in record["trials"])
+    repo = f"alice/lora-studio-job-{sweep.id}"
+    kept = jobs_hub.files(repo)
+    assert {"sweep.json", "sweep-study.log", "events.jsonl"} <= set(kept), sorted(kept)
+
+
 @pytest.mark.slow
 def test_the_token_is_nowhere_but_the_job_secret(jobs_hub: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     """After the runs above: not in any Job's env, command or logs, any repo file or commit, any local file."""

@@ -8,7 +8,7 @@ trial starts when the spend plus one more trial's estimate passes the budget, an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from ..spec import JobSpec
 from ..spec_compute import timeout_seconds
@@ -20,6 +20,7 @@ JOB_START_SECONDS = 120.0  # an HF Job's scheduling and image start, billed befo
 class Price:
     usd_per_second: float  # all nodes of one trial together
     label: str             # e.g. "a10g-small at $1.00/h"
+    gpus: int = 0          # accelerators per machine: the plan estimates a time for GPU hardware only
 
 
 def trial_price(spec: JobSpec, token: Optional[str]) -> Optional[Price]:
@@ -32,7 +33,8 @@ def trial_price(spec: JobSpec, token: Optional[str]) -> Optional[Price]:
     if flavor is None:
         return None
     nodes = f" x {spec.compute.nodes}" if spec.compute.nodes > 1 else ""
-    return Price(flavor.usd_per_hour * spec.compute.nodes / 3600, f"{flavor.name}{nodes} at ${flavor.usd_per_hour:.2f}/h")
+    return Price(flavor.usd_per_hour * spec.compute.nodes / 3600, f"{flavor.name}{nodes} at ${flavor.usd_per_hour:.2f}/h",
+                 flavor.gpus)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def estimate(spec: JobSpec, trial: JobSpec, price: Optional[Price]) -> Estimate:
     assert spec.sweep is not None
     n = spec.sweep.trials
     seconds, how = None, "its time limit"
-    if price is not None:
+    if price is not None and price.gpus:  # a CPU's speed FLOPs do not predict: the plan has no time for one
         from ..training.plan import plan_job
 
         try:
@@ -81,8 +83,5 @@ def over_budget(spec: JobSpec, est: Estimate) -> Optional[str]:
 def trial_cost(price: Optional[Price], seconds: Optional[float]) -> Optional[float]:
     if price is None or seconds is None:
         return None
-    return round(price.usd_per_second * seconds, 4)
+    return round(price.usd_per_second * seconds, 6)
 
-
-def describe_price(price: Optional[Price]) -> dict[str, Any]:
-    return {"usd_per_hour": round(price.usd_per_second * 3600, 4), "label": price.label} if price else {}

@@ -70,7 +70,7 @@ def build_record(spec: JobSpec, study: Any, job_of: Callable[[Any], Optional[Job
         parameters={k: r.describe() for k, r in sweep.parameters.items()}, trials_planned=sweep.trials,
         parallel=sweep.parallel, pruner=sweep.pruner, trials=rows, best=best, importances=previous.importances,
         elapsed_seconds=round(elapsed, 1),
-        cost_usd=round(sum(r.cost_usd or 0.0 for r in rows), 4) if price is not None else None,
+        cost_usd=round(sum(r.cost_usd or 0.0 for r in rows), 6) if price is not None else None,
         estimate=previous.estimate, promoted=on_disk.promoted if on_disk else previous.promoted,
         message=previous.message, notes=previous.notes)
 
