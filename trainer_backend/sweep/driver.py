@@ -254,8 +254,8 @@ class SweepDriver:
         elif status == JobStatus.INTERRUPTED:
             self._resume(trial, job)
         else:  # failed, or stopped by hand from the Jobs tab
-            why = job.error if status == JobStatus.FAILED else "stopped by hand"
-            self._tell(trial, None, "failed", why)
+            self._tell(trial, None, "failed", (job.error or "it failed") if status == JobStatus.FAILED
+                       else "stopped by hand")
 
     def _live(self, trial: Any) -> Optional[Any]:
         """The live Trial of a running one: asked by this process, or rebuilt after a restart (library_hooks)."""

@@ -150,7 +150,7 @@ def curves_chart(sweep: dict) -> dict[str, Any]:
                   "series": name} for s, v in t.get("intermediate") or []]
     names = [str(n) for n in dict.fromkeys(r["series"] for r in rows)]
     title = "eval loss" if sweep["objective"].startswith("heldout.") else sweep["objective_label"]
-    top = max((r["step"] for r in rows), default=1)
+    top = max((int(s) for t in sweep["trials"] for s, _ in t.get("intermediate") or []), default=1)
     x = {"field": "step", "type": "quantitative", "title": "step", "scale": {"domain": [0, top]},
          "axis": {"format": "d", "tickMinStep": 1}}
     y = {"field": "value", "type": "quantitative", "title": title, "scale": {"zero": False}}
