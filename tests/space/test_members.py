@@ -303,6 +303,7 @@ def test_no_server_secret_reaches_a_client(space: dict) -> None:
 # Each is attacked below as a member, by fn_index or by name, with other users' files, files outside the data
 # dir and traversal; show_yaml / on_save only write the names into YAML text and open nothing.
 PATH_INPUT_TYPES = ("file", "uploadbutton")
+SWEEP = "sweep: {parameters: {lora.r: {choices: [4, 8]}}, trials: 2, pruner: none}\n"
 PATH_INPUT_LABELS = ("hub dataset id", "base model", "adapter", "spec (yaml or json)", "spec.yaml")
 # Events that take the form (an upload, a path typed in a box) but open no file: the form's refresh (YAML preview,
 # field checks), a preset (a base model folder is confined like Check data's before its size is read), its undo,
@@ -363,22 +364,23 @@ def test_every_event_that_takes_a_path_refuses_other_peoples_files(space: dict) 
         ui("on_dataset", label, **{"...or a hub dataset id": path})
         ui("on_model", label, base_model=path)
         spec = _spec_with(path=path)
-        for name in ("on_report", "on_start", "on_plan"):
+        for name in ("on_report", "on_start", "on_plan", "on_start_sweep"):
             ui(name, f"spec naming {label}", **{"spec.yaml": spec})
         if label != "a job's events":  # job folders are the members' shared adapters (the Jobs tab lists them)
             ui("respond", f"adapter {label}", adapter=path, message="hi")
             ui("run_eval", f"adapter {label}", adapter=path)
     ui("run_eval", "another user's upload as the evaluation data", adapter=space["public"], data_file=other)
-    for name in ("on_report", "on_start", "on_plan"):
+    for name in ("on_report", "on_start", "on_plan", "on_start_sweep"):
         ui(name, "another user's Gradio upload as the dataset", **{"spec.yaml": QUICK, "...or upload": other})
     owner_yaml = space["work"] / "owner-config-2.yaml"
     owner_yaml.write_text(QUICK)
     ui("on_load", "another user's uploaded config", load_config={
         "path": _upload_file_as(space, TOKEN_OF[OWNER], owner_yaml), "meta": {"_type": "gradio.FileData"}})
-    for endpoint in ("plan_job", "validate_dataset", "dataset_report", "start_training"):
+    for endpoint in ("plan_job", "validate_dataset", "dataset_report", "start_training", "start_sweep"):
         extra = [0, ""] if endpoint == "plan_job" else []
+        spec = QUICK + SWEEP if endpoint == "start_sweep" else QUICK
         attack(space, f"member: {endpoint} with another user's Gradio upload",
-               lambda e=endpoint, x=extra: _filedata_call(space, member_token, e, [QUICK, other, *x]), "outside")
+               lambda e=endpoint, x=extra, s=spec: _filedata_call(space, member_token, e, [s, other, *x]), "outside")
         attacked.add(endpoint)
     for endpoint in ("chat", "compare", "evaluate"):
         attacked.add(endpoint)  # test_member_cannot_name_other_files_through_any_event: adapters outside jobs

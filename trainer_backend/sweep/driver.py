@@ -223,7 +223,12 @@ class SweepDriver:
                 continue
             live.report(value, step)
             trial = self.study.get_trials(deepcopy=False)[trial.number]
-            if self.sweep.pruner != "none" and job.status == JobStatus.RUNNING and live.should_prune():
+            # Asked at every evaluation, whatever the job's status: the pruner records the value at each rung as
+            # the trial passes it (successive halving, Hyperband). An evaluation read while the job is queued (the
+            # earlier run of a trial resumed after a restart) or already ended, and not asked about, would put the
+            # trial's rung at a later, better value, and later trials would be pruned against it.
+            if self.sweep.pruner != "none" and live.should_prune() and \
+                    job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 note = (f"pruned at its evaluation at step {step}: {self.objective.label} {abs(value):.4g} is not "
                         f"among the best at that step ({self.sweep.pruner}, {self.objective.better})")
                 live.set_user_attr(ATTR_PRUNE, step)

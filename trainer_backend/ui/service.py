@@ -239,10 +239,8 @@ class StudioService:
             return hit[1]
         data = self.jobs.describe(job_id, series=series)
         spec = stored_spec(data.pop("spec", None))
-        per_step = samples_per_step(spec)
-        data["trainer"] = trainer_of(spec)
-        data["is_sweep"] = bool(spec and spec.sweep)
-        rate = data["progress"].get("steps_per_second")
+        per_step, rate = samples_per_step(spec), data["progress"].get("steps_per_second")
+        data["trainer"], data["is_sweep"] = trainer_of(spec), bool(spec and spec.sweep)
         data["samples_per_second"] = round(rate * per_step, 2) if rate and per_step else None
         with self._status_lock:
             if len(self._status_cache) > 256:  # ids nobody asks for any more

@@ -49,34 +49,36 @@ class SweepForm:
         sweeps = SweepService(service)
         widgets = [f.component for f in self.fields]
 
-        def on_start(given: dict, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
-                     oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> tuple:
-            """`given`: the value of each input component (a set of inputs: Gradio passes one dict)."""
+        def on_start_sweep(given: dict, request: gr.Request, profile: Optional[gr.OAuthProfile] = None,
+                           oauth_token: Optional[gr.OAuthToken] = None,
+                           progress: gr.Progress = gr.Progress()) -> tuple:
+            """`given`: the value of each input component (a set of inputs: Gradio passes one dict). The form's spec
+            and data are checked first, as Start's (the paths it names confined to the caller's own), then the
+            sweep's table and fields."""
             from .api import _guard
 
             ident = _guard(request, profile, oauth_token)
             up = given[upload]
             st = form.checked(given[yaml_box], given[state], up)
             lines = form.problems(st)
+            if lines:
+                return (problems_markdown(lines), "")
+            with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # every trial reuses it
+                check = service.validate(st.spec_text, upload_path(up))
+            if not check["ok"]:
+                return (problems_markdown(check["errors"]), "")
             sweep, problems = self.sweep_section(given[self.params], [given[w] for w in widgets])
-            if lines or problems:
-                return (problems_markdown(lines + problems), "")
-            problems = section_problems(st.spec_text, sweep, {f.key: f.label for f in self.fields})
+            problems = problems or section_problems(st.spec_text, sweep, {f.key: f.label for f in self.fields})
             if problems:
                 return (problems_markdown(problems), "")
             try:
-                full = with_sweep(st.spec_text, sweep)
+                out = sweeps.start(with_sweep(st.spec_text, sweep), upload_path(up), ident.username)
             except SpecError as exc:
                 return (problems_markdown([str(exc)]), "")
-            with preparation_progress(lambda p: progress(p.fraction, desc=p.line())):  # every trial reuses it
-                check = service.validate(full, upload_path(up))
-                if not check["ok"]:
-                    return (problems_markdown(check["errors"]), "")
-                out = sweeps.start(full, upload_path(up), ident.username)
             if not out["job_id"] or out["status"] == "failed":
                 return (problems_markdown(out.get("issues") or [out.get("error") or "rejected"]), "")
             return (f"✅ Sweep **{out['job_id']}** queued — the Jobs tab follows it and lists its trials.",
                     out["job_id"])
 
         self.start_btn.click(*refresh, **PRIVATE).then(
-            on_start, {yaml_box, state, upload, self.params, *widgets}, [self.message, job_started], **PRIVATE)
+            on_start_sweep, {yaml_box, state, upload, self.params, *widgets}, [self.message, job_started], **PRIVATE)
