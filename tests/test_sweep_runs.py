@@ -148,6 +148,10 @@ def test_a_pruned_sweep_survives_a_restart_and_beats_its_baseline(tiny_model_dir
     assert stop.reason == "pruned" and stop.step is not None and stop.step < STEPS, stop
     assert pruned[0]["pruned_at_step"] in evals and pruned[0]["pruned_at_step"] <= stop.step
     assert f"pruned at its evaluation at step {pruned[0]['pruned_at_step']}" in (stop.note or "")
+    for row in pruned:  # pruned fairly: an earlier trial did strictly better at that very evaluation step (the
+        k = row["pruned_at_step"]  # pruner records each trial's rung as it passes it, a resumed trial's too)
+        earlier = [v for t in trials[:row["number"]] for s, v in t["intermediate"] if s == k]
+        assert earlier and min(earlier) < dict(row["intermediate"])[k], (row, trials)
 
     # The best trial is no worse than the spec's own settings (trial 1, the same seed and data).
     baseline = trials[0]

@@ -23,7 +23,7 @@ from . import intake, lifecycle, tokens
 from .paths import JOBS_SUBDIR, default_data_dir
 from .procs import is_alive, signal_group
 from .progress import EventsReader, ProgressSnapshot, file_size
-from .store import (ACTIVE, FAILED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, ErrorDetails, Job,
+from .store import (ACTIVE, FAILED, PRUNED, QUEUED, RESUMABLE, RUNNING, STOPPED, STOPPING, TERMINAL, ErrorDetails, Job,
                     JobStateError, JobStore, new_job_id)
 from ..remote.state import RemoteState
 from .supervisor import SupervisorLock, ensure_supervisor
@@ -212,8 +212,9 @@ class JobManager:
             write_stop_request(job.job_dir, reason, note)
         timeout = self.stop_timeout if timeout is None else timeout
         now = time.time()
-        if job.status == QUEUED and self.store.update(job.id, only_if_status=(QUEUED,), status=STOPPED,
-                                                      finished_at=now, stop_requested_at=now):
+        if job.status == QUEUED and self.store.update(  # a queued trial its sweep prunes (a resumed one) ends pruned
+                job.id, only_if_status=(QUEUED,), status=PRUNED if reason == "pruned" else STOPPED, finished_at=now,
+                stop_requested_at=now, error=note if reason == "pruned" else None):
             tokens.forget(self.data_dir, job.id)
             return self.store.get(job.id)
         self.store.update(job.id, only_if_status=(RUNNING,), status=STOPPING, stop_requested_at=now,

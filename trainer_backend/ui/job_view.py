@@ -217,8 +217,9 @@ def header_markdown(job: dict) -> str:
                      + (f" · {links}" if links else " · starting") + repo)
     if job.get("hub_identity"):  # whose job, and whose Hub identity it reads and pushes with
         lines.append(f"Started by **{job.get('owner') or 'unknown'}** · acts on the Hub as: {job['hub_identity']}")
-    if job.get("error"):
-        lines.append(f"**Error:** {without_paths(job['error'], (job.get('paths') or {}).get('job_dir'))}")
+    if job.get("error"):  # a pruned trial's "error" is why its sweep stopped it: no failure
+        label = "Why it was pruned" if job["status"] == PRUNED else "Error"
+        lines.append(f"**{label}:** {without_paths(job['error'], (job.get('paths') or {}).get('job_dir'))}")
     return "\n\n".join(lines)
 
 
