@@ -84,8 +84,13 @@ class Walk:
         return time.monotonic() - self.started
 
 
+# Gradio's progress tracker ("processing | 0.2/0.1s") sits inside a component while an event updates it: not what
+# the component says.
+_TRACKER = re.compile(r"^processing \| [\d.]+/[\d.]+s\n?", re.MULTILINE)
+
+
 def text_of(page: Any, selector: str) -> str:
-    return page.locator(selector).first.inner_text()
+    return _TRACKER.sub("", page.locator(selector).first.inner_text())
 
 
 def visible_text(page: Any) -> str:

@@ -423,7 +423,8 @@ def test_a_sweep_from_the_train_tab_fills_its_trials_and_promotes_the_best(brows
     page.keyboard.type("1e-2")
     page.keyboard.press("Enter")
     walk.click("#start-sweep")
-
+    page.wait_for_function("() => /Sweep \\w+ queued/.test(document.querySelector('#sweep-form-message').innerText)",
+                           timeout=240_000)  # a busy machine: the data check and the queueing take their time
     page.wait_for_selector("#sweep-box", state="visible", timeout=120_000)  # the Jobs tab, on the sweep
     assert "capitals-sweep" in page.locator("#job-select input").first.input_value()
     page.wait_for_function("() => /Best: trial/.test(document.querySelector('#sweep-summary').innerText) && "
