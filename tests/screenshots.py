@@ -1,4 +1,4 @@
-"""Screenshots of the app for the docs, taken by tests/test_browser.py while it drives a real run.
+"""Screenshots of the app for the docs, taken by tests/test_browser.py (and test_browser_sweep.py) while they drive real runs.
 
     python tests/screenshots.py       # runs the browser test and writes docs/screenshots/*.png
 
@@ -42,5 +42,6 @@ def shoot(page, name: str, selector: str | None = None) -> Path:
 
 if __name__ == "__main__":
     env = {**os.environ, ENV: "1"}
-    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(REPO / "tests" / "test_browser.py")],
+    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(REPO / "tests" / "test_browser.py"),
+                              str(REPO / "tests" / "test_browser_sweep.py")],
                              cwd=REPO, env=env))
