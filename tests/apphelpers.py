@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import psutil
 
@@ -25,6 +25,20 @@ training: {{max_steps: {steps}, batch_size: 2, gradient_accumulation: 1, logging
 """
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+WAIT = 240  # seconds a test waits for a job by default; generous because CI machines are slow and shared
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
+    """Poll `cond` every 0.1 s until it gives something true, and return that; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def free_port() -> int:

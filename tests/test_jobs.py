@@ -16,13 +16,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 import yaml
 
-from trainer_backend.jobs import JobManager, JobStateError, JobStore
+sys.path.insert(0, str(Path(__file__).parent))
+from apphelpers import WAIT, wait_for  # noqa: E402
+from trainer_backend.jobs import JobManager, JobStateError, JobStore  # noqa: E402
 from trainer_backend.jobs.store import MIGRATIONS
 from trainer_backend.jobs.paths import default_data_dir
 from trainer_backend.jobs.procs import is_alive
@@ -33,7 +35,6 @@ ALPACA = Path(__file__).resolve().parent / "data" / "alpaca" / "self_instruct_se
 REPO = Path(__file__).resolve().parents[1]
 # One BLAS thread per trainer: on 2 shared cores OpenMP spin-waiting otherwise makes a step 20-40x slower.
 JOB_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-WAIT = 240  # seconds; generous because CI machines are slow and shared
 MEASURED: dict[str, Any] = {"survivors": []}
 
 
@@ -80,16 +81,6 @@ def write_spec(path: Path, model: Path, max_rows: int | None = None, **training:
                          "save_strategy": "steps", "save_steps": 3, **training}}
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def events(job: Any, kind: str | None = None) -> list[dict]:

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from apphelpers import processes_mentioning  # noqa: E402
+from apphelpers import processes_mentioning, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains (make test runs it)
 
@@ -55,16 +55,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     assert not survivors, f"processes outlived the test: {[p.pid for p in survivors]}"
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def kill_the_machine(data_dir: Path) -> None:
