@@ -125,7 +125,7 @@ def test_the_estimate_bounds_the_cost_before_the_start() -> None:
     raw["compute"] = {"backend": "hf_jobs", "flavor": "cpu-basic", "timeout": "30m", "image": "x"}
     spec, _ = parse_spec(raw)
     price = budget.Price(usd_per_second=0.01 / 60, label="cpu-basic at $0.60/h")  # a CPU: no planned time
-    est = budget.estimate(spec, spec, price)
+    est = budget.estimate(spec, price)
     assert est.how == "its time limit" and est.cost_usd == pytest.approx(0.01 / 60 * 1800 * 10)
     refused = budget.over_budget(spec, est)
     assert refused and "above sweep.max_cost $1.00: lower sweep.trials to 3 or fewer" in refused

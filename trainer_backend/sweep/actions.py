@@ -29,7 +29,6 @@ def over_budget(spec: JobSpec, token: Optional[str]) -> Optional[str]:
     price list unreachable: None here; the sweep's driver checks again before its first trial."""
     from ..hub.client import HubError
     from . import budget
-    from .space import trial_spec
 
     assert spec.sweep is not None
     if spec.sweep.max_cost is None or spec.compute.backend != "hf_jobs":
@@ -38,8 +37,7 @@ def over_budget(spec: JobSpec, token: Optional[str]) -> Optional[str]:
         price = budget.trial_price(spec, token)
     except HubError:
         return None
-    trial = JobSpec.model_validate(trial_spec(spec, {}, 0, resolve(spec.sweep)))
-    return budget.over_budget(spec, budget.estimate(spec, trial, price))
+    return budget.over_budget(spec, budget.estimate(spec, price))
 
 
 def start(manager: JobManager, spec: JobSpec, **submit: Any) -> Job:

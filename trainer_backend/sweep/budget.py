@@ -45,9 +45,14 @@ class Estimate:
     text: str
 
 
-def estimate(spec: JobSpec, trial: JobSpec, price: Optional[Price]) -> Estimate:
-    """The sweep's expected cost: one trial's planned time (or, when none is known, its time limit) x the trials."""
+def estimate(spec: JobSpec, price: Optional[Price]) -> Estimate:
+    """The sweep's expected cost: one trial's planned time (or, when none is known, its time limit) x the trials.
+    The trial planned is the first one, the sweep spec's own values."""
+    from .objective import resolve
+    from .space import trial_spec
+
     assert spec.sweep is not None
+    trial = JobSpec.model_validate(trial_spec(spec, {}, 0, resolve(spec.sweep)))
     n = spec.sweep.trials
     seconds, how = None, "its time limit"
     if price is not None and price.gpus:  # a CPU's speed FLOPs do not predict: the plan has no time for one

@@ -147,8 +147,7 @@ class SweepDriver:
         self.stopping = True
 
     def _check_estimate(self) -> Optional[str]:
-        trial = JobSpec.model_validate(trial_spec(self.spec, {}, 0, self.objective))
-        est = budget.estimate(self.spec, trial, self.price)
+        est = budget.estimate(self.spec, self.price)
         self.record.estimate = est.text
         return budget.over_budget(self.spec, est)
 
