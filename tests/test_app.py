@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # trains, or starts the app / a browser (make tes
 
 ENDPOINTS = {"/validate_dataset", "/dataset_report", "/start_training", "/list_jobs", "/job_status", "/job_events",
              "/job_logs", "/stop_job", "/resume_job", "/continue_job", "/chat", "/compare", "/evaluate", "/plan_job",
-             "/export_job", "/export_status"}
+             "/export_job", "/export_status", "/job_updates"}
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeGuard, Union
 
@@ -314,3 +316,48 @@ def read_events(job_dir: str | Path) -> list[RunEvent]:
     """Every event of a job folder."""
     return events_in_range(Path(job_dir) / EVENTS_FILE)
 
+
+
+@dataclass
+class EventTail:
+    """Follows one events.jsonl from a byte offset, returning only the new complete records each time (a file
+    replaced or cut short, as an HF Jobs mirror may, is read again from its start). Readers that poll: a sweep's
+    driver (its trials), an agent following a job (jobs/follow.py). `max_bytes` caps one read (the rest waits for the
+    next call)."""
+    path: Path
+    offset: int = 0
+    inode: Optional[int] = None
+    seen: list[RunEvent] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, job_dir: str | Path, offset: int = 0) -> "EventTail":
+        return cls(Path(job_dir) / EVENTS_FILE, offset)
+
+    def new_events(self, max_bytes: Optional[int] = None) -> list[RunEvent]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if (self.inode is not None and st.st_ino != self.inode) or st.st_size < self.offset:
+            self.offset, self.seen = 0, []
+        self.inode = st.st_ino
+        if st.st_size <= self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(max_bytes) if max_bytes else fh.read()
+            if max_bytes and len(data) >= max_bytes and b"\n" not in data:  # one record longer than the cap
+                data += fh.readline()
+        complete = data.rfind(b"\n") + 1
+        self.offset += complete
+        fresh = [e for e in map(parse_line, data[:complete].split(b"\n")) if e is not None]
+        self.seen.extend(fresh)
+        return fresh
+
+    @property
+    def pending(self) -> bool:
+        """More bytes are in the file than were read (a capped read left some)."""
+        try:
+            return os.stat(self.path).st_size > self.offset
+        except FileNotFoundError:
+            return False

@@ -8,6 +8,7 @@ training processes), and the Hub must see nothing but identity checks. The run e
 """
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -52,6 +53,33 @@ def _http_get(url: str) -> str:
             return resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         raise ValueError(f"HTTP {exc.code}") from None
+
+
+def browser_session(token: str, expires_at: float) -> dict[str, str]:
+    """The session cookie Gradio's OAuth callback sets (signed with the Space's OAUTH_CLIENT_SECRET)."""
+    import base64
+    import hashlib
+
+    import itsdangerous
+
+    secret = hashlib.sha256((SECRETS["OAUTH_CLIENT_SECRET"] + "-v4").encode()).hexdigest()  # attach_oauth's key
+    info = {"oauth_info": {"access_token": token, "expires_at": int(expires_at), "userinfo": {}}}
+    signed = itsdangerous.TimestampSigner(secret).sign(base64.b64encode(json.dumps(info).encode()))
+    return {"cookie": "session=" + signed.decode()}
+
+
+def upload_as(space: dict, token: str, path: Path) -> str:
+    """Upload `path` to the Space's Gradio upload route as `token`'s owner; the stored path."""
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(space["app"].url + "gradio_api/upload", body,
+                                 {"content-type": f"multipart/form-data; boundary={boundary}",
+                                  "x-hf-authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())[0]
 
 
 def started_space(work: Path, tiny_model_dir: Path, real_data: Path) -> Iterator[dict]:

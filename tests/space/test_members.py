@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from .attacks import (MESSAGES, QUICK, RESULTS, _http_get,
+from .attacks import (MESSAGES, QUICK, RESULTS, _http_get, upload_as,
                      _spec_with, _stream, _unwrap, attack)
 from spacehelpers import (MEMBER, OWNER, SECRETS, TOKEN_OF)
 
@@ -118,19 +118,6 @@ def _filedata_call(space: dict, token: str, endpoint: str, data: list) -> Any:
     return _unwrap(result) if isinstance(result, dict) else result
 
 
-def _upload_file_as(space: dict, token: str, path: Path) -> str:
-    import uuid
-
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(space["app"].url + "gradio_api/upload", body,
-                                 {"content-type": f"multipart/form-data; boundary={boundary}",
-                                  "x-hf-authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())[0]
-
-
 def test_member_cannot_name_other_files_through_any_event(space: dict) -> None:
     """The preview event (the Hub-id box), the dataset file of /validate_dataset, Load config, and adapters all go
     through one confinement rule: the caller's own uploads, examples/, job folders for adapters, or a Hub id."""
@@ -138,10 +125,10 @@ def test_member_cannot_name_other_files_through_any_event(space: dict) -> None:
     events = data / "jobs" / space["private"] / "events.jsonl"
     secret_rows = space["work"] / "owner-upload-secret.jsonl"
     secret_rows.write_text('{"instruction": "owner secret", "output": "owner secret answer"}\n')
-    owners_gradio_upload = _upload_file_as(space, TOKEN_OF[OWNER], secret_rows)  # in Gradio's folder, the owner's
+    owners_gradio_upload = upload_as(space, TOKEN_OF[OWNER], secret_rows)  # in Gradio's folder, the owner's
     config_file = space["work"] / "owner-config.yaml"
     config_file.write_text(QUICK)
-    owners_config = _upload_file_as(space, TOKEN_OF[OWNER], config_file)
+    owners_config = upload_as(space, TOKEN_OF[OWNER], config_file)
     link_dir = data / "uploads" / MEMBER / "0badc0de0badc0de"
     link_dir.mkdir(parents=True, exist_ok=True)
     (link_dir / "link.jsonl").symlink_to(space["owner_upload"])
@@ -346,7 +333,7 @@ def test_every_event_that_takes_a_path_refuses_other_peoples_files(space: dict) 
     path_events = {d["api_name"].rstrip("_0123456789") for d in config["dependencies"] if _takes_a_path(config, d)}
     secret_rows = space["work"] / "owner-upload-2.jsonl"
     secret_rows.write_text('{"instruction": "owner secret", "output": "owner secret answer"}\n')
-    other = {"path": _upload_file_as(space, TOKEN_OF[OWNER], secret_rows), "meta": {"_type": "gradio.FileData"}}
+    other = {"path": upload_as(space, TOKEN_OF[OWNER], secret_rows), "meta": {"_type": "gradio.FileData"}}
     outside = {"another user's upload": str(space["owner_upload"]), "/etc/passwd": "/etc/passwd",
                "traversal": "examples/../../../../../etc/passwd", "a job's events":
                str(data / "jobs" / space["private"] / "events.jsonl")}
@@ -375,7 +362,7 @@ def test_every_event_that_takes_a_path_refuses_other_peoples_files(space: dict) 
     owner_yaml = space["work"] / "owner-config-2.yaml"
     owner_yaml.write_text(QUICK)
     ui("on_load", "another user's uploaded config", load_config={
-        "path": _upload_file_as(space, TOKEN_OF[OWNER], owner_yaml), "meta": {"_type": "gradio.FileData"}})
+        "path": upload_as(space, TOKEN_OF[OWNER], owner_yaml), "meta": {"_type": "gradio.FileData"}})
     for endpoint in ("plan_job", "validate_dataset", "dataset_report", "start_training", "start_sweep"):
         extra = [0, ""] if endpoint == "plan_job" else []
         spec = QUICK + SWEEP if endpoint == "start_sweep" else QUICK

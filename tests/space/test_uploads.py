@@ -9,8 +9,8 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from .attacks import (QUICK, REJECTED, SIGN_IN, _stream, attack)
-from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, SECRETS, STRANGER, TOKEN_OF, client_as)
+from .attacks import (QUICK, REJECTED, SIGN_IN, _stream, attack, browser_session)
+from spacehelpers import (FORGED_TOKEN, MEMBER, OWNER, STRANGER, TOKEN_OF, client_as)
 
 pytestmark = pytest.mark.slow  # starts the app as a Space (make test runs it)
 
@@ -290,19 +290,6 @@ def test_demo_generations_at_once_are_capped_for_all_visitors(space: dict) -> No
     assert isinstance(_demo_chat(space, "203.0.113.61"), str), "the place is free again"
 
 
-def _browser_session(token: str, expires_at: float) -> dict[str, str]:
-    """The session cookie Gradio's OAuth callback sets (signed with the Space's OAUTH_CLIENT_SECRET)."""
-    import base64
-    import hashlib
-
-    import itsdangerous
-
-    secret = hashlib.sha256((SECRETS["OAUTH_CLIENT_SECRET"] + "-v4").encode()).hexdigest()  # attach_oauth's key
-    info = {"oauth_info": {"access_token": token, "expires_at": int(expires_at), "userinfo": {}}}
-    signed = itsdangerous.TimestampSigner(secret).sign(base64.b64encode(json.dumps(info).encode()))
-    return {"cookie": "session=" + signed.decode()}
-
-
 def test_a_member_signed_in_in_the_browser_uploads_and_downloads(space: dict) -> None:
     """The HTTP gate runs inside Gradio's SessionMiddleware: the browser's OAuth session identifies the caller."""
     import time
@@ -310,14 +297,14 @@ def test_a_member_signed_in_in_the_browser_uploads_and_downloads(space: dict) ->
     import httpx
 
     url, content = space["app"].url, b'{"instruction": "from the browser", "output": "ok"}\n'
-    cookie = _browser_session(TOKEN_OF[MEMBER], time.time() + 3600)
+    cookie = browser_session(TOKEN_OF[MEMBER], time.time() + 3600)
     resp = httpx.post(url + "gradio_api/upload", files=[("files", ("browser.jsonl", content))], headers=cookie)
     assert resp.status_code == 200, resp.text
     route = _file_route(resp.json()[0])
     assert httpx.get(url + route, headers=cookie).content == content
     attack(space, "owner: GET a browser member's upload", lambda: _raw_get(space, route, TOKEN_OF[OWNER]),
            "uploaded by another user")
-    expired = _browser_session(TOKEN_OF[MEMBER], time.time() - 60)
+    expired = browser_session(TOKEN_OF[MEMBER], time.time() - 60)
 
     def upload_with_expired_session() -> Any:
         resp = httpx.post(url + "gradio_api/upload", files=[("files", ("late.jsonl", content))], headers=expired)

@@ -30,6 +30,7 @@ def endpoint_calls(space: dict) -> dict[str, Callable[[Any], Any]]:
         "job_status": lambda c: c.predict(job, True, api_name="/job_status"),
         "job_events": lambda c: _stream(c.submit(job, 0.5, api_name="/job_events")),
         "job_logs": lambda c: c.predict(job, 50, api_name="/job_logs"),
+        "job_updates": lambda c: c.predict(job, "", 1, api_name="/job_updates"),
         "stop_job": lambda c: c.predict(job, api_name="/stop_job"),
         "resume_job": lambda c: c.predict(job, api_name="/resume_job"),
         "continue_job": lambda c: c.predict(space["public"], 1.0, api_name="/continue_job"),
@@ -48,8 +49,8 @@ def endpoint_calls(space: dict) -> dict[str, Callable[[Any], Any]]:
     }
 
 
-ENDPOINTS = ["list_jobs", "job_status", "job_events", "job_logs", "stop_job", "resume_job", "continue_job",
-             "push_job", "export_job", "export_status", "evaluate", "chat_private_adapter",
+ENDPOINTS = ["list_jobs", "job_status", "job_events", "job_logs", "job_updates", "stop_job", "resume_job",
+             "continue_job", "push_job", "export_job", "export_status", "evaluate", "chat_private_adapter",
              "compare_private_adapter", "validate_upload", "report_on_owner_events", "start_training", "start_sweep",
              "sweep_status", "promote_sweep"]
 SWEEP = "sweep: {parameters: {lora.r: {choices: [4, 8]}}, trials: 2, pruner: none}\n"

@@ -30,11 +30,11 @@ from ..hub.sync import synced_job
 from ..jobs.paths import default_data_dir
 from ..jobs.store import Job, JobNotFound
 from ..library_hooks import optuna_running_trial
-from ..run_events import Failed, Finished, Phase, Stopped
+from ..run_events import EventTail, Failed, Finished, Phase, Stopped
 from ..spec import JobSpec, load_job_spec
 from ..training.events import EventLog
 from . import budget
-from .objective import EventTail, Objective, final_value, objective_problem, resolve
+from .objective import Objective, final_value, objective_problem, resolve
 from .record import SweepRecord, read_record, write_record
 from .space import base_values, distributions, trial_spec
 from .summary import (ATTR_BASELINE, ATTR_JOB, ATTR_NOTE, ATTR_PAUSED, ATTR_PRIOR, ATTR_PRUNE, ATTR_STOP_REASON,

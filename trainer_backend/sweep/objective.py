@@ -8,15 +8,13 @@ The objective's name (spec_sweep.SweepSpec.objective) says where both come from:
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 from ..evaluation.metrics import METRICS, metric_info
 from ..evaluation.tools import is_tool_metric
-from ..job_files import EVENTS_FILE
-from ..run_events import Eval, Finished, Log, RunEvent, is_number, parse_line
+from ..run_events import Eval, Finished, Log, RunEvent, is_number
 from ..spec_sweep import HELDOUT_PREFIX, SweepSpec
 
 REWARD_TAIL = 3  # logged rewards averaged for a GRPO trial's final value (one log line is noisy)
@@ -68,39 +66,6 @@ def objective_problem(objective: Objective) -> Optional[str]:
     known = ", ".join(f"{HELDOUT_PREFIX}{m}" for m in METRICS)
     return f"sweep.objective={objective.name}: the evaluation report has no metric '{metric}' (it has {known}, and " \
            "the tool_* metrics of tool-calling jobs)"
-
-
-@dataclass
-class EventTail:
-    """Follows one trial's events.jsonl from a byte offset, returning only the new complete records each time (a
-    file replaced or cut short, as an HF Jobs mirror may, is read again from its start)."""
-    path: Path
-    offset: int = 0
-    inode: Optional[int] = None
-    seen: list[RunEvent] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, job_dir: str | Path, offset: int = 0) -> "EventTail":
-        return cls(Path(job_dir) / EVENTS_FILE, offset)
-
-    def new_events(self) -> list[RunEvent]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return []
-        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
-            self.offset, self.seen = 0, []
-        self.inode = st.st_ino
-        if st.st_size <= self.offset:
-            return []
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read()
-        complete = data.rfind(b"\n") + 1
-        self.offset += complete
-        fresh = [e for e in map(parse_line, data[:complete].split(b"\n")) if e is not None]
-        self.seen.extend(fresh)
-        return fresh
 
 
 def final_value(objective: Objective, events: list[RunEvent], job_dir: str | Path) -> Optional[float]:

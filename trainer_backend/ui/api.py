@@ -12,8 +12,9 @@ from typing import Any, Iterator, Optional, Union
 import gradio as gr
 
 from ..access import AccessDenied, current_caller, identify, is_member, require_trainer
+from ..jobs.follow import MAX_WAIT_S as MAX_FOLLOW_WAIT_S, job_updates as follow_job
 from ..public_demo import DemoCaps, DemoLimiter, check_demo_request, demo_hub_token, demo_turn, visitor_key
-from .gate import public
+from .gate import current_request, public
 from .service import StudioService
 
 # Hard bounds on numbers a client sends (also for members): past them a call is refused, not clamped silently.
@@ -81,7 +82,7 @@ def register_api(service: StudioService) -> None:
         return service.plan(spec, _file_path(dataset), int(probe_steps), hardware or None)
 
     with gr.Column(visible=False):
-        probe_in, hardware_in, plan_btn = gr.Number(value=0, precision=0), gr.Textbox(), gr.Button()
+        probe_in, hardware_in, plan_btn = gr.Number(value=0, precision=0), gr.Textbox(value=""), gr.Button()
     plan_btn.click(plan_job, [spec_in, file_in, probe_in, hardware_in], result, api_name="plan_job")
     validate_btn.click(validate_dataset, [spec_in, file_in], result, api_name="validate_dataset")
     report_btn.click(dataset_report, [spec_in, file_in], result, api_name="dataset_report")
@@ -103,6 +104,15 @@ def register_api(service: StudioService) -> None:
     def job_events(job_id: str, interval: float = 1.0) -> Iterator[dict]:
         """Streams progress snapshots until the job ends."""
         yield from service.events(job_id, float(_bounded("interval", interval, 0.2, 60)))
+
+    @gr.api(api_name="job_updates", queue=False)  # its wait holds a worker thread, never a queue slot
+    def job_updates(job_id: str, cursor: str = "", wait: float = 0) -> dict:
+        """What happened in a job since `cursor` ("" = from its start): {status, done, error, progress, events
+        (progress logs, evaluations, checkpoints, how it ended), log (new lines), cursor (pass it to the next call),
+        more, metrics (once done)}. wait > 0 (at most 30 s) holds the call until something new happens or the job
+        ends: follow a run with one call per change, not its whole history each time."""
+        _bounded("wait", wait, 0, MAX_FOLLOW_WAIT_S)
+        return follow_job(service.jobs, job_id, cursor or "", float(wait))
 
     @gr.api(api_name="job_logs", queue=False)  # a cheap read: no queue round trip for pollers
     def job_logs(job_id: str, tail: int = 200) -> str:
@@ -261,9 +271,7 @@ def _register_inference_api(service: StudioService) -> None:
             messages = check_demo_request(adapter, _job_id(service, adapter), caps, history, message, system)
         except AccessDenied as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        from gradio.context import LocalContext
-
-        visitor = visitor_key(caller.username, LocalContext.request.get(None))
+        visitor = visitor_key(caller.username, current_request())
         return demo_turn(_DEMO_LIMITER, visitor, caps, lambda: service.adapter_path(adapter), messages,
                          system or None, demo_hub_token(adapter)), messages
 

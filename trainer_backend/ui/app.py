@@ -16,6 +16,7 @@ from .chat_tab import build_chat_tab
 from .gate import install_gate, public
 from .http_gate import middleware as http_gate_middleware
 from .jobs_tab import build_jobs_tab
+from .mcp_server import build_mcp
 from .rest import job_routes
 from .service import StudioService
 from .train_tab import build_train_tab
@@ -143,6 +144,7 @@ def build_app(manager: Any = None) -> gr.Blocks:
     install_gate(demo)  # last: every event above, UI and API, goes through the access model
     # Plain GET routes for pollers (rest.py); launch() hands them to the FastAPI app Gradio creates.
     demo.rest_routes = job_routes(service)  # type: ignore[attr-defined]
+    demo.studio_mcp = build_mcp(demo)  # type: ignore[attr-defined]  # the same gated endpoints as MCP tools
     return demo
 
 
@@ -156,13 +158,19 @@ def launch(demo: Optional[gr.Blocks] = None) -> None:
     from ..jobs.paths import default_data_dir
 
     demo = demo or build_app()
-    default_host = "0.0.0.0" if on_space() else "127.0.0.1"
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", default_host),
+    host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if on_space() else "127.0.0.1")
+    routes, lifespan = list(getattr(demo, "rest_routes", [])), None
+    studio_mcp = getattr(demo, "studio_mcp", None)
+    if studio_mcp is not None:  # /mcp (mcp_server.py); Gradio's own MCP server stays off: it would be a second one
+        mcp_routes, lifespan = studio_mcp.mount(host)
+        routes += mcp_routes
+    demo.launch(server_name=host, mcp_server=False,
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                 max_file_size=settings().max_upload, ssr_mode=False, theme=theme(),
                 footer_links=["api"], enable_monitoring=False,  # /monitoring/*: 403 for everyone
                 # On a Space, uploads and Gradio's file route are for members only, within quotas (http_gate.py)
-                app_kwargs={"routes": list(getattr(demo, "rest_routes", [])), "middleware": http_gate_middleware()},
+                app_kwargs={"routes": routes, "middleware": http_gate_middleware(),
+                            **({"lifespan": lifespan} if lifespan else {})},
                 # Gradio serves only files it created; say explicitly that nothing of the job store is served
                 # (jobs, uploads, adapters, the database), whoever asks.
                 allowed_paths=[], blocked_paths=[str(default_data_dir())])

@@ -28,7 +28,8 @@ from ..job_files import SPEC_FILE
 from ..jobs.store import JobStateError
 from ..spec_evaluation import GENERAL_TASKS, EvaluationSpec
 from ..uploads import check_client_path
-from .finished_jobs import finished_job, follow_changes, start_lock
+from .finished_jobs import finished_job, start_lock
+from .streams import follow_changes
 from .form_fields import _message
 
 EVALUATION_STREAM_MAX_SECONDS = 3600.0  # an /evaluate_job stream ends after this; /evaluation_report goes on

@@ -23,7 +23,8 @@ from ..job_files import EXPORT_DIR
 from ..jobs.exports import default_export_root, link_or_copy, zip_stored
 from ..jobs.store import JobStateError
 from ..spec_export import EXPORT_FORMATS, ExportSpec
-from .finished_jobs import finished_job, follow_changes, start_lock
+from .finished_jobs import finished_job, start_lock
+from .streams import follow_changes
 from .form_fields import _message
 from .service import StudioService
 

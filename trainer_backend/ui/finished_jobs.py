@@ -1,11 +1,11 @@
 """What every action on a finished job that runs in its own process (export, evaluation report) shares: the job
 must have finished training with a model in its folder, the check that none runs and the start are one step, and
-a stream follows the action's record until it ends."""
+its stream
+follows the action's record until it ends (streams.follow_changes)."""
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..job_files import has_trained_model
 from ..job_status import PUSHABLE, UNFINISHED
@@ -31,18 +31,3 @@ def finished_job(studio: Any, job_id: str, verb: str, needs: str) -> Any:
     if not has_trained_model(job.job_dir):
         raise JobStateError(f"job {job.id} has no trained adapter in its folder, so there is nothing to {verb}")
     return job
-
-
-def follow_changes(status: Callable[[], dict[str, Any]], key: Callable[[dict[str, Any]], Any], interval: float,
-                   timeout: float) -> Iterator[dict[str, Any]]:
-    """`status()` at every change of `key(status)`, until its state is no longer running (or `timeout`)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        now = status()
-        if key(now) != last:
-            yield now
-            last = key(now)
-        if now["state"] != "running" or time.monotonic() > deadline:
-            return
-        time.sleep(interval)

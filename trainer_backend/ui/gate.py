@@ -13,8 +13,10 @@ messages: ui/api_errors.py).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+from contextvars import ContextVar
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
@@ -37,10 +39,34 @@ def public(fn: Callable) -> Callable:
     return fn
 
 
-def caller_of_current_event() -> Identity:
+# The request of a call that did not come through Gradio (an MCP tool call, ui/mcp_tools.py): the gate and the
+# endpoints read it where they would read Gradio's own.
+_OUTSIDE_REQUEST: ContextVar[Any] = ContextVar("lora_studio_outside_request", default=None)
+
+
+@contextlib.contextmanager
+def outside_request(request: Any) -> Iterator[None]:
+    """Run event functions for a caller that reached them outside Gradio, identified by `request` (its headers;
+    no browser session)."""
+    token = _OUTSIDE_REQUEST.set(request)
+    try:
+        yield
+    finally:
+        _OUTSIDE_REQUEST.reset(token)
+
+
+def current_request() -> Any:
+    """The request of the event running now: an outside caller's, else Gradio's."""
+    outside = _OUTSIDE_REQUEST.get()
+    if outside is not None:
+        return outside
     from gradio.context import LocalContext
 
-    return identify_request(LocalContext.request.get(None))
+    return LocalContext.request.get(None)
+
+
+def caller_of_current_event() -> Identity:
+    return identify_request(current_request())
 
 
 def _decide(members_only: bool) -> tuple[Identity, Optional[str]]:

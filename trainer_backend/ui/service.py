@@ -24,6 +24,7 @@ from ..uploads import (EXAMPLES_DIR, check_client_path, load_client_yaml, saniti
                        scrub_paths, store_upload, user_file_name, user_upload_dir)
 from ..jobs.store import stored_spec
 from .job_view import allowed_actions, samples_per_step, trainer_of
+from .streams import stream_deadline
 
 TINY_DEMO = "tiny-demo"
 EVENTS_STREAM_MAX_SECONDS = 3600.0  # a /job_events stream ends after this; the client reconnects
@@ -283,7 +284,7 @@ class StudioService:
 
     def events(self, job_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> Iterator[dict]:
         """Progress snapshots until the job ends (one per change, at most one per `interval`)."""
-        deadline = time.monotonic() + (EVENTS_STREAM_MAX_SECONDS if timeout is None else timeout)
+        deadline = stream_deadline(EVENTS_STREAM_MAX_SECONDS if timeout is None else timeout)
         last = None
         while True:
             job = self.jobs.get(job_id)
