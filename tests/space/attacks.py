@@ -103,7 +103,8 @@ def started_space(work: Path, tiny_model_dir: Path, real_data: Path) -> Iterator
     app.stop()
     hub.stop()
     refused = sum(RESULTS.values())
-    print(f"\n{refused} attacks refused of {len(RESULTS)}")
+    mcp = [name for name in RESULTS if name.startswith("MCP ")]
+    print(f"\n{refused} attacks refused of {len(RESULTS)} ({sum(RESULTS[n] for n in mcp)} of {len(mcp)} through MCP)")
     # test_no_server_secret_reaches_a_client scans the refusals recorded before it ran; this covers the rest
     leaked = [name for name, value in {**SECRETS, "the member's token": TOKEN_OF[MEMBER]}.items()
               if any(value in message for message in MESSAGES)]

@@ -184,4 +184,4 @@ def test_a_members_own_token_works(space: dict) -> None:
     assert update["done"] and update["status"] in ("stopped", "succeeded"), update
     status = json.loads(member.read(f"lora-studio://jobs/{started['job_id']}"))
     assert status["owner"] == MEMBER and TOKEN_OF[MEMBER] not in json.dumps(status)
-    RESULTS["MCP member: validate, list, start, stop, follow with their own token"] = True
+    RESULTS["a member's own token works through MCP: validate, list, start, stop, follow"] = True

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..run_events import EventTail, to_json
+from ..run_events import Checkpoint, EventTail, RunEvent, to_json
 from .manager import JobManager
 
 MAX_WAIT_S = 30.0  # a longer hold would outlast proxies' and MCP clients' request timeouts (often 60 s)
@@ -68,6 +68,15 @@ def _new_log(path: Path, offset: int) -> tuple[list[str], int, bool]:
     return [ln for ln in lines if ln.strip()], offset + end, offset + end < size
 
 
+def _event_for_client(event: RunEvent) -> dict[str, Any]:
+    """An event as a client reads it: a checkpoint by its folder's name (`checkpoint-40`), not the server's path.
+    (Gradio also takes any object with a "path" string in an answer for a file to serve.)"""
+    data: dict[str, Any] = json.loads(to_json(event))
+    if isinstance(event, Checkpoint):
+        data["checkpoint"] = Path(data.pop("path")).name
+    return data
+
+
 def job_updates(manager: JobManager, job_id: str, cursor: str = "", wait: float = 0.0) -> dict[str, Any]:
     """What happened in job `job_id` since `cursor`: {job_id, status, done, error, progress, events, log, cursor,
     more, metrics}. `wait` > 0 holds the call until something new happens, the job ends or `wait` seconds pass."""
@@ -85,6 +94,6 @@ def job_updates(manager: JobManager, job_id: str, cursor: str = "", wait: float 
         time.sleep(POLL_S)
     progress = {k: v for k, v in manager.snapshot(job.id).to_dict(series=False).items() if v is not None}
     return {"job_id": job.id, "status": job.status, "done": job.is_terminal, "error": job.error,
-            "progress": progress, "events": [json.loads(to_json(e)) for e in events], "log": log,
+            "progress": progress, "events": [_event_for_client(e) for e in events], "log": log,
             "cursor": str(Cursor(tail.offset, log_offset)), "more": tail.pending or log_more,
             "metrics": job.metrics if job.is_terminal else None}

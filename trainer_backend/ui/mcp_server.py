@@ -37,6 +37,9 @@ log = logging.getLogger("trainer_backend.mcp")
 
 MCP_PATHS = ("/mcp", "/gradio_api/mcp")
 MAX_REQUEST_BYTES = 1 << 20  # a spec, a chat history or tool schemas: far less; larger bodies are refused (413)
+# Tool calls running at once; more wait for a place. Their own worker threads: a call waiting on a job (up to 30 s)
+# never takes a thread from Gradio's events.
+MAX_CALLS_AT_ONCE = 16
 URI_ROOT = "lora-studio://"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 INSTRUCTIONS = (
@@ -79,6 +82,7 @@ class StudioMcp:
         from mcp.server.lowlevel import Server
 
         self.tools: dict[str, McpTool] = mcp_tools(demo)
+        self._limiter: Optional[anyio.CapacityLimiter] = None
         self.server = Server("LoRA Studio", version=__version__, instructions=INSTRUCTIONS,
                              on_list_tools=self._list_tools, on_call_tool=self._call_tool,
                              on_list_resources=self._list_resources,
@@ -116,7 +120,9 @@ class StudioMcp:
             with contextlib.suppress(Exception):  # progress is a courtesy: a client that left must not fail the call
                 anyio.from_thread.run(ctx.session.report_progress, index + 1, None, _progress_message(item))
 
-        return await anyio.to_thread.run_sync(lambda: call_tool(tool, kwargs, caller, report))
+        if self._limiter is None:  # made on the server's event loop, at the first call
+            self._limiter = anyio.CapacityLimiter(MAX_CALLS_AT_ONCE)
+        return await anyio.to_thread.run_sync(lambda: call_tool(tool, kwargs, caller, report), limiter=self._limiter)
 
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
         import mcp_types as types
