@@ -84,9 +84,9 @@ class Walk:
         return time.monotonic() - self.started
 
 
-# Gradio's progress tracker ("processing | 0.2/0.1s") sits inside a component while an event updates it: not what
-# the component says.
-_TRACKER = re.compile(r"^processing \| [\d.]+/[\d.]+s\n?", re.MULTILINE)
+# Gradio's progress tracker ("processing | 0.2/0.1s", "queue: 1/2 | 0.3s", or its timer alone, "0.1s") sits inside a
+# component while an event updates it: a line of its own, not what the component says.
+_TRACKER = re.compile(r"^(?:processing \| |queue: \d+/\d+ \| )?[\d.]+(?:/[\d.]+)?s\n?", re.MULTILINE)
 
 
 def text_of(page: Any, selector: str) -> str:

@@ -159,13 +159,16 @@ def launch(demo: Optional[gr.Blocks] = None) -> None:
 
     demo = demo or build_app()
     host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if on_space() else "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     routes, lifespan = list(getattr(demo, "rest_routes", [])), None
     studio_mcp = getattr(demo, "studio_mcp", None)
     if studio_mcp is not None:  # /mcp (mcp_server.py); Gradio's own MCP server stays off: it would be a second one
         mcp_routes, lifespan = studio_mcp.mount(host)
         routes += mcp_routes
-    demo.launch(server_name=host, mcp_server=False,
-                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        space_host = os.environ.get("SPACE_HOST") if on_space() else None
+        where = f"https://{space_host}" if space_host else f"http://{host}:{port}"
+        print(f"* MCP server for agents: {where}/mcp (README: Agents (MCP))", flush=True)
+    demo.launch(server_name=host, mcp_server=False, server_port=port,
                 max_file_size=settings().max_upload, ssr_mode=False, theme=theme(),
                 footer_links=["api"], enable_monitoring=False,  # /monitoring/*: 403 for everyone
                 # On a Space, uploads and Gradio's file route are for members only, within quotas (http_gate.py)
