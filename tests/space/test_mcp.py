@@ -66,7 +66,9 @@ CALLS = ["list_jobs", "job_status", "job_updates", "job_logs", "job_events", "va
 def test_visitors_are_refused_every_tool_and_resource(space: dict, who: str, call: str) -> None:
     caller = _as(space, who)
     expect = NOT_IN_DEMO if call.endswith("private_adapter") else SIGN_IN
-    attack(space, f"MCP {who}: {call}", lambda: tool_calls(space)[call](caller), expect)
+    message = attack(space, f"MCP {who}: {call}", lambda: tool_calls(space)[call](caller), expect)
+    if expect == SIGN_IN:  # an agent has no sign-in button: the refusal says how to send its token, if it sent none
+        assert ("Authorization: Bearer hf_" in message) == (who == "anonymous"), message
 
 
 def test_every_tool_is_attacked(space: dict) -> None:

@@ -68,6 +68,20 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
+TOKEN_HINT = (" (An MCP client acts with the Hugging Face token it sends: add the header `Authorization: Bearer "
+              "hf_...` to its configuration for this server.)")
+
+
+def _refusal(exc: BaseException, name: str, request: Any) -> str:
+    """What a refused or failed call answers: the message a gradio_client caller gets, and for a caller that sent
+    no token while the gate asked for one, how to send it (an agent has no sign-in button)."""
+    message = str(getattr(to_client_error(exc, name), "message", exc))
+    headers = {k.lower() for k in (request.headers.keys() if request is not None else [])}
+    if "Sign in with Hugging Face" in message and not headers & {"authorization", "x-hf-authorization"}:
+        message += TOKEN_HINT
+    return message
+
+
 def _progress_message(item: Any) -> Optional[str]:
     if isinstance(item, dict):
         message = item.get("message") or item.get("state") or item.get("status")
@@ -132,7 +146,7 @@ class StudioMcp:
         except ToolError as exc:
             return types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         except Exception as exc:  # the endpoint's refusal or failure: the message a gradio_client caller gets
-            message = str(getattr(to_client_error(exc, params.name), "message", exc))
+            message = _refusal(exc, params.name, ctx.request)
             return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
         content = [types.TextContent(text=_text(result))]
         if not ended:
@@ -182,7 +196,7 @@ class StudioMcp:
             except ToolError as exc:
                 raise MCPError(INVALID_PARAMS, str(exc)) from None
             except Exception as exc:
-                raise MCPError(INVALID_PARAMS, str(getattr(to_client_error(exc, name), "message", exc))) from None
+                raise MCPError(INVALID_PARAMS, _refusal(exc, name, ctx.request)) from None
         mime = "text/plain" if isinstance(result, str) else "application/json"
         return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, mime_type=mime,
                                                                               text=_text(result))])
