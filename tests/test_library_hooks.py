@@ -54,6 +54,29 @@ def test_gradio_queue_polling_never_lowers_and_survives_a_missing_queue() -> Non
     assert odd._queue.sleep_when_free == "fast"
 
 
+def test_gradio_queue_rests_when_quiet_and_wakes_on_an_event() -> None:
+    import asyncio
+    import time
+
+    demo = _queued_blocks()
+    hooks.calm_gradio_queue_polling(demo, 0.01, 0.05)
+    assert hooks.rest_gradio_queue_when_quiet(demo, 0.2, 0.05, 0.25), _changed(
+        "gradio", "Blocks._queue.push is no longer a coroutine method, or active_jobs / the sleep floats are gone")
+    queue = demo._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (0.01, 0.05)  # just started: busy
+    time.sleep(0.25)
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (0.05, 0.25)  # quiet
+    queue.active_jobs.append([object()])  # an event running: busy pace, for its progress
+    assert queue.sleep_when_free == 0.01
+    queue.active_jobs.clear()
+    answer = asyncio.run(queue.push(SimpleNamespace(fn_index=None), None, None))  # Gradio's own push still answers
+    assert answer[0] is False and queue.sleep_when_free == 0.01, answer  # and an arriving event wakes the queue
+    queue.sleep_when_free = 0.02  # Gradio (or calm_gradio_queue_polling) setting its pace still works
+    assert queue.sleep_when_free == 0.02
+    assert not hooks.rest_gradio_queue_when_quiet(demo, 0.2, 0.05, 0.25)  # not installed twice
+    assert not hooks.rest_gradio_queue_when_quiet(SimpleNamespace(), 0.2, 0.05, 0.25)  # no queue: nothing done
+
+
 # --- datasets ---------------------------------------------------------------------------------------------------
 
 def test_dataset_fingerprint_takes_its_private_path() -> None:
