@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from .attacks import QUICK, REJECTED, RESULTS, SIGN_IN, attack, browser_session, upload_as
+from .attacks import QUICK, REJECTED, RESULTS, SIGN_IN, _unwrap, attack, browser_session, upload_as
 from spacehelpers import FORGED_TOKEN, MEMBER, OWNER, STRANGER, TOKEN_OF
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -114,10 +114,10 @@ def test_a_member_reaches_no_one_elses_files(space: dict) -> None:
                         str(space["owner_upload"]), "/etc/passwd": "/etc/passwd", "a job's events": events,
                         "traversal": "examples/../../../../../etc/passwd"}.items():
         attack(space, f"MCP member: validate_dataset with {label} as the dataset",
-               lambda p=path: _refused_result(member.call("validate_dataset", {"spec": QUICK, "dataset": p})),
+               lambda p=path: _unwrap(member.call("validate_dataset", {"spec": QUICK, "dataset": p})),
                "outside")
         attack(space, f"MCP member: start_training with a spec naming {label}",
-               lambda p=path: _refused_result(member.call("start_training", {
+               lambda p=path: _unwrap(member.call("start_training", {
                    "spec": {**_spec_object(), "data": {**_spec_object()["data"], "path": p}}})), "outside")
     attack(space, "MCP member: chat with an 'adapter' in the owner's upload folder",
            lambda: member.call("chat", {"adapter": str(space["owner_upload"].parent), "message": "hi"}), "outside")
@@ -131,13 +131,6 @@ def _spec_object() -> dict:
     return yaml.safe_load(QUICK)  # type: ignore[no-any-return]
 
 
-def _refused_result(result: dict) -> dict:
-    """validate / start report a refused spec in their answer: raise it as the refusal it is."""
-    if result.get("ok") is False or result.get("status") == "rejected":
-        raise ValueError(" ".join(result.get("errors") or [result.get("error") or ""]))
-    return result
-
-
 def test_oversized_arguments_are_refused(space: dict) -> None:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "chat", "arguments": {"adapter": space["public"], "message": "x" * (2 << 20)}}}).encode()
@@ -148,7 +141,7 @@ def test_oversized_arguments_are_refused(space: dict) -> None:
     attack(space, "MCP member: job_updates wait=3600",
            lambda: member.call("job_updates", {"job_id": space["public"], "wait": 3600}), "wait")
     attack(space, "MCP member: a 300 KB spec",
-           lambda: _refused_result(member.call("dataset_report", {"spec": QUICK + "# " + "x" * 300_000 + "\n"})),
+           lambda: _unwrap(member.call("dataset_report", {"spec": QUICK + "# " + "x" * 300_000 + "\n"})),
            "at most")
     visitor = _as(space, "anonymous", headers={"x-forwarded-for": "198.51.100.32"})
     attack(space, "MCP visitor: demo over max_new_tokens", lambda: visitor.call("compare", {
