@@ -268,10 +268,15 @@ def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def to_json(record: RunEvent) -> str:
-    """One line of events.jsonl. Non-finite numbers (a NaN loss) become null: JSON has no NaN."""
+def to_dict(record: RunEvent) -> dict[str, Any]:
+    """A record as JSON-ready data, `event` first. Non-finite numbers (a NaN loss) become null: JSON has no NaN."""
     data = _finite(record.model_dump(mode="json"))
-    return json.dumps({"event": data.pop("event"), **data}, ensure_ascii=False, allow_nan=False)
+    return {"event": data.pop("event"), **data}
+
+
+def to_json(record: RunEvent) -> str:
+    """One line of events.jsonl."""
+    return json.dumps(to_dict(record), ensure_ascii=False, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

@@ -10,7 +10,6 @@ are the job's own), and a file that was replaced or cut short (an HF Jobs mirror
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..run_events import Checkpoint, EventTail, RunEvent, to_json
+from ..run_events import Checkpoint, EventTail, RunEvent, to_dict
 from .manager import JobManager
 
 MAX_WAIT_S = 30.0  # a longer hold would outlast proxies' and MCP clients' request timeouts (often 60 s)
@@ -71,7 +70,7 @@ def _new_log(path: Path, offset: int) -> tuple[list[str], int, bool]:
 def _event_for_client(event: RunEvent) -> dict[str, Any]:
     """An event as a client reads it: a checkpoint by its folder's name (`checkpoint-40`), not the server's path.
     (Gradio also takes any object with a "path" string in an answer for a file to serve.)"""
-    data: dict[str, Any] = json.loads(to_json(event))
+    data = to_dict(event)
     if isinstance(event, Checkpoint):
         data["checkpoint"] = Path(data.pop("path")).name
     return data

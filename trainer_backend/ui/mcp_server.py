@@ -48,10 +48,17 @@ INSTRUCTIONS = (
     "job_updates with wait=30, passing back its cursor, until done -> evaluate (base vs fine-tuned on held-out "
     "rows) or evaluate_job (the full report) -> chat / compare -> push_job. A spec is an object of the JobSpec "
     "schema or its YAML text; lora-studio://schema/job-spec documents every field.")
-_RESOURCE = re.compile(r"lora-studio://jobs/(?P<job>[A-Za-z0-9._-]{1,128})(?:/(?P<part>[a-z]+))?(?:\?(?P<query>.*))?")
-_PARTS: dict[Optional[str], tuple[str, dict[str, Any]]] = {None: ("job_status", {"series": False}), "updates": ("job_updates", {}),
-          "log": ("job_logs", {"tail": 500}), "evaluation": ("evaluation_report", {}),
-          "export": ("export_status", {}), "sweep": ("sweep_status", {})}
+_RESOURCE = re.compile(re.escape(URI_ROOT) +
+                       r"jobs/(?P<job>[A-Za-z0-9._-]{1,128})(?:/(?P<part>[a-z]+))?(?:\?(?P<query>.*))?")
+# A job's resources: the part of its URI after the job id -> (the endpoint that reads it, fixed arguments, what it is)
+_PARTS: dict[Optional[str], tuple[str, dict[str, Any], str]] = {
+    None: ("job_status", {"series": False}, "A job now: status, progress, metrics, error (as /job_status)."),
+    "updates": ("job_updates", {}, "Everything a job recorded: events, log lines, progress, and the cursor to follow "
+                                   "it with job_updates."),
+    "log": ("job_logs", {"tail": 500}, "The last 500 lines of a job's log."),
+    "evaluation": ("evaluation_report", {}, "A job's evaluation report."),
+    "export": ("export_status", {}, "A job's export and its round-trip check."),
+    "sweep": ("sweep_status", {}, "A sweep's trials and best.")}
 
 
 class _Caller:
@@ -169,15 +176,11 @@ class StudioMcp:
     async def _list_resource_templates(self, ctx: Any, params: Any) -> Any:
         import mcp_types as types
 
-        described = {"": "A job now: status, progress, metrics, error (as /job_status).",
-                     "/updates": "Everything a job recorded: events, log lines, progress, and the cursor to follow "
-                                 "it with job_updates.",
-                     "/log": "The last 500 lines of a job's log.", "/evaluation": "A job's evaluation report.",
-                     "/export": "A job's export and its round-trip check.", "/sweep": "A sweep's trials and best."}
         return types.ListResourceTemplatesResult(resource_templates=[
-            types.ResourceTemplate(uri_template=f"{URI_ROOT}jobs/{{job_id}}{part}", name=f"job{part or ' status'}",
-                                   description=text, mime_type="text/plain" if part == "/log" else "application/json")
-            for part, text in described.items()])
+            types.ResourceTemplate(uri_template=f"{URI_ROOT}jobs/{{job_id}}" + (f"/{part}" if part else ""),
+                                   name=f"job {part or 'status'}", description=text,
+                                   mime_type="text/plain" if part == "log" else "application/json")
+            for part, (_, _, text) in _PARTS.items()])
 
     async def _read_resource(self, ctx: Any, params: Any) -> Any:
         import mcp_types as types
@@ -214,7 +217,7 @@ class StudioMcp:
         if match is None or match.group("part") not in _PARTS:
             raise MCPError(INVALID_PARAMS, f"no resource {uri[:200]!r}; resources/list and resources/templates/list "
                                            "say which there are")
-        name, extra = _PARTS[match.group("part")]
+        name, extra, _ = _PARTS[match.group("part")]
         arguments: dict[str, Any] = {"job_id": match.group("job"), **extra}
         if name == "job_updates":
             arguments["cursor"] = (parse_qs(match.group("query") or "").get("cursor") or [""])[0]
